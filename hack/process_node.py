@@ -409,8 +409,11 @@ class Node:
         log("stopping: killing pod processes")
         with self.lock:
             runners = list(self.pods.values())
-        for r in runners:
-            r.kill_all(grace=2)
+        threads = [threading.Thread(target=r.kill_all, args=(2,)) for r in runners]
+        for t in threads:  # all pods at once, so `hack/cluster down` stays quick
+            t.start()
+        for t in threads:
+            t.join()
         log("stopped")
 
 
