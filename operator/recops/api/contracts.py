@@ -133,3 +133,40 @@ def unit_score(raw: float, transform: ScoreTransform, max_grade: float = 1.0) ->
     if transform == "grade":
         return min(max(raw / max_grade, 0.0), 1.0) if max_grade > 0 else 0.0
     return min(max((raw + 1.0) / 2.0, 0.0), 1.0)
+
+
+# --- pseudonymisation and the event log ---------------------------------------------------
+def pseudonymise(user_id: str, salt: str) -> str:
+    """Salted, keyed hash of a user id: stable for one salt, unlinkable without it."""
+    import hashlib
+    import hmac
+
+    return "u_" + hmac.new(salt.encode(), user_id.encode(), hashlib.sha256).hexdigest()[:20]
+
+
+# One jsonl record per impression (one item of a ranked response) or feedback event, under
+# <event-log-uri>/dt=YYYY-MM-DD/hour=HH/<pod>.jsonl. Feedback records carry no text: the
+# trainer joins them to their impression on (request_id, product_id) and keeps the
+# highest-graded event, so the rows then have the default FineTuneJob field mapping.
+EVENT_LOG_FIELDS = {
+    "ts": "ISO-8601 UTC time of the event",
+    "event": "impression, click, add_to_cart or purchase",
+    "request_id": "the ranked response's id (feedback tokens map to it)",
+    "product_id": "the item",
+    "query": "the query (impressions; null when none)",
+    "user_id": "pseudonymised user id (null when none)",
+    "user_context": "user context text (impressions; null when none)",
+    "title": "the item's text as ranked (impressions only)",
+    "position": "0-based rank in the response (impressions only)",
+    "score": "the score in [0, 1] (impressions only)",
+    "track": "stable or canary",
+    "model_version": "the model that ranked",
+    "deployment": "the RecModelDeployment",
+    "namespace": "its namespace",
+}
+
+
+def event_log_path(prefix: str, when_iso_hour: tuple[str, str], pod: str) -> str:
+    """<prefix>/dt=YYYY-MM-DD/hour=HH/<pod>.jsonl"""
+    day, hour = when_iso_hour
+    return f"{prefix.rstrip('/')}/dt={day}/hour={hour}/{pod}.jsonl"
