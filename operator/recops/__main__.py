@@ -1,0 +1,5 @@
+import sys
+
+from recops.cli import main
+
+sys.exit(main())

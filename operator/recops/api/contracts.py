@@ -1,0 +1,172 @@
+"""The contracts between the parts (DESIGN.md, Contracts): names and shapes that the
+operator, the trainer and the server must agree on. Change one only together with every
+part that uses it."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from recops.api.common import GROUP
+
+# --- labels and annotations ---------------------------------------------------------------
+LINEAGE_LABEL = f"{GROUP}/lineage"
+MANAGED_BY = "recops"
+FIELD_MANAGER = "recops"
+FINALIZER = f"{GROUP}/finalizer"
+PROMOTE_ANNOTATION = f"{GROUP}/promote"
+ABORT_ANNOTATION = f"{GROUP}/abort"
+RETRY_MODEL_ANNOTATION = f"{GROUP}/retry-model"
+# kwok test hooks (set through podTemplate by tests, never by builders).
+TEST_FAIL_LABEL = f"{GROUP}/test-fail"
+TEST_EXIT_CODE_ANNOTATION = f"{GROUP}/test-exit-code"
+TEST_TERMINATION_MESSAGE_ANNOTATION = f"{GROUP}/test-termination-message"
+
+
+def owner_label(kind: str) -> str:
+    """recops.dev/<kind>: the label naming the owning resource, e.g. recops.dev/finetunejob."""
+    return f"{GROUP}/{kind.lower()}"
+
+
+# --- environment variables ----------------------------------------------------------------
+ENV_FTJ_NAMESPACE = "RECOPS_FTJ_NAMESPACE"
+ENV_FTJ_NAME = "RECOPS_FTJ_NAME"
+ENV_SERVE_HOST = "RECOPS_SERVE_HOST"
+ENV_PSEUDONYM_SALT = "RECOPS_PSEUDONYM_SALT"
+ENV_FEEDBACK_KEY = "RECOPS_FEEDBACK_KEY"
+ENV_PVC_ROOT = "RECOPS_PVC_ROOT"  # where pvc:// claims are mounted; /mnt/pvc in pods
+# Identity of every serving series (set by the builders, never from service discovery).
+ENV_NAMESPACE = "RECOPS_NAMESPACE"
+ENV_DEPLOYMENT = "RECOPS_DEPLOYMENT"
+ENV_TRACK = "RECOPS_TRACK"
+ENV_MODEL_VERSION = "RECOPS_MODEL_VERSION"
+ENV_POD_NAME = "RECOPS_POD_NAME"
+
+# --- trainer ------------------------------------------------------------------------------
+JOB_CONFIG_PATH = "/etc/recops/job.yaml"
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+TERMINATION_MESSAGE_LIMIT = 4096
+MODEL_MANIFEST = "recops.json"  # written last: its presence marks a model complete
+
+
+def model_version(name: str, uid: str) -> str:
+    """<ftj-name>-<first 8 of uid>."""
+    return f"{name}-{uid[:8]}"
+
+
+class _Contract(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+
+class TerminationMessage(_Contract):
+    """What the trainer writes to its termination-message path (JSON, under 4 KB)."""
+
+    schema_version: int = Field(default=1, alias="schemaVersion")
+    model_uri: str | None = Field(default=None, alias="modelUri")
+    model_version: str | None = Field(default=None, alias="modelVersion")
+    metrics: dict[str, float] = Field(default_factory=dict)
+    baseline: dict[str, dict[str, float]] = Field(default_factory=dict)
+    current_model: dict[str, float] | None = Field(default=None, alias="currentModel")
+    gate_passed: bool | None = Field(default=None, alias="gatePassed")
+    error: str | None = None
+
+    def to_json(self) -> str:
+        text = self.model_dump_json(by_alias=True)
+        if len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
+            # Keep the verdict; drop the bulky parts first.
+            slim = self.model_copy(update={"baseline": {}, "current_model": None})
+            text = slim.model_dump_json(by_alias=True)
+        return text
+
+
+# --- serving ------------------------------------------------------------------------------
+METRIC_PREFIX = "recops_"
+IDENTITY_LABELS = ("recops_namespace", "recops_deployment", "track", "model_version")
+Track = Literal["stable", "canary"]
+FEEDBACK_EVENTS = ("click", "add_to_cart", "purchase")
+PRODUCT_TEXT_SEPARATOR = " | "
+
+
+def context_text(query: str | None, user_context: str | None) -> str:
+    """The first segment a cross-encoder sees: the query, else the user context."""
+    if query:
+        return query
+    if user_context:
+        return f"user: {user_context}"
+    return ""
+
+
+ScoreTransform = Literal["sigmoid", "grade", "cosine"]
+
+
+class ModelManifest(_Contract):
+    """recops.json: what a served model is and how to turn its outputs into scores."""
+
+    schema_version: int = Field(default=1, alias="schemaVersion")
+    task: Literal["click-through", "relevance", "embedding", "domain-pretrain"]
+    model_version: str = Field(alias="modelVersion")
+    architecture: Literal["cross-encoder", "bi-encoder", "masked-lm"]
+    score_transform: ScoreTransform = Field(alias="scoreTransform")
+    max_grade: float = Field(default=1.0, alias="maxGrade")  # for "grade": score = clamp(raw / maxGrade)
+    max_length: int = Field(default=128, alias="maxLength")
+    base_model: str | None = Field(default=None, alias="baseModel")
+    metrics: dict[str, float] = Field(default_factory=dict)
+    baseline: dict[str, dict[str, float]] = Field(default_factory=dict)
+    current_model: dict[str, float] | None = Field(default=None, alias="currentModel")
+    gate: dict[str, Any] | None = None
+    gate_passed: bool | None = Field(default=None, alias="gatePassed")
+    data_fingerprint: str | None = Field(default=None, alias="dataFingerprint")
+    versions: dict[str, str] = Field(default_factory=dict)
+    created_at: str | None = Field(default=None, alias="createdAt")
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=2)
+
+
+def unit_score(raw: float, transform: ScoreTransform, max_grade: float = 1.0) -> float:
+    """Map a model output to [0, 1], as recops_score and the API report it."""
+    import math
+
+    if transform == "sigmoid":
+        return 1.0 / (1.0 + math.exp(-max(min(raw, 60.0), -60.0)))
+    if transform == "grade":
+        return min(max(raw / max_grade, 0.0), 1.0) if max_grade > 0 else 0.0
+    return min(max((raw + 1.0) / 2.0, 0.0), 1.0)
+
+
+# --- pseudonymisation and the event log ---------------------------------------------------
+def pseudonymise(user_id: str, salt: str) -> str:
+    """Salted, keyed hash of a user id: stable for one salt, unlinkable without it."""
+    import hashlib
+    import hmac
+
+    return "u_" + hmac.new(salt.encode(), user_id.encode(), hashlib.sha256).hexdigest()[:20]
+
+
+# One jsonl record per impression (one item of a ranked response) or feedback event, under
+# <event-log-uri>/dt=YYYY-MM-DD/hour=HH/<pod>.jsonl. Feedback records carry no text: the
+# trainer joins them to their impression on (request_id, product_id) and keeps the
+# highest-graded event, so the rows then have the default FineTuneJob field mapping.
+EVENT_LOG_FIELDS = {
+    "ts": "ISO-8601 UTC time of the event",
+    "event": "impression, click, add_to_cart or purchase",
+    "request_id": "the ranked response's id (feedback tokens map to it)",
+    "product_id": "the item",
+    "query": "the query (impressions; null when none)",
+    "user_id": "pseudonymised user id (null when none)",
+    "user_context": "user context text (impressions; null when none)",
+    "title": "the item's text as ranked (impressions only)",
+    "position": "0-based rank in the response (impressions only)",
+    "score": "the score in [0, 1] (impressions only)",
+    "track": "stable or canary",
+    "model_version": "the model that ranked",
+    "deployment": "the RecModelDeployment",
+    "namespace": "its namespace",
+}
+
+
+def event_log_path(prefix: str, when_iso_hour: tuple[str, str], pod: str) -> str:
+    """<prefix>/dt=YYYY-MM-DD/hour=HH/<pod>.jsonl"""
+    day, hour = when_iso_hour
+    return f"{prefix.rstrip('/')}/dt={day}/hour={hour}/{pod}.jsonl"

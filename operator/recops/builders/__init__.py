@@ -1,0 +1,1 @@
+"""Pure functions from recops resources to Kubernetes manifests. No I/O."""

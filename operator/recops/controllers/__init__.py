@@ -1,0 +1,1 @@
+"""Kopf handlers, one module per kind; thin: read, build, apply, write status."""

@@ -1,0 +1,1 @@
+"""PromQL, rule evaluation and drift statistics for MonitorPolicy."""

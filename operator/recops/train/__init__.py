@@ -1,0 +1,1 @@
+"""The trainer workload (`recops train`). Imports torch lazily."""
