@@ -1,14 +1,12 @@
 """Thin root conftest: registers the shared fixtures of tests/support and the
 `cluster` marker (tests that need the local control plane, see hack/cluster)."""
 
-import sys
-from pathlib import Path
+import pytest
 
-# tests/ is not a package; make `support` importable whatever pytest's import mode is.
-sys.path.insert(0, str(Path(__file__).parent))
+from tests.support.fixtures import cluster, crds, namespace
 
-from support.fixtures import cluster, namespace  # noqa: E402,F401  (fixtures, used by name)
+__all__ = ["cluster", "crds", "namespace"]  # fixtures, used by name
 
 
-def pytest_configure(config):
+def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cluster: needs the local control plane (hack/cluster); slow to start")

@@ -16,8 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
-from support.cluster import HACK, Cluster
+from tests.support.cluster import HACK, REPO, Cluster
 
 
 def _cluster_cmd(dir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -47,3 +48,15 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     name = cluster.create_namespace(prefix)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Cluster) -> list[str]:
+    """The committed crds/ applied (server-side) and Established; returns their names."""
+    paths = sorted((REPO / "crds").glob("*.yaml"))
+    names = [yaml.safe_load(p.read_text())["metadata"]["name"] for p in paths]
+    for p in paths:
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(p))
+    for name in names:
+        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
+    return names
