@@ -6,7 +6,7 @@ command as a local process (no image is pulled; a command that does not exist he
 the pod with reason ExecutableNotFound). Each container runs in its own private mount
 namespace (`unshare -m`), where the pod's volumes (emptyDir, configMap, secret, PVC,
 projected service-account token, downwardAPI, hostPath) are bind-mounted at the paths
-the pod asks for, together with a per-pod /tmp and the termination-message file; the
+the pod asks for, together with the termination-message file (TMPDIR is per pod too); the
 volume directories are per pod (per claim for PVCs), so two pods reading the same path
 see their own data. Each pod gets its own loopback pod IP (127.0.0.x), passed to its
 processes as RECOPS_SERVE_HOST. Probes (httpGet, tcpSocket, exec), restart policies,
@@ -573,6 +573,9 @@ class PodRunner:
             "KUBERNETES_SERVICE_PORT_HTTPS": str(self.node.apiserver_port),
             "KUBERNETES_PORT": f"tcp://127.0.0.1:{self.node.apiserver_port}",
             "RECOPS_SERVE_HOST": self.ip or "127.0.0.1",
+            # A per-pod temp dir (not a mount over /tmp, which would hide host paths such
+            # as a checkout under /tmp from the process).
+            "TMPDIR": str(self.dir / "tmp"),
         }
         venv_bin = REPO / ".venv" / "bin"
         if venv_bin.is_dir():  # the project's `recops` executable lives here
@@ -647,7 +650,7 @@ class PodRunner:
             c.state = {"terminated": {"exitCode": 127, "reason": "ExecutableNotFound", "message": msg,
                                       "startedAt": now(), "finishedAt": now()}}
             return 127, "ExecutableNotFound", msg
-        mounts = [{"source": str(self.dir / "tmp"), "target": "/tmp", "readOnly": False}]
+        mounts = []
         for vm in spec.get("volumeMounts", []):
             src = Path(self.volume_dir(vm["name"]))
             if vm.get("subPath"):
@@ -994,28 +997,39 @@ def launch(spec_file: str) -> None:
     """Runs as root inside the container's fresh mount namespace: bind the volumes, enter
     the working directory, exec the command. Failures are written to statusFile."""
     spec = json.loads(Path(spec_file).read_text())
+    # Open every mount source (and the status file's dir) BEFORE mounting anything: a
+    # volume mounted over e.g. /tmp would otherwise hide sources that live under /tmp.
+    status = Path(spec["statusFile"])
+    status_dir = os.open(status.parent, os.O_PATH)
+    sources = [(m, os.open(m["source"], os.O_PATH), os.path.isdir(m["source"])) for m in spec["mounts"]]
 
     def fail(reason: str, message: str, code: int) -> None:
-        Path(spec["statusFile"]).write_text(json.dumps({"reason": reason, "message": message}))
-        print(f"process-node: {reason}: {message}", file=sys.stderr)
+        fd = os.open(status.name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=status_dir)
+        os.write(fd, json.dumps({"reason": reason, "message": message}).encode())
+        os.close(fd)
+        print(f"process-node: {reason}: {message}", file=sys.stderr, flush=True)
         sys.exit(code)
 
-    for m in sorted(spec["mounts"], key=lambda m: len(Path(m["target"]).parts)):
-        src, dst = Path(m["source"]), Path(m["target"])
+    for m, fd, is_dir in sorted(sources, key=lambda s: len(Path(s[0]["target"]).parts)):
+        dst = Path(m["target"])
         try:
             # Mount points must exist; they are created (empty) in the shared filesystem.
-            if src.is_dir():
+            if is_dir:
                 dst.mkdir(parents=True, exist_ok=True)
             else:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 if not dst.exists():
                     dst.touch()
-            subprocess.run(["mount", "--bind", str(src), str(dst)], check=True, capture_output=True, text=True)
+            src = f"/proc/{os.getpid()}/fd/{fd}"  # the source opened above, wherever it is now
+            subprocess.run(["mount", "--bind", src, str(dst)], check=True, capture_output=True, text=True)
             if m["readOnly"]:
-                subprocess.run(["mount", "-o", "remount,bind,ro", str(dst)], check=True, capture_output=True)
+                subprocess.run(["mount", "-o", "remount,bind,ro", str(dst)], check=True, capture_output=True,
+                               text=True)
         except (OSError, subprocess.CalledProcessError) as e:
             err = getattr(e, "stderr", "") or str(e)
-            fail("CreateContainerError", f"cannot mount {src} at {dst}: {err.strip()}", 128)
+            fail("CreateContainerError", f"cannot mount {m['source']} at {dst}: {err.strip()}", 128)
+    for _, fd, _ in sources:
+        os.close(fd)
     env = spec["env"]
     if spec.get("workingDir"):
         os.makedirs(spec["workingDir"], exist_ok=True)
@@ -1027,6 +1041,7 @@ def launch(spec_file: str) -> None:
         fail("ExecutableNotFound",
              f"executable {exe!r} not found on this machine (the process node runs commands locally "
              f"and does not pull image {spec.get('image')!r})", 127)
+    os.close(status_dir)
     os.execve(path, argv, env)
 
 
