@@ -44,6 +44,14 @@ def hostpath_dir(tmp_path: Path, name: str = "ctl") -> tuple[Path, dict]:
     return d, {"name": name, "hostPath": {"path": str(d), "type": "Directory"}}
 
 
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False  # not listening yet
+
+
 def test_node_registered(cluster: Cluster) -> None:
     node = cluster.core().read_node("recops-local")
     ready = next(c for c in node.status.conditions if c.type == "Ready")
@@ -220,8 +228,7 @@ def test_scrape_annotations_in_file_sd(cluster: Cluster, namespace: str) -> None
     assert group["labels"]["namespace"] == namespace and group["labels"]["pod"] == "metrics"
     assert group["labels"]["app_kubernetes_io_name"] == "demo" and group["labels"]["track"] == "stable"
     assert group["labels"]["__metrics_path__"] == "/"
-    with urllib.request.urlopen(f"http://{target}/", timeout=5) as r:
-        assert r.status == 200
+    wait_until(lambda: http_ok(f"http://{target}/"), 30, f"the pod's server on {target}")
     cluster.core().delete_namespaced_pod("metrics", namespace, grace_period_seconds=1)
     wait_until(lambda: entry() is None, 30, "target removed after deletion")
 
