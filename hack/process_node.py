@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime as dt
 import http.client
 import json
@@ -48,11 +49,11 @@ MARKER = "RECOPS_PROCESS_NODE_DIR"  # env var in every container process: lets `
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def micro_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def log(msg: str) -> None:
@@ -258,7 +259,7 @@ class Node:
                                      {"status": {"conditions": self.node_status()["conditions"]}},
                                      "application/strategic-merge-patch+json")
                     last_status = time.time()
-            except Exception as e:  # noqa: BLE001 - keep beating
+            except Exception as e:
                 log(f"heartbeat error: {e}")
             self.stopping.wait(10)
 
@@ -373,7 +374,7 @@ class Node:
                         rv = obj["metadata"]["resourceVersion"]
                         if ev["type"] != "BOOKMARK":
                             self.handle(obj, deleted=ev["type"] == "DELETED")
-            except Exception as e:  # noqa: BLE001 - relist after any watch failure (410 Gone included)
+            except Exception as e:
                 if not self.stopping.is_set():
                     log(f"pod watch: {e}; relisting")
                     time.sleep(1)
@@ -520,7 +521,7 @@ class PodRunner:
             for t in threads:
                 t.join()
             self.finish_if_done()
-        except Exception as e:  # noqa: BLE001 - a broken pod must not kill the node
+        except Exception as e:
             self.log(f"failed: {e!r}")
             self.fail("ProcessNodeError", str(e))
 
@@ -762,7 +763,7 @@ class PodRunner:
                 res = subprocess.run(["nsenter", "-t", str(proc.pid), "-m", "--", *probe["exec"]["command"]],
                                      env=env, capture_output=True, timeout=timeout)
                 return res.returncode == 0
-        except Exception:  # noqa: BLE001 - any error is a failed probe
+        except Exception:
             return False
         return False
 
@@ -869,10 +870,8 @@ class PodRunner:
 
     @staticmethod
     def signal_proc(proc: subprocess.Popen, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, sig)  # the container's whole process group
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def kill_all(self, grace: float) -> None:
         procs = [c.proc for c in self.containers if c.proc and c.proc.poll() is None]

@@ -232,3 +232,23 @@ def test_scrape_annotations_in_file_sd(cluster: Cluster, namespace: str) -> None
     cluster.core().delete_namespaced_pod("metrics", namespace, grace_period_seconds=1)
     wait_until(lambda: entry() is None, 30, "target removed after deletion")
 
+
+
+def test_pvc_is_bound_and_shared_per_claim(cluster: Cluster, namespace: str) -> None:
+    """A claim of the default StorageClass binds (kwok provisions it); on the process node
+    it is one directory per claim: what one pod writes, the next pod reads."""
+    cluster.apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "models"},
+                   "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}},
+                  namespace)
+    wait_until(lambda: cluster.core().read_namespaced_persistent_volume_claim("models", namespace)
+               .status.phase == "Bound", 60, "claim Bound")
+    volume = [{"name": "models", "persistentVolumeClaim": {"claimName": "models"}}]
+    mount = {"volumeMounts": [{"name": "models", "mountPath": "/mnt/pvc/models"}]}
+    cluster.apply(local_pod("writer", ["sh", "-c", "echo weights > /mnt/pvc/models/model.bin"],
+                            volumes=volume, container=mount), namespace)
+    assert cluster.wait_pod_phase(namespace, "writer", {"Succeeded", "Failed"}).status.phase == "Succeeded"
+    cluster.apply(local_pod("reader", ["sh", "-c", "cat /mnt/pvc/models/model.bin > /dev/termination-log"],
+                            volumes=volume, container=mount), namespace)
+    p = cluster.wait_pod_phase(namespace, "reader", {"Succeeded", "Failed"})
+    assert p.status.phase == "Succeeded"
+    assert terminated(p).message == "weights\n"
