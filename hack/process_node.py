@@ -27,6 +27,7 @@ import base64
 import contextlib
 import datetime as dt
 import http.client
+import http.server
 import json
 import os
 import re
@@ -196,6 +197,7 @@ class Node:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.ips_in_use: set[str] = set()
+        self.port, self.tls = args.port, (args.tls_cert, args.tls_key)
 
     # ------------------------------------------------------------ registration
 
@@ -213,6 +215,7 @@ class Node:
             "conditions": [{"type": ty, "status": st, "reason": r, "message": m,
                             "lastHeartbeatTime": t, "lastTransitionTime": t} for ty, st, r, m in conds],
             "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": self.name}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.port}},
             "nodeInfo": {"kubeletVersion": "recops-process-node", "kubeProxyVersion": "", "operatingSystem": "linux",
                          "architecture": "amd64", "containerRuntimeVersion": "process://local",
                          "kernelVersion": os.uname().release, "osImage": "local processes",
@@ -262,6 +265,59 @@ class Node:
             except Exception as e:
                 log(f"heartbeat error: {e}")
             self.stopping.wait(10)
+
+    # ------------------------------------------------------------ logs endpoint
+
+    def serve_logs(self) -> None:
+        """The kubelet's /containerLogs endpoint, so `kubectl logs` (through the apiserver)
+        works for pods of this node. Loopback only; a development tool."""
+        node = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                url = urllib.parse.urlparse(self.path)
+                parts = url.path.strip("/").split("/")
+                if len(parts) != 4 or parts[0] != "containerLogs":
+                    self.send_error(404)
+                    return
+                _, ns, name, container = parts
+                q = urllib.parse.parse_qs(url.query)
+                with node.lock:
+                    runner = next((r for r in node.pods.values() if (r.ns, r.name) == (ns, name)), None)
+                c = runner and next((c for c in runner.containers if c.name == container), None)
+                if not runner or not c:
+                    self.send_error(404, f"container {container} of pod {ns}/{name} not on this node")
+                    return
+                restart = c.restart_count - (1 if q.get("previous") == ["true"] else 0)
+                path = runner.dir / "logs" / f"{c.name}-{restart}.log"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                data = path.read_bytes() if path.exists() else b""
+                if "tailLines" in q:
+                    data = b"".join(data.splitlines(keepends=True)[-int(q["tailLines"][0]):])
+                self.wfile.write(data)
+                if q.get("follow") != ["true"]:
+                    return
+                offset = path.stat().st_size if path.exists() else 0
+                while c.proc and c.proc.poll() is None and c.restart_count == restart:
+                    time.sleep(0.5)
+                    with open(path, "rb") as f:
+                        f.seek(offset)
+                        chunk = f.read()
+                    if chunk:
+                        offset += len(chunk)
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*self.tls)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        server.serve_forever()
 
     # ------------------------------------------------------------ pod IPs and discovery
 
@@ -402,6 +458,8 @@ class Node:
             self.stopping.set()
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
+        if self.port:
+            threading.Thread(target=self.serve_logs, daemon=True).start()
         threading.Thread(target=self.heartbeat, daemon=True).start()
         threading.Thread(target=self.watch_pods, daemon=True).start()
         while not self.stopping.is_set():
@@ -1054,6 +1112,9 @@ def main() -> None:
     ap.add_argument("--node-name", default="recops-local")
     ap.add_argument("--apiserver-port", type=int, default=0)
     ap.add_argument("--sd-file", default="", help="Prometheus file_sd output (default STATE/prometheus-sd.json)")
+    ap.add_argument("--port", type=int, default=0, help="HTTPS port of the logs endpoint (0: none)")
+    ap.add_argument("--tls-cert", default="")
+    ap.add_argument("--tls-key", default="")
     ap.add_argument("--taint", action="store_true", help="taint the node recops.dev/process-node=true:NoSchedule")
     Node(ap.parse_args()).run()
 

@@ -252,3 +252,11 @@ def test_pvc_is_bound_and_shared_per_claim(cluster: Cluster, namespace: str) -> 
     p = cluster.wait_pod_phase(namespace, "reader", {"Succeeded", "Failed"})
     assert p.status.phase == "Succeeded"
     assert terminated(p).message == "weights\n"
+
+
+def test_kubectl_logs_reads_the_container_log(cluster: Cluster, namespace: str) -> None:
+    cluster.apply(local_pod("talker", ["sh", "-c", "echo line one; echo line two >&2"]), namespace)
+    assert cluster.wait_pod_phase(namespace, "talker", {"Succeeded", "Failed"}).status.phase == "Succeeded"
+    out = cluster.kubectl("logs", "-n", namespace, "talker").stdout
+    assert out.splitlines() == ["line one", "line two"]
+    assert cluster.kubectl("logs", "-n", namespace, "talker", "--tail=1").stdout == "line two\n"
