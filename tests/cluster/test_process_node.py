@@ -17,6 +17,7 @@ import pytest
 from kubernetes import client
 
 from tests.support.cluster import Cluster, wait_until
+from tests.support.prometheus import running_prometheus
 
 pytestmark = pytest.mark.cluster
 
@@ -260,3 +261,28 @@ def test_kubectl_logs_reads_the_container_log(cluster: Cluster, namespace: str) 
     out = cluster.kubectl("logs", "-n", namespace, "talker").stdout
     assert out.splitlines() == ["line one", "line two"]
     assert cluster.kubectl("logs", "-n", namespace, "talker", "--tail=1").stdout == "line two\n"
+
+
+METRICS_SERVER = """
+import http.server, os
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b'demo_requests_total 7\\n'
+        self.send_response(200); self.send_header('Content-Type', 'text/plain'); self.end_headers()
+        self.wfile.write(body)
+http.server.HTTPServer((os.environ['RECOPS_SERVE_HOST'], 9200), H).serve_forever()
+"""
+
+
+def test_prometheus_scrapes_pods_through_file_sd(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    """A real Prometheus reading the process node's file_sd file scrapes the pod on its pod
+    IP, with the pod's labels as target labels."""
+    sd_file = cluster.dir / "process-node" / "prometheus-sd.json"
+    cluster.apply(local_pod("exporter", ["python3", "-c", METRICS_SERVER], restart="Always", metadata={
+        "labels": {"track": "canary"},
+        "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9200"}}), namespace)
+    cluster.wait_pod_phase(namespace, "exporter", {"Running"})
+    with running_prometheus(tmp_path / "prom", file_sd=[sd_file]) as prom:
+        query = f'demo_requests_total{{namespace="{namespace}", pod="exporter", track="canary"}}'
+        series = wait_until(lambda: prom.query(query), 60, f"{query} scraped")
+        assert series[0]["value"][1] == "7"
