@@ -286,3 +286,43 @@ def test_prometheus_scrapes_pods_through_file_sd(cluster: Cluster, namespace: st
         query = f'demo_requests_total{{namespace="{namespace}", pod="exporter", track="canary"}}'
         series = wait_until(lambda: prom.query(query), 60, f"{query} scraped")
         assert series[0]["value"][1] == "7"
+
+
+def test_secret_and_downward_api_volumes_and_working_dir(cluster: Cluster, namespace: str) -> None:
+    cluster.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "token"},
+                   "stringData": {"value": "t0k3n"}}, namespace)
+    script = 'printf "%s|%s|%s" "$(cat /var/secret/value)" "$(cat /etc/podinfo/labels)" "$(pwd)" > /dev/termination-log'
+    cluster.apply(local_pod("info", ["sh", "-c", script], metadata={"labels": {"app": "demo"}}, volumes=[
+        {"name": "secret", "secret": {"secretName": "token"}},
+        {"name": "podinfo", "downwardAPI": {"items": [
+            {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+        {"name": "work", "emptyDir": {}}], container={
+        "workingDir": "/srv/recops-work",
+        "volumeMounts": [{"name": "secret", "mountPath": "/var/secret", "readOnly": True},
+                         {"name": "podinfo", "mountPath": "/etc/podinfo"},
+                         {"name": "work", "mountPath": "/srv/recops-work"}]}), namespace)
+    p = cluster.wait_pod_phase(namespace, "info", {"Succeeded", "Failed"})
+    assert p.status.phase == "Succeeded", terminated(p)
+    assert terminated(p).message == 't0k3n|app="demo"|/srv/recops-work'
+
+
+def test_on_failure_restarts_until_success(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    _, ctl_vol = hostpath_dir(tmp_path)
+    # Fails on the first run, succeeds on the second.
+    script = "if [ -f /ctl/ran ]; then exit 0; fi; touch /ctl/ran; exit 4"
+    cluster.apply(local_pod("flaky", ["sh", "-c", script], restart="OnFailure", volumes=[ctl_vol],
+                            container={"volumeMounts": [{"name": "ctl", "mountPath": "/ctl"}]}), namespace)
+    p = cluster.wait_pod_phase(namespace, "flaky", {"Succeeded", "Failed"})
+    assert p.status.phase == "Succeeded"
+    status = p.status.container_statuses[0]
+    assert status.restart_count == 1
+    assert status.last_state.terminated.exit_code == 4
+
+
+def test_liveness_probe_failure_restarts_container(cluster: Cluster, namespace: str) -> None:
+    cluster.apply(local_pod("unhealthy", ["sleep", "3600"], restart="Always", terminationGracePeriodSeconds=1,
+                            container={"livenessProbe": {"exec": {"command": ["false"]}, "periodSeconds": 1,
+                                                         "failureThreshold": 2}}), namespace)
+    wait_until(lambda: (cluster.pod(namespace, "unhealthy").status.container_statuses or [None])[0]
+               and cluster.pod(namespace, "unhealthy").status.container_statuses[0].restart_count >= 1,
+               60, "a restart after failed liveness probes")
