@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 # Columns of every prepared frame, in this order.
 COLUMNS = ("group", "context", "query", "user", "product_id", "product_text", "grade", "label", "timestamp")
 SPLITS = ("train", "validation", "test")
+TASKS = ("click-through", "relevance", "embedding", "domain-pretrain")
 # The request id of the serving event log: feedback rows join their impression on it.
 REQUEST_ID = "request_id"
 EVENT_LOG_TIMESTAMP = "ts"
@@ -364,11 +365,12 @@ def _epoch_seconds(series: pd.Series) -> tuple[pd.Series, pd.Series]:
         # Milliseconds since the epoch (JavaScript, Kafka) are read as such.
         seconds = seconds.where(seconds.abs() < 1e11, seconds / 1000.0)
     else:
+        # Text or mixed objects: numbers are epoch (milli)seconds, the rest dates in any ISO-like shape.
         numeric = pd.to_numeric(series, errors="coerce")
-        if numeric.notna().sum() == given.sum():
-            return _epoch_seconds(numeric)
-        stamps = pd.to_datetime(series.astype("string"), utc=True, errors="coerce", format="mixed")
-        seconds = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+        from_numbers, _ = _epoch_seconds(numeric.astype(float))
+        text = series.astype("string").where(numeric.isna(), pd.NA)
+        stamps = pd.to_datetime(text, utc=True, errors="coerce", format="mixed")
+        seconds = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().fillna(from_numbers)
     seconds = seconds.astype(float)
     impossible = given & (~np.isfinite(seconds.to_numpy(dtype=float, na_value=np.nan)) | (seconds < 0))
     return seconds.where(~impossible, np.nan), impossible
@@ -662,12 +664,20 @@ def prepare(dataset: DatasetSpec, task: str, *, salt: str | None = None, seed: i
     salt: the pseudonymisation salt; default RECOPS_PSEUDONYM_SALT, else a random one (pseudonyms
     then differ per run, the split and the fingerprint do not). seed: default dataset.split.seed.
     """
-    if task not in ("click-through", "relevance", "embedding", "domain-pretrain"):
+    if task not in TASKS:
+        raise DataError(f"unknown task {task!r}")
+    return prepare_frame(_read_raw(dataset), dataset, task, salt=salt, seed=seed)
+
+
+def prepare_frame(
+    raw: pd.DataFrame, dataset: DatasetSpec, task: str, *, salt: str | None = None, seed: int | None = None
+) -> PreparedData:
+    """`prepare` for rows already in memory (as `datasets` would read them; dataset.uri unused)."""
+    if task not in TASKS:
         raise DataError(f"unknown task {task!r}")
     if salt is None:
         salt = os.environ.get(contracts.ENV_PSEUDONYM_SALT) or secrets.token_hex(16)
     seed = dataset.split.seed if seed is None else seed
-    raw = _read_raw(dataset)
     rows_read = len(raw)
     merged = _merge_feedback(raw, dataset)
     steps: list[tuple[str, int]] = []

@@ -260,8 +260,8 @@ def generate_shop(
     # Position bias: users look less far down the list.
     examined = rng.random((sessions, k)) < 1.0 / np.sqrt(1.0 + np.arange(k))[None, :]
     clicked = examined & (rng.random((sessions, k)) < _sigmoid(1.1 * relevance - 3.0))
-    carted = clicked & (rng.random((sessions, k)) < _sigmoid(relevance - 2.5))
-    bought = carted & (rng.random((sessions, k)) < _sigmoid(relevance - 1.5 - 0.5 * price_term))
+    carted = clicked & (rng.random((sessions, k)) < _sigmoid(relevance - 4.5))
+    bought = carted & (rng.random((sessions, k)) < _sigmoid(relevance - 4.0 - price_term))
 
     # Events, one row each; later events a little after the impression.
     session_ids = np.repeat(np.arange(sessions), k).reshape(sessions, k)
@@ -302,7 +302,7 @@ def generate_shop(
             "price": catalogue.price[product],
             "event": merged["event"].astype(str),
             "position": merged["position"].astype(np.int64),
-            "timestamp": pd.to_datetime(np.round(merged["time"], 3), unit="s", utc=True),
+            "timestamp": pd.to_datetime(np.round(merged["time"] * 1000.0).astype(np.int64), unit="ms", utc=True),
         }
     )
     users_frame = pd.DataFrame(
