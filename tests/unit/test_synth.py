@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,7 @@ def test_relevance_follows_words_of_the_query_in_the_title() -> None:
         [len(set(q.split()) & set(t.lower().split())) for q, t in zip(shown["query"], shown["title"], strict=True)]
     )
     ctr = [was_clicked[overlap == n].mean() for n in range(3) if (overlap == n).sum() > 100]
-    assert len(ctr) >= 2 and all(a < b for a, b in zip(ctr, ctr[1:], strict=False))
+    assert len(ctr) >= 2 and all(a < b for a, b in itertools.pairwise(ctr))
 
 
 def test_preference_shift_changes_what_users_click() -> None:
