@@ -129,6 +129,21 @@ def test_serving_event_log_collapses_feedback_onto_impressions(tmp_path: Path) -
     assert kept.loc["b", "timestamp"] == pd.Timestamp("2026-01-05T10:00:00Z").timestamp()
 
 
+def test_event_records_written_twice_are_duplicates_not_feedback() -> None:
+    impression = {"request_id": "r1", "event": "impression", "query": "mug", "user_id": "u1", "title": "blue mug", "ts": "2026-01-01T00:00:00Z"}
+    records = [
+        {**impression, "product_id": "a"},
+        {**impression, "product_id": "b"},
+        {**impression, "product_id": "b"},  # written twice
+        {"request_id": "r1", "event": "click", "product_id": "a", "ts": "2026-01-01T00:01:00Z"},
+        {"request_id": "r1", "event": "click", "product_id": "a", "ts": "2026-01-01T00:01:00Z"},  # twice
+    ]
+    prepared = prepare(pd.DataFrame(records), "domain-pretrain", split={"by": "random", "validation": 0.0, "test": 0.5})
+    assert prepared.report.steps[:2] == [("duplicates", 2), ("feedback_merged", 1)]
+    assert [name for name, _ in prepared.report.steps].count("duplicates") == 1
+    assert prepared.report.rows_kept == 2
+
+
 def test_movielens_rows_map_ratings_to_events() -> None:
     frame = data.load_frame(spec("builtin://movielens-100k"))
     assert len(frame) == 100_000

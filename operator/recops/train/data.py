@@ -183,6 +183,25 @@ def _infer_format(uri: str, files: list[str], wanted: str) -> tuple[str, list[st
     return fmt, [name for name in files if _format_of(name) == fmt]
 
 
+def _fetch(urls: list[str], storage_options: dict[str, Any], into: str, label: str) -> list[str]:
+    """Copy remote (s3://) files into a local folder. `datasets` runs offline (nothing may be
+    downloaded from a hub), and its offline mode refuses every remote URL, so the files come
+    through fsspec, with the AWS_* credentials of the Contracts, and datasets reads them locally."""
+    import fsspec
+
+    fs = fsspec.filesystem("s3", **storage_options)
+    local = []
+    for index, url in enumerate(urls):
+        # Keep the name (its extension tells the format); the index keeps partitions apart.
+        target = f"{into}/{index:06d}-{url.rsplit('/', 1)[-1]}"
+        try:
+            fs.get(url.removeprefix("s3://"), target)
+        except Exception as error:  # botocore and s3fs raise many types
+            raise DataError(f"cannot read {label}: {type(error).__name__}: {one_line(error)}") from error
+        local.append(target)
+    return local
+
+
 def _read_with_datasets(
     files: list[str], fmt: str, storage_options: dict[str, Any] | None, label: str, **options: Any
 ) -> pd.DataFrame:
@@ -192,14 +211,15 @@ def _read_with_datasets(
 
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
-    if fmt == "csv" and all(name.lower().rstrip(".gz").endswith(".tsv") for name in files):
+    if fmt == "csv" and all(name.lower().removesuffix(".gz").endswith(".tsv") for name in files):
         options.setdefault("sep", "\t")
-    kwargs: dict[str, Any] = dict(options)
-    if storage_options:
-        kwargs["storage_options"] = storage_options
     with tempfile.TemporaryDirectory(prefix="recops-data-") as cache_dir:
+        if storage_options is not None:
+            files = _fetch(files, storage_options, f"{cache_dir}/files", label)
         try:
-            loaded = datasets.load_dataset(BUILDERS[fmt], data_files=files, split="train", cache_dir=cache_dir, **kwargs)
+            loaded = datasets.load_dataset(
+                BUILDERS[fmt], data_files=files, split="train", cache_dir=f"{cache_dir}/cache", **options
+            )
             frame = loaded.to_pandas()
         except Exception as error:  # pyarrow, datasets and fsspec raise many types for unreadable data
             cause = error.__cause__ or error.__context__ or error
@@ -278,6 +298,25 @@ def _read_raw(dataset: DatasetSpec) -> pd.DataFrame:
     return _read_with_datasets(files, fmt, storage_options, uri)
 
 
+def _is_event_log(frame: pd.DataFrame, dataset: DatasetSpec) -> bool:
+    """Rows that are events of ranked responses (a request_id): feedback joins its impression."""
+    fields = dataset.fields
+    return (
+        fields.label is None
+        and fields.event is not None
+        and REQUEST_ID in frame.columns
+        and fields.event in frame.columns
+        and fields.product_id in frame.columns
+    )
+
+
+def _duplicated(frame: pd.DataFrame) -> pd.Series:
+    """Rows equal to an earlier row in every column (compared by a 64-bit hash of the row)."""
+    import pandas as pd
+
+    return pd.util.hash_pandas_object(frame, index=False).duplicated(keep="first")
+
+
 def _merge_feedback(frame: pd.DataFrame, dataset: DatasetSpec) -> pd.DataFrame:
     """Serving event-log rows -> one row per (request_id, product_id): the highest-graded event,
     with the impression's text fields and time, so the default field mapping applies."""
@@ -291,13 +330,7 @@ def _merge_feedback(frame: pd.DataFrame, dataset: DatasetSpec) -> pd.DataFrame:
     ):
         frame = frame.rename(columns={EVENT_LOG_TIMESTAMP: fields.timestamp})
     event, product = fields.event, fields.product_id
-    if (
-        fields.label is not None
-        or event is None
-        or REQUEST_ID not in frame.columns
-        or event not in frame.columns
-        or product not in frame.columns
-    ):
+    if not _is_event_log(frame, dataset) or event is None:
         return frame
     has_request = frame[REQUEST_ID].notna()
     loose, logged = frame[~has_request], frame[has_request]
@@ -329,11 +362,16 @@ def load_frame(dataset: DatasetSpec) -> pd.DataFrame:
 # --- cleaning -----------------------------------------------------------------------------
 def _text(series: pd.Series) -> pd.Series:
     """Strings with whitespace collapsed; missing stays missing."""
+    import numpy as np
     import pandas as pd
 
-    as_text = series.astype("string")
-    as_text = as_text.str.replace(_WHITESPACE, " ", regex=True).str.strip()
-    return as_text.where(as_text.notna(), pd.NA)
+    # Clean each distinct value once: shop logs repeat the same titles and queries a lot.
+    codes, distinct = pd.factorize(series, use_na_sentinel=True)
+    cleaned = pd.Series(distinct, dtype=object).astype("string")
+    cleaned = cleaned.str.replace(_WHITESPACE, " ", regex=True).str.strip()
+    values = cleaned.to_numpy(dtype=object, na_value=pd.NA)
+    out = np.where(codes >= 0, values[np.maximum(codes, 0)] if len(values) else pd.NA, pd.NA)
+    return pd.Series(out, index=series.index, dtype="string")
 
 
 def _ids(series: pd.Series) -> pd.Series:
@@ -369,7 +407,10 @@ def _epoch_seconds(series: pd.Series) -> tuple[pd.Series, pd.Series]:
         numeric = pd.to_numeric(series, errors="coerce")
         from_numbers, _ = _epoch_seconds(numeric.astype(float))
         text = series.astype("string").where(numeric.isna(), pd.NA)
-        stamps = pd.to_datetime(text, utc=True, errors="coerce", format="mixed")
+        stamps = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")  # the fast, usual case
+        retry = stamps.isna() & text.notna()
+        if retry.any():
+            stamps = stamps.where(~retry, pd.to_datetime(text[retry], utc=True, errors="coerce", format="mixed"))
         seconds = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().fillna(from_numbers)
     seconds = seconds.astype(float)
     impossible = given & (~np.isfinite(seconds.to_numpy(dtype=float, na_value=np.nan)) | (seconds < 0))
@@ -405,7 +446,7 @@ def _require(frame: pd.DataFrame, name: str, role: str) -> None:
 
 
 def _clean(
-    raw: pd.DataFrame, dataset: DatasetSpec, task: str, rows_read: int, salt: str
+    raw: pd.DataFrame, dataset: DatasetSpec, task: str, rows_read: int, salt: str, deduplicated: bool = False
 ) -> tuple[pd.DataFrame, list[tuple[str, int]], int]:
     """Map columns to roles and clean. Returns the frame (with the split keys in `_key_*`
     columns that hold clear IDs: callers drop them), the steps, and the pseudonymised users."""
@@ -477,9 +518,8 @@ def _clean(
     cleaner.drop("missing_fields", missing)
 
     # 2. Exact duplicate events (the same row twice: retried log writes, double exports).
-    if cleaning.drop_duplicates:
-        f = cleaner.frame
-        cleaner.drop("duplicates", f.astype("string").duplicated(keep="first"))
+    if cleaning.drop_duplicates and not deduplicated:
+        cleaner.drop("duplicates", _duplicated(cleaner.frame))
 
     # 3. Product text that is too short or absurdly long, and absurdly long queries.
     f = cleaner.frame
@@ -554,10 +594,10 @@ def _clean(
     else:
         f["user"] = users.astype("string")
         pseudonymised = 0
-    f["context"] = [
-        contracts.context_text(q if isinstance(q, str) else None, c if isinstance(c, str) else None)
-        for q, c in zip(f["query"], f["_context"], strict=True)
-    ]
+    # contracts.context_text, vectorised: the query, else "user: <context>", else "".
+    with_context = f["_context"].notna() & (f["_context"] != "")
+    user_context = ("user: " + f["_context"]).where(with_context, "")
+    f["context"] = f["query"].where(f["query"].notna(), user_context).astype(str)
     f["group"] = f["query"].fillna(f["user"]).fillna(f["context"]).astype(str)
     # Split keys, independent of the salt so that the split is the same with any salt.
     f["_key_group"] = ("q:" + f["query"]).fillna("u:" + users).fillna("c:" + f["context"]).astype(str)
@@ -642,19 +682,25 @@ def _split_random(n: int, fractions: tuple[float, float], seed: int) -> np.ndarr
 
 
 def _fingerprint(frames: dict[str, pd.DataFrame], task: str) -> str:
-    """sha256 of the cleaned rows of each split in a canonical order. Users enter as the shape of
-    who-did-what (first-appearance codes), so the fingerprint does not depend on the salt."""
+    """sha256 of the cleaned rows of each split, as a multiset (independent of the row order).
+    Users enter only as the shape of who-did-what, never by pseudonym, so the fingerprint does
+    not depend on the salt."""
+    import numpy as np
     import pandas as pd
 
     digest = hashlib.sha256(f"recops-data-v1\x00{task}\x00".encode())
     content = ["context", "product_id", "product_text", "grade", "label", "timestamp"]
     for name in SPLITS:
         frame = frames[name]
-        canonical = frame.sort_values(content, kind="stable", na_position="last")
-        users, _ = pd.factorize(canonical["user"], use_na_sentinel=True)
-        table = canonical[content].assign(user=users)
-        digest.update(f"\x00{name}\x00{len(table)}\x00".encode())
-        digest.update(table.to_csv(index=False, float_format="%.9g").encode())
+        rows = pd.util.hash_pandas_object(frame[content], index=False).to_numpy()
+        # A user is named by the smallest hash of its rows: the same for any salt and row order.
+        user_key = pd.Series(rows).groupby(frame["user"].to_numpy(), dropna=False).transform("min")
+        user_key = user_key.where(frame["user"].notna().to_numpy(), 0)
+        combined = pd.util.hash_pandas_object(
+            pd.DataFrame({"row": rows, "user": user_key.to_numpy(dtype=np.uint64)}), index=False
+        ).to_numpy()
+        digest.update(f"\x00{name}\x00{len(frame)}\x00".encode())
+        digest.update(np.sort(combined).tobytes())
     return digest.hexdigest()
 
 
@@ -679,11 +725,19 @@ def prepare_frame(
         salt = os.environ.get(contracts.ENV_PSEUDONYM_SALT) or secrets.token_hex(16)
     seed = dataset.split.seed if seed is None else seed
     rows_read = len(raw)
-    merged = _merge_feedback(raw, dataset)
     steps: list[tuple[str, int]] = []
-    if len(merged) != rows_read:
-        steps.append(("feedback_merged", rows_read - len(merged)))
-    frame, cleaning_steps, pseudonymised = _clean(merged, dataset, task, rows_read, salt)
+    deduplicated = False
+    if _is_event_log(raw, dataset) and dataset.cleaning.drop_duplicates:
+        # Records written twice must go before feedback merges into impressions, or they would
+        # be counted as merged feedback.
+        twice = _duplicated(raw)
+        steps.append(("duplicates", int(twice.sum())))
+        raw = raw[~twice.to_numpy()]
+        deduplicated = True
+    merged = _merge_feedback(raw, dataset)
+    if _is_event_log(raw, dataset):
+        steps.append(("feedback_merged", len(raw) - len(merged)))
+    frame, cleaning_steps, pseudonymised = _clean(merged, dataset, task, rows_read, salt, deduplicated)
     steps += cleaning_steps
 
     fractions = (dataset.split.validation, dataset.split.test)
