@@ -144,6 +144,20 @@ def test_event_records_written_twice_are_duplicates_not_feedback() -> None:
     assert prepared.report.rows_kept == 2
 
 
+def test_partitions_with_different_columns_and_types_read_as_one(tmp_path: Path) -> None:
+    first = [{"request_id": "r1", "event": "impression", "product_id": "a", "title": "red mug", "query": None, "score": 1}]
+    second = [
+        {"request_id": "r1", "event": "click", "product_id": "a", "score": 0.5, "debug": {"k": [1, 2]}},
+        {"request_id": "r2", "event": "impression", "product_id": "b", "title": "tea pot", "query": "pot", "score": 0.25},
+    ]
+    for part, records in (("dt=1", first), ("dt=2", second)):
+        (tmp_path / part).mkdir()
+        (tmp_path / part / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    loaded = data.load_frame(spec(tmp_path)).set_index("product_id")
+    assert loaded.loc["a", "event"] == "click" and loaded.loc["a", "title"] == "red mug"
+    assert loaded.loc["b", "query"] == "pot" and float(loaded.loc["b", "score"]) == 0.25
+
+
 def test_movielens_rows_map_ratings_to_events() -> None:
     frame = data.load_frame(spec("builtin://movielens-100k"))
     assert len(frame) == 100_000

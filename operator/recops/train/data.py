@@ -202,6 +202,21 @@ def _fetch(urls: list[str], storage_options: dict[str, Any], into: str, label: s
     return local
 
 
+def _union_columns(files: list[str], fmt: str, sep: str) -> list[str]:
+    """Every column of any of the (local) files, in order of first appearance."""
+    import pandas as pd
+    import pyarrow.json
+
+    columns: dict[str, None] = {}
+    for path in files:
+        if fmt == "csv":
+            names = list(pd.read_csv(path, nrows=0, sep=sep, compression="infer").columns)
+        else:
+            names = pyarrow.json.read_json(path).column_names
+        columns.update(dict.fromkeys(map(str, names)))
+    return list(columns)
+
+
 def _read_with_datasets(
     files: list[str], fmt: str, storage_options: dict[str, Any] | None, label: str, **options: Any
 ) -> pd.DataFrame:
@@ -217,9 +232,25 @@ def _read_with_datasets(
         if storage_options is not None:
             files = _fetch(files, storage_options, f"{cache_dir}/files", label)
         try:
-            loaded = datasets.load_dataset(
-                BUILDERS[fmt], data_files=files, split="train", cache_dir=f"{cache_dir}/cache", **options
-            )
+            try:
+                loaded = datasets.load_dataset(
+                    BUILDERS[fmt], data_files=files, split="train", cache_dir=f"{cache_dir}/cache", **options
+                )
+            except Exception:
+                if len(files) < 2 or fmt == "parquet":
+                    raise
+                # Partitions whose columns differ (an hour of the event log with only feedback has
+                # no title column): read every column of every file as text; cleaning types them.
+                columns = _union_columns(files, fmt, options.get("sep", ","))
+                features = datasets.Features({name: datasets.Value("string") for name in columns})
+                loaded = datasets.load_dataset(
+                    BUILDERS[fmt],
+                    data_files=files,
+                    split="train",
+                    cache_dir=f"{cache_dir}/cache-text",
+                    features=features,
+                    **options,
+                )
             frame = loaded.to_pandas()
         except Exception as error:  # pyarrow, datasets and fsspec raise many types for unreadable data
             cause = error.__cause__ or error.__context__ or error
