@@ -5,6 +5,17 @@ roles, cleans it step by step (each step counted in a `CleaningReport`), replace
 salted pseudonyms, and splits it into train, validation and test so that no group (query or
 user) straddles two splits. The clear user IDs live only in memory while the split is assigned;
 they never reach the returned frames or the report.
+
+Cleaning steps, in order (a step switched off in `dataset.cleaning` is not listed):
+  duplicates            rows equal in every column (retried log writes, double exports)
+  feedback_merged       event logs only: feedback rows merged into their impression
+  missing_fields        no product id, no product text, no event (or label); no time when split by time
+  outliers_text_length  product text shorter than minTextLength or longer than maxTextLength; a
+                        query or user context longer than maxTextLength
+  unknown_events        events missing from eventGrades (kept with grade 0 when dropUnknownEvents is off)
+  impossible_values     labels that are not finite non-negative numbers; times that cannot be parsed
+                        or lie before 1970
+  max_rows              rows beyond dataset.maxRows (the oldest go first when the data is timed)
 """
 
 from __future__ import annotations
@@ -477,7 +488,7 @@ def _require(frame: pd.DataFrame, name: str, role: str) -> None:
 
 
 def _clean(
-    raw: pd.DataFrame, dataset: DatasetSpec, task: str, rows_read: int, salt: str, deduplicated: bool = False
+    raw: pd.DataFrame, dataset: DatasetSpec, task: str, rows_read: int, salt: str
 ) -> tuple[pd.DataFrame, list[tuple[str, int]], int]:
     """Map columns to roles and clean. Returns the frame (with the split keys in `_key_*`
     columns that hold clear IDs: callers drop them), the steps, and the pseudonymised users."""
@@ -505,17 +516,12 @@ def _clean(
     if split_by == "time" and time_col is None:
         raise DataError(f"split.by is time but column {fields.timestamp!r} (fields.timestamp) is not in the data")
 
-    parts = [_text(raw[name]) for name in fields.product_text]
-    joined = pd.Series(
-        [
-            contracts.PRODUCT_TEXT_SEPARATOR.join(str(v) for v in row if v is not pd.NA and v == v and str(v))
-            for row in zip(*parts, strict=True)
-        ]
-        if len(parts) > 1
-        else parts[0].fillna(""),
-        index=raw.index,
-        dtype="string",
-    )
+    # Text fields joined in order; empty ones are skipped, not joined as blanks.
+    joined = pd.Series("", index=raw.index, dtype="string")
+    for name in fields.product_text:
+        part = _text(raw[name]).fillna("")
+        prefix = joined.where(joined == "", joined + contracts.PRODUCT_TEXT_SEPARATOR)
+        joined = joined.where(part == "", prefix + part)
     frame = pd.DataFrame(
         {
             "product_id": _ids(raw[fields.product_id]),
@@ -533,8 +539,6 @@ def _clean(
         frame["_label_raw"] = raw[label_col]
     if time_col:
         frame["_time_raw"] = raw[time_col]
-    if REQUEST_ID in raw.columns:  # part of what makes an event the same event
-        frame["_request"] = _ids(raw[REQUEST_ID])
     cleaner = _Cleaner(frame)
 
     # 1. Rows missing a required field.
@@ -548,11 +552,7 @@ def _clean(
         missing |= f["_time_raw"].isna()
     cleaner.drop("missing_fields", missing)
 
-    # 2. Exact duplicate events (the same row twice: retried log writes, double exports).
-    if cleaning.drop_duplicates and not deduplicated:
-        cleaner.drop("duplicates", _duplicated(cleaner.frame))
-
-    # 3. Product text that is too short or absurdly long, and absurdly long queries.
+    # 2. Product text that is too short or absurdly long, and absurdly long queries.
     f = cleaner.frame
     lengths = f["product_text"].str.len()
     too_long_context = f["query"].str.len().fillna(0) > cleaning.max_text_length
@@ -562,7 +562,7 @@ def _clean(
         (lengths < max(cleaning.min_text_length, 1)) | (lengths > cleaning.max_text_length) | too_long_context,
     )
 
-    # 4. Events the grade table does not know.
+    # 3. Events the grade table does not know.
     f = cleaner.frame
     grades_known = {str(name): float(grade) for name, grade in dataset.event_grades.items()}
     if event_col:
@@ -570,7 +570,7 @@ def _clean(
         if cleaning.drop_unknown_events:
             cleaner.drop("unknown_events", ~known)
 
-    # 5. Impossible values: labels that are not finite non-negative numbers, times that are no times.
+    # 4. Impossible values: labels that are not finite non-negative numbers, times that are no times.
     f = cleaner.frame
     impossible = pd.Series(False, index=f.index)
     if label_col:
@@ -590,7 +590,7 @@ def _clean(
         f["grade"] = 0.0
     f["timestamp"] = _epoch_seconds(f["_time_raw"])[0].astype(float) if time_col else np.nan
 
-    # 6. At most max_rows rows, the newest when the data is timed.
+    # 5. At most max_rows rows, the newest when the data is timed.
     if dataset.max_rows is not None and len(f) > dataset.max_rows:
         if time_col:
             order = f["timestamp"].rank(method="first", ascending=False, na_option="bottom")
@@ -757,18 +757,16 @@ def prepare_frame(
     seed = dataset.split.seed if seed is None else seed
     rows_read = len(raw)
     steps: list[tuple[str, int]] = []
-    deduplicated = False
-    if _is_event_log(raw, dataset) and dataset.cleaning.drop_duplicates:
-        # Records written twice must go before feedback merges into impressions, or they would
-        # be counted as merged feedback.
+    if dataset.cleaning.drop_duplicates:
+        # Rows equal in every column: retried log writes, double exports. First, so that event-log
+        # records written twice are not counted as merged feedback.
         twice = _duplicated(raw)
         steps.append(("duplicates", int(twice.sum())))
         raw = raw[~twice.to_numpy()]
-        deduplicated = True
     merged = _merge_feedback(raw, dataset)
     if _is_event_log(raw, dataset):
         steps.append(("feedback_merged", len(raw) - len(merged)))
-    frame, cleaning_steps, pseudonymised = _clean(merged, dataset, task, rows_read, salt, deduplicated)
+    frame, cleaning_steps, pseudonymised = _clean(merged, dataset, task, rows_read, salt)
     steps += cleaning_steps
 
     fractions = (dataset.split.validation, dataset.split.test)
