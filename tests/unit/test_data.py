@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -341,6 +342,25 @@ def test_split_and_fingerprint_do_not_depend_on_the_salt() -> None:
     assert one.test["product_id"].tolist() == two.test["product_id"].tolist()
     other_seed = data.prepare_frame(frame, spec(split={"by": "user"}), "click-through", salt="one", seed=7)
     assert other_seed.fingerprint != one.fingerprint
+
+
+def test_fingerprint_and_split_are_the_same_in_another_process(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "events.parquet"
+    rows(n_queries=10).to_parquet(path)
+    script = (
+        "import sys; from recops.train import data; from recops.api.finetunejob import DatasetSpec; "
+        "p = data.prepare(DatasetSpec(uri=sys.argv[1]), 'click-through'); "
+        "print(p.fingerprint, ','.join(sorted(p.test['product_id'])))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    env.pop(contracts.ENV_PSEUDONYM_SALT, None)  # a random salt there
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    here = data.prepare(spec(path), "click-through", salt="another salt")
+    assert done.stdout.strip() == f"{here.fingerprint} {','.join(sorted(here.test['product_id']))}"
 
 
 # --- bad input ------------------------------------------------------------------------------
