@@ -46,7 +46,8 @@ class FieldMapping(KubeModel):
     query: ColumnName | None = Field(default="query", max_length=128, description="Search query column.")
     user: ColumnName | None = Field(default="user_id", max_length=128, description="User id column (pseudonymised).")
     user_context: ColumnName | None = Field(
-        default=None, max_length=128, description="Text describing the user, used when there is no query."
+        default="user_context", max_length=128,
+        description="Text describing the user (used when there is no query), as the serving event log writes it.",
     )
     product_id: ColumnName = Field(default="product_id", max_length=128, description="Product id column.")
     product_text: list[ColumnName] = Field(
