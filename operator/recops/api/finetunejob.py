@@ -100,6 +100,10 @@ class DatasetSpec(KubeModel):
         default_factory=PseudonymisationSpec, description="User id pseudonymisation."
     )
     max_rows: int | None = Field(default=None, ge=1, description="Use at most this many rows (newest first when timed).")
+    since: Timestamp | None = Field(
+        default=None,
+        description="Use only events at or after this time (RFC 3339); a MonitorPolicy sets it to now - dataWindow.",
+    )
 
 class LoraSpec(KubeModel):
     r: int = Field(default=8, ge=1, le=256, description="LoRA rank.")
