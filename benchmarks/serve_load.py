@@ -34,14 +34,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-WORDS = ("red blue green black white running trail leather canvas wool cotton linen summer winter garden "
-         "kitchen steel ceramic oak walnut chair table lamp kettle shoes boots socks shirt dress jacket bag "
-         "backpack wallet watch phone case charger cable desk shelf rug pillow blanket mug bottle").split()
+WORDS = ["red", "blue", "green", "black", "white", "running", "trail", "leather", "canvas", "wool", "cotton", "linen", "summer", "winter", "garden", "kitchen", "steel", "ceramic", "oak", "walnut", "chair", "table", "lamp", "kettle", "shoes", "boots", "socks", "shirt", "dress", "jacket", "bag", "backpack", "wallet", "watch", "phone", "case", "charger", "cable", "desk", "shelf", "rug", "pillow", "blanket", "mug", "bottle"]
 
 
 def make_model(size: str, directory: Path) -> Path:
-    from recops.api.contracts import MODEL_MANIFEST, ModelManifest
     from tests.support.models import tiny_served_model
+
+    from recops.api.contracts import MODEL_MANIFEST, ModelManifest
 
     if size == "tiny":
         return tiny_served_model(directory, "click-through", version="bench-tiny")
