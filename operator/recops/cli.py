@@ -13,7 +13,10 @@ from pathlib import Path
 from recops import __version__
 
 # name -> (module, help); each module has add_arguments(parser) and main(args) -> int.
-SUBCOMMANDS: dict[str, tuple[str, str]] = {}
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("recops.train.datacommand", "work with training data (synth)"),
+    "serve": ("recops.serve.command", "serve a complete model: ranking, embeddings, feedback and metrics over HTTP"),
+}
 
 
 def _version(_: argparse.Namespace) -> int:
