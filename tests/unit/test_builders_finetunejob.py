@@ -280,3 +280,26 @@ def test_builders_are_pure() -> None:
 
 def test_expected_model_uri() -> None:
     assert b.expected_model_uri(ftj()) == "s3://shop-models/recops/shop/shop-ctr-2026-11-29-0123abcd"
+
+
+def test_operator_rbac_covers_what_the_builders_apply() -> None:
+    """Every kind the FineTuneJob controller server-side applies is allowed to the operator, in both variants."""
+    rbac = Path(__file__).resolve().parents[2] / "config" / "rbac"
+    plural = {"ConfigMap": "configmaps", "ServiceAccount": "serviceaccounts", "Role": "roles",
+              "RoleBinding": "rolebindings", "Job": "jobs"}
+    for role_file in ("cluster/cluster_role.yaml", "namespaced/role.yaml"):
+        rules = yaml.safe_load((rbac / role_file).read_text())["rules"]
+
+        def allowed(group: str, resource: str, verb: str, rules: list[dict[str, Any]] = rules) -> bool:
+            return any(group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"] for r in rules)
+
+        for manifest in b.children(ftj(), SETTINGS):
+            group = manifest["apiVersion"].rpartition("/")[0]
+            assert allowed(group, plural[manifest["kind"]], "patch"), (role_file, manifest["kind"])
+        # What the per-job Role grants, the operator must hold itself (no escalate/bind).
+        for rule in b.role(ftj())["rules"]:
+            for verb in rule["verbs"]:
+                assert allowed("recops.dev", rule["resources"][0], verb)
+        assert not any(v in r["verbs"] for r in rules for v in ("escalate", "bind", "*"))
+        assert allowed("", "pods", "watch") and allowed("batch", "jobs", "watch")
+        assert allowed("recops.dev", "finetunejobs", "watch") and allowed("recops.dev", "finetunejobs/status", "patch")
