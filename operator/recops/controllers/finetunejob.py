@@ -165,17 +165,12 @@ class FineTuneJobController:
             job = self.kube.get(job_path(namespace, name))
         if job is None:
             return
-        finalizers = list(job["metadata"].get("finalizers") or [])
-        if builders.JOB_FINALIZER not in finalizers:
+        if builders.JOB_FINALIZER not in (job["metadata"].get("finalizers") or []):
             return
-        index = finalizers.index(builders.JOB_FINALIZER)
-        # test-then-remove: fails (and is retried) if the list changed under us.
-        self.kube.json_patch(
+        # Strategic merge: removes just our entry, whatever else the list holds; idempotent.
+        self.kube.strategic_merge_patch(
             job_path(namespace, name),
-            [
-                {"op": "test", "path": f"/metadata/finalizers/{index}", "value": builders.JOB_FINALIZER},
-                {"op": "remove", "path": f"/metadata/finalizers/{index}"},
-            ],
+            {"metadata": {"$deleteFromPrimitiveList/finalizers": [builders.JOB_FINALIZER]}},
         )
 
     def _post_transition_events(self, body: dict[str, Any], new: dict[str, Any]) -> None:

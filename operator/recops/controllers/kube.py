@@ -136,6 +136,14 @@ class Kube:
         )
         return result
 
+    def strategic_merge_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """For built-in kinds only (CRDs do not support strategic merge)."""
+        result: dict[str, Any] = self.request(
+            "PATCH", path, body=patch, query={"fieldManager": self.field_manager},
+            content_type="application/strategic-merge-patch+json",
+        )
+        return result
+
     def json_patch(self, path: str, operations: builtins.list[dict[str, Any]]) -> dict[str, Any]:
         result: dict[str, Any] = self.request(
             "PATCH", path, body=operations, query={"fieldManager": self.field_manager},

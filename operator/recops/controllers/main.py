@@ -57,7 +57,10 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    settings.persistence.finalizer = f"{GROUP}/finalizer"  # only used where a handler needs one (none yet)
+    # Kopf adds its finalizer only for deletion handlers, daemons and timers, which recops does not
+    # use; Kopf also strips its own finalizer wherever it finds one unneeded, so its name must differ
+    # from recops.dev/finalizer (the one recops keeps on a trainer Job until its outcome is recorded).
+    settings.persistence.finalizer = f"{GROUP}/kopf-finalizer"
     settings.posting.reporting_component = "recops-operator"
     settings.posting.reporting_instance = config.instance
     settings.posting.event_name_prefix = "recops-"
