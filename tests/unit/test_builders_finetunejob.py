@@ -257,6 +257,7 @@ def test_progress_role_allows_patch_on_this_status_only() -> None:
 def test_job_keeps_a_finalizer_until_its_outcome_is_recorded() -> None:
     job = b.trainer_job(ftj(), SETTINGS)
     assert job["metadata"]["finalizers"] == [contracts.FINALIZER]
+    assert job["spec"]["template"]["metadata"]["finalizers"] == [contracts.FINALIZER]
     assert job["metadata"]["annotations"][b.MODEL_VERSION_ANNOTATION] == "shop-ctr-2026-11-29-0123abcd"
 
 
@@ -301,5 +302,5 @@ def test_operator_rbac_covers_what_the_builders_apply() -> None:
             for verb in rule["verbs"]:
                 assert allowed("recops.dev", rule["resources"][0], verb)
         assert not any(v in r["verbs"] for r in rules for v in ("escalate", "bind", "*"))
-        assert allowed("", "pods", "watch") and allowed("batch", "jobs", "watch")
+        assert allowed("", "pods", "watch") and allowed("", "pods", "patch") and allowed("batch", "jobs", "watch")
         assert allowed("recops.dev", "finetunejobs", "watch") and allowed("recops.dev", "finetunejobs/status", "patch")

@@ -40,8 +40,8 @@ CONFIG_VOLUME = "job-config"
 GPU_RESOURCE = "nvidia.com/gpu"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 MODEL_VERSION_ANNOTATION = f"{GROUP}/model-version"
-# Kept on the Job until the operator has recorded the Job's outcome in the FineTuneJob's status,
-# so a TTL (even 0) cannot delete the Job and its pods before their termination message is read.
+# Kept on the Job and its pods until the operator has recorded the Job's outcome in the FineTuneJob's
+# status, so a TTL (even 0) cannot delete them before the termination message is read.
 JOB_FINALIZER = contracts.FINALIZER
 CURRENT_MODEL_FLAG = "--current-model"
 # The trainer's identity: a podTemplate cannot replace these.
@@ -299,7 +299,12 @@ def trainer_job(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: 
     if pod_template.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": s.name} for s in pod_template.image_pull_secrets]
 
-    pod_meta: dict[str, Any] = {"labels": merge_user_labels(own_labels, pod_template.labels)}
+    # The pods too keep the finalizer until the outcome is recorded: a TTL deletes a finished Job in
+    # the foreground, so its pods (and their termination messages) would otherwise go first.
+    pod_meta: dict[str, Any] = {
+        "labels": merge_user_labels(own_labels, pod_template.labels),
+        "finalizers": [JOB_FINALIZER],
+    }
     pod_annotations = without_forbidden(pod_template.annotations)
     if pod_annotations:
         pod_meta["annotations"] = pod_annotations

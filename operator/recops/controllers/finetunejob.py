@@ -26,7 +26,7 @@ from recops.builders import finetunejob as builders
 from recops.builders.common import BuilderSettings
 from recops.controllers import finetunejob_status as st
 from recops.controllers.conditions import now_rfc3339
-from recops.controllers.kube import Kube, resource_path
+from recops.controllers.kube import ApiError, Kube, resource_path
 
 log = logging.getLogger("recops.controllers.finetunejob")
 
@@ -73,8 +73,8 @@ class FineTuneJobController:
         """
         body = self.kube.get(ftj_path(namespace, name))
         if body is None or body["metadata"].get("deletionTimestamp"):
-            # Children go with their owner (garbage collection); only our Job finalizer must go.
-            self.release_job(namespace, name)
+            # Children go with their owner (garbage collection); only recops' finalizers must go.
+            self.release(namespace, name, self.kube.get(job_path(namespace, name)), self.labelled_pods(namespace, name))
             return PassResult(gone=True)
 
         job = self.kube.get(job_path(namespace, name))
@@ -96,44 +96,43 @@ class FineTuneJobController:
                 self.post_event(body, "Normal", "JobCreated",
                                 f"created Job {builders.job_name(name)} for model {builders.model_version(ftj)}")
 
-        observed = st.Observed(job=job, pods=self.trainer_pods(namespace, name, job))
+        pods = self.labelled_pods(namespace, name) if job is not None else []
+        observed = st.Observed(job=job, pods=of_job(pods, job))
         new_status = st.compute_status(body, ftj, observed, now=now_rfc3339(), invalid=invalid)
         result.status_written = self.write_status(body, new_status)
         result.phase = new_status.get("phase")
         result.final = st.is_final(new_status)
         if result.status_written:
             self._post_transition_events(body, new_status)
-        if job is not None and (result.final or job_deleting):
+        if result.final or job_deleting:
             # The outcome is recorded (or the Job is going away unfinished and will be recreated):
-            # the Job may now be deleted.
-            self.release_job(namespace, name, job)
+            # the Job and its pods may now be deleted.
+            self.release(namespace, name, job, pods)
+        else:
+            # Pods deleted one by one (evicted, or of an earlier Job) are not needed for the outcome.
+            current = {p["metadata"]["uid"] for p in observed.pods}
+            self.release(namespace, name, None, [
+                p for p in pods if p["metadata"].get("deletionTimestamp") or p["metadata"]["uid"] not in current
+            ])
         return result
 
     def _keep_final(self, body: dict[str, Any], job: dict[str, Any] | None) -> PassResult:
-        """A finished FineTuneJob: never recreate or re-run anything; just let the Job go."""
+        """A finished FineTuneJob: never recreate or re-run anything; just let the Job and pods go."""
         status = body.get("status") or {}
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         generation = body["metadata"].get("generation")
         written = False
         if status.get("observedGeneration") != generation:
-            self.kube.merge_patch(ftj_path(body["metadata"]["namespace"], body["metadata"]["name"], "status"),
-                                  {"status": {"observedGeneration": generation}})
+            self.kube.merge_patch(ftj_path(namespace, name, "status"), {"status": {"observedGeneration": generation}})
             written = True
-        if job is not None:
-            self.release_job(body["metadata"]["namespace"], body["metadata"]["name"], job)
+        self.release(namespace, name, job, self.labelled_pods(namespace, name))
         return PassResult(phase=status.get("phase"), final=True, status_written=written)
 
     # --- reads ------------------------------------------------------------------------------
-    def trainer_pods(self, namespace: str, name: str, job: dict[str, Any] | None) -> list[dict[str, Any]]:
-        """The pods of this FineTuneJob's current Job (not of an earlier, deleted one)."""
-        if job is None:
-            return []
+    def labelled_pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """Every trainer pod of this FineTuneJob (of any Job it had)."""
         selector = ",".join(f"{k}={v}" for k, v in builders.selector_labels(name).items())
-        pods = self.kube.list(resource_path("v1", "pods", namespace), label_selector=selector)
-        uid = job["metadata"].get("uid")
-        return [
-            p for p in pods
-            if any(ref.get("uid") == uid for ref in p["metadata"].get("ownerReferences") or [])
-        ]
+        return self.kube.list(resource_path("v1", "pods", namespace), label_selector=selector)
 
     def lineage_current_model(self, ftj: FineTuneJob) -> str | None:
         """The stable model of the RecModelDeployment following this job's lineage, if any."""
@@ -159,19 +158,20 @@ class FineTuneJobController:
         self.kube.merge_patch(ftj_path(meta["namespace"], meta["name"], "status"), {"status": patch})
         return True
 
-    def release_job(self, namespace: str, name: str, job: dict[str, Any] | None = None) -> None:
-        """Remove recops' finalizer from the FineTuneJob's Job, so it can be deleted."""
-        if job is None:
-            job = self.kube.get(job_path(namespace, name))
-        if job is None:
-            return
-        if builders.JOB_FINALIZER not in (job["metadata"].get("finalizers") or []):
-            return
-        # Strategic merge: removes just our entry, whatever else the list holds; idempotent.
-        self.kube.strategic_merge_patch(
-            job_path(namespace, name),
-            {"metadata": {"$deleteFromPrimitiveList/finalizers": [builders.JOB_FINALIZER]}},
-        )
+    def release(self, namespace: str, name: str, job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> None:
+        """Remove recops' finalizer from the Job (if given) and the pods, so they can go."""
+        for obj, path in [(job, job_path(namespace, name)), *(
+            (p, resource_path("v1", "pods", namespace, p["metadata"]["name"])) for p in pods
+        )]:
+            if obj is not None and builders.JOB_FINALIZER in (obj["metadata"].get("finalizers") or []):
+                try:
+                    # Strategic merge: removes just our entry, whatever else the list holds; idempotent.
+                    self.kube.strategic_merge_patch(
+                        path, {"metadata": {"$deleteFromPrimitiveList/finalizers": [builders.JOB_FINALIZER]}}
+                    )
+                except ApiError as error:
+                    if error.status != 404:  # gone already: nothing to release
+                        raise
 
     def _post_transition_events(self, body: dict[str, Any], new: dict[str, Any]) -> None:
         old_phase = (body.get("status") or {}).get("phase")
@@ -193,6 +193,14 @@ class FineTuneJobController:
             self.post_event(body, "Normal", c.RUNNING, message)
         elif old_phase == "Suspended":
             self.post_event(body, "Normal", c.RESUMED, message)
+
+
+def of_job(pods: list[dict[str, Any]], job: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The pods of `job` (not of an earlier, deleted Job of the same FineTuneJob)."""
+    if job is None:
+        return []
+    uid = job["metadata"].get("uid")
+    return [p for p in pods if any(ref.get("uid") == uid for ref in p["metadata"].get("ownerReferences") or [])]
 
 
 def parse(body: dict[str, Any]) -> tuple[FineTuneJob | None, str | None]:

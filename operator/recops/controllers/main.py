@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -88,15 +89,30 @@ class Operator:
         self.coalescer = Coalescer()
         # FineTuneJobs seen on the watch stream -> whether their status is final.
         self.known_ftjs: dict[tuple[str, str], bool] = {}
+        # Objects whose next pass must server-side apply every child (after a spec change or restart).
+        self.apply_wanted: set[tuple[str, str, str]] = set()
+        self.apply_lock = threading.Lock()
 
     def reconcile_ftj(self, namespace: str, name: str, trigger: str, apply_children: bool = False) -> None:
+        key = (FTJ_KIND, namespace, name)
+        if apply_children:
+            # Read by whichever pass runs next, so a request that coalesces into a running pass keeps it.
+            with self.apply_lock:
+                self.apply_wanted.add(key)
+
         def one_pass() -> PassResult:
             start = time.monotonic()
             self.metrics.reconciles.labels(kind=FTJ_KIND, trigger=trigger).inc()
+            with self.apply_lock:
+                apply = key in self.apply_wanted
+                self.apply_wanted.discard(key)
             try:
-                result = self.finetunejobs.reconcile(namespace, name, apply_children=apply_children)
+                result = self.finetunejobs.reconcile(namespace, name, apply_children=apply)
             except Exception as error:
                 self.metrics.errors.labels(kind=FTJ_KIND, error=type(error).__name__).inc()
+                if apply:
+                    with self.apply_lock:
+                        self.apply_wanted.add(key)
                 raise
             finally:
                 self.metrics.duration.labels(kind=FTJ_KIND).observe(time.monotonic() - start)
@@ -108,7 +124,7 @@ class Operator:
                 self.metrics.set_phase(namespace, name, result.phase)
             return result
 
-        self.coalescer.run((FTJ_KIND, namespace, name), one_pass)
+        self.coalescer.run(key, one_pass)
 
     def ftj_of_child(self, body: dict[str, Any]) -> tuple[str, str] | None:
         """The FineTuneJob a Job or pod belongs to (the label; an owner reference when shortened)."""
