@@ -26,9 +26,13 @@ from recops.builders import finetunejob as builders
 from recops.builders.common import BuilderSettings
 from recops.controllers import finetunejob_status as st
 from recops.controllers.conditions import now_rfc3339
-from recops.controllers.kube import ApiError, Kube, resource_path
+from recops.controllers.kube import ApiError, Kube, object_path, resource_path
 
 log = logging.getLogger("recops.controllers.finetunejob")
+
+# Fields of a batch/v1 Job that may change while it exists (those FineTuneJob lets users change).
+MUTABLE_JOB_FIELDS = ("suspend", "activeDeadlineSeconds")
+JOB_CREATED = "JobCreated"  # Event reason: the trainer Job was created.
 
 # (involved object, type Normal|Warning, reason, message)
 EventPoster = Callable[[dict[str, Any], str, str, str], None]
@@ -87,13 +91,16 @@ class FineTuneJobController:
         if ftj is not None and not job_deleting and (job is None or apply_children):
             current_model = builders.current_model_of(job) if job is not None else self.lineage_current_model(ftj)
             for manifest in builders.children(ftj, self.settings, current_model):
+                if manifest["kind"] == "Job" and job is not None:
+                    job = self._apply_existing_job(body, manifest)
+                    continue
                 applied = self.kube.apply(manifest)
                 if manifest["kind"] == "Job":
-                    result.job_created = job is None
+                    result.job_created = True
                     job = applied
             result.applied = True
             if result.job_created:
-                self.post_event(body, "Normal", "JobCreated",
+                self.post_event(body, "Normal", JOB_CREATED,
                                 f"created Job {builders.job_name(name)} for model {builders.model_version(ftj)}")
 
         pods = self.labelled_pods(namespace, name) if job is not None else []
@@ -115,6 +122,21 @@ class FineTuneJobController:
                 p for p in pods if p["metadata"].get("deletionTimestamp") or p["metadata"]["uid"] not in current
             ])
         return result
+
+    def _apply_existing_job(self, body: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
+        """Apply the Job again; if its (immutable) template no longer matches what this operator
+        builds (an upgraded operator), change only the fields a running Job accepts."""
+        try:
+            return self.kube.apply(manifest)
+        except ApiError as error:
+            if error.status != 422:
+                raise
+        mutable = {k: manifest["spec"][k] for k in MUTABLE_JOB_FIELDS if k in manifest["spec"]}
+        if "activeDeadlineSeconds" not in mutable:
+            mutable["activeDeadlineSeconds"] = None
+        log.warning("Job %s/%s differs from what this operator builds; updating only %s",
+                    manifest["metadata"]["namespace"], manifest["metadata"]["name"], sorted(mutable))
+        return self.kube.merge_patch(object_path(manifest), {"spec": mutable})
 
     def _keep_final(self, body: dict[str, Any], job: dict[str, Any] | None) -> PassResult:
         """A finished FineTuneJob: never recreate or re-run anything; just let the Job and pods go."""
