@@ -229,9 +229,11 @@ def parse(body: dict[str, Any]) -> tuple[FineTuneJob | None, str | None]:
     """The FineTuneJob model, or the reason its spec cannot be acted on."""
     manifest = {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body}
     try:
-        return FineTuneJob.model_validate(manifest), None
+        ftj = FineTuneJob.model_validate(manifest)
     except ValidationError as error:
         return None, "; ".join(format_errors(error))
+    problems = builders.problems(ftj)
+    return (None, "; ".join(problems)) if problems else (ftj, None)
 
 
 def timed(fn: Callable[[], PassResult]) -> tuple[PassResult, float]:
