@@ -87,6 +87,17 @@ class FineTuneJobController:
 
         ftj, invalid = parse(body)
         result = PassResult()
+        if job is not None and not owned_by(job, body):
+            # A Job of an earlier FineTuneJob of the same name, on its way out: let it go, wait for it.
+            self.release(namespace, name, job, [])
+            job = None
+            if not invalid:
+                stale = PassResult()
+                body_status = st.compute_status(body, ftj, st.Observed(job=None), now=now_rfc3339())
+                body_status["message"] = f"waiting for Job {builders.job_name(name)} of an earlier FineTuneJob to go"
+                stale.status_written = self.write_status(body, body_status)
+                stale.phase = body_status.get("phase")
+                return stale
         job_deleting = job is not None and bool(job["metadata"].get("deletionTimestamp"))
         if ftj is not None and not job_deleting and (job is None or apply_children):
             current_model = builders.current_model_of(job) if job is not None else self.lineage_current_model(ftj)
@@ -215,6 +226,11 @@ class FineTuneJobController:
             self.post_event(body, "Normal", c.RUNNING, message)
         elif old_phase == "Suspended":
             self.post_event(body, "Normal", c.RESUMED, message)
+
+
+def owned_by(child: dict[str, Any], owner: dict[str, Any]) -> bool:
+    uid = owner["metadata"].get("uid")
+    return any(ref.get("uid") == uid for ref in child["metadata"].get("ownerReferences") or [])
 
 
 def of_job(pods: list[dict[str, Any]], job: dict[str, Any] | None) -> list[dict[str, Any]]:
