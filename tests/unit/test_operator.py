@@ -110,3 +110,27 @@ def test_phase_gauge_counts_each_object_once() -> None:
     assert value("recops_operator_finetunejobs", {"phase": "Running"}) == 0
     assert value("recops_operator_finetunejobs", {"phase": "Succeeded"}) == 1
     assert (value("process_resident_memory_bytes") or 0) > 0
+
+
+def test_kopf_settings_keep_bookkeeping_under_recops_dev() -> None:
+    import kopf
+    from kopf._cogs.structs.references import Resource
+
+    from recops.api import contracts
+    from recops.controllers.main import OperatorConfig, configure
+
+    settings = kopf.OperatorSettings()
+    configure(settings, OperatorConfig())
+    progress = settings.persistence.progress_storage
+    diffbase = settings.persistence.diffbase_storage
+    assert isinstance(progress, kopf.AnnotationsProgressStorage) and progress.prefix == "recops.dev"
+    assert isinstance(diffbase, kopf.AnnotationsDiffBaseStorage) and diffbase.prefix == "recops.dev"
+    assert diffbase.key == "last-handled-configuration"  # the annotation: recops.dev/last-handled-configuration
+    # Kopf strips its own finalizer where unneeded: it must not be the one recops keeps on Jobs.
+    assert settings.persistence.finalizer.startswith("recops.dev/")
+    assert settings.persistence.finalizer != contracts.FINALIZER
+    assert settings.scanning.disabled  # no cluster-wide CRD/namespace watch needed
+    pods = Resource(group="", version="v1", plural="pods", kind="Pod", namespaced=True)
+    assert list(settings.watching.label_selectors.collect(pods)) == [
+        "app.kubernetes.io/managed-by=recops,recops.dev/finetunejob"
+    ]
