@@ -276,7 +276,8 @@ def test_pinned_uri_rolling_update_printer_columns_and_deletion(
 
 
 def test_waits_for_a_lineage_then_canary_promotes(
-        cluster: Cluster, operator: RunningOperator, restricted: str, models: dict[str, Path]) -> None:
+        cluster: Cluster, operator: RunningOperator, restricted: str, models: dict[str, Path],
+        prometheus: PrometheusServer) -> None:
     namespace = restricted
     cluster.apply(rmd("ranker", {"lineage": "ranker"}, replicas=1, rollout=canary_rollout()), namespace)
     # A model that never appears: a clear waiting condition, and no Deployment.
@@ -298,10 +299,17 @@ def test_waits_for_a_lineage_then_canary_promotes(
     assert status["phase"] == "Canary" and status["canaryWeight"] == 50 and status["canaryStep"] == 0
     assert status["stable"]["modelVersion"] == "ranker-a"
 
-    # Equal click-through on both tracks: analysis passes, the canary is promoted.
-    with Shoppers(cluster, namespace, "ranker", {"stable": 0.3, "canary": 0.3}) as shoppers:
-        status = wait_status(cluster, namespace, "ranker", lambda s: (s.get("stable") or {}).get("modelVersion")
-                             == "ranker-b", SERVE_TIMEOUT, "ranker-b promoted", operator)
+    # Equal click-through on both tracks (a click on every response): analysis passes, the canary is promoted.
+    with Shoppers(cluster, namespace, "ranker", {"stable": 1.0, "canary": 1.0}) as shoppers:
+        try:
+            status = wait_status(cluster, namespace, "ranker", lambda s: (s.get("stable") or {}).get("modelVersion")
+                                 == "ranker-b", SERVE_TIMEOUT, "ranker-b promoted", operator)
+        finally:
+            print("shoppers:", shoppers.counts, shoppers.clicks, shoppers.errors[-3:])
+            for track, version in (("stable", "ranker-a"), ("canary", "ranker-b")):
+                for metric in ("impressions_total", "clicks_total"):
+                    print(track, metric, prometheus.query(
+                        f'recops_{metric}{{recops_namespace="{namespace}",track="{track}",model_version="{version}"}}'))
     assert shoppers.counts["canary"] > 0, shoppers.errors
     assert status.get("canary") is None
     assert [(p["modelVersion"], p["by"]) for p in status["promotions"]] == [
@@ -404,3 +412,25 @@ def test_operator_leaves_hpa_replicas_alone(cluster: Cluster, operator: RunningO
     assert recops_fields and all("f:replicas" not in json.dumps(m.get("fieldsV1", {})) for m in recops_fields)
     wait_status(cluster, namespace, "scaled", lambda s: (s.get("stable") or {}).get("readyReplicas") == 2, 60,
                 "two ready replicas in status")
+
+
+def test_pinned_fine_tune_job_waits_for_it(cluster: Cluster, operator: RunningOperator, namespace: str,
+                                           models: dict[str, Path]) -> None:
+    # kwok pods (no process): this is about which model is chosen, not about serving.
+    cluster.apply(rmd("pinned", {"fineTuneJobRef": {"name": "train-b"}}, process_node=False), namespace)
+    status = wait_status(cluster, namespace, "pinned", lambda s: s.get("phase") == "Pending", 60, "Pending")
+    ready = conditions(status)["Ready"]
+    assert (ready["status"], ready["reason"], ready["message"]) == (
+        "False", "ModelNotFound", "FineTuneJob train-b does not exist")
+    assert get(cluster, "deployment", namespace, "pinned-stable") is None
+
+    # Another job of the same lineage is not what the spec pins.
+    cluster.apply(finetunejob("train-a", "pinned", models["ranker-a"]), namespace)
+    cluster.apply(finetunejob("train-b", "pinned", models["ranker-b"]), namespace)
+    status = wait_status(cluster, namespace, "pinned", serving("ranker-b"), 90, "ranker-b serving", operator)
+    assert status["stable"]["fineTuneJob"] == "train-b"
+    assert status["stable"]["modelUri"] == str(models["ranker-b"])
+    job = get(cluster, "finetunejob", namespace, "train-b")
+    assert job is not None and status["stable"]["completedAt"] == job["status"]["completionTime"]
+    dep = get(cluster, "deployment", namespace, "pinned-stable")
+    assert dep is not None and dep["spec"]["template"]["spec"]["containers"][0]["args"][1] == str(models["ranker-b"])

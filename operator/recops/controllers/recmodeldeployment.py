@@ -124,7 +124,7 @@ class RecModelDeploymentController:
         generation = body["metadata"].get("generation")
         now_text = rollout.format_time(now)
         conditions = status.get("conditions") or []
-        previous = next((x for x in conditions if x.get("type") == c.READY), {})
+        previous: dict[str, Any] = next((x for x in conditions if x.get("type") == c.READY), {})
         conditions = set_condition(conditions, c.READY, False, c.INVALID_SPEC, message[:2000], generation=generation,
                                    now=now_text)
         status.update(conditions=conditions, observedGeneration=generation)
@@ -216,7 +216,7 @@ class RecModelDeploymentController:
             track: TrackSelector(namespace, name, track, (status.get(track) or {}).get("modelVersion"))
             for track in ("stable", "canary")
         }
-        metrics = sorted({r.metric for r in rules})
+        metrics: list[str] = sorted({str(r.metric) for r in rules})
         measured = asyncio.run(self._measure(metrics, tracks, window))
         return rollout.evaluate_rules(rules, canary_spec.analysis.min_impressions, measured)
 
@@ -306,6 +306,8 @@ class RecModelDeploymentController:
         try:
             self.kube.request("POST", resource_path("v1", "secrets", namespace), body=manifest)
         except ApiError as error:
+            if error.status == 403 and "NamespaceTerminating" in str(error.body):
+                return  # everything here is going away
             if error.status != 409:  # exists already: keep its key, or feedback in flight would not verify
                 raise
         with self._lock:
