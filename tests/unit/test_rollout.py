@@ -325,3 +325,12 @@ def test_analysis_due_every_interval_and_when_the_pause_ends() -> None:
     assert not r.analysis_due(s, status, at(12))
     assert r.analysis_due(s, status, at(15))  # interval
     assert not r.analysis_due(s, {"stable": STABLE_A}, at(100))
+
+
+def test_no_server_errors_at_all_is_an_error_rate_of_zero() -> None:
+    rule = [AnalysisRule(metric="errorRate", threshold=Threshold(above=0.01))]
+    # Requests, but no 5xx series: PromQL's ratio is empty.
+    [result] = r.evaluate_rules(rule, 100, {"errorRate": r.Measurement(None, None, 40, 200)})
+    assert (result["state"], result["canary"], result["stable"]) == ("Pass", 0.0, 0.0)
+    [idle] = r.evaluate_rules(rule, 100, {"errorRate": r.Measurement(None, None, 0, 200)})
+    assert idle["state"] == "Inconclusive"

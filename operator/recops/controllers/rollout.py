@@ -231,17 +231,26 @@ def evaluate_rules(rules: Sequence[AnalysisRule], min_impressions: int,
             entry.update(state="Error", message=(m or "not measured")[:500])
             results.append(entry)
             continue
+        if rule.metric == "errorRate":
+            m = _zero_errors(m)
+        state, message = _judge(rule, threshold, m, min_impressions)
         if m.canary is not None:
             entry["canary"] = round(m.canary, 6)
         if m.stable is not None:
             entry["stable"] = round(m.stable, 6)
-        state, message = _judge(rule, threshold, m, min_impressions)
         bound = _bound(threshold, m.stable)
         if bound is not None:
             entry["threshold"] = f"{threshold.describe()} (bound {bound:.4g})"[:128]
         entry.update(state=state, message=message)
         results.append(entry)
     return results
+
+
+def _zero_errors(m: Measurement) -> Measurement:
+    """No 5xx series at all is an error rate of 0 once there were requests (PromQL's ratio is then empty)."""
+    return Measurement(m.canary if m.canary is not None or not m.canary_samples else 0.0,
+                       m.stable if m.stable is not None or not m.stable_samples else 0.0,
+                       m.canary_samples, m.stable_samples)
 
 
 def _judge(rule: AnalysisRule, threshold: Threshold, m: Measurement, min_impressions: int) -> tuple[str, str]:
