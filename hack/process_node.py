@@ -26,10 +26,12 @@ import argparse
 import base64
 import contextlib
 import datetime as dt
+import fcntl
 import http.client
 import http.server
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -46,6 +48,7 @@ from typing import Any
 HACK = Path(__file__).resolve().parent
 REPO = HACK.parent
 UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
+IP_BLOCK_LOCKS = Path("/tmp/recops-pod-ip-blocks")  # machine-wide: one lock file per 127.N block
 MARKER = "RECOPS_PROCESS_NODE_DIR"  # env var in every container process: lets `down` sweep leftovers
 
 
@@ -197,6 +200,7 @@ class Node:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.ips_in_use: set[str] = set()
+        self.ip_block = 0
         self.port, self.tls = args.port, (args.tls_cert, args.tls_key)
 
     # ------------------------------------------------------------ registration
@@ -321,13 +325,34 @@ class Node:
 
     # ------------------------------------------------------------ pod IPs and discovery
 
+    def claim_ip_block(self) -> None:
+        """Loopback addresses are shared by the whole machine, and other clusters (other
+        cluster dirs, CI beside a dev cluster) run process nodes too: each node holds an
+        flock on one 127.N.0.0/16 block for its lifetime and gives pod IPs only from it."""
+        IP_BLOCK_LOCKS.mkdir(parents=True, exist_ok=True)
+        start = random.randint(2, 254)
+        for n in [*range(start, 255), *range(2, start)]:
+            f = open(IP_BLOCK_LOCKS / f"127.{n}.lock", "a+")  # noqa: SIM115 - held open for the lifetime
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.close()
+                continue
+            f.truncate(0)
+            f.write(f"{os.getpid()} {self.state}\n")
+            f.flush()
+            self.ip_block, self.ip_block_lock = n, f
+            log(f"pod IPs from 127.{n}.0.0/16")
+            return
+        raise RuntimeError("no free 127.N.0.0/16 block for pod IPs")
+
     def allocate_ip(self, wanted: str | None = None) -> str:
         with self.lock:
-            if wanted and wanted.startswith("127.") and wanted not in self.ips_in_use:
+            if wanted and wanted.startswith(f"127.{self.ip_block}.") and wanted not in self.ips_in_use:
                 self.ips_in_use.add(wanted)
                 return wanted
-            for i in range(2 * 256, 64 * 256):  # 127.0.2.0 .. 127.0.63.255 (127.0.0.x/1.x left for services)
-                ip = f"127.0.{i // 256}.{i % 256}"
+            for i in range(1, 256 * 256):
+                ip = f"127.{self.ip_block}.{i // 256}.{i % 256}"
                 if i % 256 in (0, 255) or ip in self.ips_in_use:
                     continue
                 self.ips_in_use.add(ip)
@@ -451,6 +476,7 @@ class Node:
             sys.exit("process_node: must run as root (it bind-mounts volumes in per-pod mount namespaces)")
         self.state.mkdir(parents=True, exist_ok=True)
         self.sweep_leftovers()
+        self.claim_ip_block()
         self.write_sd()
         self.register()
 
