@@ -517,6 +517,8 @@ class Container:
         self.ready = False
         self.started = False
         self.done = threading.Event()  # terminated for good (no restart coming)
+        self.startup_ok = threading.Event()
+        self.env: dict[str, str] = {}
 
     def status(self) -> dict:
         s = {"name": self.name, "image": self.spec.get("image", ""), "imageID": "", "containerID":
@@ -760,12 +762,17 @@ class PodRunner:
             c.proc = proc
             started = now()
             c.state = {"running": {"startedAt": started}}
-            c.started = True
-            c.ready = not spec.get("readinessProbe")
+            # With a startup probe the container counts as started (and other probes
+            # begin) only once that probe succeeds.
+            c.started = not spec.get("startupProbe")
+            c.ready = c.started and not spec.get("readinessProbe")
+            c.env, c.startup_ok = env, threading.Event()
+            if c.started:
+                c.startup_ok.set()
         self.log(f"started container {c.name} pid {proc.pid}: {argv}")
         self.push_status()
         probes = threading.Event()
-        for kind in ("readinessProbe", "livenessProbe"):
+        for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
             if spec.get(kind):
                 threading.Thread(target=self.probe_loop, args=(c, kind, spec[kind], proc, probes, env),
                                  daemon=True).start()
@@ -798,11 +805,22 @@ class PodRunner:
         period = probe.get("periodSeconds", 10)
         success_th, failure_th = probe.get("successThreshold", 1), probe.get("failureThreshold", 3)
         ok_run = fail_run = 0
+        if kind != "startupProbe":
+            while not c.startup_ok.wait(0.2):
+                if stop.is_set():
+                    return
         if stop.wait(probe.get("initialDelaySeconds", 0)):
             return
         while not stop.is_set() and proc.poll() is None and not self.deleting:
             ok = self.probe_once(probe, c, proc, env)
             ok_run, fail_run = (ok_run + 1, 0) if ok else (0, fail_run + 1)
+            if kind == "startupProbe" and ok_run >= 1:
+                c.started = True
+                c.ready = not c.spec.get("readinessProbe")
+                c.startup_ok.set()
+                self.log(f"container {c.name} started (startup probe)")
+                self.push_status()
+                return
             if kind == "readinessProbe":
                 ready = c.ready
                 if ok_run >= success_th:
@@ -814,7 +832,7 @@ class PodRunner:
                     self.log(f"container {c.name} ready={ready}")
                     self.push_status()
             elif fail_run >= failure_th:
-                self.log(f"container {c.name} failed liveness probe; killing")
+                self.log(f"container {c.name} failed {kind}; killing")
                 self.signal_proc(proc, signal.SIGTERM)
                 if proc_wait(proc, self.pod["spec"].get("terminationGracePeriodSeconds", 30)) is None:
                     self.signal_proc(proc, signal.SIGKILL)
@@ -957,6 +975,19 @@ class PodRunner:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, sig)  # the container's whole process group
 
+    def pre_stop(self, c: Container, timeout: float) -> None:
+        hook = c.spec["lifecycle"]["preStop"]
+        try:
+            if "exec" in hook and c.proc:
+                subprocess.run(["nsenter", "-t", str(c.proc.pid), "-m", "--", *hook["exec"]["command"]],
+                               env=c.env, capture_output=True, timeout=timeout)
+            elif "httpGet" in hook:
+                self.probe_once({"httpGet": hook["httpGet"], "timeoutSeconds": timeout}, c, c.proc, c.env)
+            elif "sleep" in hook:
+                time.sleep(min(timeout, hook["sleep"]["seconds"]))
+        except Exception as e:  # a failing hook does not stop the deletion
+            self.log(f"preStop hook of {c.name} failed: {e}")
+
     def kill_all(self, grace: float) -> None:
         procs = [c.proc for c in self.containers if c.proc and c.proc.poll() is None]
         for p in procs:
@@ -973,7 +1004,14 @@ class PodRunner:
         if grace is None:
             grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
         self.log(f"deleting (grace {grace}s)")
-        self.kill_all(grace)
+        deadline = time.monotonic() + grace
+        hooks = [threading.Thread(target=self.pre_stop, args=(c, grace), daemon=True) for c in self.containers
+                 if c.proc and c.proc.poll() is None and (c.spec.get("lifecycle") or {}).get("preStop")]
+        for t in hooks:  # preStop hooks first, within the grace period, as the kubelet does
+            t.start()
+        for t in hooks:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self.kill_all(max(0.0, deadline - time.monotonic()))
         for c in self.containers:
             c.done.set()
         with self.lock:

@@ -368,3 +368,38 @@ def test_recops_serve_pod_answers_on_its_pod_ip(cluster: Cluster, namespace: str
     groups = json.loads((cluster.dir / "process-node" / "prometheus-sd.json").read_text())
     group = next(g for g in groups if g["targets"] == [target])
     assert group["labels"]["__metrics_path__"] == "/metrics" and group["labels"]["track"] == "stable"
+
+
+def test_startup_probe_holds_back_readiness(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    ctl, ctl_vol = hostpath_dir(tmp_path)
+    cluster.apply(local_pod("slowstart", ["sleep", "3600"], restart="Always", volumes=[ctl_vol], container={
+        "volumeMounts": [{"name": "ctl", "mountPath": "/ctl"}],
+        "startupProbe": {"exec": {"command": ["test", "-f", "/ctl/started"]}, "periodSeconds": 1,
+                         "failureThreshold": 600},
+        # Would kill the container at once if it ran before the startup probe succeeded.
+        "livenessProbe": {"exec": {"command": ["test", "-f", "/ctl/started"]}, "periodSeconds": 1,
+                          "failureThreshold": 1}}), namespace)
+    cluster.wait_pod_phase(namespace, "slowstart", {"Running"})
+    for _ in range(6):
+        status = cluster.pod(namespace, "slowstart").status.container_statuses[0]
+        assert status.started is False and status.ready is False and status.restart_count == 0
+        time.sleep(0.5)
+    (ctl / "started").touch()
+    wait_until(lambda: cluster.pod(namespace, "slowstart").status.container_statuses[0].ready, 30, "Ready")
+    assert cluster.pod(namespace, "slowstart").status.container_statuses[0].restart_count == 0
+
+
+def test_pre_stop_hook_runs_before_sigterm(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    ctl, ctl_vol = hostpath_dir(tmp_path)
+    # On SIGTERM the container records whether the preStop hook had already run.
+    script = ("trap 'if [ -f /ctl/prestop ]; then echo after-hook > /ctl/term; else echo no-hook > /ctl/term; fi;"
+              " exit 0' TERM; touch /ctl/armed; while true; do sleep 0.1; done")
+    cluster.apply(local_pod("hooked", ["sh", "-c", script], restart="Always", volumes=[ctl_vol],
+                            terminationGracePeriodSeconds=10, container={
+                                "volumeMounts": [{"name": "ctl", "mountPath": "/ctl"}],
+                                "lifecycle": {"preStop": {"exec": {"command": ["touch", "/ctl/prestop"]}}}}),
+                  namespace)
+    wait_until(lambda: (ctl / "armed").exists(), 30, "the SIGTERM trap is set")
+    cluster.core().delete_namespaced_pod("hooked", namespace)
+    wait_until(lambda: (ctl / "term").exists() and (ctl / "term").read_text().strip(), 30, "SIGTERM handled")
+    assert (ctl / "term").read_text().strip() == "after-hook"
