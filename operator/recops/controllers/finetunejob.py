@@ -9,7 +9,6 @@ changed. A finished FineTuneJob's status is final: no Job is ever created for it
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -250,12 +249,6 @@ def parse(body: dict[str, Any]) -> tuple[FineTuneJob | None, str | None]:
         return None, "; ".join(format_errors(error))
     problems = builders.problems(ftj)
     return (None, "; ".join(problems)) if problems else (ftj, None)
-
-
-def timed(fn: Callable[[], PassResult]) -> tuple[PassResult, float]:
-    start = time.monotonic()
-    result = fn()
-    return result, time.monotonic() - start
 
 
 __all__ = ["KIND", "FineTuneJobController", "PassResult", "parse"]
