@@ -50,6 +50,8 @@ RMD_OWNER_LABEL = owner_label(RMD_KIND)
 RMD_CHILD_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY},{RMD_OWNER_LABEL}"
 # How often RecModelDeployments in a rollout get a pass (canary pauses and analysis intervals are timed on it).
 ROLLOUT_TICK_SECONDS = 1.0
+# How often every child of every RecModelDeployment is server-side applied again, changed or not (drift repair).
+REAPPLY_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -181,12 +183,15 @@ class Operator:
 
     async def rollouts_forever(self) -> None:
         """A pass every tick for RecModelDeployments in a rollout, every resync period for the others."""
-        last_full = time.monotonic()
+        last_full = last_reapply = time.monotonic()
         while True:
             await asyncio.sleep(ROLLOUT_TICK_SECONDS)
             full = time.monotonic() - last_full >= self.config.resync_seconds
             if full:
                 last_full = time.monotonic()
+            if time.monotonic() - last_reapply >= REAPPLY_SECONDS:
+                last_reapply = time.monotonic()
+                self.rmds.forget_all()
             for (namespace, name), active in list(self.known_rmds.items()):
                 if not (active or full) or self.coalescer.busy((RMD_KIND, namespace, name)):
                     continue
