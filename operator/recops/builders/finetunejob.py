@@ -1,0 +1,341 @@
+"""The objects a FineTuneJob owns: the ConfigMap holding the job, the trainer Job, and the
+ServiceAccount + Role + RoleBinding the trainer reports progress with.
+
+Pure functions of the FineTuneJob (model + metadata) and the operator's `BuilderSettings`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from recops.api import contracts
+from recops.api.common import API_VERSION, GROUP
+from recops.api.finetunejob import KIND, PLURAL, FineTuneJob
+from recops.builders.common import (
+    BuilderSettings,
+    child_name,
+    container_security_context,
+    env_from_secrets,
+    label_value,
+    merge_env,
+    merge_user_labels,
+    object_meta,
+    pod_security_context,
+    pvc_volumes,
+    referenced_claims,
+    referenced_secrets,
+    scratch_volumes,
+    secret_key_env,
+    standard_labels,
+    without_forbidden,
+)
+
+COMPONENT = "trainer"
+CONTAINER_NAME = "trainer"
+CONFIG_KEY = "job.yaml"
+CONFIG_DIR = contracts.JOB_CONFIG_PATH.rsplit("/", 1)[0]
+CONFIG_VOLUME = "job-config"
+GPU_RESOURCE = "nvidia.com/gpu"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+MODEL_VERSION_ANNOTATION = f"{GROUP}/model-version"
+# Kept on the Job and its pods until the operator has recorded the Job's outcome in the FineTuneJob's
+# status, so a TTL (even 0) cannot delete them before the termination message is read.
+JOB_FINALIZER = contracts.FINALIZER
+CURRENT_MODEL_FLAG = "--current-model"
+# The trainer's identity: a podTemplate cannot replace these.
+PROTECTED_ENV = (contracts.ENV_FTJ_NAMESPACE, contracts.ENV_FTJ_NAME, contracts.ENV_PSEUDONYM_SALT)
+
+
+def owner_body(ftj: FineTuneJob) -> dict[str, Any]:
+    return {"apiVersion": ftj.api_version, "kind": ftj.kind, "metadata": ftj.metadata}
+
+
+def name_of(ftj: FineTuneJob) -> str:
+    return str(ftj.metadata["name"])
+
+
+def namespace_of(ftj: FineTuneJob) -> str:
+    return str(ftj.metadata["namespace"])
+
+
+def model_version(ftj: FineTuneJob) -> str:
+    return contracts.model_version(name_of(ftj), str(ftj.metadata["uid"]))
+
+
+def expected_model_uri(ftj: FineTuneJob) -> str:
+    """Where the Contracts say the trainer writes: <output>/<namespace>/<model-version>."""
+    return f"{ftj.spec.output.uri.rstrip('/')}/{namespace_of(ftj)}/{model_version(ftj)}"
+
+
+# --- names -------------------------------------------------------------------------------------
+def job_name(ftj_name: str) -> str:
+    return child_name(ftj_name)
+
+
+def config_map_name(ftj_name: str) -> str:
+    return child_name(ftj_name, "job")
+
+
+def service_account_name(ftj_name: str) -> str:
+    return child_name(ftj_name, "trainer")
+
+
+def labels(ftj: FineTuneJob) -> dict[str, str]:
+    own = standard_labels(KIND, name_of(ftj), COMPONENT)
+    lineage = ftj.metadata.get("labels", {}).get(contracts.LINEAGE_LABEL)
+    if lineage:
+        own[contracts.LINEAGE_LABEL] = lineage
+    return own
+
+
+def selector_labels(ftj_name: str) -> dict[str, str]:
+    """What the operator selects a FineTuneJob's children (and the trainer pods) by."""
+    return {contracts.owner_label(KIND): label_value(ftj_name)}
+
+
+# --- the ConfigMap -------------------------------------------------------------------------------
+def job_manifest(ftj: FineTuneJob) -> dict[str, Any]:
+    """The FineTuneJob as the trainer reads it from /etc/recops/job.yaml: identity and spec."""
+    meta = ftj.metadata
+    slim_meta: dict[str, Any] = {k: meta[k] for k in ("name", "namespace", "uid", "generation") if k in meta}
+    if meta.get("labels"):
+        slim_meta["labels"] = without_forbidden(meta["labels"])
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": slim_meta, "spec": ftj.spec.to_api()}
+
+
+def config_map(ftj: FineTuneJob) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": object_meta(config_map_name(name_of(ftj)), owner_body(ftj), labels(ftj)),
+        "data": {CONFIG_KEY: yaml.safe_dump(job_manifest(ftj), sort_keys=False)},
+    }
+
+
+# --- progress reporting: ServiceAccount, Role, RoleBinding ---------------------------------------
+def service_account(ftj: FineTuneJob) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": object_meta(service_account_name(name_of(ftj)), owner_body(ftj), labels(ftj)),
+        "automountServiceAccountToken": False,  # mounted by the pod spec, which asks for it
+    }
+
+
+def role(ftj: FineTuneJob) -> dict[str, Any]:
+    """patch on finetunejobs/status of this one FineTuneJob: all the trainer may do."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": object_meta(service_account_name(name_of(ftj)), owner_body(ftj), labels(ftj)),
+        "rules": [
+            {
+                "apiGroups": [GROUP],
+                "resources": [f"{PLURAL}/status"],
+                "resourceNames": [name_of(ftj)],
+                "verbs": ["get", "patch"],
+            }
+        ],
+    }
+
+
+def role_binding(ftj: FineTuneJob) -> dict[str, Any]:
+    name = service_account_name(name_of(ftj))
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": object_meta(name, owner_body(ftj), labels(ftj)),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace_of(ftj)}],
+    }
+
+
+# --- the trainer Job -----------------------------------------------------------------------------
+def trainer_args(ftj: FineTuneJob, current_model_uri: str | None) -> list[str]:
+    args = [
+        "train",
+        "--config", contracts.JOB_CONFIG_PATH,
+        "--output", ftj.spec.output.uri,
+        "--model-version", model_version(ftj),
+    ]
+    if current_model_uri:
+        args += [CURRENT_MODEL_FLAG, current_model_uri]
+    args += ["--termination-message-path", contracts.TERMINATION_MESSAGE_PATH]
+    return args
+
+
+def current_model_of(job: dict[str, Any]) -> str | None:
+    """The --current-model an existing trainer Job was created with (its template is immutable)."""
+    for container in job.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+        if container.get("name") != CONTAINER_NAME:
+            continue
+        args = list(container.get("args") or [])
+        if CURRENT_MODEL_FLAG in args:
+            index = args.index(CURRENT_MODEL_FLAG)
+            return str(args[index + 1]) if index + 1 < len(args) else None
+    return None
+
+
+def _resources(ftj: FineTuneJob) -> dict[str, Any]:
+    res = ftj.spec.resources
+    requests: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
+    if res.cpu is not None:
+        requests["cpu"] = limits["cpu"] = res.cpu
+    if res.memory is not None:
+        requests["memory"] = limits["memory"] = res.memory
+    if res.gpus_per_worker:
+        limits[GPU_RESOURCE] = res.gpus_per_worker  # extended resources: the request defaults to the limit
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _tolerations(ftj: FineTuneJob) -> list[dict[str, Any]]:
+    tolerations = [dict(t) for t in ftj.spec.resources.tolerations]
+    # GPU nodes carry the nvidia.com/gpu taint; a pod asking for GPUs tolerates it (as the
+    # ExtendedResourceToleration admission plugin would).
+    if ftj.spec.resources.gpus_per_worker and not any(t.get("key") == GPU_RESOURCE for t in tolerations):
+        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    return tolerations
+
+
+def _env(ftj: FineTuneJob, scratch_env: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    spec = ftj.spec
+    env: list[dict[str, Any]] = [
+        {"name": contracts.ENV_FTJ_NAMESPACE, "value": namespace_of(ftj)},
+        {"name": contracts.ENV_FTJ_NAME, "value": name_of(ftj)},
+        *scratch_env,
+    ]
+    salt = spec.dataset.pseudonymisation.salt_secret_ref
+    if spec.dataset.pseudonymisation.enabled and salt is not None:
+        env.append(secret_key_env(contracts.ENV_PSEUDONYM_SALT, salt))
+    return merge_env(env, [dict(e) for e in spec.pod_template.env], protected=PROTECTED_ENV)
+
+
+def _uri_uses(ftj: FineTuneJob, current_model_uri: str | None) -> list[tuple[str | None, bool]]:
+    """(uri, read_only) of every URI the trainer touches."""
+    spec = ftj.spec
+    return [
+        (spec.base_model.uri, True),
+        (spec.dataset.uri, True),
+        (current_model_uri, True),
+        (spec.output.uri, False),
+    ]
+
+
+def credential_secrets(ftj: FineTuneJob) -> list[str]:
+    """Names of the Secrets the trainer pod needs (for the missing-dependency check)."""
+    spec = ftj.spec
+    salt = spec.dataset.pseudonymisation.salt_secret_ref if spec.dataset.pseudonymisation.enabled else None
+    return referenced_secrets(
+        [spec.base_model.credentials_secret_ref, spec.dataset.credentials_secret_ref,
+         spec.output.credentials_secret_ref, salt]
+    )
+
+
+def claims(ftj: FineTuneJob, current_model_uri: str | None = None) -> list[str]:
+    """Names of the PVCs the trainer pod mounts (for the missing-dependency check)."""
+    return referenced_claims(uri for uri, _ in _uri_uses(ftj, current_model_uri))
+
+
+def trainer_job(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: str | None = None) -> dict[str, Any]:
+    spec = ftj.spec
+    res = spec.resources
+    pod_template = spec.pod_template
+    name = name_of(ftj)
+    own_labels = labels(ftj)
+
+    scratch_vols, scratch_mounts, scratch_env = scratch_volumes()
+    claim_vols, claim_mounts = pvc_volumes(_uri_uses(ftj, current_model_uri))
+    config_volume = {"name": CONFIG_VOLUME, "configMap": {"name": config_map_name(name)}}
+    config_mount = {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True}
+
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": res.image or settings.trainer_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["recops"],
+        "args": trainer_args(ftj, current_model_uri),
+        "env": _env(ftj, scratch_env),
+        "volumeMounts": [config_mount, *scratch_mounts, *claim_mounts, *(dict(m) for m in pod_template.volume_mounts)],
+        "securityContext": container_security_context(),
+        "terminationMessagePath": contracts.TERMINATION_MESSAGE_PATH,
+        # The trainer's JSON when it wrote one, else the tail of its log: either explains a failure.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    env_from = env_from_secrets(
+        [spec.base_model.credentials_secret_ref, spec.dataset.credentials_secret_ref, spec.output.credentials_secret_ref]
+    )
+    if env_from:
+        container["envFrom"] = env_from
+    resources = _resources(ftj)
+    if resources:
+        container["resources"] = resources
+
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": service_account_name(name),
+        "automountServiceAccountToken": True,  # the trainer reports progress with it
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": [config_volume, *scratch_vols, *claim_vols, *(dict(v) for v in pod_template.volumes)],
+    }
+    if res.node_selector:
+        pod_spec["nodeSelector"] = dict(res.node_selector)
+    tolerations = _tolerations(ftj)
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    if res.priority_class_name:
+        pod_spec["priorityClassName"] = res.priority_class_name
+    if pod_template.affinity:
+        pod_spec["affinity"] = dict(pod_template.affinity)
+    if pod_template.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s.name} for s in pod_template.image_pull_secrets]
+
+    # The pods too keep the finalizer until the outcome is recorded: a TTL deletes a finished Job in
+    # the foreground, so its pods (and their termination messages) would otherwise go first.
+    pod_meta: dict[str, Any] = {
+        "labels": merge_user_labels(own_labels, pod_template.labels),
+        "finalizers": [JOB_FINALIZER],
+    }
+    pod_annotations = without_forbidden(pod_template.annotations)
+    if pod_annotations:
+        pod_meta["annotations"] = pod_annotations
+
+    job_labels = dict(own_labels)
+    job_spec: dict[str, Any] = {"backoffLimit": spec.backoff_limit}
+    if res.queue_name:
+        # Kueue owns `suspend` of a queued Job: recops leaves the field out of what it applies.
+        job_labels[KUEUE_QUEUE_LABEL] = res.queue_name
+    else:
+        job_spec["suspend"] = spec.suspend
+    if spec.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    ttl = spec.ttl_seconds_after_finished if spec.ttl_seconds_after_finished is not None else settings.job_ttl_seconds
+    if ttl is not None:
+        job_spec["ttlSecondsAfterFinished"] = ttl
+    job_spec["template"] = {"metadata": pod_meta, "spec": pod_spec}
+
+    metadata = object_meta(
+        job_name(name), owner_body(ftj), job_labels, annotations={MODEL_VERSION_ANNOTATION: model_version(ftj)}
+    )
+    metadata["finalizers"] = [JOB_FINALIZER]
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
+
+
+def children(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: str | None = None) -> list[dict[str, Any]]:
+    """Everything a FineTuneJob owns, in the order to apply it (the Job last: its pods need the rest)."""
+    return [
+        config_map(ftj),
+        service_account(ftj),
+        role(ftj),
+        role_binding(ftj),
+        trainer_job(ftj, settings, current_model_uri),
+    ]

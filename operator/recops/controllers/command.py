@@ -1,0 +1,71 @@
+"""`recops operator`: run the Kopf operator (FineTuneJob controller; more kinds to come).
+
+Every flag has an environment variable (what the Helm chart sets); a flag wins over its variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+# flag -> (environment variable, default, help)
+_SETTINGS: dict[str, tuple[str, str | None, str]] = {
+    "--trainer-image": ("RECOPS_TRAINER_IMAGE", "ghcr.io/recops/trainer:latest",
+                        "image of trainer Jobs whose FineTuneJob names none"),
+    "--server-image": ("RECOPS_SERVER_IMAGE", "ghcr.io/recops/server:latest", "image of model servers"),
+    "--image-pull-policy": ("RECOPS_IMAGE_PULL_POLICY", "IfNotPresent", "imagePullPolicy of the workloads"),
+    "--namespaces": ("RECOPS_NAMESPACES", "",
+                     "comma-separated namespaces to watch; empty: the whole cluster"),
+    "--prometheus-url": ("RECOPS_PROMETHEUS_URL", None, "default Prometheus for MonitorPolicies that name none"),
+    "--job-ttl-seconds": ("RECOPS_JOB_TTL_SECONDS", None,
+                          "ttlSecondsAfterFinished of trainer Jobs whose FineTuneJob sets none (unset: keep them)"),
+    "--resync-seconds": ("RECOPS_RESYNC_SECONDS", "60", "period of the level-based resync of unfinished objects"),
+    "--metrics-port": ("RECOPS_METRICS_PORT", "8080", "port of /metrics (0: off)"),
+    "--metrics-address": ("RECOPS_METRICS_ADDRESS", "0.0.0.0", "address /metrics binds"),
+    "--liveness": ("RECOPS_LIVENESS_ENDPOINT", "http://0.0.0.0:8081/healthz",
+                   "Kopf's liveness/readiness endpoint URL (empty: off)"),
+    "--kubeconfig": ("RECOPS_KUBECONFIG", None, "kubeconfig file (default: in-cluster, else $KUBECONFIG)"),
+    "--peering": ("RECOPS_PEERING", None, "KopfPeering name for several replicas (default: standalone)"),
+    "--log-level": ("RECOPS_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = (
+        "Run the recops operator (Kopf). Settings come from flags or their environment variables:\n"
+        + "\n".join(f"  {flag:<20} ${env}" for flag, (env, _, _) in _SETTINGS.items())
+    )
+    for flag, (env, default, help_text) in _SETTINGS.items():
+        shown = f" (default: {default})" if default else ""
+        parser.add_argument(flag, default=os.environ.get(env, default), help=f"{help_text}; env {env}{shown}")
+
+
+def _optional_int(value: str | None) -> int | None:
+    return int(value) if value not in (None, "") else None
+
+
+def main(args: argparse.Namespace) -> int:
+    from recops.builders.common import BuilderSettings
+    from recops.controllers.main import OperatorConfig, run
+
+    logging.basicConfig(level=str(args.log_level).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = OperatorConfig(
+        builder=BuilderSettings(
+            trainer_image=args.trainer_image,
+            server_image=args.server_image,
+            image_pull_policy=args.image_pull_policy,
+            job_ttl_seconds=_optional_int(args.job_ttl_seconds),
+        ),
+        namespaces=tuple(n.strip() for n in (args.namespaces or "").split(",") if n.strip()),
+        prometheus_url=args.prometheus_url or None,
+        resync_seconds=float(args.resync_seconds),
+        metrics_port=int(args.metrics_port or 0),
+        metrics_address=args.metrics_address,
+        liveness_endpoint=args.liveness or None,
+        kubeconfig=args.kubeconfig or None,
+        peering=args.peering or None,
+    )
+    run(config)
+    return 0

@@ -1,0 +1,69 @@
+"""Conditions as the Kubernetes API conventions define them, on plain status dicts.
+
+A condition's lastTransitionTime changes only when its status changes; reason, message and
+observedGeneration follow the latest observation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def find(conditions: Iterable[dict[str, Any]] | None, type_: str) -> dict[str, Any] | None:
+    for condition in conditions or ():
+        if condition.get("type") == type_:
+            return condition
+    return None
+
+
+def is_true(conditions: Iterable[dict[str, Any]] | None, type_: str) -> bool:
+    condition = find(conditions, type_)
+    return condition is not None and condition.get("status") == "True"
+
+
+def status_text(value: bool | None) -> str:
+    return "Unknown" if value is None else ("True" if value else "False")
+
+
+def set_condition(
+    conditions: list[dict[str, Any]],
+    type_: str,
+    status: bool | None,
+    reason: str,
+    message: str = "",
+    *,
+    generation: int | None,
+    now: str,
+) -> list[dict[str, Any]]:
+    """A new list with `type_` set; the transition time is kept when the status did not change."""
+    wanted = status_text(status)
+    previous = find(conditions, type_)
+    transition = previous["lastTransitionTime"] if previous and previous.get("status") == wanted else now
+    condition: dict[str, Any] = {
+        "type": type_,
+        "status": wanted,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": transition,
+    }
+    if generation is not None:
+        condition["observedGeneration"] = generation
+    out = [c for c in conditions if c.get("type") != type_]
+    out.append(condition)
+    return out
+
+
+def remove_condition(conditions: list[dict[str, Any]], type_: str) -> list[dict[str, Any]]:
+    return [c for c in conditions if c.get("type") != type_]
+
+
+def ordered(conditions: list[dict[str, Any]], order: Iterable[str]) -> list[dict[str, Any]]:
+    """Conditions in a fixed type order (stable output, so equal states compare equal)."""
+    rank = {t: i for i, t in enumerate(order)}
+    return sorted(conditions, key=lambda c: (rank.get(c.get("type", ""), len(rank)), c.get("type", "")))

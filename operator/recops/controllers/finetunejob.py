@@ -1,0 +1,221 @@
+"""The FineTuneJob controller: read, build, apply, status.
+
+One pass (`reconcile`) is level-based and idempotent: it reads the FineTuneJob, its trainer
+Job and the Job's pods; server-side applies the children the spec asks for (nothing new when
+they exist); computes the status and writes it through the status subresource only when it
+changed. A finished FineTuneJob's status is final: no Job is ever created for it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from recops.api import conditions as c
+from recops.api.common import API_VERSION
+from recops.api.contracts import LINEAGE_LABEL
+from recops.api.finetunejob import KIND, PLURAL, FineTuneJob
+from recops.api.recmodeldeployment import PLURAL as RMD_PLURAL
+from recops.api.validation import format_errors
+from recops.builders import finetunejob as builders
+from recops.builders.common import BuilderSettings
+from recops.controllers import finetunejob_status as st
+from recops.controllers.conditions import now_rfc3339
+from recops.controllers.kube import ApiError, Kube, resource_path
+
+log = logging.getLogger("recops.controllers.finetunejob")
+
+# (involved object, type Normal|Warning, reason, message)
+EventPoster = Callable[[dict[str, Any], str, str, str], None]
+
+
+def ftj_path(namespace: str, name: str, subresource: str | None = None) -> str:
+    return resource_path(API_VERSION, PLURAL, namespace, name, subresource)
+
+
+def job_path(namespace: str, name: str) -> str:
+    return resource_path("batch/v1", "jobs", namespace, builders.job_name(name))
+
+
+def _ignore_event(_: dict[str, Any], __: str, ___: str, ____: str) -> None:
+    return None
+
+
+@dataclass
+class PassResult:
+    """What one pass did (for metrics, logs and tests)."""
+
+    phase: str | None = None
+    applied: bool = False
+    job_created: bool = False
+    status_written: bool = False
+    final: bool = False
+    gone: bool = False
+
+
+class FineTuneJobController:
+    def __init__(self, kube: Kube, settings: BuilderSettings, post_event: EventPoster = _ignore_event) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.post_event = post_event
+
+    # --- one pass ---------------------------------------------------------------------------
+    def reconcile(self, namespace: str, name: str, *, apply_children: bool = False) -> PassResult:
+        """Bring one FineTuneJob's children and status in line with its spec and what runs.
+
+        `apply_children`: server-side apply every child even when the Job exists (after a
+        spec change or a restart); otherwise only a missing Job (and its companions) is applied.
+        """
+        body = self.kube.get(ftj_path(namespace, name))
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            # Children go with their owner (garbage collection); only recops' finalizers must go.
+            self.release(namespace, name, self.kube.get(job_path(namespace, name)), self.labelled_pods(namespace, name))
+            return PassResult(gone=True)
+
+        job = self.kube.get(job_path(namespace, name))
+        if st.is_final(body.get("status")):
+            return self._keep_final(body, job)
+
+        ftj, invalid = parse(body)
+        result = PassResult()
+        job_deleting = job is not None and bool(job["metadata"].get("deletionTimestamp"))
+        if ftj is not None and not job_deleting and (job is None or apply_children):
+            current_model = builders.current_model_of(job) if job is not None else self.lineage_current_model(ftj)
+            for manifest in builders.children(ftj, self.settings, current_model):
+                applied = self.kube.apply(manifest)
+                if manifest["kind"] == "Job":
+                    result.job_created = job is None
+                    job = applied
+            result.applied = True
+            if result.job_created:
+                self.post_event(body, "Normal", "JobCreated",
+                                f"created Job {builders.job_name(name)} for model {builders.model_version(ftj)}")
+
+        pods = self.labelled_pods(namespace, name) if job is not None else []
+        observed = st.Observed(job=job, pods=of_job(pods, job))
+        new_status = st.compute_status(body, ftj, observed, now=now_rfc3339(), invalid=invalid)
+        result.status_written = self.write_status(body, new_status)
+        result.phase = new_status.get("phase")
+        result.final = st.is_final(new_status)
+        if result.status_written:
+            self._post_transition_events(body, new_status)
+        if result.final or job_deleting:
+            # The outcome is recorded (or the Job is going away unfinished and will be recreated):
+            # the Job and its pods may now be deleted.
+            self.release(namespace, name, job, pods)
+        else:
+            # Pods deleted one by one (evicted, or of an earlier Job) are not needed for the outcome.
+            current = {p["metadata"]["uid"] for p in observed.pods}
+            self.release(namespace, name, None, [
+                p for p in pods if p["metadata"].get("deletionTimestamp") or p["metadata"]["uid"] not in current
+            ])
+        return result
+
+    def _keep_final(self, body: dict[str, Any], job: dict[str, Any] | None) -> PassResult:
+        """A finished FineTuneJob: never recreate or re-run anything; just let the Job and pods go."""
+        status = body.get("status") or {}
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        generation = body["metadata"].get("generation")
+        written = False
+        if status.get("observedGeneration") != generation:
+            self.kube.merge_patch(ftj_path(namespace, name, "status"), {"status": {"observedGeneration": generation}})
+            written = True
+        self.release(namespace, name, job, self.labelled_pods(namespace, name))
+        return PassResult(phase=status.get("phase"), final=True, status_written=written)
+
+    # --- reads ------------------------------------------------------------------------------
+    def labelled_pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """Every trainer pod of this FineTuneJob (of any Job it had)."""
+        selector = ",".join(f"{k}={v}" for k, v in builders.selector_labels(name).items())
+        return self.kube.list(resource_path("v1", "pods", namespace), label_selector=selector)
+
+    def lineage_current_model(self, ftj: FineTuneJob) -> str | None:
+        """The stable model of the RecModelDeployment following this job's lineage, if any."""
+        lineage = (ftj.metadata.get("labels") or {}).get(LINEAGE_LABEL)
+        if not lineage:
+            return None
+        rmds = self.kube.list(resource_path(API_VERSION, RMD_PLURAL, builders.namespace_of(ftj)))
+        for rmd in sorted(rmds, key=lambda r: r["metadata"]["name"]):
+            follows = ((rmd.get("spec") or {}).get("model") or {}).get("lineage") == lineage
+            stable_uri = ((rmd.get("status") or {}).get("stable") or {}).get("modelUri")
+            if follows and stable_uri:
+                return str(stable_uri)
+        return None
+
+    # --- writes -----------------------------------------------------------------------------
+    def write_status(self, body: dict[str, Any], new_status: dict[str, Any]) -> bool:
+        """Merge-patch the status subresource with what changed; False when nothing did."""
+        old = st.operator_status(body.get("status"))
+        if old == new_status:
+            return False
+        patch = {k: new_status.get(k) for k in sorted(set(old) | set(new_status)) if old.get(k) != new_status.get(k)}
+        meta = body["metadata"]
+        self.kube.merge_patch(ftj_path(meta["namespace"], meta["name"], "status"), {"status": patch})
+        return True
+
+    def release(self, namespace: str, name: str, job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> None:
+        """Remove recops' finalizer from the Job (if given) and the pods, so they can go."""
+        for obj, path in [(job, job_path(namespace, name)), *(
+            (p, resource_path("v1", "pods", namespace, p["metadata"]["name"])) for p in pods
+        )]:
+            if obj is not None and builders.JOB_FINALIZER in (obj["metadata"].get("finalizers") or []):
+                try:
+                    # Strategic merge: removes just our entry, whatever else the list holds; idempotent.
+                    self.kube.strategic_merge_patch(
+                        path, {"metadata": {"$deleteFromPrimitiveList/finalizers": [builders.JOB_FINALIZER]}}
+                    )
+                except ApiError as error:
+                    if error.status != 404:  # gone already: nothing to release
+                        raise
+
+    def _post_transition_events(self, body: dict[str, Any], new: dict[str, Any]) -> None:
+        old_phase = (body.get("status") or {}).get("phase")
+        phase = new.get("phase")
+        if phase == old_phase:
+            return
+        message = str(new.get("message") or "")
+        ready: dict[str, Any] = next((x for x in new.get("conditions", []) if x["type"] == c.READY), {})
+        if phase == "Failed":
+            failed: dict[str, Any] = next((x for x in new.get("conditions", []) if x["type"] == c.FAILED), {})
+            self.post_event(body, "Warning", str(failed.get("reason") or c.TRAINER_FAILED), message)
+        elif phase == "Succeeded":
+            self.post_event(body, "Normal", c.SUCCEEDED, message)
+            if ready.get("reason") == c.GATE_NOT_MET:
+                self.post_event(body, "Warning", c.GATE_NOT_MET, str(ready.get("message") or ""))
+        elif phase == "Suspended":
+            self.post_event(body, "Normal", c.SPEC_SUSPENDED, message)
+        elif phase == "Running":
+            self.post_event(body, "Normal", c.RUNNING, message)
+        elif old_phase == "Suspended":
+            self.post_event(body, "Normal", c.RESUMED, message)
+
+
+def of_job(pods: list[dict[str, Any]], job: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The pods of `job` (not of an earlier, deleted Job of the same FineTuneJob)."""
+    if job is None:
+        return []
+    uid = job["metadata"].get("uid")
+    return [p for p in pods if any(ref.get("uid") == uid for ref in p["metadata"].get("ownerReferences") or [])]
+
+
+def parse(body: dict[str, Any]) -> tuple[FineTuneJob | None, str | None]:
+    """The FineTuneJob model, or the reason its spec cannot be acted on."""
+    manifest = {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body}
+    try:
+        return FineTuneJob.model_validate(manifest), None
+    except ValidationError as error:
+        return None, "; ".join(format_errors(error))
+
+
+def timed(fn: Callable[[], PassResult]) -> tuple[PassResult, float]:
+    start = time.monotonic()
+    result = fn()
+    return result, time.monotonic() - start
+
+
+__all__ = ["KIND", "FineTuneJobController", "PassResult", "parse"]

@@ -1,0 +1,345 @@
+"""A FineTuneJob's status, computed from what is observed: its trainer Job and the Job's pods.
+
+Pure: no I/O and no Kopf, so every state is unit-tested. The reconciler writes the result
+only when it differs from the stored status. `status.progress` belongs to the trainer and is
+never computed or written here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from recops.api import conditions as c
+from recops.api.contracts import TerminationMessage
+from recops.api.finetunejob import FineTuneJob, Gate
+from recops.builders import finetunejob as ftj_builder
+from recops.controllers.conditions import find, is_true, ordered, set_condition
+
+CONDITION_ORDER = (c.COMPLETE, c.FAILED, c.GATE_PASSED, c.SUSPENDED, c.READY)
+MESSAGE_LIMIT = 1024
+# Reasons the batch/v1 Job controller gives its Failed condition, mapped to ours.
+JOB_FAILURE_REASONS = {
+    "BackoffLimitExceeded": c.BACKOFF_LIMIT_EXCEEDED,
+    "DeadlineExceeded": c.DEADLINE_EXCEEDED,
+}
+OPERATOR_FIELDS = (
+    "phase", "conditions", "observedGeneration", "startTime", "completionTime", "attempts", "model",
+    "metrics", "baseline", "currentModel", "keyMetric", "gatePassed", "message",
+)
+
+
+def operator_status(status: dict[str, Any] | None) -> dict[str, Any]:
+    """The part of a stored status the operator owns (everything but the trainer's progress)."""
+    return {k: v for k, v in (status or {}).items() if k in OPERATOR_FIELDS and v is not None}
+
+
+def is_final(status: dict[str, Any] | None) -> bool:
+    """Complete, or Failed for a reason other than an invalid spec: nothing changes it any more."""
+    conditions = (status or {}).get("conditions") or []
+    if is_true(conditions, c.COMPLETE):
+        return True
+    failed = find(conditions, c.FAILED)
+    return bool(failed and failed.get("status") == "True" and failed.get("reason") != c.INVALID_SPEC)
+
+
+def clip(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    text = " ".join(text.split()) if "\n" in text else text
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --- what the pods say -----------------------------------------------------------------------------
+@dataclass
+class TrainerExit:
+    """The trainer container's terminated state in one pod."""
+
+    pod: str
+    exit_code: int | None
+    reason: str | None
+    raw_message: str | None
+    finished_at: str | None
+    report: TerminationMessage | None = None
+
+    @property
+    def error(self) -> str | None:
+        if self.report is not None and self.report.error:
+            return self.report.error
+        if self.report is None and self.raw_message:
+            return self.raw_message.strip().splitlines()[-1] if self.raw_message.strip() else None
+        return None
+
+
+def parse_termination_message(text: str | None) -> TerminationMessage | None:
+    """The trainer's JSON report, or None when the message is something else (e.g. a log tail)."""
+    if not text or not text.lstrip().startswith("{"):
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    try:
+        return TerminationMessage.model_validate(data)
+    except ValidationError:
+        return None
+
+
+def trainer_exit(pod: dict[str, Any]) -> TrainerExit | None:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    for status in statuses:
+        if status.get("name") != ftj_builder.CONTAINER_NAME:
+            continue
+        terminated = (status.get("state") or {}).get("terminated") or (status.get("lastState") or {}).get("terminated")
+        if not terminated:
+            return None
+        raw = terminated.get("message")
+        return TrainerExit(
+            pod=pod["metadata"]["name"],
+            exit_code=terminated.get("exitCode"),
+            reason=terminated.get("reason"),
+            raw_message=raw,
+            finished_at=terminated.get("finishedAt"),
+            report=parse_termination_message(raw),
+        )
+    return None
+
+
+@dataclass
+class Observed:
+    job: dict[str, Any] | None
+    pods: list[dict[str, Any]] = field(default_factory=list)
+
+    def job_condition(self, type_: str) -> dict[str, Any] | None:
+        if self.job is None:
+            return None
+        for cond in (self.job.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == type_ and cond.get("status") == "True":
+                return dict(cond)
+        return None
+
+    def pods_in_phase(self, phase: str) -> list[dict[str, Any]]:
+        return sorted(
+            (p for p in self.pods if (p.get("status") or {}).get("phase") == phase),
+            key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]),
+        )
+
+    def attempts(self) -> int:
+        """Trainer pods started: finished ones as the Job counts them, plus those running now."""
+        job_status = (self.job or {}).get("status") or {}
+        finished = int(job_status.get("succeeded") or 0) + int(job_status.get("failed") or 0)
+        return max(finished + len(self.pods_in_phase("Running")), len(self.started_pods()))
+
+    def started_pods(self) -> list[dict[str, Any]]:
+        return [p for phase in ("Running", "Succeeded", "Failed") for p in self.pods_in_phase(phase)]
+
+    def first_start(self) -> str | None:
+        times = [t for p in self.started_pods() if (t := (p.get("status") or {}).get("startTime"))]
+        return min(times) if times else None
+
+    def unschedulable(self) -> str | None:
+        for pod in self.pods_in_phase("Pending"):
+            for cond in (pod.get("status") or {}).get("conditions") or []:
+                if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and (
+                    cond.get("reason") == "Unschedulable"
+                ):
+                    return str(cond.get("message") or "no node can take the trainer pod")
+        return None
+
+
+# --- the gate --------------------------------------------------------------------------------------
+def decide_gate(gate: Gate, metrics: dict[str, float], current: dict[str, float] | None) -> tuple[bool, str]:
+    """The gate's verdict from the metrics, for a trainer report that carries none."""
+    value = metrics.get(gate.metric)
+    if value is None:
+        return False, f"{gate.metric} was not measured"
+    higher_is_better = gate.minimum is not None
+    if gate.minimum is not None and value < gate.minimum:
+        return False, f"{gate.metric} {value:.4g} < minimum {gate.minimum:g}"
+    if gate.maximum is not None and value > gate.maximum:
+        return False, f"{gate.metric} {value:.4g} > maximum {gate.maximum:g}"
+    if gate.beat_current and current and gate.metric in current:
+        now_serving = current[gate.metric]
+        beats = value > now_serving if higher_is_better else value < now_serving
+        if not beats:
+            return False, f"{gate.metric} {value:.4g} does not beat the current model's {now_serving:.4g}"
+    return True, f"{gate.metric} {value:.4g} meets the gate"
+
+
+def key_metric(ftj: FineTuneJob | None, metrics: dict[str, float]) -> str | None:
+    if not metrics:
+        return None
+    names: list[str] = []
+    if ftj is not None:
+        if ftj.spec.evaluation.gate is not None:
+            names.append(ftj.spec.evaluation.gate.metric)
+        names += ftj.spec.evaluation.metrics
+    names += sorted(metrics)
+    name = next(n for n in names if n in metrics)
+    return f"{name}={metrics[name]:.4g}"
+
+
+# --- the status ------------------------------------------------------------------------------------
+def compute_status(
+    body: dict[str, Any],
+    ftj: FineTuneJob | None,
+    observed: Observed,
+    *,
+    now: str,
+    invalid: str | None = None,
+) -> dict[str, Any]:
+    """The operator's part of the FineTuneJob's status for what is observed now."""
+    old = operator_status(body.get("status"))
+    generation = body.get("metadata", {}).get("generation")
+    status: dict[str, Any] = {k: v for k, v in old.items() if k in ("startTime", "attempts")}
+    status["observedGeneration"] = generation
+    conditions: list[dict[str, Any]] = list(old.get("conditions") or [])
+
+    def set_(type_: str, value: bool | None, reason: str, message: str = "") -> None:
+        nonlocal conditions
+        conditions = set_condition(conditions, type_, value, reason, clip(message), generation=generation, now=now)
+
+    if invalid is not None or ftj is None:
+        message = clip(f"invalid spec: {invalid}")
+        status.update(phase="Failed", message=message)
+        for type_ in (c.COMPLETE, c.READY, c.SUSPENDED):
+            set_(type_, False, c.INVALID_SPEC, message)
+        set_(c.FAILED, True, c.INVALID_SPEC, message)
+        conditions = [x for x in conditions if x.get("type") != c.GATE_PASSED]
+        status["conditions"] = ordered(conditions, CONDITION_ORDER)
+        return _clean(status)
+
+    first_start = observed.first_start()
+    if first_start and not status.get("startTime"):
+        status["startTime"] = first_start
+    if observed.job is not None:
+        status["attempts"] = max(int(status.get("attempts") or 0), observed.attempts())
+    previous_suspended = find(conditions, c.SUSPENDED) or {}
+    was_suspended = previous_suspended.get("status") == "True" or previous_suspended.get("reason") == c.RESUMED
+
+    complete = observed.job_condition("Complete")
+    failed = observed.job_condition("Failed")
+    if complete is not None:
+        _succeeded(status, ftj, observed, complete, set_, now)
+    elif failed is not None:
+        _failed(status, observed, failed, set_, now)
+    else:
+        phase, reason, message = _unfinished(ftj, observed, was_suspended)
+        status.update(phase=phase, message=message)
+        set_(c.COMPLETE, False, reason, message)
+        set_(c.FAILED, False, reason, message)
+        set_(c.READY, False, reason, message)
+        if phase == "Suspended":
+            set_(c.SUSPENDED, True, c.SPEC_SUSPENDED, message)
+        else:
+            set_(c.SUSPENDED, False, c.RESUMED if was_suspended else reason, message)
+        conditions = [x for x in conditions if x.get("type") != c.GATE_PASSED]
+    status["conditions"] = ordered(conditions, CONDITION_ORDER)
+    return _clean(status)
+
+
+def _unfinished(ftj: FineTuneJob, observed: Observed, was_suspended: bool) -> tuple[str, str, str]:
+    job = observed.job
+    if job is None:
+        return "Pending", c.PENDING, "creating the trainer Job"
+    running = observed.pods_in_phase("Running")
+    if (job.get("spec") or {}).get("suspend") and not running:
+        if ftj.spec.suspend:
+            return "Suspended", c.SPEC_SUSPENDED, "spec.suspend is set: no trainer pod runs"
+        return "Pending", c.PENDING, "the Job is suspended by its queue until admitted"
+    if running:
+        attempt = observed.attempts()
+        return "Running", c.RUNNING, f"trainer pod {running[-1]['metadata']['name']} is running (attempt {attempt})"
+    unschedulable = observed.unschedulable()
+    if unschedulable:
+        return "Pending", c.UNSCHEDULABLE, unschedulable
+    last_failure = _last_exit(observed, "Failed")
+    if last_failure is not None:
+        return "Pending", c.PENDING, f"retrying after attempt failed: {_describe_failure(last_failure)}"
+    return "Pending", c.PENDING, "waiting for the trainer pod to start"
+
+
+def _last_exit(observed: Observed, phase: str) -> TrainerExit | None:
+    for pod in reversed(observed.pods_in_phase(phase)):
+        found = trainer_exit(pod)
+        if found is not None:
+            return found
+    return None
+
+
+def _describe_failure(exit_: TrainerExit) -> str:
+    code = f"exit code {exit_.exit_code}" if exit_.exit_code is not None else "no exit code"
+    error = exit_.error
+    return f"trainer pod {exit_.pod} failed with {code}" + (f": {error}" if error else "")
+
+
+def _succeeded(status: dict[str, Any], ftj: FineTuneJob, observed: Observed, complete: dict[str, Any],
+               set_: Any, now: str) -> None:
+    exit_ = _last_exit(observed, "Succeeded")
+    report = exit_.report if exit_ is not None else None
+    report = report or TerminationMessage()
+    uri = report.model_uri or ftj_builder.expected_model_uri(ftj)
+    version = report.model_version or ftj_builder.model_version(ftj)
+    job_status = (observed.job or {}).get("status") or {}
+    status.update(
+        phase="Succeeded",
+        completionTime=job_status.get("completionTime") or complete.get("lastTransitionTime") or now,
+        model={"uri": uri, "version": version},
+        metrics=report.metrics or None,
+        baseline=report.baseline or None,
+        currentModel=report.current_model,
+        keyMetric=key_metric(ftj, report.metrics),
+    )
+    if not status.get("startTime"):
+        status["startTime"] = job_status.get("startTime") or status["completionTime"]
+    message = f"model {version} written to {uri}"
+    set_(c.COMPLETE, True, c.SUCCEEDED, message)
+    set_(c.FAILED, False, c.SUCCEEDED, message)
+    set_(c.SUSPENDED, False, c.SUCCEEDED, message)
+    gate = ftj.spec.evaluation.gate
+    if gate is None:
+        status["gatePassed"] = None
+        set_(c.READY, True, c.NO_GATE, message + "; no gate")
+        status["message"] = message
+        return
+    passed, why = decide_gate(gate, report.metrics, report.current_model)
+    if report.gate_passed is not None:
+        passed = report.gate_passed
+        why = f"the trainer's gate on {gate.metric} " + ("passed" if passed else "did not pass") + (
+            f" ({report.metrics[gate.metric]:.4g})" if gate.metric in report.metrics else ""
+        )
+    status["gatePassed"] = passed
+    status["message"] = f"{message}; {why}"
+    reason = c.GATE_MET if passed else c.GATE_NOT_MET
+    set_(c.GATE_PASSED, passed, reason, why)
+    set_(c.READY, passed, reason, why)
+
+
+def _failed(status: dict[str, Any], observed: Observed, failed: dict[str, Any], set_: Any, now: str) -> None:
+    reason = JOB_FAILURE_REASONS.get(str(failed.get("reason")), c.TRAINER_FAILED)
+    exit_ = _last_exit(observed, "Failed")
+    if exit_ is not None:
+        message = _describe_failure(exit_)
+    else:
+        message = str(failed.get("message") or failed.get("reason") or "the trainer Job failed")
+    if reason == c.DEADLINE_EXCEEDED:
+        message = f"activeDeadlineSeconds passed; {message}"
+    status.update(
+        phase="Failed",
+        completionTime=failed.get("lastTransitionTime") or now,
+        message=clip(message),
+    )
+    if exit_ is not None and exit_.report is not None and exit_.report.metrics:
+        status["metrics"] = exit_.report.metrics
+    set_(c.COMPLETE, False, reason, message)
+    set_(c.FAILED, True, reason, message)
+    set_(c.SUSPENDED, False, reason, message)
+    set_(c.READY, False, reason, message)
+
+
+def _clean(status: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in status.items() if v is not None}
+

@@ -1,0 +1,230 @@
+"""The operator: Kopf settings and every handler, registered in one place.
+
+Handlers are thin: each turns a Kopf trigger into a reconcile pass of a plain controller
+(`FineTuneJobController`). Kopf writes nothing into `status` (handlers return None); its
+own bookkeeping (handler progress, last-handled configuration) lives in `recops.dev/*`
+annotations. The FineTuneJob needs no finalizer: its children are owned and garbage-collected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import kopf
+
+from recops.api.common import GROUP, VERSION
+from recops.api.contracts import MANAGED_BY, owner_label
+from recops.api.finetunejob import KIND as FTJ_KIND
+from recops.api.finetunejob import PLURAL as FTJ_PLURAL
+from recops.builders.common import MANAGED_BY_LABEL, MAX_NAME_LENGTH, BuilderSettings
+from recops.controllers import finetunejob_status
+from recops.controllers.finetunejob import FineTuneJobController, PassResult
+from recops.controllers.kube import Kube, load_api_client
+from recops.controllers.metrics import OperatorMetrics
+from recops.controllers.work import Coalescer
+
+log = logging.getLogger("recops.operator")
+
+FTJ_OWNER_LABEL = owner_label(FTJ_KIND)
+# Only the operator's own children are streamed from the API server (server-side filtering).
+CHILD_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY},{FTJ_OWNER_LABEL}"
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """Everything `recops operator` is told through flags and environment variables."""
+
+    builder: BuilderSettings = field(default_factory=BuilderSettings)
+    namespaces: tuple[str, ...] = ()  # empty: cluster-wide
+    prometheus_url: str | None = None
+    resync_seconds: float = 60.0
+    metrics_port: int = 8080  # 0: no /metrics
+    metrics_address: str = "0.0.0.0"
+    liveness_endpoint: str | None = "http://0.0.0.0:8081/healthz"
+    kubeconfig: str | None = None
+    peering: str | None = None  # a KopfPeering name; None: standalone
+    instance: str = field(default_factory=lambda: os.environ.get("HOSTNAME", "recops-operator"))
+
+
+def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # Kopf adds its finalizer only for deletion handlers, daemons and timers, which recops does not
+    # use; Kopf also strips its own finalizer wherever it finds one unneeded, so its name must differ
+    # from recops.dev/finalizer (the one recops keeps on a trainer Job until its outcome is recorded).
+    settings.persistence.finalizer = f"{GROUP}/kopf-finalizer"
+    settings.posting.reporting_component = "recops-operator"
+    settings.posting.reporting_instance = config.instance
+    settings.posting.event_name_prefix = "recops-"
+    settings.posting.level = logging.INFO
+    # Watch only what exists at start-up: no cluster-wide CRD or namespace watch (least privilege).
+    settings.scanning.disabled = True
+    settings.watching.label_selectors["batch", "jobs"] = CHILD_SELECTOR
+    settings.watching.label_selectors["v1", "pods"] = CHILD_SELECTOR
+    settings.peering.standalone = config.peering is None
+    if config.peering:
+        settings.peering.name = config.peering
+    settings.execution.max_workers = 16
+    settings.networking.request_timeout = 60
+
+
+class Operator:
+    """The running operator's state: the controllers, what is known, the metrics."""
+
+    def __init__(self, config: OperatorConfig, kube: Kube | None = None,
+                 metrics: OperatorMetrics | None = None) -> None:
+        self.config = config
+        self.kube = kube or Kube(load_api_client(config.kubeconfig))
+        self.metrics = metrics or OperatorMetrics()
+        self.finetunejobs = FineTuneJobController(self.kube, config.builder, post_event=post_event)
+        self.coalescer = Coalescer()
+        # FineTuneJobs seen on the watch stream -> whether their status is final.
+        self.known_ftjs: dict[tuple[str, str], bool] = {}
+        # Objects whose next pass must server-side apply every child (after a spec change or restart).
+        self.apply_wanted: set[tuple[str, str, str]] = set()
+        self.apply_lock = threading.Lock()
+
+    def reconcile_ftj(self, namespace: str, name: str, trigger: str, apply_children: bool = False) -> None:
+        key = (FTJ_KIND, namespace, name)
+        if apply_children:
+            # Read by whichever pass runs next, so a request that coalesces into a running pass keeps it.
+            with self.apply_lock:
+                self.apply_wanted.add(key)
+
+        def one_pass() -> PassResult:
+            start = time.monotonic()
+            self.metrics.reconciles.labels(kind=FTJ_KIND, trigger=trigger).inc()
+            with self.apply_lock:
+                apply = key in self.apply_wanted
+                self.apply_wanted.discard(key)
+            try:
+                result = self.finetunejobs.reconcile(namespace, name, apply_children=apply)
+            except Exception as error:
+                self.metrics.errors.labels(kind=FTJ_KIND, error=type(error).__name__).inc()
+                if apply:
+                    with self.apply_lock:
+                        self.apply_wanted.add(key)
+                raise
+            finally:
+                self.metrics.duration.labels(kind=FTJ_KIND).observe(time.monotonic() - start)
+            if result.status_written:
+                self.metrics.status_writes.labels(kind=FTJ_KIND).inc()
+            if result.gone:
+                self.metrics.set_phase(namespace, name, None)
+            elif result.phase:
+                self.metrics.set_phase(namespace, name, result.phase)
+            return result
+
+        self.coalescer.run(key, one_pass)
+
+    def ftj_of_child(self, body: dict[str, Any]) -> tuple[str, str] | None:
+        """The FineTuneJob a Job or pod belongs to (the label; an owner reference when shortened)."""
+        meta = body.get("metadata") or {}
+        namespace = str(meta.get("namespace") or "")
+        for ref in meta.get("ownerReferences") or []:
+            if ref.get("kind") == FTJ_KIND and ref.get("apiVersion", "").startswith(f"{GROUP}/"):
+                return namespace, str(ref["name"])
+        label = (meta.get("labels") or {}).get(FTJ_OWNER_LABEL)
+        if not label or not namespace:
+            return None
+        if len(label) < MAX_NAME_LENGTH:
+            return namespace, str(label)
+        job_name = (meta.get("labels") or {}).get("batch.kubernetes.io/job-name")
+        job = self.kube.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name}") if job_name else None
+        return self.ftj_of_child(job) if job else None
+
+    async def resync_forever(self) -> None:
+        """Every resync period, one pass for each unfinished FineTuneJob (the level-based safety net)."""
+        while True:
+            await asyncio.sleep(self.config.resync_seconds)
+            for (namespace, name), final in list(self.known_ftjs.items()):
+                if final:
+                    continue
+                try:
+                    await asyncio.to_thread(self.reconcile_ftj, namespace, name, "resync")
+                except Exception:  # logged and counted; the next period retries
+                    log.exception("resync of FineTuneJob %s/%s failed", namespace, name)
+
+
+def post_event(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    kopf.event(cast(kopf.Body, body), type=type_, reason=reason, message=message[:1024])
+
+
+def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
+    """Every handler of the operator. Each calls a plain function and returns None."""
+    ftj = {"group": GROUP, "version": VERSION, "plural": FTJ_PLURAL, "registry": registry}
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    async def startup(memo: kopf.Memo, **_: Any) -> None:
+        if operator.config.metrics_port:
+            operator.metrics.serve(operator.config.metrics_port, operator.config.metrics_address)
+        # Started from a handler so that it inherits Kopf's context (event posting).
+        memo["resync"] = asyncio.create_task(operator.resync_forever())
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        task = memo.get("resync")
+        if task is not None:
+            task.cancel()
+
+    @kopf.on.create(**ftj, id="reconcile", backoff=5)  # type: ignore[arg-type]
+    @kopf.on.update(**ftj, id="reconcile", backoff=5)  # type: ignore[arg-type]
+    @kopf.on.resume(**ftj, id="reconcile", backoff=5)  # type: ignore[arg-type]
+    def reconcile_finetunejob(namespace: str, name: str, **_: Any) -> None:
+        operator.reconcile_ftj(namespace, name, "spec", apply_children=True)
+
+    @kopf.on.event(**ftj, id="track")  # type: ignore[arg-type]
+    def track_finetunejob(type: str | None, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+        if type == "DELETED":
+            operator.known_ftjs.pop((namespace, name), None)
+            operator.metrics.set_phase(namespace, name, None)
+            # Our finalizer on its Job would otherwise hold the garbage collector back.
+            operator.reconcile_ftj(namespace, name, "deleted")
+            return
+        status = dict(body.get("status") or {})
+        operator.known_ftjs[(namespace, name)] = finetunejob_status.is_final(status)
+        if status.get("phase"):
+            operator.metrics.set_phase(namespace, name, status["phase"])
+
+    def on_child(body: kopf.Body, **_: Any) -> None:
+        owner = operator.ftj_of_child(dict(body))
+        if owner is not None:
+            operator.reconcile_ftj(owner[0], owner[1], "child")
+
+    kopf.on.event("batch", "v1", "jobs", labels={FTJ_OWNER_LABEL: kopf.PRESENT}, registry=registry,
+                  id="finetunejob-job")(on_child)
+    kopf.on.event("v1", "pods", labels={FTJ_OWNER_LABEL: kopf.PRESENT}, registry=registry,
+                  id="finetunejob-pod")(on_child)
+
+
+def run(config: OperatorConfig, ready: Callable[[], None] | None = None) -> None:
+    """Run the operator until it is stopped (SIGTERM/SIGINT)."""
+    if config.kubeconfig:
+        os.environ["KUBECONFIG"] = config.kubeconfig
+    registry = kopf.OperatorRegistry()
+    operator = Operator(config)
+    register(registry, operator)
+    settings = kopf.OperatorSettings()
+    configure(settings, config)
+    kopf.run(
+        registry=registry,
+        settings=settings,
+        clusterwide=not config.namespaces,
+        namespaces=list(config.namespaces),
+        standalone=config.peering is None,
+        peering_name=config.peering,
+        liveness_endpoint=config.liveness_endpoint or None,
+    )

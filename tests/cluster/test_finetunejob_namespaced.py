@@ -1,0 +1,47 @@
+"""`recops operator --namespaces NS` with the namespaced RBAC of config/rbac only (its own
+ServiceAccount, no ClusterRole): it runs a FineTuneJob in NS and leaves other namespaces alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.test_finetunejob import finetunejob, ftj, get, kubectl_wait, report
+from tests.support.cluster import Cluster
+from tests.support.operator import install_rbac, running_operator, settle
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
+
+SERVICE_ACCOUNT = "recops-operator-namespaced"
+
+
+def test_namespaced_operator_with_namespaced_rbac(cluster: Cluster, crds: list[str], namespace: str,
+                                                  tmp_path: Path) -> None:
+    other = cluster.create_namespace("unwatched")
+    try:
+        install_rbac(cluster, SERVICE_ACCOUNT, namespaces=[namespace])
+        # The account holds no cluster-wide permission at all.
+        kubeconfig = cluster.sa_kubeconfig("recops-system", SERVICE_ACCOUNT, tmp_path / "check.kubeconfig")
+        denied = cluster.kubectl("get", "finetunejobs", "-A", kubeconfig=kubeconfig, check=False)
+        assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()
+
+        with running_operator(cluster, tmp_path / "operator", service_account=SERVICE_ACCOUNT,
+                              namespaces=[namespace]) as operator:
+            message = report("watched", namespace, gatePassed=None)
+            cluster.apply(finetunejob("watched", message=message), namespace)
+            cluster.apply(finetunejob("ignored", message=report("ignored", other)), other)
+            done = kubectl_wait(cluster, namespace, "watched", "Complete")
+            assert done.returncode == 0, done.stderr + operator.log_tail()
+            status = ftj(cluster, namespace, "watched")["status"]
+            assert status["model"]["uri"] == message["modelUri"]
+            # The trainer's progress Role could be granted with the namespaced Role alone.
+            role = get(cluster, "role", namespace, "watched-trainer")
+            assert role is not None and role["rules"][0]["resourceNames"] == ["watched"]
+
+            settle(3)
+            assert get(cluster, "job", other, "ignored") is None
+            assert "status" not in ftj(cluster, other, "ignored")
+            assert "Forbidden" not in operator.log_tail(200000), "the operator tried something its Role lacks"
+    finally:
+        cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)

@@ -1,0 +1,306 @@
+"""Builders of a FineTuneJob's children: pure functions, checked field by field."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from recops.api import contracts
+from recops.api.finetunejob import FineTuneJob
+from recops.builders import common
+from recops.builders import finetunejob as b
+from recops.builders.common import BuilderSettings
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+UID = "0123abcd-4567-89ef-0123-456789abcdef"
+SETTINGS = BuilderSettings(trainer_image="registry.local/recops-trainer:1", job_ttl_seconds=600)
+
+
+def ftj(**spec_changes: Any) -> FineTuneJob:
+    manifest = yaml.safe_load((EXAMPLES / "finetunejob.yaml").read_text())
+    manifest["metadata"].update(uid=UID, generation=1)
+    manifest["metadata"]["labels"].update({"argocd.argoproj.io/instance": "shop", "app.kubernetes.io/instance": "x"})
+    for path, value in spec_changes.items():
+        node = manifest["spec"]
+        *parents, leaf = path.split("__")
+        for key in parents:
+            node = node.setdefault(key, {})
+        if value is None:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    return FineTuneJob.model_validate(manifest)
+
+
+def minimal(**metadata: Any) -> FineTuneJob:
+    return FineTuneJob.model_validate(
+        {
+            "apiVersion": "recops.dev/v1alpha1",
+            "kind": "FineTuneJob",
+            "metadata": {"name": "tiny", "namespace": "ns", "uid": UID, **metadata},
+            "spec": {"task": "relevance", "dataset": {"uri": "pvc://data/events"}, "output": {"uri": "pvc://models/out"}},
+        }
+    )
+
+
+def trainer(job: dict[str, Any]) -> dict[str, Any]:
+    containers = job["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["trainer"]
+    return containers[0]
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_every_child_is_owned_and_labelled_per_the_contracts() -> None:
+    job = ftj()
+    owned = b.children(job, SETTINGS)
+    assert [m["kind"] for m in owned] == ["ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Job"]
+    for manifest in owned:
+        meta = manifest["metadata"]
+        assert meta["namespace"] == "shop"
+        assert meta["ownerReferences"] == [
+            {"apiVersion": "recops.dev/v1alpha1", "kind": "FineTuneJob", "name": "shop-ctr-2026-11-29", "uid": UID,
+             "controller": True, "blockOwnerDeletion": True}
+        ]
+        labels = meta["labels"]
+        assert labels["app.kubernetes.io/name"] == "recops"
+        assert labels["app.kubernetes.io/component"] == "trainer"
+        assert labels["app.kubernetes.io/managed-by"] == "recops"
+        assert labels["recops.dev/finetunejob"] == "shop-ctr-2026-11-29"
+        assert labels[contracts.LINEAGE_LABEL] == "shop-ranker"
+        assert not any(k.startswith("argocd.argoproj.io/") or k == "app.kubernetes.io/instance" for k in labels)
+    pod_labels = owned[-1]["spec"]["template"]["metadata"]["labels"]
+    assert pod_labels["recops.dev/finetunejob"] == "shop-ctr-2026-11-29"
+
+
+def test_config_map_holds_the_manifest_the_trainer_reads() -> None:
+    cm = b.config_map(ftj())
+    assert cm["metadata"]["name"] == "shop-ctr-2026-11-29-job"
+    job_yaml = yaml.safe_load(cm["data"]["job.yaml"])
+    assert job_yaml["kind"] == "FineTuneJob" and job_yaml["metadata"]["uid"] == UID
+    assert "argocd.argoproj.io/instance" not in job_yaml["metadata"]["labels"]
+    # The trainer parses it back into the same spec.
+    again = FineTuneJob.model_validate(job_yaml)
+    assert again.spec == ftj().spec
+
+
+def test_trainer_command_follows_the_contract() -> None:
+    job = b.trainer_job(ftj(), SETTINGS)
+    container = trainer(job)
+    assert container["command"] == ["recops"]
+    assert container["args"] == [
+        "train", "--config", "/etc/recops/job.yaml", "--output", "s3://shop-models/recops",
+        "--model-version", "shop-ctr-2026-11-29-0123abcd",
+        "--termination-message-path", "/dev/termination-log",
+    ]
+    assert container["terminationMessagePath"] == "/dev/termination-log"
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert container["image"] == "registry.local/recops-trainer:1"
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts["/etc/recops"]["readOnly"] is True
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[mounts["/etc/recops"]["name"]]["configMap"]["name"] == "shop-ctr-2026-11-29-job"
+
+
+def test_current_model_is_passed_and_read_back() -> None:
+    job = b.trainer_job(ftj(), SETTINGS, current_model_uri="s3://shop-models/recops/shop/old-1234abcd")
+    args = trainer(job)["args"]
+    assert args[args.index("--current-model") + 1] == "s3://shop-models/recops/shop/old-1234abcd"
+    assert b.current_model_of(job) == "s3://shop-models/recops/shop/old-1234abcd"
+    assert b.current_model_of(b.trainer_job(ftj(), SETTINGS)) is None
+
+
+def test_resources_gpus_tolerations_and_scheduling() -> None:
+    job = b.trainer_job(
+        ftj(resources__nodeSelector={"pool": "gpu"}, resources__priorityClassName="training",
+            resources__tolerations=[]),
+        SETTINGS,
+    )
+    pod = job["spec"]["template"]["spec"]
+    assert trainer(job)["resources"] == {
+        "requests": {"cpu": "4", "memory": "16Gi"},
+        "limits": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": 1},
+    }
+    assert pod["nodeSelector"] == {"pool": "gpu"}
+    assert pod["priorityClassName"] == "training"
+    # A GPU pod tolerates the GPU taint even when the spec lists no toleration.
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def test_cpu_job_has_no_gpu_and_no_toleration() -> None:
+    job = b.trainer_job(minimal(), SETTINGS)
+    pod = job["spec"]["template"]["spec"]
+    assert "resources" not in trainer(job)
+    assert "tolerations" not in pod and "nodeSelector" not in pod
+
+
+def test_job_fields_backoff_deadline_suspend_ttl() -> None:
+    spec = b.trainer_job(ftj(suspend=True, ttlSecondsAfterFinished=30), SETTINGS)["spec"]
+    assert spec["backoffLimit"] == 2
+    assert spec["activeDeadlineSeconds"] == 7200
+    assert spec["suspend"] is True
+    assert spec["ttlSecondsAfterFinished"] == 30
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"
+    default_ttl = b.trainer_job(minimal(), SETTINGS)["spec"]
+    assert default_ttl["ttlSecondsAfterFinished"] == 600 and default_ttl["suspend"] is False
+    assert "activeDeadlineSeconds" not in default_ttl
+    assert "ttlSecondsAfterFinished" not in b.trainer_job(minimal(), BuilderSettings())["spec"]
+
+
+def test_kueue_queue_label_and_no_suspend() -> None:
+    job = b.trainer_job(ftj(resources__queueName="team-a", suspend=True), SETTINGS)
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert "suspend" not in job["spec"]
+
+
+def test_restricted_pod_security_profile() -> None:
+    job = b.trainer_job(ftj(), SETTINGS)
+    pod = job["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 1000
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = trainer(job)["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    # Every writable place is an emptyDir.
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in trainer(job)["volumeMounts"]}
+    for path in ("/tmp", common.HF_HOME, common.SCRATCH_DIR):
+        assert volumes[mounts[path]] == {"name": mounts[path], "emptyDir": {}}
+    env = env_of(trainer(job))
+    assert env["HF_HOME"] == common.HF_HOME and env["HOME"] == "/tmp" and env["HF_HUB_OFFLINE"] == "1"
+
+
+def test_pvc_uris_are_mounted_read_only_for_inputs_and_read_write_for_output() -> None:
+    job = b.trainer_job(minimal(), SETTINGS, current_model_uri="pvc://models/out/ns/old-1")
+    pod = job["spec"]["template"]["spec"]
+    claims = {v["persistentVolumeClaim"]["claimName"]: v for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    assert claims["data"]["persistentVolumeClaim"]["readOnly"] is True
+    # The output claim is also read (the current model) but written: read-write wins.
+    assert claims["models"]["persistentVolumeClaim"]["readOnly"] is False
+    mounts = {m["mountPath"]: m for m in trainer(job)["volumeMounts"]}
+    assert mounts["/mnt/pvc/data"]["readOnly"] is True
+    assert mounts["/mnt/pvc/models"]["readOnly"] is False
+    assert b.claims(minimal()) == ["data", "models"]
+
+
+def test_secrets_become_env_from_and_the_salt_a_secret_key_ref() -> None:
+    container = trainer(b.trainer_job(ftj(), SETTINGS))
+    assert container["envFrom"] == [{"secretRef": {"name": "shop-s3"}}]  # each Secret once
+    env = env_of(container)
+    assert env["RECOPS_PSEUDONYM_SALT"] == {"secretKeyRef": {"name": "shop-pseudonym-salt", "key": "salt"}}
+    assert env["RECOPS_FTJ_NAMESPACE"] == "shop" and env["RECOPS_FTJ_NAME"] == "shop-ctr-2026-11-29"
+    assert b.credential_secrets(ftj()) == ["shop-s3", "shop-pseudonym-salt"]
+    assert "envFrom" not in trainer(b.trainer_job(minimal(), SETTINGS))
+
+
+def test_pod_template_overrides() -> None:
+    job = b.trainer_job(
+        ftj(podTemplate={
+            "labels": {"team": "search", "recops.dev/finetunejob": "hijack", "argocd.argoproj.io/x": "y",
+                       contracts.TEST_FAIL_LABEL: "true"},
+            "annotations": {contracts.TEST_EXIT_CODE_ANNOTATION: "3"},
+            "imagePullSecrets": [{"name": "regcred"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}},
+            "env": [{"name": "EXTRA", "value": "1"}, {"name": "RECOPS_FTJ_NAME", "value": "other"},
+                    {"name": "HF_HUB_OFFLINE", "value": "0"}],
+            "volumes": [{"name": "extra", "emptyDir": {}}],
+            "volumeMounts": [{"name": "extra", "mountPath": "/extra"}],
+        }),
+        SETTINGS,
+    )
+    template = job["spec"]["template"]
+    pod = template["spec"]
+    labels = template["metadata"]["labels"]
+    assert labels["team"] == "search" and labels[contracts.TEST_FAIL_LABEL] == "true"
+    assert labels["recops.dev/finetunejob"] == "shop-ctr-2026-11-29"  # ours win
+    assert "argocd.argoproj.io/x" not in labels
+    assert template["metadata"]["annotations"] == {contracts.TEST_EXIT_CODE_ANNOTATION: "3"}
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert "nodeAffinity" in pod["affinity"]
+    env = env_of(trainer(job))
+    assert env["EXTRA"] == "1" and env["HF_HUB_OFFLINE"] == "0"
+    assert env["RECOPS_FTJ_NAME"] == "shop-ctr-2026-11-29"  # the trainer's identity cannot be replaced
+    assert {"name": "extra", "emptyDir": {}} in pod["volumes"]
+    assert {"name": "extra", "mountPath": "/extra"} in trainer(job)["volumeMounts"]
+
+
+def test_builders_never_set_test_hooks() -> None:
+    job = b.trainer_job(ftj(), SETTINGS)
+    text = yaml.safe_dump(job)
+    for hook in (contracts.TEST_FAIL_LABEL, contracts.TEST_EXIT_CODE_ANNOTATION,
+                 contracts.TEST_TERMINATION_MESSAGE_ANNOTATION):
+        assert hook not in text
+
+
+def test_progress_role_allows_patch_on_this_status_only() -> None:
+    job = ftj()
+    sa, role, binding = b.service_account(job), b.role(job), b.role_binding(job)
+    assert role["rules"] == [{"apiGroups": ["recops.dev"], "resources": ["finetunejobs/status"],
+                              "resourceNames": ["shop-ctr-2026-11-29"], "verbs": ["get", "patch"]}]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "shop"}]
+    pod = b.trainer_job(job, SETTINGS)["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == sa["metadata"]["name"]
+    assert pod["automountServiceAccountToken"] is True
+
+
+def test_job_keeps_a_finalizer_until_its_outcome_is_recorded() -> None:
+    job = b.trainer_job(ftj(), SETTINGS)
+    assert job["metadata"]["finalizers"] == [contracts.FINALIZER]
+    assert job["spec"]["template"]["metadata"]["finalizers"] == [contracts.FINALIZER]
+    assert job["metadata"]["annotations"][b.MODEL_VERSION_ANNOTATION] == "shop-ctr-2026-11-29-0123abcd"
+
+
+@pytest.mark.parametrize("length", [10, 63, 64, 200, 253])
+def test_long_names_are_shortened_stably_to_valid_names(length: int) -> None:
+    name = ("a" * (length - 1)) + "z"
+    for built in (b.job_name(name), b.config_map_name(name), b.service_account_name(name), common.label_value(name)):
+        assert len(built) <= 63
+        assert built[0].isalnum() and built[-1].isalnum()
+    assert b.job_name(name) == b.job_name(name)
+    if length > 63:
+        assert b.job_name(name) != b.job_name(name[:-1] + "y")
+
+
+def test_builders_are_pure() -> None:
+    job = ftj()
+    before = copy.deepcopy(job.model_dump())
+    assert b.children(job, SETTINGS) == b.children(job, SETTINGS)
+    assert job.model_dump() == before
+
+
+def test_expected_model_uri() -> None:
+    assert b.expected_model_uri(ftj()) == "s3://shop-models/recops/shop/shop-ctr-2026-11-29-0123abcd"
+
+
+def test_operator_rbac_covers_what_the_builders_apply() -> None:
+    """Every kind the FineTuneJob controller server-side applies is allowed to the operator, in both variants."""
+    rbac = Path(__file__).resolve().parents[2] / "config" / "rbac"
+    plural = {"ConfigMap": "configmaps", "ServiceAccount": "serviceaccounts", "Role": "roles",
+              "RoleBinding": "rolebindings", "Job": "jobs"}
+    for role_file in ("cluster/cluster_role.yaml", "namespaced/role.yaml"):
+        rules = yaml.safe_load((rbac / role_file).read_text())["rules"]
+
+        def allowed(group: str, resource: str, verb: str, rules: list[dict[str, Any]] = rules) -> bool:
+            return any(group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"] for r in rules)
+
+        for manifest in b.children(ftj(), SETTINGS):
+            group = manifest["apiVersion"].rpartition("/")[0]
+            assert allowed(group, plural[manifest["kind"]], "patch"), (role_file, manifest["kind"])
+        # What the per-job Role grants, the operator must hold itself (no escalate/bind).
+        for rule in b.role(ftj())["rules"]:
+            for verb in rule["verbs"]:
+                assert allowed("recops.dev", rule["resources"][0], verb)
+        assert not any(v in r["verbs"] for r in rules for v in ("escalate", "bind", "*"))
+        assert allowed("", "pods", "watch") and allowed("", "pods", "patch") and allowed("batch", "jobs", "watch")
+        assert allowed("recops.dev", "finetunejobs", "watch") and allowed("recops.dev", "finetunejobs/status", "patch")

@@ -1,0 +1,218 @@
+"""Conditions helpers and the FineTuneJob status computed from a Job and its pods."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from recops.api import conditions as c
+from recops.api.finetunejob import FineTuneJob
+from recops.controllers import conditions as cond
+from recops.controllers import finetunejob_status as st
+
+UID = "0123abcd-4567-89ef-0123-456789abcdef"
+T0, T1, T2 = "2026-11-29T08:00:00Z", "2026-11-29T08:01:00Z", "2026-11-29T08:02:00Z"
+JOB_UID = "job-uid-1"
+
+
+def body(gate: dict[str, Any] | None = None, status: dict[str, Any] | None = None, suspend: bool = False,
+         generation: int = 1) -> dict[str, Any]:
+    spec: dict[str, Any] = {"task": "click-through", "dataset": {"uri": "/data"}, "output": {"uri": "/models"},
+                            "suspend": suspend}
+    if gate:
+        spec["evaluation"] = {"metrics": ["auc", "logloss"], "gate": gate}
+    return {"apiVersion": "recops.dev/v1alpha1", "kind": "FineTuneJob",
+            "metadata": {"name": "j", "namespace": "ns", "uid": UID, "generation": generation},
+            "spec": spec, "status": status or {}}
+
+
+def model(b: dict[str, Any]) -> FineTuneJob:
+    return FineTuneJob.model_validate({k: b[k] for k in ("apiVersion", "kind", "metadata", "spec")})
+
+
+def job(conditions: list[dict[str, Any]] | None = None, suspend: bool = False, **status: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "j", "uid": JOB_UID}, "spec": {"suspend": suspend},
+            "status": {"conditions": conditions or [], **status}}
+
+
+def pod(name: str, phase: str, terminated: dict[str, Any] | None = None, created: str = T0) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": "trainer", "state": {"terminated": terminated} if terminated else
+                                 {"running": {"startedAt": T0}}}
+    return {"metadata": {"name": name, "creationTimestamp": created},
+            "status": {"phase": phase, "startTime": created, "containerStatuses": [container]}}
+
+
+def report(**fields: Any) -> str:
+    base = {"schemaVersion": 1, "modelUri": "/models/ns/j-0123abcd", "modelVersion": "j-0123abcd",
+            "metrics": {"auc": 0.81, "logloss": 0.4}, "baseline": {"popularity": {"auc": 0.6}},
+            "currentModel": None, "gatePassed": None, "error": None}
+    base.update(fields)
+    return json.dumps(base)
+
+
+def compute(b: dict[str, Any], j: dict[str, Any] | None, pods: list[dict[str, Any]], now: str = T2) -> dict[str, Any]:
+    return st.compute_status(b, model(b), st.Observed(job=j, pods=pods), now=now)
+
+
+def conditions_of(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {x["type"]: (x["status"], x["reason"]) for x in status["conditions"]}
+
+
+# --- conditions helpers ---------------------------------------------------------------------------
+def test_transition_time_changes_only_with_the_status() -> None:
+    first = cond.set_condition([], "Ready", False, "Pending", "wait", generation=1, now=T0)
+    same = cond.set_condition(first, "Ready", False, "Running", "still", generation=2, now=T1)
+    assert same == [{"type": "Ready", "status": "False", "reason": "Running", "message": "still",
+                     "lastTransitionTime": T0, "observedGeneration": 2}]
+    flipped = cond.set_condition(same, "Ready", True, "Succeeded", generation=2, now=T2)
+    assert flipped[0]["lastTransitionTime"] == T2 and flipped[0]["status"] == "True"
+    assert cond.is_true(flipped, "Ready") and not cond.is_true(flipped, "Complete")
+    assert cond.set_condition([], "X", None, "R", generation=None, now=T0)[0]["status"] == "Unknown"
+
+
+def test_ordered_conditions_are_stable() -> None:
+    items = [{"type": t} for t in ("Ready", "Zed", "Complete", "Failed")]
+    assert [x["type"] for x in cond.ordered(items, st.CONDITION_ORDER)] == ["Complete", "Failed", "Ready", "Zed"]
+
+
+# --- status of an unfinished job ------------------------------------------------------------------
+def test_pending_then_running_both_wait_conditions_present_and_false() -> None:
+    b = body()
+    pending = compute(b, job(), [])
+    assert pending["phase"] == "Pending" and pending["observedGeneration"] == 1
+    assert conditions_of(pending) == {"Complete": ("False", c.PENDING), "Failed": ("False", c.PENDING),
+                                      "Suspended": ("False", c.PENDING), "Ready": ("False", c.PENDING)}
+    running = compute(b | {"status": pending}, job(active=1), [pod("j-abc", "Running")])
+    assert running["phase"] == "Running" and running["attempts"] == 1 and running["startTime"] == T0
+    assert conditions_of(running)["Complete"] == ("False", c.RUNNING)
+    # The Complete condition stayed False: its transition time is the first one.
+    first = {x["type"]: x for x in pending["conditions"]}
+    assert {x["type"]: x for x in running["conditions"]}["Complete"]["lastTransitionTime"] == \
+        first["Complete"]["lastTransitionTime"]
+
+
+def test_the_same_observation_gives_the_same_status() -> None:
+    b = body()
+    first = compute(b, job(active=1), [pod("j-abc", "Running")], now=T1)
+    again = compute(b | {"status": first}, job(active=1), [pod("j-abc", "Running")], now=T2)
+    assert again == first  # nothing to write on an idle resync
+
+
+def test_progress_is_never_touched() -> None:
+    b = body(status={"progress": {"percent": 40.0}})
+    assert "progress" not in compute(b, job(), [])
+    assert st.operator_status({"progress": {"percent": 1}, "phase": "Running"}) == {"phase": "Running"}
+
+
+def test_suspended_and_resumed() -> None:
+    b = body(suspend=True)
+    suspended = compute(b, job(suspend=True), [])
+    assert suspended["phase"] == "Suspended"
+    assert conditions_of(suspended)["Suspended"] == ("True", c.SPEC_SUSPENDED)
+    resumed = compute(body(status=suspended, generation=2), job(), [])
+    assert resumed["phase"] == "Pending" and resumed["observedGeneration"] == 2
+    assert conditions_of(resumed)["Suspended"] == ("False", c.RESUMED)
+
+
+def test_queued_job_is_pending_not_suspended() -> None:
+    status = compute(body(), job(suspend=True), [])  # Kueue holds it; the user did not suspend
+    assert status["phase"] == "Pending" and conditions_of(status)["Suspended"][0] == "False"
+
+
+def test_unschedulable_pod_is_reported() -> None:
+    p = pod("j-abc", "Pending")
+    p["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                  "message": "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."}]
+    status = compute(body(), job(active=1), [p])
+    assert conditions_of(status)["Ready"] == ("False", c.UNSCHEDULABLE)
+    assert "Insufficient nvidia.com/gpu" in status["message"]
+
+
+def test_retry_after_a_failed_attempt_counts_attempts() -> None:
+    failed = pod("j-1", "Failed", {"exitCode": 3, "message": report(error="CUDA out of memory"), "finishedAt": T1})
+    status = compute(body(), job(failed=1, active=1), [failed, pod("j-2", "Running", created=T1)])
+    assert status["phase"] == "Running" and status["attempts"] == 2
+
+
+# --- finished -------------------------------------------------------------------------------------
+def test_succeeded_reads_the_termination_message() -> None:
+    b = body(gate={"metric": "auc", "minimum": 0.7})
+    done = job([{"type": "Complete", "status": "True", "lastTransitionTime": T1}], succeeded=1, completionTime=T1)
+    status = compute(b, done, [pod("j-abc", "Succeeded", {"exitCode": 0, "message": report(gatePassed=True)})])
+    assert status["phase"] == "Succeeded"
+    assert status["model"] == {"uri": "/models/ns/j-0123abcd", "version": "j-0123abcd"}
+    assert status["metrics"] == {"auc": 0.81, "logloss": 0.4}
+    assert status["baseline"] == {"popularity": {"auc": 0.6}}
+    assert status["gatePassed"] is True and status["keyMetric"] == "auc=0.81"
+    assert status["completionTime"] == T1 and status["attempts"] == 1
+    assert conditions_of(status) == {"Complete": ("True", c.SUCCEEDED), "Failed": ("False", c.SUCCEEDED),
+                                     "GatePassed": ("True", c.GATE_MET), "Suspended": ("False", c.SUCCEEDED),
+                                     "Ready": ("True", c.GATE_MET)}
+    assert st.is_final(status)
+
+
+def test_gate_not_passed_is_complete_but_not_ready() -> None:
+    b = body(gate={"metric": "auc", "minimum": 0.9})
+    done = job([{"type": "Complete", "status": "True"}], succeeded=1)
+    status = compute(b, done, [pod("j-abc", "Succeeded", {"exitCode": 0, "message": report(gatePassed=False)})])
+    assert status["phase"] == "Succeeded" and status["gatePassed"] is False
+    assert conditions_of(status)["Complete"] == ("True", c.SUCCEEDED)
+    assert conditions_of(status)["GatePassed"] == ("False", c.GATE_NOT_MET)
+    assert conditions_of(status)["Ready"] == ("False", c.GATE_NOT_MET)
+
+
+def test_gate_decided_from_metrics_when_the_report_has_no_verdict() -> None:
+    b = body(gate={"metric": "logloss", "maximum": 0.3})
+    done = job([{"type": "Complete", "status": "True"}], succeeded=1)
+    status = compute(b, done, [pod("j-abc", "Succeeded", {"exitCode": 0, "message": report()})])
+    assert status["gatePassed"] is False and "logloss 0.4 > maximum 0.3" in status["message"]
+
+
+def test_no_gate_is_ready_without_a_gate_condition() -> None:
+    done = job([{"type": "Complete", "status": "True"}], succeeded=1)
+    status = compute(body(), done, [pod("j-abc", "Succeeded", {"exitCode": 0, "message": report()})])
+    assert "gatePassed" not in status and "GatePassed" not in conditions_of(status)
+    assert conditions_of(status)["Ready"] == ("True", c.NO_GATE)
+
+
+def test_success_without_a_report_uses_the_contract_location() -> None:
+    done = job([{"type": "Complete", "status": "True"}], succeeded=1)
+    status = compute(body(), done, [])  # pods already gone
+    assert status["model"] == {"uri": "/models/ns/j-0123abcd", "version": "j-0123abcd"}
+
+
+def test_failed_with_exit_code_and_error() -> None:
+    failed_job = job([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                       "lastTransitionTime": T1}], failed=3)
+    pods = [pod(f"j-{i}", "Failed", {"exitCode": 3, "message": report(error=f"boom {i}")}, created=f"2026-11-29T08:0{i}:00Z")
+            for i in range(3)]
+    status = compute(body(), failed_job, pods)
+    assert status["phase"] == "Failed" and status["attempts"] == 3 and status["completionTime"] == T1
+    assert "exit code 3" in status["message"] and "boom 2" in status["message"]
+    assert conditions_of(status)["Failed"] == ("True", c.BACKOFF_LIMIT_EXCEEDED)
+    assert conditions_of(status)["Complete"] == ("False", c.BACKOFF_LIMIT_EXCEEDED)
+    assert st.is_final(status)
+
+
+def test_failure_message_from_a_log_tail() -> None:
+    failed_job = job([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}])
+    tail = "Traceback (most recent call last):\n  ...\nRuntimeError: dataset is empty\n"
+    status = compute(body(), failed_job, [pod("j-1", "Failed", {"exitCode": 1, "message": tail})])
+    assert conditions_of(status)["Failed"] == ("True", c.DEADLINE_EXCEEDED)
+    assert "RuntimeError: dataset is empty" in status["message"]
+
+
+def test_invalid_spec_fails_but_is_not_final() -> None:
+    b = body()
+    status = st.compute_status(b, None, st.Observed(job=None), now=T0, invalid="spec.x: unknown field")
+    assert status["phase"] == "Failed"
+    assert conditions_of(status)["Failed"] == ("True", c.INVALID_SPEC)
+    assert conditions_of(status)["Ready"] == ("False", c.INVALID_SPEC)
+    assert not st.is_final(status)
+
+
+def test_termination_message_parsing() -> None:
+    assert st.parse_termination_message(report()).metrics["auc"] == 0.81  # type: ignore[union-attr]
+    assert st.parse_termination_message("not json") is None
+    assert st.parse_termination_message("{broken") is None
+    assert st.parse_termination_message(None) is None
