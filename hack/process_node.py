@@ -6,7 +6,7 @@ command as a local process (no image is pulled; a command that does not exist he
 the pod with reason ExecutableNotFound). Each container runs in its own private mount
 namespace (`unshare -m`), where the pod's volumes (emptyDir, configMap, secret, PVC,
 projected service-account token, downwardAPI, hostPath) are bind-mounted at the paths
-the pod asks for, together with a per-pod /tmp and the termination-message file; the
+the pod asks for, together with the termination-message file (TMPDIR is per pod too); the
 volume directories are per pod (per claim for PVCs), so two pods reading the same path
 see their own data. Each pod gets its own loopback pod IP (127.0.0.x), passed to its
 processes as RECOPS_SERVE_HOST. Probes (httpGet, tcpSocket, exec), restart policies,
@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime as dt
 import http.client
+import http.server
 import json
 import os
 import re
@@ -48,11 +50,11 @@ MARKER = "RECOPS_PROCESS_NODE_DIR"  # env var in every container process: lets `
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def micro_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def log(msg: str) -> None:
@@ -195,6 +197,7 @@ class Node:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.ips_in_use: set[str] = set()
+        self.port, self.tls = args.port, (args.tls_cert, args.tls_key)
 
     # ------------------------------------------------------------ registration
 
@@ -212,6 +215,7 @@ class Node:
             "conditions": [{"type": ty, "status": st, "reason": r, "message": m,
                             "lastHeartbeatTime": t, "lastTransitionTime": t} for ty, st, r, m in conds],
             "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": self.name}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.port}},
             "nodeInfo": {"kubeletVersion": "recops-process-node", "kubeProxyVersion": "", "operatingSystem": "linux",
                          "architecture": "amd64", "containerRuntimeVersion": "process://local",
                          "kernelVersion": os.uname().release, "osImage": "local processes",
@@ -258,9 +262,62 @@ class Node:
                                      {"status": {"conditions": self.node_status()["conditions"]}},
                                      "application/strategic-merge-patch+json")
                     last_status = time.time()
-            except Exception as e:  # noqa: BLE001 - keep beating
+            except Exception as e:
                 log(f"heartbeat error: {e}")
             self.stopping.wait(10)
+
+    # ------------------------------------------------------------ logs endpoint
+
+    def serve_logs(self) -> None:
+        """The kubelet's /containerLogs endpoint, so `kubectl logs` (through the apiserver)
+        works for pods of this node. Loopback only; a development tool."""
+        node = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                url = urllib.parse.urlparse(self.path)
+                parts = url.path.strip("/").split("/")
+                if len(parts) != 4 or parts[0] != "containerLogs":
+                    self.send_error(404)
+                    return
+                _, ns, name, container = parts
+                q = urllib.parse.parse_qs(url.query)
+                with node.lock:
+                    runner = next((r for r in node.pods.values() if (r.ns, r.name) == (ns, name)), None)
+                c = runner and next((c for c in runner.containers if c.name == container), None)
+                if not runner or not c:
+                    self.send_error(404, f"container {container} of pod {ns}/{name} not on this node")
+                    return
+                restart = c.restart_count - (1 if q.get("previous") == ["true"] else 0)
+                path = runner.dir / "logs" / f"{c.name}-{restart}.log"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                data = path.read_bytes() if path.exists() else b""
+                if "tailLines" in q:
+                    data = b"".join(data.splitlines(keepends=True)[-int(q["tailLines"][0]):])
+                self.wfile.write(data)
+                if q.get("follow") != ["true"]:
+                    return
+                offset = path.stat().st_size if path.exists() else 0
+                while c.proc and c.proc.poll() is None and c.restart_count == restart:
+                    time.sleep(0.5)
+                    with open(path, "rb") as f:
+                        f.seek(offset)
+                        chunk = f.read()
+                    if chunk:
+                        offset += len(chunk)
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*self.tls)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        server.serve_forever()
 
     # ------------------------------------------------------------ pod IPs and discovery
 
@@ -373,7 +430,7 @@ class Node:
                         rv = obj["metadata"]["resourceVersion"]
                         if ev["type"] != "BOOKMARK":
                             self.handle(obj, deleted=ev["type"] == "DELETED")
-            except Exception as e:  # noqa: BLE001 - relist after any watch failure (410 Gone included)
+            except Exception as e:
                 if not self.stopping.is_set():
                     log(f"pod watch: {e}; relisting")
                     time.sleep(1)
@@ -401,6 +458,8 @@ class Node:
             self.stopping.set()
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
+        if self.port:
+            threading.Thread(target=self.serve_logs, daemon=True).start()
         threading.Thread(target=self.heartbeat, daemon=True).start()
         threading.Thread(target=self.watch_pods, daemon=True).start()
         while not self.stopping.is_set():
@@ -520,7 +579,7 @@ class PodRunner:
             for t in threads:
                 t.join()
             self.finish_if_done()
-        except Exception as e:  # noqa: BLE001 - a broken pod must not kill the node
+        except Exception as e:
             self.log(f"failed: {e!r}")
             self.fail("ProcessNodeError", str(e))
 
@@ -573,6 +632,9 @@ class PodRunner:
             "KUBERNETES_SERVICE_PORT_HTTPS": str(self.node.apiserver_port),
             "KUBERNETES_PORT": f"tcp://127.0.0.1:{self.node.apiserver_port}",
             "RECOPS_SERVE_HOST": self.ip or "127.0.0.1",
+            # A per-pod temp dir (not a mount over /tmp, which would hide host paths such
+            # as a checkout under /tmp from the process).
+            "TMPDIR": str(self.dir / "tmp"),
         }
         venv_bin = REPO / ".venv" / "bin"
         if venv_bin.is_dir():  # the project's `recops` executable lives here
@@ -647,7 +709,7 @@ class PodRunner:
             c.state = {"terminated": {"exitCode": 127, "reason": "ExecutableNotFound", "message": msg,
                                       "startedAt": now(), "finishedAt": now()}}
             return 127, "ExecutableNotFound", msg
-        mounts = [{"source": str(self.dir / "tmp"), "target": "/tmp", "readOnly": False}]
+        mounts = []
         for vm in spec.get("volumeMounts", []):
             src = Path(self.volume_dir(vm["name"]))
             if vm.get("subPath"):
@@ -759,7 +821,7 @@ class PodRunner:
                 res = subprocess.run(["nsenter", "-t", str(proc.pid), "-m", "--", *probe["exec"]["command"]],
                                      env=env, capture_output=True, timeout=timeout)
                 return res.returncode == 0
-        except Exception:  # noqa: BLE001 - any error is a failed probe
+        except Exception:
             return False
         return False
 
@@ -866,10 +928,8 @@ class PodRunner:
 
     @staticmethod
     def signal_proc(proc: subprocess.Popen, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, sig)  # the container's whole process group
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def kill_all(self, grace: float) -> None:
         procs = [c.proc for c in self.containers if c.proc and c.proc.poll() is None]
@@ -994,28 +1054,39 @@ def launch(spec_file: str) -> None:
     """Runs as root inside the container's fresh mount namespace: bind the volumes, enter
     the working directory, exec the command. Failures are written to statusFile."""
     spec = json.loads(Path(spec_file).read_text())
+    # Open every mount source (and the status file's dir) BEFORE mounting anything: a
+    # volume mounted over e.g. /tmp would otherwise hide sources that live under /tmp.
+    status = Path(spec["statusFile"])
+    status_dir = os.open(status.parent, os.O_PATH)
+    sources = [(m, os.open(m["source"], os.O_PATH), os.path.isdir(m["source"])) for m in spec["mounts"]]
 
     def fail(reason: str, message: str, code: int) -> None:
-        Path(spec["statusFile"]).write_text(json.dumps({"reason": reason, "message": message}))
-        print(f"process-node: {reason}: {message}", file=sys.stderr)
+        fd = os.open(status.name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=status_dir)
+        os.write(fd, json.dumps({"reason": reason, "message": message}).encode())
+        os.close(fd)
+        print(f"process-node: {reason}: {message}", file=sys.stderr, flush=True)
         sys.exit(code)
 
-    for m in sorted(spec["mounts"], key=lambda m: len(Path(m["target"]).parts)):
-        src, dst = Path(m["source"]), Path(m["target"])
+    for m, fd, is_dir in sorted(sources, key=lambda s: len(Path(s[0]["target"]).parts)):
+        dst = Path(m["target"])
         try:
             # Mount points must exist; they are created (empty) in the shared filesystem.
-            if src.is_dir():
+            if is_dir:
                 dst.mkdir(parents=True, exist_ok=True)
             else:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 if not dst.exists():
                     dst.touch()
-            subprocess.run(["mount", "--bind", str(src), str(dst)], check=True, capture_output=True, text=True)
+            src = f"/proc/{os.getpid()}/fd/{fd}"  # the source opened above, wherever it is now
+            subprocess.run(["mount", "--bind", src, str(dst)], check=True, capture_output=True, text=True)
             if m["readOnly"]:
-                subprocess.run(["mount", "-o", "remount,bind,ro", str(dst)], check=True, capture_output=True)
+                subprocess.run(["mount", "-o", "remount,bind,ro", str(dst)], check=True, capture_output=True,
+                               text=True)
         except (OSError, subprocess.CalledProcessError) as e:
             err = getattr(e, "stderr", "") or str(e)
-            fail("CreateContainerError", f"cannot mount {src} at {dst}: {err.strip()}", 128)
+            fail("CreateContainerError", f"cannot mount {m['source']} at {dst}: {err.strip()}", 128)
+    for _, fd, _ in sources:
+        os.close(fd)
     env = spec["env"]
     if spec.get("workingDir"):
         os.makedirs(spec["workingDir"], exist_ok=True)
@@ -1027,6 +1098,7 @@ def launch(spec_file: str) -> None:
         fail("ExecutableNotFound",
              f"executable {exe!r} not found on this machine (the process node runs commands locally "
              f"and does not pull image {spec.get('image')!r})", 127)
+    os.close(status_dir)
     os.execve(path, argv, env)
 
 
@@ -1040,6 +1112,9 @@ def main() -> None:
     ap.add_argument("--node-name", default="recops-local")
     ap.add_argument("--apiserver-port", type=int, default=0)
     ap.add_argument("--sd-file", default="", help="Prometheus file_sd output (default STATE/prometheus-sd.json)")
+    ap.add_argument("--port", type=int, default=0, help="HTTPS port of the logs endpoint (0: none)")
+    ap.add_argument("--tls-cert", default="")
+    ap.add_argument("--tls-key", default="")
     ap.add_argument("--taint", action="store_true", help="taint the node recops.dev/process-node=true:NoSchedule")
     Node(ap.parse_args()).run()
 

@@ -17,6 +17,7 @@ import pytest
 from kubernetes import client
 
 from tests.support.cluster import Cluster, wait_until
+from tests.support.prometheus import running_prometheus
 
 pytestmark = pytest.mark.cluster
 
@@ -42,6 +43,14 @@ def hostpath_dir(tmp_path: Path, name: str = "ctl") -> tuple[Path, dict]:
     d.mkdir()
     d.chmod(0o777)
     return d, {"name": name, "hostPath": {"path": str(d), "type": "Directory"}}
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False  # not listening yet
 
 
 def test_node_registered(cluster: Cluster) -> None:
@@ -220,8 +229,100 @@ def test_scrape_annotations_in_file_sd(cluster: Cluster, namespace: str) -> None
     assert group["labels"]["namespace"] == namespace and group["labels"]["pod"] == "metrics"
     assert group["labels"]["app_kubernetes_io_name"] == "demo" and group["labels"]["track"] == "stable"
     assert group["labels"]["__metrics_path__"] == "/"
-    with urllib.request.urlopen(f"http://{target}/", timeout=5) as r:
-        assert r.status == 200
+    wait_until(lambda: http_ok(f"http://{target}/"), 30, f"the pod's server on {target}")
     cluster.core().delete_namespaced_pod("metrics", namespace, grace_period_seconds=1)
     wait_until(lambda: entry() is None, 30, "target removed after deletion")
 
+
+
+def test_pvc_is_bound_and_shared_per_claim(cluster: Cluster, namespace: str) -> None:
+    """A claim of the default StorageClass binds (kwok provisions it); on the process node
+    it is one directory per claim: what one pod writes, the next pod reads."""
+    cluster.apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "models"},
+                   "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}},
+                  namespace)
+    wait_until(lambda: cluster.core().read_namespaced_persistent_volume_claim("models", namespace)
+               .status.phase == "Bound", 60, "claim Bound")
+    volume = [{"name": "models", "persistentVolumeClaim": {"claimName": "models"}}]
+    mount = {"volumeMounts": [{"name": "models", "mountPath": "/mnt/pvc/models"}]}
+    cluster.apply(local_pod("writer", ["sh", "-c", "echo weights > /mnt/pvc/models/model.bin"],
+                            volumes=volume, container=mount), namespace)
+    assert cluster.wait_pod_phase(namespace, "writer", {"Succeeded", "Failed"}).status.phase == "Succeeded"
+    cluster.apply(local_pod("reader", ["sh", "-c", "cat /mnt/pvc/models/model.bin > /dev/termination-log"],
+                            volumes=volume, container=mount), namespace)
+    p = cluster.wait_pod_phase(namespace, "reader", {"Succeeded", "Failed"})
+    assert p.status.phase == "Succeeded"
+    assert terminated(p).message == "weights\n"
+
+
+def test_kubectl_logs_reads_the_container_log(cluster: Cluster, namespace: str) -> None:
+    cluster.apply(local_pod("talker", ["sh", "-c", "echo line one; echo line two >&2"]), namespace)
+    assert cluster.wait_pod_phase(namespace, "talker", {"Succeeded", "Failed"}).status.phase == "Succeeded"
+    out = cluster.kubectl("logs", "-n", namespace, "talker").stdout
+    assert out.splitlines() == ["line one", "line two"]
+    assert cluster.kubectl("logs", "-n", namespace, "talker", "--tail=1").stdout == "line two\n"
+
+
+METRICS_SERVER = """
+import http.server, os
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b'demo_requests_total 7\\n'
+        self.send_response(200); self.send_header('Content-Type', 'text/plain'); self.end_headers()
+        self.wfile.write(body)
+http.server.HTTPServer((os.environ['RECOPS_SERVE_HOST'], 9200), H).serve_forever()
+"""
+
+
+def test_prometheus_scrapes_pods_through_file_sd(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    """A real Prometheus reading the process node's file_sd file scrapes the pod on its pod
+    IP, with the pod's labels as target labels."""
+    sd_file = cluster.dir / "process-node" / "prometheus-sd.json"
+    cluster.apply(local_pod("exporter", ["python3", "-c", METRICS_SERVER], restart="Always", metadata={
+        "labels": {"track": "canary"},
+        "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9200"}}), namespace)
+    cluster.wait_pod_phase(namespace, "exporter", {"Running"})
+    with running_prometheus(tmp_path / "prom", file_sd=[sd_file]) as prom:
+        query = f'demo_requests_total{{namespace="{namespace}", pod="exporter", track="canary"}}'
+        series = wait_until(lambda: prom.query(query), 60, f"{query} scraped")
+        assert series[0]["value"][1] == "7"
+
+
+def test_secret_and_downward_api_volumes_and_working_dir(cluster: Cluster, namespace: str) -> None:
+    cluster.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "token"},
+                   "stringData": {"value": "t0k3n"}}, namespace)
+    script = 'printf "%s|%s|%s" "$(cat /var/secret/value)" "$(cat /etc/podinfo/labels)" "$(pwd)" > /dev/termination-log'
+    cluster.apply(local_pod("info", ["sh", "-c", script], metadata={"labels": {"app": "demo"}}, volumes=[
+        {"name": "secret", "secret": {"secretName": "token"}},
+        {"name": "podinfo", "downwardAPI": {"items": [
+            {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+        {"name": "work", "emptyDir": {}}], container={
+        "workingDir": "/srv/recops-work",
+        "volumeMounts": [{"name": "secret", "mountPath": "/var/secret", "readOnly": True},
+                         {"name": "podinfo", "mountPath": "/etc/podinfo"},
+                         {"name": "work", "mountPath": "/srv/recops-work"}]}), namespace)
+    p = cluster.wait_pod_phase(namespace, "info", {"Succeeded", "Failed"})
+    assert p.status.phase == "Succeeded", terminated(p)
+    assert terminated(p).message == 't0k3n|app="demo"|/srv/recops-work'
+
+
+def test_on_failure_restarts_until_success(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    _, ctl_vol = hostpath_dir(tmp_path)
+    # Fails on the first run, succeeds on the second.
+    script = "if [ -f /ctl/ran ]; then exit 0; fi; touch /ctl/ran; exit 4"
+    cluster.apply(local_pod("flaky", ["sh", "-c", script], restart="OnFailure", volumes=[ctl_vol],
+                            container={"volumeMounts": [{"name": "ctl", "mountPath": "/ctl"}]}), namespace)
+    p = cluster.wait_pod_phase(namespace, "flaky", {"Succeeded", "Failed"})
+    assert p.status.phase == "Succeeded"
+    status = p.status.container_statuses[0]
+    assert status.restart_count == 1
+    assert status.last_state.terminated.exit_code == 4
+
+
+def test_liveness_probe_failure_restarts_container(cluster: Cluster, namespace: str) -> None:
+    cluster.apply(local_pod("unhealthy", ["sleep", "3600"], restart="Always", terminationGracePeriodSeconds=1,
+                            container={"livenessProbe": {"exec": {"command": ["false"]}, "periodSeconds": 1,
+                                                         "failureThreshold": 2}}), namespace)
+    wait_until(lambda: (cluster.pod(namespace, "unhealthy").status.container_statuses or [None])[0]
+               and cluster.pod(namespace, "unhealthy").status.container_statuses[0].restart_count >= 1,
+               60, "a restart after failed liveness probes")

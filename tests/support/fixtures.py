@@ -56,7 +56,9 @@ def crds(cluster: Cluster) -> list[str]:
     paths = sorted((REPO / "crds").glob("*.yaml"))
     names = [yaml.safe_load(p.read_text())["metadata"]["name"] for p in paths]
     for p in paths:
-        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(p))
+        res = cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(p), check=False)
+        if res.returncode != 0:  # the apiserver's own words, once, without a traceback
+            pytest.fail(f"{p.relative_to(REPO)} does not apply:\n{res.stderr}", pytrace=False)
     for name in names:
         cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
     return names
