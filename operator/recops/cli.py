@@ -16,6 +16,7 @@ from recops import __version__
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "data": ("recops.train.datacommand", "work with training data (synth)"),
     "operator": ("recops.controllers.command", "run the Kubernetes operator (Kopf)"),
+    "serve": ("recops.serve.command", "serve a complete model: ranking, embeddings, feedback and metrics over HTTP"),
 }
 
 
