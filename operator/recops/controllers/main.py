@@ -100,8 +100,8 @@ class Operator:
         self.apply_wanted: set[tuple[str, str, str]] = set()
         self.apply_lock = threading.Lock()
         self.monitor = MonitorPolicyController(
-            self.kube, default_prometheus_url=config.prometheus_url, post_event=post_event,
-            metrics=MonitorMetrics(self.metrics.registry),
+            self.kube, default_prometheus_url=config.prometheus_url, metrics=MonitorMetrics(self.metrics.registry),
+            instance=config.instance,
         )
         # MonitorPolicies seen on the watch stream -> (generation, monotonic time of the next evaluation).
         self.monitor_due: dict[tuple[str, str], tuple[int | None, float]] = {}

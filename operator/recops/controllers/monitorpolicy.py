@@ -59,10 +59,6 @@ def rmd_path(namespace: str, name: str) -> str:
     return resource_path(API_VERSION, RMD_PLURAL, namespace, name)
 
 
-def _ignore_event(_: dict[str, Any], __: str, ___: str, ____: str) -> None:
-    return None
-
-
 class MonitorMetrics:
     """recops_operator_monitor_* series: evaluations by result, breaches and retrains by policy."""
 
@@ -136,19 +132,38 @@ class MonitorPolicyController:
         kube: Kube,
         *,
         default_prometheus_url: str | None = None,
-        post_event: EventPoster = _ignore_event,
+        post_event: EventPoster | None = None,
         metrics: MonitorMetrics | None = None,
+        instance: str = "recops-operator",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         prometheus_timeout: float = 10.0,
     ) -> None:
         self.kube = kube
         self.default_prometheus_url = default_prometheus_url
-        self.post_event = post_event
+        # Kopf's kopf.event() works only inside its per-object processing; evaluations run on
+        # the operator's own schedule, so by default Events are created through the API directly.
+        self.post_event = post_event or self._post_event
+        self.instance = instance
         self.metrics = metrics or MonitorMetrics()
         self.clock = clock
         self.prometheus_timeout = prometheus_timeout
         # Why the last retrain was not started, per policy: an Event only when it changes.
         self.last_block: dict[tuple[str, str], str | None] = {}
+
+    def _post_event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """Create a core/v1 Event about `body` in a worker thread (fire and forget; failures are logged)."""
+        manifest = event_manifest(body, type_, reason, message, self.instance, self.clock())
+
+        def create() -> None:
+            try:
+                self.kube.request("POST", resource_path("v1", "events", manifest["metadata"]["namespace"]), manifest)
+            except Exception as error:  # an Event is worth a log line, never a failed evaluation
+                log.warning("cannot post Event %s on %s: %s", reason, body["metadata"].get("name"), error)
+
+        try:
+            asyncio.get_running_loop().run_in_executor(None, create)
+        except RuntimeError:  # no event loop (called from a thread): post inline
+            create()
 
     async def _kube(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
@@ -422,6 +437,23 @@ class MonitorPolicyController:
         retraining_before, retraining_after = state(old, c.RETRAINING), state(new, c.RETRAINING)
         if retraining_before[0] == "True" and retraining_after[0] == "False":
             self.post_event(body, "Normal", c.RETRAIN_FINISHED, str(find(new, c.RETRAINING)["message"]))  # type: ignore[index]
+
+
+def event_manifest(body: dict[str, Any], type_: str, reason: str, message: str, instance: str,
+                   now: datetime) -> dict[str, Any]:
+    """A core/v1 Event about a recops object, as `kubectl describe` shows them."""
+    meta = body["metadata"]
+    stamp = ev.format_time(now)
+    return {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": f"recops-{meta['name'][:200]}-", "namespace": meta["namespace"]},
+        "involvedObject": {"apiVersion": body.get("apiVersion", API_VERSION), "kind": body.get("kind", "MonitorPolicy"),
+                           "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid")},
+        "type": type_, "reason": reason, "message": message[:1024],
+        "source": {"component": "recops-operator"},
+        "reportingComponent": "recops-operator", "reportingInstance": instance[:128],
+        "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+    }
 
 
 def _api_message(error: ApiError) -> str:
