@@ -164,6 +164,21 @@ def status_of(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
     return get(cluster, "monitorpolicy", namespace, name).get("status") or {}
 
 
+def wait_status(cluster: Cluster, namespace: str, name: str, predicate: Any, timeout: float, what: str,
+                extra: Any = None) -> dict[str, Any]:
+    """The policy's status once `predicate(status)` holds; on timeout, fail showing the last status."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = status_of(cluster, namespace, name)
+        if predicate(status):
+            return status
+        if time.monotonic() > deadline:
+            more = f"\n{extra()}" if extra else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; status:\n"
+                                 f"{json.dumps(status, indent=1)}{more}")
+        time.sleep(0.5)
+
+
 def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in status.get("conditions") or []}
 
@@ -223,8 +238,8 @@ def test_ctr_falls_breach_after_for_one_retrain_then_cooldown(
         cluster.apply(policy("ranker-watch", "ranker", [rule], retrain=retrain_section()), namespace)
 
         # Baseline: 20s of the stable model's traffic before the shift.
-        status = wait_until(lambda: (s := status_of(cluster, namespace, "ranker-watch")).get("baseline", {})
-                            .get("capturedAt") and s, 90, "the baseline captured")
+        status = wait_status(cluster, namespace, "ranker-watch", lambda s: s.get("baseline", {}).get("capturedAt"),
+                             90, "the baseline captured", lambda: traffic.stats[False].to_dict())
         baseline = status["baseline"]
         assert baseline["modelVersion"] == MODEL_VERSION
         assert 0.05 < baseline["values"]["ctr"] < 0.4, baseline
@@ -235,12 +250,12 @@ def test_ctr_falls_breach_after_for_one_retrain_then_cooldown(
         traffic.shifted = True
         seen: set[str] = set()
 
-        def breached() -> dict[str, Any] | None:
-            s = status_of(cluster, namespace, "ranker-watch")
+        def breached(s: dict[str, Any]) -> bool:
             seen.add(rule_of(s, "ctr").get("state", ""))
-            return s if rule_of(s, "ctr").get("state") == "Breached" else None
+            return rule_of(s, "ctr").get("state") == "Breached"
 
-        status = wait_until(breached, 120, "the ctr rule breached")
+        status = wait_status(cluster, namespace, "ranker-watch", breached, 120, "the ctr rule breached",
+                             lambda: traffic.stats[True].to_dict())
         assert "Pending" in seen, seen
         entry = rule_of(status, "ctr")
         assert entry["value"] < 0.8 * baseline["values"]["ctr"] and entry["baseline"] == baseline["values"]["ctr"]
@@ -262,17 +277,17 @@ def test_ctr_falls_breach_after_for_one_retrain_then_cooldown(
         since = datetime.fromisoformat(job["spec"]["dataset"]["since"].replace("Z", "+00:00"))
         created = datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00"))
         assert abs((created - since).total_seconds() - 6 * 3600) < 30
-        status = wait_until(lambda: (s := status_of(cluster, namespace, "ranker-watch")).get("lastRetrain") and s,
-                            30, "lastRetrain recorded")
+        status = wait_status(cluster, namespace, "ranker-watch", lambda s: s.get("lastRetrain"), 30,
+                             "lastRetrain recorded")
         assert status["lastRetrain"]["fineTuneJob"] == meta["name"]
         assert "ctr breached" in status["lastRetrain"]["reason"]
 
         # The job finishes (kwok); the breach goes on, but the cooldown holds the next retrain back.
         cluster.kubectl("wait", "--for=condition=Complete", "--timeout=90s", f"finetunejob/{meta['name']}",
                         "-n", namespace)
-        status = wait_until(
-            lambda: (s := status_of(cluster, namespace, "ranker-watch"))
-            and conditions(s).get("Retraining", {}).get("status") == "False" and s, 30, "Retraining=False")
+        status = wait_status(cluster, namespace, "ranker-watch",
+                             lambda s: conditions(s).get("Retraining", {}).get("status") == "False", 30,
+                             "Retraining=False")
         assert conditions(status)["Retraining"]["reason"] == "RetrainFinished"
         time.sleep(8)  # four more evaluations, still breached
         status = status_of(cluster, namespace, "ranker-watch")
@@ -311,12 +326,11 @@ def test_too_little_traffic_is_insufficient_data_and_never_retrains(
     rule = {"name": "ctr", "metric": "ctr", "window": "5m", "threshold": {"below": 0.99}, "minSamples": 100}
     cluster.apply(policy("quiet-watch", "quiet", [rule], retrain=retrain_section()), namespace)
 
-    def judged() -> dict[str, Any] | None:
-        s = status_of(cluster, namespace, "quiet-watch")
+    def judged(s: dict[str, Any]) -> bool:
         entry = rule_of(s, "ctr")
-        return s if entry.get("state") == "InsufficientData" and (entry.get("samples") or 0) > 0 else None
+        return entry.get("state") == "InsufficientData" and (entry.get("samples") or 0) > 0
 
-    status = wait_until(judged, 60, "InsufficientData with the samples counted")
+    status = wait_status(cluster, namespace, "quiet-watch", judged, 60, "InsufficientData with the samples counted")
     entry = rule_of(status, "ctr")
     assert 0 < entry["samples"] < 100 and "fewer than minSamples 100" in entry["message"]
     assert conditions(status)["Healthy"]["status"] == "True"
@@ -336,14 +350,14 @@ def test_prometheus_stopped_is_metrics_unavailable_and_never_retrains(
         rule = {"name": "ctr", "metric": "ctr", "window": "1m", "threshold": {"below": 0.5}, "minSamples": 0}
         cluster.apply(policy("down-watch", "ranker", [rule], retrain=retrain_section(),
                              prometheus={"url": own.url}), namespace)
-        status = wait_until(lambda: (s := status_of(cluster, namespace, "down-watch"))
-                            and conditions(s).get("MetricsUnavailable", {}).get("status") == "False" and s,
-                            60, "MetricsUnavailable=False while Prometheus answers")
+        status = wait_status(cluster, namespace, "down-watch",
+                             lambda s: conditions(s).get("MetricsUnavailable", {}).get("status") == "False",
+                             60, "MetricsUnavailable=False while Prometheus answers")
         assert rule_of(status, "ctr")["state"] == "InsufficientData"  # no traffic: no data, not a breach
     # Prometheus is gone now.
-    status = wait_until(lambda: (s := status_of(cluster, namespace, "down-watch"))
-                        and conditions(s).get("MetricsUnavailable", {}).get("status") == "True" and s,
-                        60, "MetricsUnavailable=True")
+    status = wait_status(cluster, namespace, "down-watch",
+                         lambda s: conditions(s).get("MetricsUnavailable", {}).get("status") == "True",
+                         60, "MetricsUnavailable=True")
     unavailable = conditions(status)["MetricsUnavailable"]
     assert unavailable["reason"] == "QueryFailed" and "cannot query Prometheus" in unavailable["message"]
     assert conditions(status)["Ready"]["status"] == "False"
@@ -359,17 +373,17 @@ def test_missing_target_is_a_clear_condition_and_the_policy_waits(
 ) -> None:
     rule = {"name": "ctr", "metric": "ctr", "threshold": {"below": 0.1}}
     cluster.apply(policy("lost-watch", "not-there", [rule]), namespace)
-    status = wait_until(lambda: (s := status_of(cluster, namespace, "lost-watch"))
-                        and conditions(s).get("Ready", {}).get("reason") == "TargetNotFound" and s,
-                        30, "Ready=False TargetNotFound")
+    status = wait_status(cluster, namespace, "lost-watch",
+                         lambda s: conditions(s).get("Ready", {}).get("reason") == "TargetNotFound",
+                         30, "Ready=False TargetNotFound")
     ready = conditions(status)["Ready"]
     assert ready["status"] == "False" and "not-there does not exist" in ready["message"]
     assert "TargetNotFound" in [e["reason"] for e in events(cluster, namespace, "lost-watch")]
     # The target appears: the policy picks it up on its next evaluation.
     cluster.apply(rmd("not-there", tmp_path / "events"), namespace)
     set_stable(cluster, namespace, "not-there", model)
-    status = wait_until(lambda: (s := status_of(cluster, namespace, "lost-watch"))
-                        and conditions(s).get("Ready", {}).get("reason") != "TargetNotFound" and s,
-                        30, "the target found")
+    status = wait_status(cluster, namespace, "lost-watch",
+                         lambda s: conditions(s).get("Ready", {}).get("reason") not in (None, "TargetNotFound"),
+                         30, "the target found")
     assert status["baseline"]["modelVersion"] == MODEL_VERSION
     assert rule_of(status, "ctr")["state"] == "InsufficientData"

@@ -104,6 +104,10 @@ def test_baseline_needs_min_samples_for_the_rules_that_compare_with_it() -> None
                                      [relative], SEL, "30m"))
     assert enough.complete and enough.values == {"ctr": 0.2}
     assert enough.histogram == ev.Histogram(bounds, [100, 400])
+    assert enough.histogram is not None
+    stored = enough.histogram.to_status()
+    assert stored == {"upperBounds": [0.5], "counts": [100, 400]}  # JSON has no +Inf
+    assert ev.Histogram.from_status(stored) == enough.histogram
     down = run(ev.measure_baseline(FakePrometheus({}, fail="refused"), [relative], SEL, "30m"))
     assert down.error == "refused" and not down.complete
 

@@ -8,6 +8,7 @@ model simply has too few samples: InsufficientData, never a breach).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,13 +40,20 @@ class Histogram:
         return self.counts[-1] if self.counts else 0.0
 
     def to_status(self) -> dict[str, Any]:
-        return {"upperBounds": list(self.upper_bounds), "counts": list(self.counts)}
+        """status.baseline.scoreHistogram. JSON has no infinity: the +Inf bound is left out of
+        upperBounds, so `counts` then has one entry more than `upperBounds` (the total)."""
+        finite = [b for b in self.upper_bounds if math.isfinite(b)]
+        return {"upperBounds": finite, "counts": list(self.counts)}
 
     @classmethod
     def from_status(cls, data: Mapping[str, Any] | None) -> Histogram | None:
         if not data or not data.get("counts"):
             return None
-        return cls([float(b) for b in data.get("upperBounds") or []], [float(c) for c in data["counts"]])
+        bounds = [float(b) for b in data.get("upperBounds") or []]
+        counts = [float(c) for c in data["counts"]]
+        if len(counts) == len(bounds) + 1:
+            bounds.append(math.inf)
+        return cls(bounds, counts)
 
 
 def _finite_bounds(bounds: Sequence[float]) -> list[str]:
