@@ -178,7 +178,7 @@ def drive(
     duration: float | None = None,
     rate: float = 10.0,
     shifted: bool = False,
-    candidates: int = 20,
+    candidates: int = 10,
     top_k: int = 5,
     seed: int = 1,
     timeout: float = 10.0,
@@ -248,7 +248,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", default=None, help="how long to send, a Go duration such as 90s (default: --requests)")
     parser.add_argument("--rate", type=float, default=10.0, help="sessions per second (default 10)")
     parser.add_argument("--shift", action="store_true", help="shoppers have the tastes after the preference shift")
-    parser.add_argument("--candidates", type=int, default=20, help="candidates sent per request (default 20)")
+    parser.add_argument("--candidates", type=int, default=10, help="candidates sent per request (default 10)")
     parser.add_argument("--top-k", type=int, default=5, help="items shown per response (default 5)")
     parser.add_argument("--users", type=int, default=200, help="users of the shop (as recops data synth, default 200)")
     parser.add_argument("--products", type=int, default=300, help="catalogue size (as recops data synth, default 300)")
