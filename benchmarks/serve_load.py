@@ -130,6 +130,7 @@ def main() -> int:
     parser.add_argument("--max-pairs-per-pass", type=int, default=256)
     parser.add_argument("--torch-threads", type=int, default=0, help="0: the CPUs available")
     parser.add_argument("--configs", default="naive,batched,naive+int8,batched+int8")
+    parser.add_argument("--rounds", type=int, default=3, help="turns each server is driven (default 3)")
     args = parser.parse_args()
 
     from tests.support.serving import ServeProcess
@@ -144,32 +145,47 @@ def main() -> int:
           f"{args.candidates} candidates, {args.clients} concurrent clients; CPUs available "
           f"{len(os.sched_getaffinity(0))}, torch threads {threads or 'auto'}; "
           f"batched = --max-batch-size {args.max_batch_size} --max-batch-wait {args.max_batch_wait}")
-    results: dict[str, dict[str, Any]] = {}
-    for config in args.configs.split(","):
-        batched = config.startswith("batched")
-        flags = (["--max-batch-size", str(args.max_batch_size), "--max-batch-wait", args.max_batch_wait]
-                 if batched else ["--max-batch-size", "1", "--max-batch-wait", "0s"])
-        flags += ["--quantization", "int8" if config.endswith("int8") else "none",
-                  "--max-pairs-per-pass", str(args.max_pairs_per_pass), "--max-queue", "10000"]
-        env = {"RECOPS_TORCH_THREADS": threads} if threads else {"RECOPS_TORCH_THREADS": "0"}
-        server = ServeProcess(model, *flags, env=env)
-        try:
+    # All servers run at once and are driven in turns, round after round, so that load from
+    # elsewhere on a shared machine falls on every configuration alike.
+    servers: dict[str, ServeProcess] = {}
+    configs = args.configs.split(",")
+    runs: dict[str, list[tuple[float, list[float], list[Any], int]]] = {config: [] for config in configs}
+    try:
+        for config in configs:
+            batched = config.startswith("batched")
+            flags = (["--max-batch-size", str(args.max_batch_size), "--max-batch-wait", args.max_batch_wait]
+                     if batched else ["--max-batch-size", "1", "--max-batch-wait", "0s"])
+            flags += ["--quantization", "int8" if config.endswith("int8") else "none",
+                      "--max-pairs-per-pass", str(args.max_pairs_per_pass), "--max-queue", "10000"]
+            servers[config] = ServeProcess(model, *flags, env={"RECOPS_TORCH_THREADS": threads or "0"})
+        for server in servers.values():
             server.wait_ready(600)
             asyncio.run(drive(server.base, warmup, args.clients))
-            wall, latencies, answers, failures = asyncio.run(drive(server.base, bodies, args.clients))
-            batches = server.metrics()
+        for round_number in range(1, args.rounds + 1):
+            for config in configs:
+                run = asyncio.run(drive(servers[config].base, bodies, args.clients))
+                runs[config].append(run)
+                wall, latencies, _, failures = run
+                print(f"  round {round_number} {config:13s} {len(bodies) / wall:7.2f} req/s "
+                      f"{len(bodies) * args.candidates / wall:8.0f} pairs/s  p50 {percentile(latencies, 0.5) * 1000:8.1f} ms"
+                      f"  p99 {percentile(latencies, 0.99) * 1000:8.1f} ms  non-200 {failures}", flush=True)
+        results: dict[str, dict[str, Any]] = {}
+        for config in configs:
+            batches = servers[config].metrics()
             count = sum(v for _, v in batches.get("recops_batch_size_count", []))
             total = sum(v for _, v in batches.get("recops_batch_size_sum", []))
-        finally:
+            latencies = [x for run in runs[config] for x in run[1]]
+            results[config] = {
+                "rps": statistics.median(len(bodies) / run[0] for run in runs[config]),
+                "p50": percentile(latencies, 0.5) * 1000, "p99": percentile(latencies, 0.99) * 1000,
+                "mean_batch": total / count if count else 0.0, "answers": runs[config][-1][2],
+            }
+    finally:
+        for server in servers.values():
             server.stop()
-        results[config] = {
-            "rps": len(bodies) / wall, "pairs": len(bodies) * args.candidates / wall,
-            "p50": percentile(latencies, 0.5) * 1000, "p99": percentile(latencies, 0.99) * 1000,
-            "failures": failures, "mean_batch": total / count if count else 0.0, "answers": answers,
-        }
-        r = results[config]
-        print(f"  {config:13s} {r['rps']:7.2f} req/s {r['pairs']:8.0f} pairs/s  p50 {r['p50']:8.1f} ms  "
-              f"p99 {r['p99']:8.1f} ms  mean batch {r['mean_batch']:.2f} requests  non-200 {failures}", flush=True)
+    for config, r in results.items():
+        print(f"  {config:13s} median {r['rps']:7.2f} req/s {r['rps'] * args.candidates:8.0f} pairs/s  "
+              f"p50 {r['p50']:8.1f} ms  p99 {r['p99']:8.1f} ms (all rounds)  mean batch {r['mean_batch']:.2f} requests")
 
     print()
     print(f"{'config':13s} {'req/s':>8s} {'p50 ms':>9s} {'p99 ms':>9s} {'x naive req/s':>14s} "

@@ -128,6 +128,8 @@ def test_create_to_succeeded_with_the_termination_message(cluster: Cluster, name
                                                           operator: RunningOperator, tmp_path: Path) -> None:
     name = "ctr"
     message = report(name, namespace, gatePassed=True)
+    # The trainer pods meet the restricted Pod Security Standard (else the Job could create no pod).
+    cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
     cluster.apply(finetunejob(name, message=message, evaluation={"metrics": ["auc", "logloss"],
                                                                  "gate": {"metric": "auc", "minimum": 0.7}}),
                   namespace)
@@ -325,6 +327,17 @@ def test_deleting_the_finetunejob_collects_its_children(cluster: Cluster, namesp
     cluster.kubectl("delete", "finetunejob", name, "-n", namespace, "--timeout=60s")
     wait_until(lambda: not any(children(cluster, namespace, name).values()), 60,
                "the garbage collector to delete every child")
+
+    # Deleted and at once created again under the same name: the new one gets its own Job.
+    cluster.apply(finetunejob(name, message=report(name, namespace), suspend=True), namespace)
+    wait_phase(cluster, namespace, name, "Suspended")
+    cluster.kubectl("delete", "finetunejob", name, "-n", namespace, "--wait=false")
+    cluster.apply(finetunejob(name, message=report(name, namespace)), namespace)
+    done = kubectl_wait(cluster, namespace, name, "Complete")
+    assert done.returncode == 0, done.stderr + operator.log_tail()
+    new_uid = ftj(cluster, namespace, name)["metadata"]["uid"]
+    (job,) = children(cluster, namespace, name)["job"]
+    assert job["metadata"]["ownerReferences"][0]["uid"] == new_uid
 
 
 def test_a_lineage_passes_the_serving_model_as_current(cluster: Cluster, namespace: str,

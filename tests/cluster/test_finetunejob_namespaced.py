@@ -45,3 +45,39 @@ def test_namespaced_operator_with_namespaced_rbac(cluster: Cluster, crds: list[s
             assert "Forbidden" not in operator.log_tail(200000), "the operator tried something its Role lacks"
     finally:
         cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
+
+
+def test_restart_and_upgrade_create_nothing_new(cluster: Cluster, crds: list[str], namespace: str,
+                                                tmp_path: Path) -> None:
+    """A restarted operator (resume handlers apply every child again) creates nothing new; one
+    that builds a different Job template (another trainer image) leaves the existing Job's
+    immutable template alone and still applies the mutable fields (suspend)."""
+    from tests.cluster.test_finetunejob import children, identities, wait_phase
+
+    install_rbac(cluster, SERVICE_ACCOUNT, namespaces=[namespace])
+    name = "held"
+    with running_operator(cluster, tmp_path / "first", service_account=SERVICE_ACCOUNT, namespaces=[namespace]):
+        cluster.apply(finetunejob(name, message=report(name, namespace), suspend=True), namespace)
+        wait_phase(cluster, namespace, name, "Suspended")
+        settle(2)
+        before = identities(children(cluster, namespace, name))
+        status = ftj(cluster, namespace, name)["status"]
+
+    with running_operator(cluster, tmp_path / "second", service_account=SERVICE_ACCOUNT, namespaces=[namespace]) as op:
+        settle(3)
+        assert identities(children(cluster, namespace, name)) == before
+        assert ftj(cluster, namespace, name)["status"] == status
+
+    with running_operator(cluster, tmp_path / "upgraded", service_account=SERVICE_ACCOUNT, namespaces=[namespace],
+                          extra_args=["--trainer-image", "recops-trainer:next"]) as op:
+        settle(3)
+        assert {k: [x[:2] for x in v] for k, v in identities(children(cluster, namespace, name)).items()} == \
+            {k: [x[:2] for x in v] for k, v in before.items()}  # same objects (uids), none new
+        cluster.kubectl("patch", "finetunejob", name, "-n", namespace, "--type=merge",
+                        "-p", '{"spec":{"suspend":false}}')
+        done = kubectl_wait(cluster, namespace, name, "Complete")
+        assert done.returncode == 0, done.stderr + op.log_tail()
+        job = get(cluster, "job", namespace, name)
+        assert job is not None
+        assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "recops-trainer:test"
+        assert "differs from what this operator builds" in op.log_tail(1_000_000)

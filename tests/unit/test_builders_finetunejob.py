@@ -304,3 +304,10 @@ def test_operator_rbac_covers_what_the_builders_apply() -> None:
         assert not any(v in r["verbs"] for r in rules for v in ("escalate", "bind", "*"))
         assert allowed("", "pods", "watch") and allowed("", "pods", "patch") and allowed("batch", "jobs", "watch")
         assert allowed("recops.dev", "finetunejobs", "watch") and allowed("recops.dev", "finetunejobs/status", "patch")
+
+
+def test_what_the_builders_cannot_build_is_named() -> None:
+    assert b.problems(ftj()) == []
+    assert b.problems(ftj(resources__workers=2)) == [
+        "spec.resources.workers: more than one worker is not supported by this operator version yet"
+    ]

@@ -216,3 +216,15 @@ def test_termination_message_parsing() -> None:
     assert st.parse_termination_message("not json") is None
     assert st.parse_termination_message("{broken") is None
     assert st.parse_termination_message(None) is None
+
+
+def test_parse_reports_unsupported_specs_as_invalid() -> None:
+    from recops.controllers.finetunejob import parse
+
+    b = body()
+    assert parse(b)[1] is None
+    b["spec"]["resources"] = {"workers": 4}
+    ftj, invalid = parse(b)
+    assert ftj is None and invalid is not None and "workers" in invalid
+    b["spec"]["resources"] = {"unknownField": 1}
+    assert "unknown field" in (parse(b)[1] or "")

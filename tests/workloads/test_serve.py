@@ -28,9 +28,13 @@ IDENTITY = {"RECOPS_NAMESPACE": NAMESPACE, "RECOPS_DEPLOYMENT": DEPLOYMENT, "REC
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("models")
+    # The embedding model lies on a "claim" mounted under $RECOPS_PVC_ROOT, served as pvc://.
+    (root / "pvc" / "models-claim" / "shop").mkdir(parents=True)
     return {
         "click-through": tiny_served_model(root / "ctr", "click-through", version=VERSION),
-        "embedding": tiny_served_model(root / "emb", "embedding", version="emb-00000001"),
+        "embedding": tiny_served_model(root / "pvc" / "models-claim" / "shop" / "emb", "embedding",
+                                       version="emb-00000001"),
+        "pvc-root": root / "pvc",
     }
 
 
@@ -47,8 +51,9 @@ def servers(models: dict[str, Path], event_log_dir: Path) -> Iterator[dict[str, 
             models["click-through"], "--model-name", "ranker", "--max-candidates", "50", "--max-text-length", "300",
             "--max-batch-size", "16", "--max-batch-wait", "100ms", "--max-pairs-per-pass", "64",
             "--event-log", str(event_log_dir), env=IDENTITY),
-        "embedder": ServeProcess(models["embedding"], "--model-name", "embedder", "--track", "canary",
-                                 env={"RECOPS_NAMESPACE": NAMESPACE, "RECOPS_DEPLOYMENT": "embedder"}),
+        "embedder": ServeProcess("pvc://models-claim/shop/emb", "--model-name", "embedder", "--track", "canary",
+                                 env={"RECOPS_NAMESPACE": NAMESPACE, "RECOPS_DEPLOYMENT": "embedder",
+                                      "RECOPS_PVC_ROOT": str(models["pvc-root"])}),
     }
     try:
         for server in started.values():
@@ -131,6 +136,9 @@ def test_rank_scores_match_the_open_inference_protocol_route(ranker: ServeProces
     assert output["name"] == "scores" and output["datatype"] == "FP32" and output["shape"] == [7]
     for c, score in zip(items, output["data"], strict=True):
         assert score == pytest.approx(by_id[c["id"]], abs=1e-5)
+    status, versioned = ranker.post(f"/v2/models/ranker/versions/{VERSION}/infer", {
+        "inputs": [{"name": "candidates", "shape": [1], "datatype": "BYTES", "data": ["wool socks"]}]})
+    assert status == 200 and versioned["outputs"][0]["shape"] == [1] and "id" not in versioned
 
 
 def test_user_context_without_a_query_is_ranked(ranker: ServeProcess) -> None:
@@ -175,6 +183,7 @@ def test_embed_returns_unit_vectors_and_cosine_ranks(embedder: ServeProcess) -> 
     assert all(math.isclose(sum(x * x for x in v), 1.0, rel_tol=1e-4) for v in vectors)
     assert vectors[0] == pytest.approx(vectors[2], abs=1e-5)
 
+    assert embedder.metric("recops_model_info", model_uri="pvc://models-claim/shop/emb", task="embedding") == 1
     ranked = rank(embedder, {"query": "red shoes", "candidates": [{"id": "same", "text": "red shoes"},
                                                                   {"id": "other", "text": "garden chair"}]})
     assert ranked["track"] == "canary"

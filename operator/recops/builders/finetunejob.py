@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from recops import uris
 from recops.api import contracts
 from recops.api.common import API_VERSION, GROUP
 from recops.api.finetunejob import KIND, PLURAL, FineTuneJob
@@ -67,6 +68,21 @@ def model_version(ftj: FineTuneJob) -> str:
 def expected_model_uri(ftj: FineTuneJob) -> str:
     """Where the Contracts say the trainer writes: <output>/<namespace>/<model-version>."""
     return f"{ftj.spec.output.uri.rstrip('/')}/{namespace_of(ftj)}/{model_version(ftj)}"
+
+
+def problems(ftj: FineTuneJob) -> list[str]:
+    """What the schema lets through but these builders cannot build (an InvalidSpec for the user)."""
+    found = []
+    if ftj.spec.resources.workers > 1:
+        found.append("spec.resources.workers: more than one worker is not supported by this operator version yet")
+    for field, uri in (("spec.baseModel.uri", ftj.spec.base_model.uri), ("spec.dataset.uri", ftj.spec.dataset.uri),
+                       ("spec.output.uri", ftj.spec.output.uri)):
+        if uri:
+            try:
+                uris.parse(uri)
+            except uris.UriError as error:
+                found.append(f"{field}: {error}")
+    return found
 
 
 # --- names -------------------------------------------------------------------------------------

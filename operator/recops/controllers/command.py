@@ -8,6 +8,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from recops.controllers.main import OperatorConfig
 
 # flag -> (environment variable, default, help)
 _SETTINGS: dict[str, tuple[str, str | None, str]] = {
@@ -46,12 +50,11 @@ def _optional_int(value: str | None) -> int | None:
     return int(value) if value not in (None, "") else None
 
 
-def main(args: argparse.Namespace) -> int:
+def config_from(args: argparse.Namespace) -> OperatorConfig:
     from recops.builders.common import BuilderSettings
-    from recops.controllers.main import OperatorConfig, run
+    from recops.controllers.main import OperatorConfig
 
-    logging.basicConfig(level=str(args.log_level).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = OperatorConfig(
+    return OperatorConfig(
         builder=BuilderSettings(
             trainer_image=args.trainer_image,
             server_image=args.server_image,
@@ -67,5 +70,11 @@ def main(args: argparse.Namespace) -> int:
         kubeconfig=args.kubeconfig or None,
         peering=args.peering or None,
     )
-    run(config)
+
+
+def main(args: argparse.Namespace) -> int:
+    from recops.controllers.main import run
+
+    logging.basicConfig(level=str(args.log_level).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run(config_from(args))
     return 0

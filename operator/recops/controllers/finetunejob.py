@@ -9,7 +9,6 @@ changed. A finished FineTuneJob's status is final: no Job is ever created for it
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,9 +25,13 @@ from recops.builders import finetunejob as builders
 from recops.builders.common import BuilderSettings
 from recops.controllers import finetunejob_status as st
 from recops.controllers.conditions import now_rfc3339
-from recops.controllers.kube import ApiError, Kube, resource_path
+from recops.controllers.kube import ApiError, Kube, object_path, resource_path
 
 log = logging.getLogger("recops.controllers.finetunejob")
+
+# Fields of a batch/v1 Job that may change while it exists (those FineTuneJob lets users change).
+MUTABLE_JOB_FIELDS = ("suspend", "activeDeadlineSeconds")
+JOB_CREATED = "JobCreated"  # Event reason: the trainer Job was created.
 
 # (involved object, type Normal|Warning, reason, message)
 EventPoster = Callable[[dict[str, Any], str, str, str], None]
@@ -83,17 +86,31 @@ class FineTuneJobController:
 
         ftj, invalid = parse(body)
         result = PassResult()
+        if job is not None and not owned_by(job, body):
+            # A Job of an earlier FineTuneJob of the same name, on its way out: let it go, wait for it.
+            self.release(namespace, name, job, [])
+            job = None
+            if not invalid:
+                stale = PassResult()
+                body_status = st.compute_status(body, ftj, st.Observed(job=None), now=now_rfc3339())
+                body_status["message"] = f"waiting for Job {builders.job_name(name)} of an earlier FineTuneJob to go"
+                stale.status_written = self.write_status(body, body_status)
+                stale.phase = body_status.get("phase")
+                return stale
         job_deleting = job is not None and bool(job["metadata"].get("deletionTimestamp"))
         if ftj is not None and not job_deleting and (job is None or apply_children):
             current_model = builders.current_model_of(job) if job is not None else self.lineage_current_model(ftj)
             for manifest in builders.children(ftj, self.settings, current_model):
+                if manifest["kind"] == "Job" and job is not None:
+                    job = self._apply_existing_job(body, manifest)
+                    continue
                 applied = self.kube.apply(manifest)
                 if manifest["kind"] == "Job":
-                    result.job_created = job is None
+                    result.job_created = True
                     job = applied
             result.applied = True
             if result.job_created:
-                self.post_event(body, "Normal", "JobCreated",
+                self.post_event(body, "Normal", JOB_CREATED,
                                 f"created Job {builders.job_name(name)} for model {builders.model_version(ftj)}")
 
         pods = self.labelled_pods(namespace, name) if job is not None else []
@@ -115,6 +132,21 @@ class FineTuneJobController:
                 p for p in pods if p["metadata"].get("deletionTimestamp") or p["metadata"]["uid"] not in current
             ])
         return result
+
+    def _apply_existing_job(self, body: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
+        """Apply the Job again; if its (immutable) template no longer matches what this operator
+        builds (an upgraded operator), change only the fields a running Job accepts."""
+        try:
+            return self.kube.apply(manifest)
+        except ApiError as error:
+            if error.status != 422:
+                raise
+        mutable = {k: manifest["spec"][k] for k in MUTABLE_JOB_FIELDS if k in manifest["spec"]}
+        if "activeDeadlineSeconds" not in mutable:
+            mutable["activeDeadlineSeconds"] = None
+        log.warning("Job %s/%s differs from what this operator builds; updating only %s",
+                    manifest["metadata"]["namespace"], manifest["metadata"]["name"], sorted(mutable))
+        return self.kube.merge_patch(object_path(manifest), {"spec": mutable})
 
     def _keep_final(self, body: dict[str, Any], job: dict[str, Any] | None) -> PassResult:
         """A finished FineTuneJob: never recreate or re-run anything; just let the Job and pods go."""
@@ -195,6 +227,11 @@ class FineTuneJobController:
             self.post_event(body, "Normal", c.RESUMED, message)
 
 
+def owned_by(child: dict[str, Any], owner: dict[str, Any]) -> bool:
+    uid = owner["metadata"].get("uid")
+    return any(ref.get("uid") == uid for ref in child["metadata"].get("ownerReferences") or [])
+
+
 def of_job(pods: list[dict[str, Any]], job: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The pods of `job` (not of an earlier, deleted Job of the same FineTuneJob)."""
     if job is None:
@@ -207,15 +244,11 @@ def parse(body: dict[str, Any]) -> tuple[FineTuneJob | None, str | None]:
     """The FineTuneJob model, or the reason its spec cannot be acted on."""
     manifest = {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body}
     try:
-        return FineTuneJob.model_validate(manifest), None
+        ftj = FineTuneJob.model_validate(manifest)
     except ValidationError as error:
         return None, "; ".join(format_errors(error))
-
-
-def timed(fn: Callable[[], PassResult]) -> tuple[PassResult, float]:
-    start = time.monotonic()
-    result = fn()
-    return result, time.monotonic() - start
+    problems = builders.problems(ftj)
+    return (None, "; ".join(problems)) if problems else (ftj, None)
 
 
 __all__ = ["KIND", "FineTuneJobController", "PassResult", "parse"]

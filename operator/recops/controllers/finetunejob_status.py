@@ -227,7 +227,7 @@ def compute_status(
     elif failed is not None:
         _failed(status, observed, failed, set_, now)
     else:
-        phase, reason, message = _unfinished(ftj, observed, was_suspended)
+        phase, reason, message = _unfinished(ftj, observed)
         status.update(phase=phase, message=message)
         set_(c.COMPLETE, False, reason, message)
         set_(c.FAILED, False, reason, message)
@@ -241,7 +241,7 @@ def compute_status(
     return _clean(status)
 
 
-def _unfinished(ftj: FineTuneJob, observed: Observed, was_suspended: bool) -> tuple[str, str, str]:
+def _unfinished(ftj: FineTuneJob, observed: Observed) -> tuple[str, str, str]:
     job = observed.job
     if job is None:
         return "Pending", c.PENDING, "creating the trainer Job"

@@ -9,6 +9,7 @@ annotations. The FineTuneJob needs no finalizer: its children are owned and garb
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import threading
@@ -106,6 +107,8 @@ class Operator:
         # MonitorPolicies seen on the watch stream -> (generation, monotonic time of the next evaluation).
         self.monitor_due: dict[tuple[str, str], tuple[int | None, float]] = {}
         self.monitor_running: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # A context of a Kopf resource handler (with Kopf's event queue), for passes Kopf did not start.
+        self.kopf_context: contextvars.Context | None = None
 
     def reconcile_ftj(self, namespace: str, name: str, trigger: str, apply_children: bool = False) -> None:
         key = (FTJ_KIND, namespace, name)
@@ -163,11 +166,12 @@ class Operator:
             for (namespace, name), final in list(self.known_ftjs.items()):
                 if final:
                     continue
+                # Run in a context captured from a Kopf handler: Kopf's event posting needs its queue.
+                context = (self.kopf_context or contextvars.copy_context()).copy()
                 try:
-                    await asyncio.to_thread(self.reconcile_ftj, namespace, name, "resync")
+                    await asyncio.to_thread(context.run, self.reconcile_ftj, namespace, name, "resync")
                 except Exception:  # logged and counted; the next period retries
                     log.exception("resync of FineTuneJob %s/%s failed", namespace, name)
-
 
     def track_policy(self, namespace: str, name: str, generation: int | None, deleted: bool = False) -> None:
         """A MonitorPolicy event: a new policy or a new generation is evaluated at once."""
@@ -216,7 +220,11 @@ class Operator:
 
 
 def post_event(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
-    kopf.event(cast(kopf.Body, body), type=type_, reason=reason, message=message[:1024])
+    try:
+        kopf.event(cast(kopf.Body, body), type=type_, reason=reason, message=message[:1024])
+    except LookupError:  # outside any Kopf context (e.g. before the first handler ran): log only
+        log.info("%s/%s %s %s: %s", body["metadata"].get("namespace"), body["metadata"]["name"], type_, reason,
+                 message)
 
 
 def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
@@ -256,6 +264,8 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
             # Our finalizer on its Job would otherwise hold the garbage collector back.
             operator.reconcile_ftj(namespace, name, "deleted")
             return
+        if operator.kopf_context is None:
+            operator.kopf_context = contextvars.copy_context()
         status = dict(body.get("status") or {})
         operator.known_ftjs[(namespace, name)] = finetunejob_status.is_final(status)
         if status.get("phase"):

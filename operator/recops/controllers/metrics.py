@@ -5,7 +5,15 @@ from __future__ import annotations
 import threading
 from collections import Counter as CountOf
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 
 PHASES = ("Pending", "Running", "Succeeded", "Failed", "Suspended")
 
@@ -15,6 +23,10 @@ class OperatorMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        if registry is None:
+            # process_resident_memory_bytes, cpu seconds, open fds: the operator's own footprint.
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
         self.reconciles = Counter(
             "recops_operator_reconciles_total", "Reconcile passes, by kind and trigger.", ["kind", "trigger"],
             registry=self.registry,

@@ -1,0 +1,136 @@
+"""The operator's plumbing that needs no cluster: settings from flags and environment
+variables, and the per-object coalescing of reconcile passes."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from recops.controllers import command
+from recops.controllers.work import Coalescer
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_settings_from_environment_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECOPS_TRAINER_IMAGE", "env/trainer:1")
+    monkeypatch.setenv("RECOPS_NAMESPACES", "a, b")
+    monkeypatch.setenv("RECOPS_JOB_TTL_SECONDS", "300")
+    args = parse(["--trainer-image", "flag/trainer:2", "--resync-seconds", "2.5"])
+    config = command.config_from(args)
+    assert config.builder.trainer_image == "flag/trainer:2"  # a flag wins over its variable
+    assert config.namespaces == ("a", "b")
+    assert config.builder.job_ttl_seconds == 300
+    assert config.resync_seconds == 2.5
+    assert config.peering is None and config.prometheus_url is None
+
+
+def test_defaults_are_cluster_wide() -> None:
+    config = command.config_from(parse([]))
+    assert config.namespaces == () and config.builder.job_ttl_seconds is None
+    assert config.liveness_endpoint and config.metrics_port == 8080
+
+
+def test_help_names_every_environment_variable() -> None:
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    text = parser.format_help()
+    for env in ("RECOPS_TRAINER_IMAGE", "RECOPS_SERVER_IMAGE", "RECOPS_NAMESPACES", "RECOPS_PROMETHEUS_URL",
+                "RECOPS_JOB_TTL_SECONDS", "RECOPS_RESYNC_SECONDS", "RECOPS_METRICS_PORT"):
+        assert env in text
+
+
+def test_the_command_module_does_not_import_kopf() -> None:
+    """`recops --help` stays cheap: Kopf is imported only when the operator runs."""
+    code = "import sys, recops.cli; recops.cli.build_parser(); print('kopf' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_coalescer_runs_one_pass_at_a_time_and_one_more_for_requests_meanwhile() -> None:
+    coalescer = Coalescer()
+    started = threading.Event()
+    release = threading.Event()
+    passes: list[str] = []
+    active = 0
+    most_active = 0
+
+    def work() -> int:
+        nonlocal active, most_active
+        active += 1
+        most_active = max(most_active, active)
+        passes.append("pass")
+        started.set()
+        release.wait(5)
+        active -= 1
+        return len(passes)
+
+    first = threading.Thread(target=coalescer.run, args=("k", work))
+    first.start()
+    assert started.wait(5)
+    # Three requests while the first pass runs: none blocks, and they collapse into one more pass.
+    assert [coalescer.run("k", work) for _ in range(3)] == [None, None, None]
+    release.set()
+    first.join(5)
+    assert passes == ["pass", "pass"] and most_active == 1
+    assert not coalescer.busy("k")
+    # Other keys are independent.
+    assert coalescer.run("other", lambda: 7) == 7
+
+
+def test_coalescer_frees_the_key_after_an_error() -> None:
+    coalescer = Coalescer()
+
+    def boom() -> None:
+        raise RuntimeError("api down")
+
+    with pytest.raises(RuntimeError):
+        coalescer.run("k", boom)
+    assert not coalescer.busy("k")
+    assert coalescer.run("k", lambda: "ok") == "ok"
+
+
+def test_phase_gauge_counts_each_object_once() -> None:
+    from recops.controllers.metrics import OperatorMetrics
+
+    metrics = OperatorMetrics()
+    metrics.set_phase("ns", "a", "Running")
+    metrics.set_phase("ns", "b", "Running")
+    metrics.set_phase("ns", "a", "Succeeded")
+    metrics.set_phase("ns", "b", None)
+    value = metrics.registry.get_sample_value
+    assert value("recops_operator_finetunejobs", {"phase": "Running"}) == 0
+    assert value("recops_operator_finetunejobs", {"phase": "Succeeded"}) == 1
+    assert (value("process_resident_memory_bytes") or 0) > 0
+
+
+def test_kopf_settings_keep_bookkeeping_under_recops_dev() -> None:
+    import kopf
+    from kopf._cogs.structs.references import Resource
+
+    from recops.api import contracts
+    from recops.controllers.main import OperatorConfig, configure
+
+    settings = kopf.OperatorSettings()
+    configure(settings, OperatorConfig())
+    progress = settings.persistence.progress_storage
+    diffbase = settings.persistence.diffbase_storage
+    assert isinstance(progress, kopf.AnnotationsProgressStorage) and progress.prefix == "recops.dev"
+    assert isinstance(diffbase, kopf.AnnotationsDiffBaseStorage) and diffbase.prefix == "recops.dev"
+    assert diffbase.key == "last-handled-configuration"  # the annotation: recops.dev/last-handled-configuration
+    # Kopf strips its own finalizer where unneeded: it must not be the one recops keeps on Jobs.
+    assert settings.persistence.finalizer.startswith("recops.dev/")
+    assert settings.persistence.finalizer != contracts.FINALIZER
+    assert settings.scanning.disabled  # no cluster-wide CRD/namespace watch needed
+    pods = Resource(group="", version="v1", plural="pods", kind="Pod", namespaced=True)
+    assert list(settings.watching.label_selectors.collect(pods)) == [
+        "app.kubernetes.io/managed-by=recops,recops.dev/finetunejob"
+    ]
