@@ -387,3 +387,44 @@ def test_missing_target_is_a_clear_condition_and_the_policy_waits(
                          30, "the target found")
     assert status["baseline"]["modelVersion"] == MODEL_VERSION
     assert rule_of(status, "ctr")["state"] == "InsufficientData"
+
+
+def test_mid_canary_max_per_day_and_history_limit(
+    cluster: Cluster, namespace: str, operator: RunningOperator, model: Path, tmp_path: Path,
+) -> None:
+    """A `query` rule that always breaches: the policy retrains as often as its limits allow."""
+    cluster.apply(rmd("ranker", tmp_path / "events"), namespace)
+    set_stable(cluster, namespace, "ranker", model)
+    canary = {"modelUri": "/models/candidate", "modelVersion": "candidate-1", "revision": 2}
+    cluster.kubectl("patch", "recmodeldeployment", "ranker", "-n", namespace, "--subresource=status", "--type=merge",
+                    "-p", json.dumps({"status": {"phase": "Canary", "canary": canary}}))
+    rule = {"name": "always", "metric": "query", "query": "vector(1)", "threshold": {"above": 0.5}}
+    cluster.apply(policy("busy-watch", "ranker", [rule], interval="1s",
+                         retrain=retrain_section(cooldown="1s", maxPerDay=2, historyLimit=1)), namespace)
+
+    # Mid-canary: breached, but no retrain until the rollout ends.
+    status = wait_status(cluster, namespace, "busy-watch", lambda s: rule_of(s, "always").get("state") == "Breached",
+                         30, "the query rule breached")
+    time.sleep(4)
+    assert finetunejobs(cluster, namespace) == []
+    status = status_of(cluster, namespace, "busy-watch")
+    assert "mid-canary" in conditions(status)["Retraining"]["message"]
+
+    # The canary ends: retrain, and again after the 1s cooldown, then maxPerDay holds.
+    cluster.kubectl("patch", "recmodeldeployment", "ranker", "-n", namespace, "--subresource=status", "--type=merge",
+                    "-p", json.dumps({"status": {"phase": "Serving", "canary": None}}))
+    status = wait_status(cluster, namespace, "busy-watch", lambda s: len(s.get("retrains") or []) == 2, 120,
+                         "two retrains")
+    first, second = (r["fineTuneJob"] for r in status["retrains"])
+    assert first != second
+    cluster.kubectl("wait", "--for=condition=Complete", "--timeout=90s", f"finetunejob/{second}", "-n", namespace)
+    # historyLimit 1: the older finished job is deleted; the newer one stays.
+    wait_until(lambda: [j["metadata"]["name"] for j in finetunejobs(cluster, namespace)] == [second], 30,
+               "the older retrain pruned")
+    time.sleep(4)
+    status = status_of(cluster, namespace, "busy-watch")
+    assert len(status["retrains"]) == 2 and status["lastRetrain"]["fineTuneJob"] == second
+    assert "maxPerDay 2" in conditions(status)["Retraining"]["message"]
+    assert [j["metadata"]["name"] for j in finetunejobs(cluster, namespace)] == [second]
+    reasons = [e["reason"] for e in events(cluster, namespace, "busy-watch")]
+    assert "RetrainPruned" in reasons and reasons.count("RetrainStarted") == 2
