@@ -428,3 +428,24 @@ def test_mid_canary_max_per_day_and_history_limit(
     assert [j["metadata"]["name"] for j in finetunejobs(cluster, namespace)] == [second]
     reasons = [e["reason"] for e in events(cluster, namespace, "busy-watch")]
     assert "RetrainPruned" in reasons and reasons.count("RetrainStarted") == 2
+
+
+def test_two_operators_at_once_create_one_retrain(
+    cluster: Cluster, namespace: str, operator: RunningOperator, prometheus: PrometheusServer, model: Path,
+    tmp_path: Path,
+) -> None:
+    """An operator restart overlaps old and new process (or a crash leaves the status behind):
+    both compute the same name for the same retrain, so only one FineTuneJob exists."""
+    cluster.apply(rmd("ranker", tmp_path / "events"), namespace)
+    set_stable(cluster, namespace, "ranker", model)
+    with running_operator(cluster, tmp_path / "second", extra_args=["--prometheus-url", prometheus.url]) as second:
+        rule = {"name": "always", "metric": "query", "query": "vector(1)", "threshold": {"above": 0.5}}
+        cluster.apply(policy("twice-watch", "ranker", [rule], interval="1s", retrain=retrain_section()), namespace)
+        wait_status(cluster, namespace, "twice-watch", lambda s: s.get("lastRetrain"), 30, "a retrain")
+        time.sleep(5)
+        jobs = finetunejobs(cluster, namespace)
+        assert len(jobs) == 1, [j["metadata"]["name"] for j in jobs]
+        key = f'recops_operator_monitor_retrains_total{{namespace="{namespace}",policy="twice-watch"}}'
+        created = operator.metrics().get(key, 0.0) + second.metrics().get(key, 0.0)
+        assert created == 1.0
+    assert status_of(cluster, namespace, "twice-watch")["lastRetrain"]["fineTuneJob"] == jobs[0]["metadata"]["name"]

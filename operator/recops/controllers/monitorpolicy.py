@@ -276,15 +276,16 @@ class MonitorPolicyController:
                                                  "(spec.serving.eventLog.uri), so there is nothing to retrain on",
                                           "no-event-log")
             else:
-                created = await self._create_retrain(body, spec, target, event_log, now, jobs, len(retrains),
-                                                     decision.reason)
+                created, new_object = await self._create_retrain(body, spec, target, event_log, now, jobs,
+                                                                 len(retrains), decision.reason)
                 if created is not None:
                     record = {"fineTuneJob": created, "createdAt": stamp, "reason": decision.reason[:1024]}
                     new["lastRetrain"] = record
                     retrains = [r for r in retrains if r.get("fineTuneJob") != created] + [record]
                     jobs.append(OwnedJob(created, now, False))
                     result.created = created
-                    self.metrics.retrains.labels(namespace=namespace, policy=name).inc()
+                    if new_object:
+                        self.metrics.retrains.labels(namespace=namespace, policy=name).inc()
         new["retrains"] = retrains[-100:]
         self._note_block(body, decision.blocked_by, decision.reason)
 
@@ -341,7 +342,8 @@ class MonitorPolicyController:
     # --- retrain ----------------------------------------------------------------------------
     async def _create_retrain(self, body: dict[str, Any], spec: MonitorPolicySpec, target: dict[str, Any],
                               event_log: str, now: datetime, jobs: list[OwnedJob], recorded_count: int,
-                              reason: str) -> str | None:
+                              reason: str) -> tuple[str | None, bool]:
+        """(the job's name or None when it could not be created, whether this call created it)."""
         assert spec.retrain is not None
         lineage = ((target.get("spec") or {}).get("model") or {}).get("lineage")
         since = now - parse_duration(spec.retrain.data_window)
@@ -354,14 +356,14 @@ class MonitorPolicyController:
         except ApiError as error:
             if error.status == 409:  # created by an earlier pass that did not get to record it
                 log.info("FineTuneJob %s/%s exists already", namespace, name)
-                return name
+                return name, False
             message = f"cannot create FineTuneJob {name}: {error.status} {_api_message(error)}"
             self.post_event(body, "Warning", "RetrainFailed", message)
             log.warning("%s/%s: %s", namespace, body["metadata"]["name"], message)
-            return None
+            return None, False
         self.post_event(body, "Normal", c.RETRAIN_STARTED,
                         f"created FineTuneJob {name} ({reason}) on {event_log} since {ev.format_time(since)}")
-        return name
+        return name, True
 
     async def _prune(self, body: dict[str, Any], jobs: list[OwnedJob], history_limit: int) -> list[str]:
         names = jobs_to_prune(jobs, history_limit)
