@@ -113,6 +113,22 @@ def start_server(cluster: Cluster, namespace: str, deployment: str, model: Path,
     return url
 
 
+def wait_scraped(prometheus: PrometheusServer, namespace: str, deployment: str) -> None:
+    """Until Prometheus holds the server's counters (at 0): increase() counts only what comes after
+    the first sample, so traffic sent before the first scrape would be invisible."""
+    query = f'recops_impressions_total{{recops_namespace="{namespace}",recops_deployment="{deployment}"}}'
+    wait_until(lambda: prometheus.query(query), 60, f"{query} scraped")
+
+
+def scrape_state(prometheus: PrometheusServer, namespace: str) -> str:
+    """What Prometheus has of a namespace's servers, for failure messages."""
+    with urllib.request.urlopen(f"{prometheus.url}/api/v1/targets", timeout=5) as response:
+        targets = [(t["scrapeUrl"], t["health"], t.get("lastError"), t["labels"].get("namespace"))
+                   for t in json.load(response)["data"]["activeTargets"]]
+    series = prometheus.query(f'recops_impressions_total{{recops_namespace="{namespace}"}}')
+    return f"targets: {targets}\nimpressions series: {series}"
+
+
 def rmd(name: str, event_log: Path) -> dict[str, Any]:
     return {"apiVersion": "recops.dev/v1alpha1", "kind": "RecModelDeployment", "metadata": {"name": name},
             "spec": {"model": {"lineage": name}, "replicas": 1, "serving": {"eventLog": {"uri": str(event_log)}}}}
@@ -230,6 +246,7 @@ def test_ctr_falls_breach_after_for_one_retrain_then_cooldown(
 ) -> None:
     event_log = tmp_path / "events"
     url = start_server(cluster, namespace, "ranker", model, event_log)
+    wait_scraped(prometheus, namespace, "ranker")
     cluster.apply(rmd("ranker", event_log), namespace)
     rule = {"name": "ctr", "metric": "ctr", "window": "20s", "threshold": {"relativeDecrease": 0.25},
             "for": "6s", "minSamples": 150}
@@ -239,7 +256,8 @@ def test_ctr_falls_breach_after_for_one_retrain_then_cooldown(
 
         # Baseline: 20s of the stable model's traffic before the shift.
         status = wait_status(cluster, namespace, "ranker-watch", lambda s: s.get("baseline", {}).get("capturedAt"),
-                             90, "the baseline captured", lambda: traffic.stats[False].to_dict())
+                             90, "the baseline captured",
+                             lambda: f"{traffic.stats[False].to_dict()}\n{scrape_state(prometheus, namespace)}")
         baseline = status["baseline"]
         assert baseline["modelVersion"] == MODEL_VERSION
         assert 0.05 < baseline["values"]["ctr"] < 0.4, baseline
@@ -255,7 +273,7 @@ def test_ctr_falls_breach_after_for_one_retrain_then_cooldown(
             return rule_of(s, "ctr").get("state") == "Breached"
 
         status = wait_status(cluster, namespace, "ranker-watch", breached, 120, "the ctr rule breached",
-                             lambda: traffic.stats[True].to_dict())
+                             lambda: f"{traffic.stats[True].to_dict()}\n{scrape_state(prometheus, namespace)}")
         assert "Pending" in seen, seen
         entry = rule_of(status, "ctr")
         assert entry["value"] < 0.75 * baseline["values"]["ctr"] and entry["baseline"] == baseline["values"]["ctr"]
@@ -314,10 +332,12 @@ def test_ctr_falls_breach_after_for_one_retrain_then_cooldown(
 
 
 def test_too_little_traffic_is_insufficient_data_and_never_retrains(
-    cluster: Cluster, namespace: str, operator: RunningOperator, model: Path, world: ShopWorld, tmp_path: Path,
+    cluster: Cluster, namespace: str, operator: RunningOperator, prometheus: PrometheusServer, model: Path,
+    world: ShopWorld, tmp_path: Path,
 ) -> None:
     event_log = tmp_path / "events"
     url = start_server(cluster, namespace, "quiet", model, event_log)
+    wait_scraped(prometheus, namespace, "quiet")
     cluster.apply(rmd("quiet", event_log), namespace)
     set_stable(cluster, namespace, "quiet", model, completed_at="2026-01-01T00:00:00Z")
     sent = drive(url, world, requests=6, rate=20, top_k=5)  # 30 impressions
@@ -330,7 +350,8 @@ def test_too_little_traffic_is_insufficient_data_and_never_retrains(
         entry = rule_of(s, "ctr")
         return entry.get("state") == "InsufficientData" and (entry.get("samples") or 0) > 0
 
-    status = wait_status(cluster, namespace, "quiet-watch", judged, 60, "InsufficientData with the samples counted")
+    status = wait_status(cluster, namespace, "quiet-watch", judged, 60, "InsufficientData with the samples counted",
+                         lambda: scrape_state(prometheus, namespace))
     entry = rule_of(status, "ctr")
     assert 0 < entry["samples"] < 100 and "fewer than minSamples 100" in entry["message"]
     assert conditions(status)["Healthy"]["status"] == "True"
