@@ -271,3 +271,40 @@ def test_same_retrain_same_name_and_deploy_false_drops_the_lineage() -> None:
     assert LINEAGE_LABEL not in job["metadata"]["labels"]
     long_name = builders.retrain_job_name("p" * 63, "uid", 1)
     assert len(long_name) <= 63
+
+
+# --- the controller's pure helpers ----------------------------------------------------------
+def test_owned_jobs_are_this_policys_and_finished_when_complete_or_failed() -> None:
+    from recops.controllers.monitorpolicy import owned_jobs
+
+    def job(name: str, uid: str, conditions: list[dict[str, str]], sequence: str | None = "1") -> dict[str, Any]:
+        annotations = {builders.SEQUENCE_ANNOTATION: sequence} if sequence is not None else {}
+        return {"metadata": {"name": name, "creationTimestamp": "2026-11-29T07:00:00Z", "annotations": annotations,
+                             "ownerReferences": [{"uid": uid}]}, "status": {"conditions": conditions}}
+
+    items = [
+        job("a", "mine", [{"type": "Complete", "status": "True"}], "2"),
+        job("b", "mine", [{"type": "Failed", "status": "True"}], None),
+        job("c", "mine", [{"type": "Complete", "status": "False"}], "3"),
+        job("d", "an-earlier-namesake", []),
+    ]
+    jobs = {j.name: j for j in owned_jobs(items, "mine")}
+    assert set(jobs) == {"a", "b", "c"}
+    assert jobs["a"].finished and jobs["b"].finished and not jobs["c"].finished
+    assert (jobs["a"].sequence, jobs["b"].sequence, jobs["c"].sequence) == (2, 0, 3)
+    assert jobs["a"].created_at == datetime(2026, 11, 29, 7, 0, tzinfo=UTC)
+
+
+def test_mid_canary_and_the_event_manifest() -> None:
+    from recops.controllers.monitorpolicy import event_manifest, mid_canary
+
+    assert mid_canary({"status": {"phase": "Canary"}})
+    assert mid_canary({"status": {"phase": "Progressing", "canary": {"modelVersion": "x"}}})
+    assert not mid_canary({"status": {"phase": "Serving", "stable": {"modelVersion": "x"}}})
+    body, _ = policy()
+    event = event_manifest(body, "Warning", "RuleBreached", "m" * 2000, "op-0", T0)
+    assert event["involvedObject"] == {"apiVersion": "recops.dev/v1alpha1", "kind": "MonitorPolicy",
+                                       "name": "ranker-watch", "namespace": "shop", "uid": "0f1e2d3c-aaaa-bbbb"}
+    assert event["metadata"] == {"generateName": "recops-ranker-watch-", "namespace": "shop"}
+    assert len(event["message"]) == 1024 and event["type"] == "Warning"
+    assert event["lastTimestamp"] == "2026-11-29T08:00:00Z"
