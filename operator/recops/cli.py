@@ -13,7 +13,9 @@ from pathlib import Path
 from recops import __version__
 
 # name -> (module, help); each module has add_arguments(parser) and main(args) -> int.
-SUBCOMMANDS: dict[str, tuple[str, str]] = {}
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("recops.train.command", "fine-tune, evaluate, gate and write a deployable model (a FineTuneJob pod)"),
+}
 
 
 def _version(_: argparse.Namespace) -> int:
