@@ -14,6 +14,7 @@ from recops import __version__
 
 # name -> (module, help); each module has add_arguments(parser) and main(args) -> int.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("recops.train.datacommand", "work with training data (synth)"),
     "train": ("recops.train.command", "fine-tune, evaluate, gate and write a deployable model (a FineTuneJob pod)"),
 }
 

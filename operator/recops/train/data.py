@@ -1,0 +1,724 @@
+"""Shop data in, clean splits out: loading, field mapping, cleaning, pseudonymisation, splitting.
+
+`prepare(dataset, task)` reads the data a FineTuneJob names (`DatasetSpec`), maps its columns to
+roles, cleans it step by step (each step counted in a `CleaningReport`), replaces user IDs by
+salted pseudonyms, and splits it into train, validation and test so that no group (query or
+user) straddles two splits. The clear user IDs live only in memory while the split is assigned;
+they never reach the returned frames or the report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import tempfile
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from recops import uris
+from recops.api import contracts
+from recops.train.errors import DataError, one_line
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from recops.api.finetunejob import DatasetSpec
+
+# Columns of every prepared frame, in this order.
+COLUMNS = ("group", "context", "query", "user", "product_id", "product_text", "grade", "label", "timestamp")
+SPLITS = ("train", "validation", "test")
+# The request id of the serving event log: feedback rows join their impression on it.
+REQUEST_ID = "request_id"
+EVENT_LOG_TIMESTAMP = "ts"
+IMPRESSION = "impression"
+# Extensions of the formats `datasets` reads; compressed files keep their inner extension.
+FORMAT_EXTENSIONS = {
+    "parquet": (".parquet", ".pq"),
+    "jsonl": (".jsonl", ".json", ".ndjson"),
+    "csv": (".csv", ".tsv"),
+}
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zstd")
+BUILDERS = {"parquet": "parquet", "jsonl": "json", "csv": "csv"}
+# ml-100k ratings as shop events: 4 and 5 stars are positive for click-through (55% of rows),
+# and the grades keep the order for relevance.
+MOVIELENS_EVENTS = {1: IMPRESSION, 2: IMPRESSION, 3: IMPRESSION, 4: "click", 5: "purchase"}
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_WHITESPACE = re.compile(r"\s+")
+
+
+# --- results ------------------------------------------------------------------------------
+@dataclass
+class CleaningReport:
+    """What cleaning did, every step counted. Holds counts only: never an ID or a row."""
+
+    rows_read: int
+    steps: list[tuple[str, int]]  # (step, rows dropped), in the order applied
+    rows_kept: int
+    pseudonymised_users: int
+    split_by: str = ""
+    split_rows: dict[str, int] = field(default_factory=dict)
+    split_groups: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rowsRead": self.rows_read,
+            "steps": [{"step": name, "dropped": dropped} for name, dropped in self.steps],
+            "rowsKept": self.rows_kept,
+            "pseudonymisedUsers": self.pseudonymised_users,
+            "splitBy": self.split_by,
+            "splitRows": dict(self.split_rows),
+            "splitGroups": dict(self.split_groups),
+        }
+
+    def to_markdown(self) -> str:
+        lines = [
+            "| step | rows dropped |",
+            "|---|---:|",
+            f"| rows read | {self.rows_read} |",
+            *(f"| {name} | {dropped} |" for name, dropped in self.steps),
+            f"| **rows kept** | **{self.rows_kept}** |",
+            "",
+            f"Pseudonymised users: {self.pseudonymised_users}.",
+        ]
+        if self.split_rows:
+            parts = ", ".join(
+                f"{name} {self.split_rows.get(name, 0)} rows / {self.split_groups.get(name, 0)} groups"
+                for name in SPLITS
+            )
+            lines.append(f"Split by {self.split_by}: {parts}.")
+        return "\n".join(lines)
+
+
+@dataclass
+class PreparedData:
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+    report: CleaningReport
+    fingerprint: str  # sha256 of the cleaned data and its split; independent of the salt
+    max_grade: float  # the largest label value the task can have (1.0 for binary tasks)
+
+    def split(self, name: str) -> pd.DataFrame:
+        frame: pd.DataFrame = getattr(self, name)
+        return frame
+
+
+# --- loading ------------------------------------------------------------------------------
+def _offline() -> None:
+    # Nothing may be downloaded at run time; datasets reads these when it is imported.
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _format_of(path: str) -> str | None:
+    name = path.lower()
+    for suffix in COMPRESSIONS:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    for fmt, extensions in FORMAT_EXTENSIONS.items():
+        if name.endswith(extensions):
+            return fmt
+    return None
+
+
+def _is_hidden(path: str) -> bool:
+    # Spark/Hadoop markers (_SUCCESS), dot files and partial uploads are not data.
+    return any(part.startswith((".", "_")) for part in path.rstrip("/").split("/")[-1:])
+
+
+def _list_files(uri: str) -> tuple[list[str], dict[str, Any] | None]:
+    """The data files a URI names (a file, a directory of partitions, or a glob), as paths or
+    URLs `datasets` can open, and the fsspec storage options for remote ones."""
+    try:
+        fs, path = uris.filesystem(uri)
+    except uris.UriError as error:
+        raise DataError(f"dataset.uri: {error}") from error
+    except ImportError as error:
+        raise DataError(f"cannot read {uri}: {one_line(error)}") from error
+    remote = uris.local_path(uri) is None
+    storage_options = uris.s3_storage_options() if remote else None
+    try:
+        if _GLOB_CHARS.search(path):
+            found = fs.glob(path, detail=True)
+            sizes = {name: info.get("size") for name, info in found.items() if info.get("type") != "directory"}
+        elif fs.isdir(path):
+            found = fs.find(path, detail=True)
+            sizes = {name: info.get("size") for name, info in found.items() if info.get("type") != "directory"}
+        elif fs.exists(path):
+            sizes = {path: fs.size(path)}
+        else:
+            raise DataError(f"no data at {uri}: the path does not exist")
+    except DataError:
+        raise
+    except Exception as error:  # fsspec backends raise many types (PermissionError, ClientError, ...)
+        raise DataError(f"cannot read {uri}: {type(error).__name__}: {one_line(error)}") from error
+    files = sorted(name for name, size in sizes.items() if not _is_hidden(name) and size != 0)
+    if not files:
+        raise DataError(f"no data at {uri}: no non-empty files")
+    if remote:
+        files = [f"s3://{name}" for name in files]
+    return files, storage_options
+
+
+def _infer_format(uri: str, files: list[str], wanted: str) -> tuple[str, list[str]]:
+    if wanted != "auto":
+        matching = [name for name in files if _format_of(name) == wanted]
+        if len(files) == 1:
+            return wanted, files  # one file: trust the stated format, whatever its name
+        if not matching:
+            raise DataError(f"no {wanted} files at {uri} (found e.g. {files[0].rsplit('/', 1)[-1]})")
+        return wanted, matching
+    formats = {_format_of(name) for name in files} - {None}
+    if not formats:
+        raise DataError(f"cannot infer the format of {uri}: no .parquet, .jsonl, .json or .csv files; set dataset.format")
+    if len(formats) > 1:
+        raise DataError(f"{uri} mixes formats ({', '.join(sorted(str(f) for f in formats))}); set dataset.format")
+    fmt = formats.pop()
+    assert fmt is not None
+    return fmt, [name for name in files if _format_of(name) == fmt]
+
+
+def _read_with_datasets(
+    files: list[str], fmt: str, storage_options: dict[str, Any] | None, label: str, **options: Any
+) -> pd.DataFrame:
+    """Read files with the `datasets` library into one pandas frame (a cache in a temp dir)."""
+    _offline()
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    if fmt == "csv" and all(name.lower().rstrip(".gz").endswith(".tsv") for name in files):
+        options.setdefault("sep", "\t")
+    kwargs: dict[str, Any] = dict(options)
+    if storage_options:
+        kwargs["storage_options"] = storage_options
+    with tempfile.TemporaryDirectory(prefix="recops-data-") as cache_dir:
+        try:
+            loaded = datasets.load_dataset(BUILDERS[fmt], data_files=files, split="train", cache_dir=cache_dir, **kwargs)
+            frame = loaded.to_pandas()
+        except Exception as error:  # pyarrow, datasets and fsspec raise many types for unreadable data
+            cause = error.__cause__ or error.__context__ or error
+            if isinstance(error, datasets.exceptions.DatasetGenerationError) and cause is not error:
+                error = cause  # type: ignore[assignment]
+            raise DataError(f"cannot read {label} as {fmt}: {type(error).__name__}: {one_line(error)}") from error
+    if isinstance(frame, list | tuple):  # to_pandas(batched) never happens here, but keep mypy honest
+        raise DataError(f"cannot read {label}")
+    return frame
+
+
+def _read_atomic(path: str) -> pd.DataFrame:
+    """A RecBole atomic file: tab-separated, headers typed as `name:type`."""
+    frame = _read_with_datasets([path], "csv", None, path, sep="\t", quoting=3, keep_default_na=False).astype(str)
+    frame.columns = [str(name).split(":", 1)[0] for name in frame.columns]
+    return frame
+
+
+def _movielens_frame() -> pd.DataFrame:
+    """ml-100k as shop events: users rate movies; no query, so groups are users."""
+    import pandas as pd
+
+    root = str(uris.builtin_path("movielens-100k"))
+    inter = _read_atomic(f"{root}/ml-100k.inter")
+    items = _read_atomic(f"{root}/ml-100k.item")
+    users = _read_atomic(f"{root}/ml-100k.user")
+    rating = pd.to_numeric(inter["rating"], errors="coerce")
+    genres = items["class"].str.split().str.join(", ")
+    items = pd.DataFrame(
+        {
+            "product_id": items["item_id"],
+            "movie_title": items["movie_title"],
+            "genre": genres,
+            "year": items["release_year"],
+            # The product text: the title with its year, then the genres.
+            "title": items["movie_title"] + " (" + items["release_year"] + ")"
+            + contracts.PRODUCT_TEXT_SEPARATOR + genres,
+        }
+    )
+    users = pd.DataFrame(
+        {
+            "user_id": users["user_id"],
+            "user_context": "age " + users["age"] + ", " + users["gender"] + ", " + users["occupation"],
+        }
+    )
+    frame = pd.DataFrame(
+        {
+            "user_id": inter["user_id"],
+            "product_id": inter["item_id"],
+            "rating": rating,
+            "event": rating.round().map(MOVIELENS_EVENTS),
+            "timestamp": pd.to_numeric(inter["timestamp"], errors="coerce"),
+        }
+    )
+    frame = frame.merge(items, on="product_id", how="left").merge(users, on="user_id", how="left")
+    return frame
+
+
+def _read_raw(dataset: DatasetSpec) -> pd.DataFrame:
+    if dataset.uri is None:
+        raise DataError("dataset.uri is not set")
+    uri = str(dataset.uri)
+    try:
+        parsed = uris.parse(uri)
+    except uris.UriError as error:
+        raise DataError(f"dataset.uri: {error}") from error
+    if parsed.scheme == "builtin":
+        if uri != uris.BUILTIN_MOVIELENS:
+            raise DataError(f"unknown builtin data set {uri}: the only one is {uris.BUILTIN_MOVIELENS}")
+        try:
+            return _movielens_frame()
+        except uris.UriError as error:
+            raise DataError(f"{uri}: {error} (pip install --no-deps recbole)") from error
+    files, storage_options = _list_files(uri)
+    fmt, files = _infer_format(uri, files, dataset.format)
+    return _read_with_datasets(files, fmt, storage_options, uri)
+
+
+def _merge_feedback(frame: pd.DataFrame, dataset: DatasetSpec) -> pd.DataFrame:
+    """Serving event-log rows -> one row per (request_id, product_id): the highest-graded event,
+    with the impression's text fields and time, so the default field mapping applies."""
+    import pandas as pd
+
+    fields = dataset.fields
+    if (
+        EVENT_LOG_TIMESTAMP in frame.columns
+        and fields.timestamp
+        and fields.timestamp not in frame.columns
+    ):
+        frame = frame.rename(columns={EVENT_LOG_TIMESTAMP: fields.timestamp})
+    event, product = fields.event, fields.product_id
+    if (
+        fields.label is not None
+        or event is None
+        or REQUEST_ID not in frame.columns
+        or event not in frame.columns
+        or product not in frame.columns
+    ):
+        return frame
+    has_request = frame[REQUEST_ID].notna()
+    loose, logged = frame[~has_request], frame[has_request]
+    if logged.empty:
+        return frame
+    keys = [REQUEST_ID, product]
+    grades = logged[event].map(dataset.event_grades).fillna(-1.0)
+    best = (
+        logged.assign(_grade=grades, _order=range(len(logged)))
+        .sort_values(["_grade", "_order"], ascending=[False, True], kind="stable")
+        .drop_duplicates(keys)[[*keys, event]]
+    )
+    is_impression = logged[event] == IMPRESSION
+    impressions = logged[is_impression].drop_duplicates(keys).drop(columns=[event])
+    # Feedback without an impression keeps its own (text-less) fields; cleaning drops it.
+    orphans = logged[~is_impression].drop_duplicates(keys).drop(columns=[event])
+    details = pd.concat([impressions, orphans], ignore_index=True).drop_duplicates(keys)
+    merged = best.merge(details, on=keys, how="left")
+    merged = merged[[name for name in frame.columns if name in merged.columns]]
+    return pd.concat([merged, loose], ignore_index=True) if len(loose) else merged.reset_index(drop=True)
+
+
+def load_frame(dataset: DatasetSpec) -> pd.DataFrame:
+    """The raw rows a DatasetSpec names, read with the `datasets` library. Serving event logs
+    (records with a request_id) come back as one row per shown item, its best event kept."""
+    return _merge_feedback(_read_raw(dataset), dataset)
+
+
+# --- cleaning -----------------------------------------------------------------------------
+def _text(series: pd.Series) -> pd.Series:
+    """Strings with whitespace collapsed; missing stays missing."""
+    import pandas as pd
+
+    as_text = series.astype("string")
+    as_text = as_text.str.replace(_WHITESPACE, " ", regex=True).str.strip()
+    return as_text.where(as_text.notna(), pd.NA)
+
+
+def _ids(series: pd.Series) -> pd.Series:
+    """IDs as strings; integral floats (CSV columns with gaps) lose their '.0'."""
+    import numpy as np
+    import pandas as pd
+
+    if pd.api.types.is_float_dtype(series):
+        values = series.to_numpy(dtype=float, na_value=np.nan)
+        integral = np.isfinite(values) & (np.floor(values) == values)
+        text = series.astype("string")
+        as_int = pd.Series(np.where(integral, values, 0).astype(np.int64), index=series.index).astype("string")
+        series = text.where(~integral, as_int)
+    out = _text(series)
+    return out.where(out != "", pd.NA)
+
+
+def _epoch_seconds(series: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(epoch seconds or NaN, mask of values that were given but cannot be a time)."""
+    import numpy as np
+    import pandas as pd
+
+    given = series.notna()
+    if pd.api.types.is_datetime64_any_dtype(series):
+        stamps = pd.to_datetime(series, utc=True)
+        seconds = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    elif pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        seconds = pd.to_numeric(series, errors="coerce").astype(float)
+        # Milliseconds since the epoch (JavaScript, Kafka) are read as such.
+        seconds = seconds.where(seconds.abs() < 1e11, seconds / 1000.0)
+    else:
+        numeric = pd.to_numeric(series, errors="coerce")
+        if numeric.notna().sum() == given.sum():
+            return _epoch_seconds(numeric)
+        stamps = pd.to_datetime(series.astype("string"), utc=True, errors="coerce", format="mixed")
+        seconds = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    seconds = seconds.astype(float)
+    impossible = given & (~np.isfinite(seconds.to_numpy(dtype=float, na_value=np.nan)) | (seconds < 0))
+    return seconds.where(~impossible, np.nan), impossible
+
+
+class _Cleaner:
+    """Applies steps to a frame, counting the rows each one drops."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self.steps: list[tuple[str, int]] = []
+
+    def drop(self, step: str, mask: pd.Series | np.ndarray) -> None:
+        import numpy as np
+
+        mask = np.asarray(mask, dtype=bool)
+        self.steps.append((step, int(mask.sum())))
+        if mask.any():
+            self.frame = self.frame[~mask]
+
+
+def _column(frame: pd.DataFrame, name: str | None) -> str | None:
+    """A mapped optional role's column, when the data has it."""
+    return name if name and name in frame.columns else None
+
+
+def _require(frame: pd.DataFrame, name: str, role: str) -> None:
+    if name not in frame.columns:
+        shown = ", ".join(map(str, list(frame.columns)[:12]))
+        more = ", ..." if len(frame.columns) > 12 else ""
+        raise DataError(f"column {name!r} ({role}) is not in the data; columns are: {shown}{more}")
+
+
+def _clean(
+    raw: pd.DataFrame, dataset: DatasetSpec, task: str, rows_read: int, salt: str
+) -> tuple[pd.DataFrame, list[tuple[str, int]], int]:
+    """Map columns to roles and clean. Returns the frame (with the split keys in `_key_*`
+    columns that hold clear IDs: callers drop them), the steps, and the pseudonymised users."""
+    import numpy as np
+    import pandas as pd
+
+    fields, cleaning = dataset.fields, dataset.cleaning
+    _require(raw, fields.product_id, "fields.productId")
+    for name in fields.product_text:
+        _require(raw, name, "fields.productText")
+    needs_target = task != "domain-pretrain"
+    label_col = fields.label
+    if label_col is not None:
+        _require(raw, label_col, "fields.label")
+    event_col = _column(raw, fields.event) if label_col is None else None
+    if needs_target and label_col is None and event_col is None:
+        raise DataError(
+            f"no label: column {fields.event!r} (fields.event) is not in the data and fields.label is not set"
+        )
+    query_col = _column(raw, fields.query)
+    user_col = _column(raw, fields.user)
+    context_col = _column(raw, fields.user_context)
+    time_col = _column(raw, fields.timestamp)
+    split_by: str = dataset.split.by
+    if split_by == "time" and time_col is None:
+        raise DataError(f"split.by is time but column {fields.timestamp!r} (fields.timestamp) is not in the data")
+
+    parts = [_text(raw[name]) for name in fields.product_text]
+    joined = pd.Series(
+        [
+            contracts.PRODUCT_TEXT_SEPARATOR.join(str(v) for v in row if v is not pd.NA and v == v and str(v))
+            for row in zip(*parts, strict=True)
+        ]
+        if len(parts) > 1
+        else parts[0].fillna(""),
+        index=raw.index,
+        dtype="string",
+    )
+    frame = pd.DataFrame(
+        {
+            "product_id": _ids(raw[fields.product_id]),
+            "product_text": joined,
+            "query": _text(raw[query_col]) if query_col else pd.Series(pd.NA, index=raw.index, dtype="string"),
+            "_user": _ids(raw[user_col]) if user_col else pd.Series(pd.NA, index=raw.index, dtype="string"),
+            "_context": _text(raw[context_col]) if context_col else pd.Series(pd.NA, index=raw.index, dtype="string"),
+        },
+        index=raw.index,
+    )
+    frame["query"] = frame["query"].where(frame["query"] != "", pd.NA)
+    if event_col:
+        frame["_event"] = _text(raw[event_col])
+    if label_col:
+        frame["_label_raw"] = raw[label_col]
+    if time_col:
+        frame["_time_raw"] = raw[time_col]
+    if REQUEST_ID in raw.columns:  # part of what makes an event the same event
+        frame["_request"] = _ids(raw[REQUEST_ID])
+    cleaner = _Cleaner(frame)
+
+    # 1. Rows missing a required field.
+    f = cleaner.frame
+    missing = f["product_id"].isna() | (f["product_text"] == "")
+    if event_col:
+        missing |= f["_event"].isna() | (f["_event"] == "")
+    if label_col:
+        missing |= f["_label_raw"].isna()
+    if split_by == "time":
+        missing |= f["_time_raw"].isna()
+    cleaner.drop("missing_fields", missing)
+
+    # 2. Exact duplicate events (the same row twice: retried log writes, double exports).
+    if cleaning.drop_duplicates:
+        f = cleaner.frame
+        cleaner.drop("duplicates", f.astype("string").duplicated(keep="first"))
+
+    # 3. Product text that is too short or absurdly long, and absurdly long queries.
+    f = cleaner.frame
+    lengths = f["product_text"].str.len()
+    too_long_context = f["query"].str.len().fillna(0) > cleaning.max_text_length
+    too_long_context |= f["_context"].str.len().fillna(0) > cleaning.max_text_length
+    cleaner.drop(
+        "outliers_text_length",
+        (lengths < max(cleaning.min_text_length, 1)) | (lengths > cleaning.max_text_length) | too_long_context,
+    )
+
+    # 4. Events the grade table does not know.
+    f = cleaner.frame
+    grades_known = {str(name): float(grade) for name, grade in dataset.event_grades.items()}
+    if event_col:
+        known = f["_event"].isin(list(grades_known))
+        if cleaning.drop_unknown_events:
+            cleaner.drop("unknown_events", ~known)
+
+    # 5. Impossible values: labels that are not finite non-negative numbers, times that are no times.
+    f = cleaner.frame
+    impossible = pd.Series(False, index=f.index)
+    if label_col:
+        label_values = pd.to_numeric(f["_label_raw"], errors="coerce").astype(float)
+        impossible |= ~np.isfinite(label_values.to_numpy(dtype=float, na_value=np.nan)) | (label_values < 0)
+    if time_col:
+        _, bad_time = _epoch_seconds(f["_time_raw"])
+        impossible |= bad_time
+    cleaner.drop("impossible_values", impossible)
+
+    f = cleaner.frame.copy()
+    if label_col:
+        f["grade"] = pd.to_numeric(f["_label_raw"], errors="coerce").astype(float)
+    elif event_col:
+        f["grade"] = f["_event"].map(grades_known).fillna(0.0).astype(float)
+    else:
+        f["grade"] = 0.0
+    f["timestamp"] = _epoch_seconds(f["_time_raw"])[0].astype(float) if time_col else np.nan
+
+    # 6. At most max_rows rows, the newest when the data is timed.
+    if dataset.max_rows is not None and len(f) > dataset.max_rows:
+        if time_col:
+            order = f["timestamp"].rank(method="first", ascending=False, na_option="bottom")
+            over = (order > dataset.max_rows).to_numpy()
+        else:
+            over = np.arange(len(f)) >= dataset.max_rows
+        cleaner.frame = f
+        cleaner.drop("max_rows", over)
+        f = cleaner.frame
+
+    if f.empty:
+        raise DataError(f"no rows left after cleaning ({rows_read} read; dropped: {_summary(cleaner.steps)})")
+
+    # Labels of the task.
+    if task in ("click-through", "embedding"):
+        f["label"] = (f["grade"] >= 1.0).astype(float)
+    else:
+        f["label"] = f["grade"].astype(float)
+    if needs_target and f["label"].nunique() < 2:
+        value = f["label"].iloc[0]
+        raise DataError(
+            f"the {task} label has a single class ({value:g} in all {len(f)} rows): nothing to learn"
+        )
+
+    # Pseudonymise: the clear ID stays only in `_key_user` (memory) for the split, then is dropped.
+    users = f["_user"]
+    distinct = users.dropna().unique()
+    if dataset.pseudonymisation.enabled:
+        mapping = {user: contracts.pseudonymise(str(user), salt) for user in distinct}
+        f["user"] = users.map(mapping).astype("string")
+        pseudonymised = len(mapping)
+    else:
+        f["user"] = users.astype("string")
+        pseudonymised = 0
+    f["context"] = [
+        contracts.context_text(q if isinstance(q, str) else None, c if isinstance(c, str) else None)
+        for q, c in zip(f["query"], f["_context"], strict=True)
+    ]
+    f["group"] = f["query"].fillna(f["user"]).fillna(f["context"]).astype(str)
+    # Split keys, independent of the salt so that the split is the same with any salt.
+    f["_key_group"] = ("q:" + f["query"]).fillna("u:" + users).fillna("c:" + f["context"]).astype(str)
+    f["_key_user"] = ("u:" + users).fillna(f["_key_group"]).astype(str)
+    return f, cleaner.steps, pseudonymised
+
+
+def _summary(steps: list[tuple[str, int]]) -> str:
+    return ", ".join(f"{name} {dropped}" for name, dropped in steps if dropped) or "nothing"
+
+
+# --- splitting ----------------------------------------------------------------------------
+def _hash_order(keys: pd.Series, seed: int) -> np.ndarray:
+    """A seeded order of distinct keys: the same keys and seed give the same order whatever the row order."""
+    import numpy as np
+
+    salt = f"{seed}\x00".encode()
+    return np.array([hashlib.sha256(salt + key.encode()).digest()[:8] for key in keys], dtype=object)
+
+
+def _split_groups(keys: pd.Series, fractions: tuple[float, float], seed: int, what: str) -> np.ndarray:
+    """Assign whole groups to splits (0 train, 1 validation, 2 test), about the wanted share of rows each."""
+    import numpy as np
+    import pandas as pd
+
+    val_fraction, test_fraction = fractions
+    sizes = keys.value_counts(sort=False)
+    if len(sizes) < 2:
+        raise DataError(f"split by {what} needs at least 2 distinct {what} values; the data has {len(sizes)}")
+    order_keys = _hash_order(pd.Series(sizes.index.astype(str)), seed)
+    ordered = sizes.iloc[np.argsort(order_keys, kind="stable")]
+    wanted_val = val_fraction > 0 and len(sizes) >= 3
+    total = int(ordered.sum())
+    cumulative = ordered.cumsum().to_numpy()
+    # Test takes groups until it holds its share (at least one group), then validation.
+    n_test = max(1, int(np.searchsorted(cumulative, test_fraction * total, side="left")) + 1)
+    n_test = min(n_test, len(sizes) - (2 if wanted_val else 1))
+    n_val = 0
+    if wanted_val:
+        reached = cumulative[n_test - 1]
+        n_val = max(1, int(np.searchsorted(cumulative, reached + val_fraction * total, side="left")) + 1 - n_test)
+        n_val = min(n_val, len(sizes) - n_test - 1)
+    assignment = np.zeros(len(ordered), dtype=np.int8)
+    assignment[:n_test] = 2
+    assignment[n_test : n_test + n_val] = 1
+    by_key = pd.Series(assignment, index=ordered.index)
+    result: np.ndarray = keys.map(by_key).to_numpy(dtype=np.int8)
+    return result
+
+
+def _split_time(frame: pd.DataFrame, fractions: tuple[float, float]) -> np.ndarray:
+    """The latest rows are test, the ones before validation (ties broken by the row's group key)."""
+    import numpy as np
+
+    val_fraction, test_fraction = fractions
+    n = len(frame)
+    if n < 2:
+        raise DataError(f"split by time needs at least 2 rows; the data has {n}")
+    order = np.lexsort((frame["_key_group"].to_numpy(dtype=str), frame["timestamp"].to_numpy(dtype=float)))
+    n_test = min(max(1, round(test_fraction * n)), n - 1)
+    n_val = min(round(val_fraction * n), n - n_test - 1)
+    assignment = np.zeros(n, dtype=np.int8)
+    assignment[order[n - n_test :]] = 2
+    if n_val > 0:
+        assignment[order[n - n_test - n_val : n - n_test]] = 1
+    return assignment
+
+
+def _split_random(n: int, fractions: tuple[float, float], seed: int) -> np.ndarray:
+    import numpy as np
+
+    val_fraction, test_fraction = fractions
+    if n < 2:
+        raise DataError(f"a random split needs at least 2 rows; the data has {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = min(max(1, round(test_fraction * n)), n - 1)
+    n_val = min(round(val_fraction * n), n - n_test - 1)
+    assignment = np.zeros(n, dtype=np.int8)
+    assignment[order[:n_test]] = 2
+    assignment[order[n_test : n_test + n_val]] = 1
+    return assignment
+
+
+def _fingerprint(frames: dict[str, pd.DataFrame], task: str) -> str:
+    """sha256 of the cleaned rows of each split in a canonical order. Users enter as the shape of
+    who-did-what (first-appearance codes), so the fingerprint does not depend on the salt."""
+    import pandas as pd
+
+    digest = hashlib.sha256(f"recops-data-v1\x00{task}\x00".encode())
+    content = ["context", "product_id", "product_text", "grade", "label", "timestamp"]
+    for name in SPLITS:
+        frame = frames[name]
+        canonical = frame.sort_values(content, kind="stable", na_position="last")
+        users, _ = pd.factorize(canonical["user"], use_na_sentinel=True)
+        table = canonical[content].assign(user=users)
+        digest.update(f"\x00{name}\x00{len(table)}\x00".encode())
+        digest.update(table.to_csv(index=False, float_format="%.9g").encode())
+    return digest.hexdigest()
+
+
+def prepare(dataset: DatasetSpec, task: str, *, salt: str | None = None, seed: int | None = None) -> PreparedData:
+    """Load, clean, pseudonymise and split the data of a FineTuneJob.
+
+    salt: the pseudonymisation salt; default RECOPS_PSEUDONYM_SALT, else a random one (pseudonyms
+    then differ per run, the split and the fingerprint do not). seed: default dataset.split.seed.
+    """
+    if task not in ("click-through", "relevance", "embedding", "domain-pretrain"):
+        raise DataError(f"unknown task {task!r}")
+    if salt is None:
+        salt = os.environ.get(contracts.ENV_PSEUDONYM_SALT) or secrets.token_hex(16)
+    seed = dataset.split.seed if seed is None else seed
+    raw = _read_raw(dataset)
+    rows_read = len(raw)
+    merged = _merge_feedback(raw, dataset)
+    steps: list[tuple[str, int]] = []
+    if len(merged) != rows_read:
+        steps.append(("feedback_merged", rows_read - len(merged)))
+    frame, cleaning_steps, pseudonymised = _clean(merged, dataset, task, rows_read, salt)
+    steps += cleaning_steps
+
+    fractions = (dataset.split.validation, dataset.split.test)
+    split_by: str = dataset.split.by
+    if split_by == "time":
+        assignment = _split_time(frame, fractions)
+    elif split_by == "random":
+        assignment = _split_random(len(frame), fractions, seed)
+    elif split_by == "user":
+        has_users = frame["user"].notna().any()
+        key = "_key_user" if has_users else "_key_group"
+        assignment = _split_groups(frame[key], fractions, seed, "user" if has_users else "group")
+        split_by = "user" if has_users else "group"
+    else:
+        has_queries = frame["query"].notna().any()
+        assignment = _split_groups(frame["_key_group"], fractions, seed, "query" if has_queries else "group")
+        split_by = "query" if has_queries else "group (user: the data has no query)"
+
+    output = frame[list(COLUMNS)].copy()
+    output["query"] = output["query"].astype(object).where(output["query"].notna(), None)
+    output["user"] = output["user"].astype(object).where(output["user"].notna(), None)
+    for name in ("group", "context", "product_id", "product_text"):
+        output[name] = output[name].astype(str)
+    frames = {
+        name: output[assignment == code].reset_index(drop=True) for code, name in enumerate(SPLITS)
+    }
+    report = CleaningReport(
+        rows_read=rows_read,
+        steps=steps,
+        rows_kept=len(output),
+        pseudonymised_users=pseudonymised,
+        split_by=split_by,
+        split_rows={name: len(frames[name]) for name in SPLITS},
+        split_groups={name: int(frames[name]["group"].nunique()) for name in SPLITS},
+    )
+    if task != "domain-pretrain" and frames["train"]["label"].nunique() < 2:
+        raise DataError(f"the train split's {task} label has a single class: nothing to learn")
+    max_grade = 1.0 if task in ("click-through", "embedding") else float(max(output["grade"].max(), 1.0))
+    if task not in ("click-through", "embedding") and dataset.fields.label is None and dataset.event_grades:
+        max_grade = float(max(max(dataset.event_grades.values()), 1))
+    return PreparedData(
+        train=frames["train"],
+        validation=frames["validation"],
+        test=frames["test"],
+        report=report,
+        fingerprint=_fingerprint(frames, task),
+        max_grade=max_grade,
+    )

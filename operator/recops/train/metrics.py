@@ -1,0 +1,160 @@
+"""Ranking and classification metrics, named as in the Contracts: auc, logloss, rmse, mrr,
+ndcg@K, recall@K.
+
+- auc, logloss and accuracy (threshold 0.5) judge scores as probabilities of the binary target `grade >= 1` (a click or
+  better: the click-through definition), over all rows.
+- rmse compares `scores * max_grade` with `label` (for click-through max_grade is 1 and the
+  label is 0/1; for relevance pass the unit scores and the data's max_grade, so rmse is in grades).
+- mrr, ndcg@K and recall@K rank the rows of each group (the query, else the user) by score and
+  average over the groups with at least one positive (grade >= 1). ndcg uses the grade as gain
+  (linear), recall@K is the share of a group's positives in its top K. Ties in the scores are
+  broken by a fixed pseudo-random order, never by the order of the rows (which could put the
+  positives first).
+
+A metric that the data cannot define (auc with one class, a ranking metric with no group that
+has a positive) is NaN.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+METRIC_PATTERN = re.compile(r"^(auc|logloss|rmse|mrr|loss|accuracy|(ndcg|recall)@([1-9][0-9]*))$")
+POSITIVE_GRADE = 1.0
+_EPSILON = 1e-7
+
+
+def parse_metric(name: str) -> tuple[str, int | None]:
+    """("ndcg", 10) for "ndcg@10"; ("auc", None) for "auc"; ValueError for unknown names."""
+    match = METRIC_PATTERN.match(name)
+    if not match:
+        raise ValueError(f"unknown metric {name!r}: use auc, logloss, accuracy, rmse, mrr, ndcg@K or recall@K")
+    if match.group(2):
+        return match.group(2), int(match.group(3))
+    return match.group(1), None
+
+
+def auc(target: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U, ties counted half)."""
+    import numpy as np
+    import pandas as pd
+
+    target = np.asarray(target, dtype=bool)
+    positives = int(target.sum())
+    negatives = len(target) - positives
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    ranks = pd.Series(np.asarray(scores, dtype=float)).rank(method="average").to_numpy()
+    rank_sum = float(ranks[target].sum())
+    return (rank_sum - positives * (positives + 1) / 2.0) / (positives * negatives)
+
+
+def logloss(target: np.ndarray, probabilities: np.ndarray) -> float:
+    import numpy as np
+
+    if len(target) == 0:
+        return float("nan")
+    y = np.asarray(target, dtype=float)
+    p = np.clip(np.asarray(probabilities, dtype=float), _EPSILON, 1.0 - _EPSILON)
+    return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log(1.0 - p)))
+
+
+def rmse(labels: np.ndarray, predictions: np.ndarray) -> float:
+    import numpy as np
+
+    if len(labels) == 0:
+        return float("nan")
+    diff = np.asarray(predictions, dtype=float) - np.asarray(labels, dtype=float)
+    return float(np.sqrt(np.mean(diff * diff)))
+
+
+def _ranked(frame: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
+    """Rows sorted by group then score (descending), with their 1-based rank in the group."""
+    import numpy as np
+    import pandas as pd
+
+    # Fixed tie-break: a permutation that does not depend on the data's order or content.
+    tie_break = np.random.default_rng(0).permutation(len(frame))
+    table = pd.DataFrame(
+        {
+            "group": pd.factorize(frame["group"].astype(str))[0],
+            "score": np.asarray(scores, dtype=float),
+            "grade": frame["grade"].to_numpy(dtype=float),
+            "tie": tie_break,
+        }
+    )
+    order = np.lexsort((table["tie"].to_numpy(), -table["score"].to_numpy(), table["group"].to_numpy()))
+    table = table.iloc[order].reset_index(drop=True)
+    table["rank"] = table.groupby("group", sort=False).cumcount() + 1
+    return table
+
+
+def _ranking(kind: str, k: int | None, table: pd.DataFrame) -> float:
+    import numpy as np
+
+    relevant = table["grade"] >= POSITIVE_GRADE
+    positives = relevant.groupby(table["group"], sort=False).sum()
+    judged = positives[positives > 0].index
+    if len(judged) == 0:
+        return float("nan")
+    if kind == "mrr":
+        first = table.loc[relevant, ["group", "rank"]].groupby("group", sort=False)["rank"].min()
+        return float((1.0 / first.reindex(judged)).mean())
+    assert k is not None
+    top = table["rank"] <= k
+    if kind == "recall":
+        hits = (relevant & top).groupby(table["group"], sort=False).sum()
+        return float((hits.reindex(judged) / positives.reindex(judged)).mean())
+    # ndcg@k with linear gain = grade.
+    gains = table["grade"].clip(lower=0.0)
+    discount = 1.0 / np.log2(table["rank"].to_numpy(dtype=float) + 1.0)
+    dcg = (gains * discount).where(top, 0.0).groupby(table["group"], sort=False).sum()
+    ideal_sorted = table[["group", "grade"]].assign(grade=gains).sort_values(
+        ["group", "grade"], ascending=[True, False], kind="stable"
+    )
+    ideal_rank = ideal_sorted.groupby("group", sort=False).cumcount().to_numpy() + 1
+    ideal_gain = ideal_sorted["grade"].to_numpy() / np.log2(ideal_rank + 1.0)
+    ideal_gain[ideal_rank > k] = 0.0
+    idcg = ideal_sorted.assign(g=ideal_gain).groupby("group", sort=False)["g"].sum()
+    return float((dcg.reindex(judged) / idcg.reindex(judged)).mean())
+
+
+def compute_metrics(
+    names: list[str], frame: pd.DataFrame, scores: np.ndarray, *, max_grade: float = 1.0
+) -> dict[str, float]:
+    """The named metrics of `scores` (one per row of `frame`, which has group, label and grade).
+
+    scores are probabilities in [0, 1] for auc and logloss; see the module docstring for the rest.
+    "loss" is the trainer's own and is skipped here.
+    """
+    import numpy as np
+
+    scores = np.asarray(scores, dtype=float)
+    if len(scores) != len(frame):
+        raise ValueError(f"{len(scores)} scores for {len(frame)} rows")
+    grades = frame["grade"].to_numpy(dtype=float)
+    target = grades >= POSITIVE_GRADE
+    table: pd.DataFrame | None = None
+    results: dict[str, float] = {}
+    for name in names:
+        kind, k = parse_metric(name)
+        if kind == "loss":
+            continue
+        if kind == "auc":
+            results[name] = auc(target, scores)
+        elif kind == "accuracy":
+            results[name] = float(np.mean((scores >= 0.5) == target)) if len(target) else float("nan")
+        elif kind == "logloss":
+            results[name] = logloss(target, scores)
+        elif kind == "rmse":
+            results[name] = rmse(frame["label"].to_numpy(dtype=float), scores * max_grade)
+        else:
+            if table is None:
+                table = _ranked(frame, scores)
+            results[name] = _ranking(kind, k, table)
+    return results
