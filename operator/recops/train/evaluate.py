@@ -26,7 +26,7 @@ from recops.train.trainer import EMBEDDING_SCALE, mean_pool, positive_pairs, pro
 log = logging.getLogger("recops.train")
 
 # Metrics recops computes itself; the rest come from recops.train.metrics.compute_metrics.
-OWN_METRICS = ("loss", "accuracy")
+OWN_METRICS = ("loss",)
 EVAL_BATCH = 64
 _EPS = 1e-7
 
@@ -104,13 +104,16 @@ def embed(loaded: LoadedModel, texts: list[str]) -> torch.Tensor:
 
 
 def score(loaded: LoadedModel, frame: Any) -> np.ndarray:
-    """One score per row, in row order: probability (sigmoid), predicted grade (grade) or cosine."""
+    """One score per row, in row order: a probability (sigmoid), the predicted grade / maxGrade (grade; not
+    clamped, so rmse sees the raw prediction) or the cosine similarity."""
     contexts = frame["context"].astype(str).tolist()
     products = frame["product_text"].astype(str).tolist()
     if loaded.manifest.architecture == "cross-encoder":
         raw = cross_encoder_logits(loaded, contexts, products)
         if loaded.manifest.score_transform == "sigmoid":
             return 1.0 / (1.0 + np.exp(-np.clip(raw, -60, 60)))
+        if loaded.manifest.score_transform == "grade":
+            return raw / max(loaded.manifest.max_grade, 1e-9)
         return raw
     unique_contexts, context_index = np.unique(np.array(contexts, dtype=object), return_inverse=True)
     unique_products, product_index = np.unique(np.array(products, dtype=object), return_inverse=True)
@@ -165,15 +168,14 @@ def masked_lm_loss(directory: Path, frame: Any, max_length: int, seed: int = 0) 
 
 
 def own_metric(name: str, loaded: LoadedModel, frame: Any, scores: np.ndarray, batch_size: int) -> float | None:
+    """loss: the task's own training objective on the split."""
     labels = frame["label"].astype(float).to_numpy()
-    if name == "accuracy":
-        return float(np.mean((scores >= 0.5) == (labels > 0)))
-    # loss: the task's own objective on the test split
     if loaded.task == "click-through":
         p = np.clip(scores, _EPS, 1 - _EPS)
         return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
     if loaded.task == "relevance":
-        return float(np.mean((scores - frame["grade"].astype(float).to_numpy()) ** 2))
+        predicted = scores * loaded.manifest.max_grade
+        return float(np.mean((predicted - frame["grade"].astype(float).to_numpy()) ** 2))
     if loaded.task == "embedding":
         return in_batch_loss(loaded, frame, batch_size)
     return masked_lm_loss(loaded.directory, frame, loaded.manifest.max_length)
@@ -197,7 +199,7 @@ def evaluate(loaded: LoadedModel, frame: Any, names: list[str], batch_size: int 
     metrics: dict[str, float] = {}
     shared = [n for n in applicable if n not in OWN_METRICS]
     if shared:
-        metrics.update({k: float(v) for k, v in compute_metrics(shared, frame, scores).items()})
+        metrics.update({k: float(v) for k, v in compute_metrics(shared, frame, scores, max_grade=loaded.manifest.max_grade).items()})
     for name in applicable:
         if name in OWN_METRICS:
             value = own_metric(name, loaded, frame, scores, batch_size)

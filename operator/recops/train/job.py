@@ -30,13 +30,13 @@ DEFAULT_NAMESPACE = "default"
 _VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 
 # Which metrics a task's scores can support. Ranking metrics and auc need only an order;
-# logloss and accuracy need probabilities (click-through); rmse needs predicted grades (relevance).
+# logloss and accuracy need probabilities (click-through); rmse needs predicted labels or grades.
 RANKING_PREFIXES = ("ndcg@", "recall@")
 LOWER_IS_BETTER = {"logloss", "rmse", "loss"}
 TASK_ONLY_METRICS = {
     "logloss": ("click-through",),
     "accuracy": ("click-through",),
-    "rmse": ("relevance",),
+    "rmse": ("click-through", "relevance"),
 }
 
 
@@ -141,7 +141,7 @@ def metric_applies(metric: str, task: str) -> str | None:
     """None when `metric` makes sense for `task`'s scores, else why not."""
     tasks = TASK_ONLY_METRICS.get(metric)
     if tasks is not None and task not in tasks:
-        needs = "probabilities" if metric in ("logloss", "accuracy") else "predicted grades"
+        needs = "probabilities" if metric in ("logloss", "accuracy") else "predicted labels or grades"
         return f"{metric} needs {needs}, which only {' and '.join(tasks)} models give"
     return None
 

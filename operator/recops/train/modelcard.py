@@ -88,9 +88,20 @@ def metrics_table(inputs: CardInputs) -> str:
     return "\n".join(lines)
 
 
+def describe_gate(gate: dict[str, Any]) -> str:
+    bounds = []
+    if gate.get("minimum") is not None:
+        bounds.append(f"{gate['metric']} >= {gate['minimum']:g}")
+    if gate.get("maximum") is not None:
+        bounds.append(f"{gate['metric']} <= {gate['maximum']:g}")
+    if gate.get("beatCurrent"):
+        bounds.append("better than the model serving now")
+    return " and ".join(bounds)
+
+
 def render(inputs: CardInputs) -> str:
-    gate = "no gate: every complete model may be deployed" if inputs.gate is None else (
-        f"**{'passed' if inputs.gate_passed else 'failed'}** — `{inputs.gate}`")
+    gate = "No gate: every complete model may be deployed." if inputs.gate is None else (
+        f"**{'passed' if inputs.gate_passed else 'failed'}**: {describe_gate(inputs.gate)}")
     splits = ", ".join(f"{k}: {v}" for k, v in inputs.split_sizes.items())
     training = ", ".join(f"{k}: {v}" for k, v in inputs.training.items() if v is not None)
     parts = [

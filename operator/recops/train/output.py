@@ -49,6 +49,7 @@ def publish(stage: Path, model_uri: str) -> None:
     if not (stage / MODEL_MANIFEST).exists():
         raise OutputError(f"internal: {stage} has no {MODEL_MANIFEST}")
     ensure_not_complete(model_uri)  # someone may have finished the same version meanwhile
+    _readable(stage)
     local = uris.local_path(model_uri)
     if local is not None:
         final = Path(local)
@@ -66,6 +67,14 @@ def publish(stage: Path, model_uri: str) -> None:
         fs.put_file(str(file), f"{path}/{file.relative_to(stage).as_posix()}")
     fs.put_file(str(stage / MODEL_MANIFEST), f"{path}/{MODEL_MANIFEST}")
     shutil.rmtree(stage, ignore_errors=True)
+
+
+def _readable(stage: Path) -> None:
+    """Files readable by every user (transformers writes weights 0600): the server may run as another user."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [stage, *stage.rglob("*")]:
+        path.chmod((0o755 if path.is_dir() else 0o644) & ~umask | (0o700 if path.is_dir() else 0o600))
 
 
 def has_weights(directory: Path) -> bool:

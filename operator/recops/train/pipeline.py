@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -15,7 +14,7 @@ from typing import Any
 
 import recops
 from recops import uris
-from recops.api.contracts import ENV_PSEUDONYM_SALT, MODEL_MANIFEST, ModelManifest, TerminationMessage
+from recops.api.contracts import MODEL_MANIFEST, ModelManifest, TerminationMessage
 from recops.train import output
 from recops.train.job import Job, planned_metrics, spec_digest
 from recops.train.progress import StatusReporter
@@ -36,16 +35,6 @@ def _versions(lora: bool) -> dict[str, str]:
 
         versions["peft"] = peft.__version__
     return versions
-
-
-def _salt(world_size: int, spec_hash: str) -> str | None:
-    """The pseudonymisation salt: the Secret's, else (under torchrun) one shared by the ranks of this run,
-    so that every rank splits the data the same way; else None (the data module draws a random one)."""
-    salt = os.environ.get(ENV_PSEUDONYM_SALT)
-    if salt or world_size <= 1:
-        return salt or None
-    run_id = os.environ.get("TORCHELASTIC_RUN_ID") or f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
-    return hashlib.sha256(f"{run_id}/{spec_hash}".encode()).hexdigest()
 
 
 def _remove_stale_stages(model_uri: str) -> None:
@@ -80,7 +69,7 @@ def run(job: Job) -> TerminationMessage | None:
         from recops.train.data import prepare
 
         digest = spec_digest(spec)
-        data = prepare(spec.dataset, spec.task, salt=_salt(dist.world_size, digest))
+        data = prepare(spec.dataset, spec.task)  # the split and fingerprint never depend on the salt
         sizes = {"train": len(data.train), "validation": len(data.validation), "test": len(data.test)}
         if dist.is_main:
             log.info("data: %s rows read, %s kept; split %s; fingerprint %s", data.report.rows_read,

@@ -32,6 +32,7 @@ from transformers import (
     AutoTokenizer,
     DataCollatorForLanguageModeling,
     PreTrainedTokenizerBase,
+    PrinterCallback,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -43,7 +44,9 @@ from recops.train.job import JobError
 from recops.train.progress import Progress, StatusReporter, progress_line
 
 log = logging.getLogger("recops.train")
-transformers.logging.set_verbosity_error()  # our own log lines say what happens; keep library chatter out
+# Our own log lines say what happens; keep library chatter and progress bars out of the pod log.
+transformers.logging.set_verbosity_error()
+transformers.logging.disable_progress_bar()
 
 # task -> (architecture, scoreTransform) of ModelManifest
 TASK_ARCHITECTURE = {
@@ -55,7 +58,7 @@ TASK_ARCHITECTURE = {
 EMBEDDING_SCALE = 20.0  # 1 / temperature of the in-batch softmax (as sentence-transformers' MNRL)
 CHECKPOINTS_PER_RUN = 10
 EVALUATIONS_PER_RUN = 4
-LOG_LINES_PER_RUN = 50
+LOG_LINES_PER_RUN = 40
 RUN_MARKER = "recops-run.json"  # which job and data the checkpoints belong to
 CHECKPOINT_STATE = "trainer_state.json"  # written last into a checkpoint: its presence marks it usable
 ENV_CHECKPOINT_STEPS = "RECOPS_CHECKPOINT_STEPS"  # override how often to checkpoint
@@ -446,6 +449,7 @@ def train(
         callbacks=[callback],
         recops_task=task,
     )
+    trainer.remove_callback(PrinterCallback)  # it prints raw dicts; ProgressCallback writes readable lines
     if resume is not None and dist.is_main:
         state = json.loads((resume / CHECKPOINT_STATE).read_text())
         log.info("resuming from checkpoint %s (step %s of %s)", resume, state.get("global_step"), state.get("max_steps"))
