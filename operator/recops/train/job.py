@@ -40,6 +40,29 @@ TASK_ONLY_METRICS = {
 }
 
 
+# task -> (architecture, scoreTransform) of ModelManifest
+TASK_ARCHITECTURE = {
+    "click-through": ("cross-encoder", "sigmoid"),
+    "relevance": ("cross-encoder", "grade"),
+    "embedding": ("bi-encoder", "cosine"),
+    "domain-pretrain": ("masked-lm", "cosine"),
+}
+@dataclass
+class Distributed:
+    rank: int
+    local_rank: int
+    world_size: int
+
+    @classmethod
+    def from_environment(cls) -> Distributed:
+        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")),
+                   int(os.environ.get("WORLD_SIZE", "1")))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
 @dataclass(frozen=True)
 class Job:
     spec: FineTuneJobSpec
@@ -76,6 +99,8 @@ def parse_config(document: dict[str, Any]) -> tuple[FineTuneJobSpec, dict[str, A
     """(spec, metadata) from a FineTuneJob manifest or its bare spec."""
     try:
         if "apiVersion" in document or "kind" in document:
+            if document.get("kind") != "FineTuneJob":
+                raise JobError(f"config is a {document.get('kind') or 'manifest without kind'}, not a FineTuneJob")
             manifest = validate_manifest(document)
             if not isinstance(manifest, FineTuneJob):
                 raise JobError(f"config is a {document.get('kind')}, not a FineTuneJob")

@@ -16,7 +16,7 @@ import recops
 from recops import uris
 from recops.api.contracts import MODEL_MANIFEST, ModelManifest, TerminationMessage
 from recops.train import output
-from recops.train.job import Job, planned_metrics, spec_digest
+from recops.train.job import TASK_ARCHITECTURE, Distributed, Job, planned_metrics, spec_digest
 from recops.train.progress import StatusReporter
 
 log = logging.getLogger("recops.train")
@@ -49,8 +49,6 @@ def _remove_stale_stages(model_uri: str) -> None:
 
 def run(job: Job) -> TerminationMessage | None:
     """Train and write the model. Returns the termination message on the main process, None elsewhere."""
-    from recops.train.trainer import TASK_ARCHITECTURE, Distributed, train
-
     dist = Distributed.from_environment()
     spec = job.spec
     scratch = Path(tempfile.mkdtemp(prefix="recops-train-"))
@@ -83,6 +81,8 @@ def run(job: Job) -> TerminationMessage | None:
             stage.mkdir(parents=True)
             reporter = StatusReporter.from_environment()
         run_key = {"specDigest": digest, "dataFingerprint": data.fingerprint, "worldSize": dist.world_size}
+        from recops.train.trainer import train  # torch and transformers: only once the inputs are known good
+
         result = train(spec, data, base_dir, checkpoints, stage, run_key, reporter)
         if not dist.is_main or stage is None:
             return None

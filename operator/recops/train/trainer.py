@@ -40,7 +40,7 @@ from transformers import (
 )
 
 from recops.api.finetunejob import FineTuneJobSpec, LoraSpec
-from recops.train.job import JobError
+from recops.train.job import TASK_ARCHITECTURE, Distributed, JobError
 from recops.train.progress import Progress, StatusReporter, progress_line
 
 log = logging.getLogger("recops.train")
@@ -48,13 +48,6 @@ log = logging.getLogger("recops.train")
 transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()
 
-# task -> (architecture, scoreTransform) of ModelManifest
-TASK_ARCHITECTURE = {
-    "click-through": ("cross-encoder", "sigmoid"),
-    "relevance": ("cross-encoder", "grade"),
-    "embedding": ("bi-encoder", "cosine"),
-    "domain-pretrain": ("masked-lm", "cosine"),
-}
 EMBEDDING_SCALE = 20.0  # 1 / temperature of the in-batch softmax (as sentence-transformers' MNRL)
 CHECKPOINTS_PER_RUN = 10
 EVALUATIONS_PER_RUN = 4
@@ -62,22 +55,6 @@ LOG_LINES_PER_RUN = 40
 RUN_MARKER = "recops-run.json"  # which job and data the checkpoints belong to
 CHECKPOINT_STATE = "trainer_state.json"  # written last into a checkpoint: its presence marks it usable
 ENV_CHECKPOINT_STEPS = "RECOPS_CHECKPOINT_STEPS"  # override how often to checkpoint
-
-
-@dataclass
-class Distributed:
-    rank: int
-    local_rank: int
-    world_size: int
-
-    @classmethod
-    def from_environment(cls) -> Distributed:
-        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")),
-                   int(os.environ.get("WORLD_SIZE", "1")))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
 
 
 @dataclass
