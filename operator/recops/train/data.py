@@ -5,6 +5,17 @@ roles, cleans it step by step (each step counted in a `CleaningReport`), replace
 salted pseudonyms, and splits it into train, validation and test so that no group (query or
 user) straddles two splits. The clear user IDs live only in memory while the split is assigned;
 they never reach the returned frames or the report.
+
+Cleaning steps, in order (a step switched off in `dataset.cleaning` is not listed):
+  duplicates            rows equal in every column (retried log writes, double exports)
+  feedback_merged       event logs only: feedback rows merged into their impression
+  missing_fields        no product id, no product text, no event (or label); no time when split by time
+  outliers_text_length  product text shorter than minTextLength or longer than maxTextLength; a
+                        query or user context longer than maxTextLength
+  unknown_events        events missing from eventGrades (kept with grade 0 when dropUnknownEvents is off)
+  impossible_values     labels that are not finite non-negative numbers; times that cannot be parsed
+                        or lie before 1970
+  max_rows              rows beyond dataset.maxRows (the oldest go first when the data is timed)
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ if TYPE_CHECKING:
 # Columns of every prepared frame, in this order.
 COLUMNS = ("group", "context", "query", "user", "product_id", "product_text", "grade", "label", "timestamp")
 SPLITS = ("train", "validation", "test")
+TASKS = ("click-through", "relevance", "embedding", "domain-pretrain")
 # The request id of the serving event log: feedback rows join their impression on it.
 REQUEST_ID = "request_id"
 EVENT_LOG_TIMESTAMP = "ts"
@@ -182,6 +194,40 @@ def _infer_format(uri: str, files: list[str], wanted: str) -> tuple[str, list[st
     return fmt, [name for name in files if _format_of(name) == fmt]
 
 
+def _fetch(urls: list[str], storage_options: dict[str, Any], into: str, label: str) -> list[str]:
+    """Copy remote (s3://) files into a local folder. `datasets` runs offline (nothing may be
+    downloaded from a hub), and its offline mode refuses every remote URL, so the files come
+    through fsspec, with the AWS_* credentials of the Contracts, and datasets reads them locally."""
+    import fsspec
+
+    fs = fsspec.filesystem("s3", **storage_options)
+    local = []
+    for index, url in enumerate(urls):
+        # Keep the name (its extension tells the format); the index keeps partitions apart.
+        target = f"{into}/{index:06d}-{url.rsplit('/', 1)[-1]}"
+        try:
+            fs.get(url.removeprefix("s3://"), target)
+        except Exception as error:  # botocore and s3fs raise many types
+            raise DataError(f"cannot read {label}: {type(error).__name__}: {one_line(error)}") from error
+        local.append(target)
+    return local
+
+
+def _union_columns(files: list[str], fmt: str, sep: str) -> list[str]:
+    """Every column of any of the (local) files, in order of first appearance."""
+    import pandas as pd
+    import pyarrow.json
+
+    columns: dict[str, None] = {}
+    for path in files:
+        if fmt == "csv":
+            names = list(pd.read_csv(path, nrows=0, sep=sep, compression="infer").columns)
+        else:
+            names = pyarrow.json.read_json(path).column_names
+        columns.update(dict.fromkeys(map(str, names)))
+    return list(columns)
+
+
 def _read_with_datasets(
     files: list[str], fmt: str, storage_options: dict[str, Any] | None, label: str, **options: Any
 ) -> pd.DataFrame:
@@ -191,14 +237,31 @@ def _read_with_datasets(
 
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
-    if fmt == "csv" and all(name.lower().rstrip(".gz").endswith(".tsv") for name in files):
+    if fmt == "csv" and all(name.lower().removesuffix(".gz").endswith(".tsv") for name in files):
         options.setdefault("sep", "\t")
-    kwargs: dict[str, Any] = dict(options)
-    if storage_options:
-        kwargs["storage_options"] = storage_options
     with tempfile.TemporaryDirectory(prefix="recops-data-") as cache_dir:
+        if storage_options is not None:
+            files = _fetch(files, storage_options, f"{cache_dir}/files", label)
         try:
-            loaded = datasets.load_dataset(BUILDERS[fmt], data_files=files, split="train", cache_dir=cache_dir, **kwargs)
+            try:
+                loaded = datasets.load_dataset(
+                    BUILDERS[fmt], data_files=files, split="train", cache_dir=f"{cache_dir}/cache", **options
+                )
+            except Exception:
+                if len(files) < 2 or fmt == "parquet":
+                    raise
+                # Partitions whose columns differ (an hour of the event log with only feedback has
+                # no title column): read every column of every file as text; cleaning types them.
+                columns = _union_columns(files, fmt, options.get("sep", ","))
+                features = datasets.Features({name: datasets.Value("string") for name in columns})
+                loaded = datasets.load_dataset(
+                    BUILDERS[fmt],
+                    data_files=files,
+                    split="train",
+                    cache_dir=f"{cache_dir}/cache-text",
+                    features=features,
+                    **options,
+                )
             frame = loaded.to_pandas()
         except Exception as error:  # pyarrow, datasets and fsspec raise many types for unreadable data
             cause = error.__cause__ or error.__context__ or error
@@ -277,6 +340,25 @@ def _read_raw(dataset: DatasetSpec) -> pd.DataFrame:
     return _read_with_datasets(files, fmt, storage_options, uri)
 
 
+def _is_event_log(frame: pd.DataFrame, dataset: DatasetSpec) -> bool:
+    """Rows that are events of ranked responses (a request_id): feedback joins its impression."""
+    fields = dataset.fields
+    return (
+        fields.label is None
+        and fields.event is not None
+        and REQUEST_ID in frame.columns
+        and fields.event in frame.columns
+        and fields.product_id in frame.columns
+    )
+
+
+def _duplicated(frame: pd.DataFrame) -> pd.Series:
+    """Rows equal to an earlier row in every column (compared by a 64-bit hash of the row)."""
+    import pandas as pd
+
+    return pd.util.hash_pandas_object(frame, index=False).duplicated(keep="first")
+
+
 def _merge_feedback(frame: pd.DataFrame, dataset: DatasetSpec) -> pd.DataFrame:
     """Serving event-log rows -> one row per (request_id, product_id): the highest-graded event,
     with the impression's text fields and time, so the default field mapping applies."""
@@ -290,13 +372,7 @@ def _merge_feedback(frame: pd.DataFrame, dataset: DatasetSpec) -> pd.DataFrame:
     ):
         frame = frame.rename(columns={EVENT_LOG_TIMESTAMP: fields.timestamp})
     event, product = fields.event, fields.product_id
-    if (
-        fields.label is not None
-        or event is None
-        or REQUEST_ID not in frame.columns
-        or event not in frame.columns
-        or product not in frame.columns
-    ):
+    if not _is_event_log(frame, dataset) or event is None:
         return frame
     has_request = frame[REQUEST_ID].notna()
     loose, logged = frame[~has_request], frame[has_request]
@@ -328,11 +404,16 @@ def load_frame(dataset: DatasetSpec) -> pd.DataFrame:
 # --- cleaning -----------------------------------------------------------------------------
 def _text(series: pd.Series) -> pd.Series:
     """Strings with whitespace collapsed; missing stays missing."""
+    import numpy as np
     import pandas as pd
 
-    as_text = series.astype("string")
-    as_text = as_text.str.replace(_WHITESPACE, " ", regex=True).str.strip()
-    return as_text.where(as_text.notna(), pd.NA)
+    # Clean each distinct value once: shop logs repeat the same titles and queries a lot.
+    codes, distinct = pd.factorize(series, use_na_sentinel=True)
+    cleaned = pd.Series(distinct, dtype=object).astype("string")
+    cleaned = cleaned.str.replace(_WHITESPACE, " ", regex=True).str.strip()
+    values = cleaned.to_numpy(dtype=object, na_value=pd.NA)
+    out = np.where(codes >= 0, values[np.maximum(codes, 0)] if len(values) else pd.NA, pd.NA)
+    return pd.Series(out, index=series.index, dtype="string")
 
 
 def _ids(series: pd.Series) -> pd.Series:
@@ -364,11 +445,15 @@ def _epoch_seconds(series: pd.Series) -> tuple[pd.Series, pd.Series]:
         # Milliseconds since the epoch (JavaScript, Kafka) are read as such.
         seconds = seconds.where(seconds.abs() < 1e11, seconds / 1000.0)
     else:
+        # Text or mixed objects: numbers are epoch (milli)seconds, the rest dates in any ISO-like shape.
         numeric = pd.to_numeric(series, errors="coerce")
-        if numeric.notna().sum() == given.sum():
-            return _epoch_seconds(numeric)
-        stamps = pd.to_datetime(series.astype("string"), utc=True, errors="coerce", format="mixed")
-        seconds = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+        from_numbers, _ = _epoch_seconds(numeric.astype(float))
+        text = series.astype("string").where(numeric.isna(), pd.NA)
+        stamps = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")  # the fast, usual case
+        retry = stamps.isna() & text.notna()
+        if retry.any():
+            stamps = stamps.where(~retry, pd.to_datetime(text[retry], utc=True, errors="coerce", format="mixed"))
+        seconds = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().fillna(from_numbers)
     seconds = seconds.astype(float)
     impossible = given & (~np.isfinite(seconds.to_numpy(dtype=float, na_value=np.nan)) | (seconds < 0))
     return seconds.where(~impossible, np.nan), impossible
@@ -431,17 +516,12 @@ def _clean(
     if split_by == "time" and time_col is None:
         raise DataError(f"split.by is time but column {fields.timestamp!r} (fields.timestamp) is not in the data")
 
-    parts = [_text(raw[name]) for name in fields.product_text]
-    joined = pd.Series(
-        [
-            contracts.PRODUCT_TEXT_SEPARATOR.join(str(v) for v in row if v is not pd.NA and v == v and str(v))
-            for row in zip(*parts, strict=True)
-        ]
-        if len(parts) > 1
-        else parts[0].fillna(""),
-        index=raw.index,
-        dtype="string",
-    )
+    # Text fields joined in order; empty ones are skipped, not joined as blanks.
+    joined = pd.Series("", index=raw.index, dtype="string")
+    for name in fields.product_text:
+        part = _text(raw[name]).fillna("")
+        prefix = joined.where(joined == "", joined + contracts.PRODUCT_TEXT_SEPARATOR)
+        joined = joined.where(part == "", prefix + part)
     frame = pd.DataFrame(
         {
             "product_id": _ids(raw[fields.product_id]),
@@ -459,8 +539,6 @@ def _clean(
         frame["_label_raw"] = raw[label_col]
     if time_col:
         frame["_time_raw"] = raw[time_col]
-    if REQUEST_ID in raw.columns:  # part of what makes an event the same event
-        frame["_request"] = _ids(raw[REQUEST_ID])
     cleaner = _Cleaner(frame)
 
     # 1. Rows missing a required field.
@@ -474,12 +552,7 @@ def _clean(
         missing |= f["_time_raw"].isna()
     cleaner.drop("missing_fields", missing)
 
-    # 2. Exact duplicate events (the same row twice: retried log writes, double exports).
-    if cleaning.drop_duplicates:
-        f = cleaner.frame
-        cleaner.drop("duplicates", f.astype("string").duplicated(keep="first"))
-
-    # 3. Product text that is too short or absurdly long, and absurdly long queries.
+    # 2. Product text that is too short or absurdly long, and absurdly long queries.
     f = cleaner.frame
     lengths = f["product_text"].str.len()
     too_long_context = f["query"].str.len().fillna(0) > cleaning.max_text_length
@@ -489,7 +562,7 @@ def _clean(
         (lengths < max(cleaning.min_text_length, 1)) | (lengths > cleaning.max_text_length) | too_long_context,
     )
 
-    # 4. Events the grade table does not know.
+    # 3. Events the grade table does not know.
     f = cleaner.frame
     grades_known = {str(name): float(grade) for name, grade in dataset.event_grades.items()}
     if event_col:
@@ -497,7 +570,7 @@ def _clean(
         if cleaning.drop_unknown_events:
             cleaner.drop("unknown_events", ~known)
 
-    # 5. Impossible values: labels that are not finite non-negative numbers, times that are no times.
+    # 4. Impossible values: labels that are not finite non-negative numbers, times that are no times.
     f = cleaner.frame
     impossible = pd.Series(False, index=f.index)
     if label_col:
@@ -517,7 +590,7 @@ def _clean(
         f["grade"] = 0.0
     f["timestamp"] = _epoch_seconds(f["_time_raw"])[0].astype(float) if time_col else np.nan
 
-    # 6. At most max_rows rows, the newest when the data is timed.
+    # 5. At most max_rows rows, the newest when the data is timed.
     if dataset.max_rows is not None and len(f) > dataset.max_rows:
         if time_col:
             order = f["timestamp"].rank(method="first", ascending=False, na_option="bottom")
@@ -552,10 +625,10 @@ def _clean(
     else:
         f["user"] = users.astype("string")
         pseudonymised = 0
-    f["context"] = [
-        contracts.context_text(q if isinstance(q, str) else None, c if isinstance(c, str) else None)
-        for q, c in zip(f["query"], f["_context"], strict=True)
-    ]
+    # contracts.context_text, vectorised: the query, else "user: <context>", else "".
+    with_context = f["_context"].notna() & (f["_context"] != "")
+    user_context = ("user: " + f["_context"]).where(with_context, "")
+    f["context"] = f["query"].where(f["query"].notna(), user_context).astype(str)
     f["group"] = f["query"].fillna(f["user"]).fillna(f["context"]).astype(str)
     # Split keys, independent of the salt so that the split is the same with any salt.
     f["_key_group"] = ("q:" + f["query"]).fillna("u:" + users).fillna("c:" + f["context"]).astype(str)
@@ -640,19 +713,25 @@ def _split_random(n: int, fractions: tuple[float, float], seed: int) -> np.ndarr
 
 
 def _fingerprint(frames: dict[str, pd.DataFrame], task: str) -> str:
-    """sha256 of the cleaned rows of each split in a canonical order. Users enter as the shape of
-    who-did-what (first-appearance codes), so the fingerprint does not depend on the salt."""
+    """sha256 of the cleaned rows of each split, as a multiset (independent of the row order).
+    Users enter only as the shape of who-did-what, never by pseudonym, so the fingerprint does
+    not depend on the salt."""
+    import numpy as np
     import pandas as pd
 
     digest = hashlib.sha256(f"recops-data-v1\x00{task}\x00".encode())
     content = ["context", "product_id", "product_text", "grade", "label", "timestamp"]
     for name in SPLITS:
         frame = frames[name]
-        canonical = frame.sort_values(content, kind="stable", na_position="last")
-        users, _ = pd.factorize(canonical["user"], use_na_sentinel=True)
-        table = canonical[content].assign(user=users)
-        digest.update(f"\x00{name}\x00{len(table)}\x00".encode())
-        digest.update(table.to_csv(index=False, float_format="%.9g").encode())
+        rows = pd.util.hash_pandas_object(frame[content], index=False).to_numpy()
+        # A user is named by the smallest hash of its rows: the same for any salt and row order.
+        user_key = pd.Series(rows).groupby(frame["user"].to_numpy(), dropna=False).transform("min")
+        user_key = user_key.where(frame["user"].notna().to_numpy(), 0)
+        combined = pd.util.hash_pandas_object(
+            pd.DataFrame({"row": rows, "user": user_key.to_numpy(dtype=np.uint64)}), index=False
+        ).to_numpy()
+        digest.update(f"\x00{name}\x00{len(frame)}\x00".encode())
+        digest.update(np.sort(combined).tobytes())
     return digest.hexdigest()
 
 
@@ -662,17 +741,31 @@ def prepare(dataset: DatasetSpec, task: str, *, salt: str | None = None, seed: i
     salt: the pseudonymisation salt; default RECOPS_PSEUDONYM_SALT, else a random one (pseudonyms
     then differ per run, the split and the fingerprint do not). seed: default dataset.split.seed.
     """
-    if task not in ("click-through", "relevance", "embedding", "domain-pretrain"):
+    if task not in TASKS:
+        raise DataError(f"unknown task {task!r}")
+    return prepare_frame(_read_raw(dataset), dataset, task, salt=salt, seed=seed)
+
+
+def prepare_frame(
+    raw: pd.DataFrame, dataset: DatasetSpec, task: str, *, salt: str | None = None, seed: int | None = None
+) -> PreparedData:
+    """`prepare` for rows already in memory (as `datasets` would read them; dataset.uri unused)."""
+    if task not in TASKS:
         raise DataError(f"unknown task {task!r}")
     if salt is None:
         salt = os.environ.get(contracts.ENV_PSEUDONYM_SALT) or secrets.token_hex(16)
     seed = dataset.split.seed if seed is None else seed
-    raw = _read_raw(dataset)
     rows_read = len(raw)
-    merged = _merge_feedback(raw, dataset)
     steps: list[tuple[str, int]] = []
-    if len(merged) != rows_read:
-        steps.append(("feedback_merged", rows_read - len(merged)))
+    if dataset.cleaning.drop_duplicates:
+        # Rows equal in every column: retried log writes, double exports. First, so that event-log
+        # records written twice are not counted as merged feedback.
+        twice = _duplicated(raw)
+        steps.append(("duplicates", int(twice.sum())))
+        raw = raw[~twice.to_numpy()]
+    merged = _merge_feedback(raw, dataset)
+    if _is_event_log(raw, dataset):
+        steps.append(("feedback_merged", len(raw) - len(merged)))
     frame, cleaning_steps, pseudonymised = _clean(merged, dataset, task, rows_read, salt)
     steps += cleaning_steps
 

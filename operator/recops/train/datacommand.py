@@ -52,6 +52,8 @@ def _synth(args: argparse.Namespace) -> int:
     print(f"wrote {len(shop['events'])} events ({summary}) and {len(shop['catalogue'])} products:")
     for uri in written if len(written) <= 6 else [*written[:3], "...", written[-1]]:
         print(f"  {uri}")
+    events = f"{args.out.rstrip('/')}/events" + ("" if args.partition_by_day else f".{args.format}")
+    print(f"train on it with dataset.uri: {events}")
     return 0
 
 

@@ -260,8 +260,8 @@ def generate_shop(
     # Position bias: users look less far down the list.
     examined = rng.random((sessions, k)) < 1.0 / np.sqrt(1.0 + np.arange(k))[None, :]
     clicked = examined & (rng.random((sessions, k)) < _sigmoid(1.1 * relevance - 3.0))
-    carted = clicked & (rng.random((sessions, k)) < _sigmoid(relevance - 2.5))
-    bought = carted & (rng.random((sessions, k)) < _sigmoid(relevance - 1.5 - 0.5 * price_term))
+    carted = clicked & (rng.random((sessions, k)) < _sigmoid(relevance - 4.5))
+    bought = carted & (rng.random((sessions, k)) < _sigmoid(relevance - 4.0 - price_term))
 
     # Events, one row each; later events a little after the impression.
     session_ids = np.repeat(np.arange(sessions), k).reshape(sessions, k)
@@ -302,7 +302,7 @@ def generate_shop(
             "price": catalogue.price[product],
             "event": merged["event"].astype(str),
             "position": merged["position"].astype(np.int64),
-            "timestamp": pd.to_datetime(np.round(merged["time"], 3), unit="s", utc=True),
+            "timestamp": pd.to_datetime(np.round(merged["time"] * 1000.0).astype(np.int64), unit="ms", utc=True),
         }
     )
     users_frame = pd.DataFrame(
@@ -358,3 +358,28 @@ def write_shop(
             handle.write(encode(frame))
         written.append(f"{prefix}/{relative}")
     return written
+
+
+def dirty(events: pd.DataFrame, fraction: float = 0.01, seed: int = 0) -> pd.DataFrame:
+    """The events with the faults real logs have, each in about `fraction` of the rows: rows
+    written twice, missing titles or product IDs, events nobody defined, absurdly long text
+    and times that are no times. For exercising (and reporting) the cleaning."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    n = len(events)
+    out = events.copy()
+    # Text times, as many logs write them, so that a bad one can sit among them.
+    out["timestamp"] = out["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").astype(object)
+
+    def pick() -> np.ndarray:
+        return rng.choice(n, size=max(1, int(fraction * n)), replace=False)
+
+    out.loc[out.index[pick()], "title"] = None
+    out.loc[out.index[pick()], "product_id"] = None
+    out.loc[out.index[pick()], "event"] = "hover"
+    out.loc[out.index[pick()], "title"] = "buy now " * 1000
+    out.loc[out.index[pick()], "timestamp"] = "yesterday-ish"
+    duplicates = out.iloc[pick()]
+    return pd.concat([out, duplicates], ignore_index=True)
