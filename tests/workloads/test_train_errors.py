@@ -11,12 +11,12 @@ import pytest
 
 from tests.support.models import tiny_base_model
 from tests.workloads.train_support import (  # noqa: F401  (fixtures are used by name)
+    fixture_shop_events,
+    fixture_tiny_base,
     job_manifest,
     leftovers,
     model_dir,
     run_train,
-    shop_events,
-    tiny_base,
     write_config,
 )
 

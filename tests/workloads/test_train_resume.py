@@ -17,12 +17,12 @@ import pytest
 from recops.api.contracts import ModelManifest
 from tests.workloads.train_support import (  # noqa: F401  (fixtures are used by name)
     RECOPS,
+    fixture_shop_events,
+    fixture_tiny_base,
     job_manifest,
     leftovers,
     model_dir,
     run_train,
-    shop_events,
-    tiny_base,
     train_env,
     write_config,
 )

@@ -22,13 +22,13 @@ RECOPS = [sys.executable, "-m", "recops"]
 TRAIN_TIMEOUT_S = 600
 
 
-@pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="session", name="tiny_base")
+def fixture_tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_base_model(tmp_path_factory.mktemp("models") / "tiny-bert")
 
 
-@pytest.fixture(scope="session")
-def shop_events(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="session", name="shop_events")
+def fixture_shop_events(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """~1,200 impressions over 40 queries: enough for every split to hold positives."""
     from recops.train.synth import generate_shop, write_shop
 

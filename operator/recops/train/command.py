@@ -73,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         from recops.train.errors import DataError
     except ImportError:  # part 1 not merged yet
-        DataError = JobError  # type: ignore[misc,assignment]  # noqa: N806
+        DataError = JobError  # type: ignore[misc,assignment]
 
     known: tuple[type[BaseException], ...] = (JobError, OutputError, UriError, DataError)
     termination_path = args.termination_message_path or TERMINATION_MESSAGE_PATH

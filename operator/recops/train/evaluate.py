@@ -36,7 +36,7 @@ class LoadedModel:
     directory: Path
     manifest: ModelManifest
     tokenizer: Any
-    model: torch.nn.Module
+    model: Any
     device: torch.device
 
     @property
@@ -111,7 +111,8 @@ def score(loaded: LoadedModel, frame: Any) -> np.ndarray:
     if loaded.manifest.architecture == "cross-encoder":
         raw = cross_encoder_logits(loaded, contexts, products)
         if loaded.manifest.score_transform == "sigmoid":
-            return 1.0 / (1.0 + np.exp(-np.clip(raw, -60, 60)))
+            probabilities: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(raw, -60, 60)))
+            return probabilities
         if loaded.manifest.score_transform == "grade":
             return raw / max(loaded.manifest.max_grade, 1e-9)
         return raw
@@ -120,7 +121,8 @@ def score(loaded: LoadedModel, frame: Any) -> np.ndarray:
     context_vectors = embed(loaded, [str(t) for t in unique_contexts])
     product_vectors = embed(loaded, [str(t) for t in unique_products])
     cosine = (context_vectors[context_index] * product_vectors[product_index]).sum(dim=-1)
-    return cosine.numpy().astype(np.float64)
+    result: np.ndarray = cosine.numpy().astype(np.float64)
+    return result
 
 
 def in_batch_loss(loaded: LoadedModel, frame: Any, batch_size: int) -> float | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import shutil
 import tempfile
@@ -89,9 +88,9 @@ def run(job: Job) -> TerminationMessage | None:
 
         architecture, transform = TASK_ARCHITECTURE[spec.task]
         manifest = ModelManifest(
-            task=spec.task, modelVersion=job.model_version, architecture=architecture, scoreTransform=transform,
-            maxGrade=float(data.max_grade) if spec.task == "relevance" else 1.0, maxLength=spec.training.max_length,
-            baseModel=spec.base_model.uri, dataFingerprint=data.fingerprint,
+            task=spec.task, model_version=job.model_version, architecture=architecture, score_transform=transform,
+            max_grade=float(data.max_grade) if spec.task == "relevance" else 1.0, max_length=spec.training.max_length,
+            base_model=spec.base_model.uri, data_fingerprint=data.fingerprint,
             versions=_versions(spec.training.lora is not None),
         )
         metrics, baseline, current, skipped = evaluate_all(job, manifest, stage, current_dir, data, names, skipped)

@@ -51,8 +51,8 @@ class Progress:
 
 
 def format_duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    hours, rest = divmod(seconds, 3600)
+    whole = max(0, round(seconds))
+    hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:
         return f"{hours}h{minutes:02d}m"
@@ -79,9 +79,9 @@ def _load_kubernetes_api() -> Any | None:
     from kubernetes import client, config
 
     if os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(_SERVICE_ACCOUNT_TOKEN):
-        config.load_incluster_config()
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
     elif os.environ.get("KUBECONFIG") or os.path.exists(os.path.expanduser("~/.kube/config")):
-        config.load_kube_config()
+        config.load_kube_config()  # type: ignore[no-untyped-call]
     else:
         return None
     return client.CustomObjectsApi()

@@ -40,13 +40,13 @@ from transformers import (
 )
 
 from recops.api.finetunejob import FineTuneJobSpec, LoraSpec
-from recops.train.job import TASK_ARCHITECTURE, Distributed, JobError
+from recops.train.job import Distributed, JobError
 from recops.train.progress import Progress, StatusReporter, progress_line
 
 log = logging.getLogger("recops.train")
 # Our own log lines say what happens; keep library chatter and progress bars out of the pod log.
-transformers.logging.set_verbosity_error()
-transformers.logging.disable_progress_bar()
+transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+transformers.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 EMBEDDING_SCALE = 20.0  # 1 / temperature of the in-batch softmax (as sentence-transformers' MNRL)
 CHECKPOINTS_PER_RUN = 10
@@ -174,7 +174,7 @@ def build_collator(task: str, tokenizer: PreTrainedTokenizerBase, pad_to_multipl
 
 
 # --- model ----------------------------------------------------------------------------------
-def load_base_model(task: str, base_dir: Path) -> torch.nn.Module:
+def load_base_model(task: str, base_dir: Path) -> Any:
     directory = str(base_dir)
     if task in ("click-through", "relevance"):
         model = AutoModelForSequenceClassification.from_pretrained(directory, num_labels=1)
@@ -190,7 +190,7 @@ def load_base_model(task: str, base_dir: Path) -> torch.nn.Module:
     return AutoModelForMaskedLM.from_pretrained(directory)
 
 
-def apply_lora(task: str, model: torch.nn.Module, lora: LoraSpec) -> torch.nn.Module:
+def apply_lora(task: str, model: Any, lora: LoraSpec) -> Any:
     from peft import LoraConfig, TaskType, get_peft_model
 
     task_type = {"click-through": TaskType.SEQ_CLS, "relevance": TaskType.SEQ_CLS,
@@ -257,7 +257,7 @@ class ProgressCallback(TrainerCallback):
         done = state.global_step - (self.first_step or 0)
         if done <= 0:
             return None
-        return (time.monotonic() - self.started) / done * (state.max_steps - state.global_step)
+        return float((time.monotonic() - self.started) / done * (state.max_steps - state.global_step))
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.started, self.first_step = time.monotonic(), state.global_step
@@ -443,7 +443,7 @@ def train(
         samples_per_second=(output.metrics or {}).get("train_samples_per_second"),
     )
     if dist.is_main and save_to is not None:
-        final = trainer.model
+        final: Any = trainer.model
         if training.lora is not None:
             final = final.merge_and_unload()  # the server loads a plain model
         final.save_pretrained(str(save_to))
