@@ -1,0 +1,1 @@
+"""Shared test helpers (the local control plane fixture, ServiceAccount kubeconfigs)."""

@@ -175,6 +175,8 @@ def crd_for(kind: Kind) -> dict[str, Any]:
         "metadata": {
             "name": f"{kind.plural}.{GROUP}",
             "labels": {"app.kubernetes.io/name": "recops", "app.kubernetes.io/part-of": "recops"},
+            # Argo CD applies CRDs in an earlier wave than the resources that use them.
+            "annotations": {"argocd.argoproj.io/sync-wave": "-10"},
         },
         "spec": {
             "group": GROUP,

@@ -46,7 +46,8 @@ class FieldMapping(KubeModel):
     query: ColumnName | None = Field(default="query", max_length=128, description="Search query column.")
     user: ColumnName | None = Field(default="user_id", max_length=128, description="User id column (pseudonymised).")
     user_context: ColumnName | None = Field(
-        default=None, max_length=128, description="Text describing the user, used when there is no query."
+        default="user_context", max_length=128,
+        description="Text describing the user (used when there is no query), as the serving event log writes it.",
     )
     product_id: ColumnName = Field(default="product_id", max_length=128, description="Product id column.")
     product_text: list[ColumnName] = Field(
@@ -99,6 +100,10 @@ class DatasetSpec(KubeModel):
         default_factory=PseudonymisationSpec, description="User id pseudonymisation."
     )
     max_rows: int | None = Field(default=None, ge=1, description="Use at most this many rows (newest first when timed).")
+    since: Timestamp | None = Field(
+        default=None,
+        description="Use only events at or after this time (RFC 3339); a MonitorPolicy sets it to now - dataWindow.",
+    )
 
 class LoraSpec(KubeModel):
     r: int = Field(default=8, ge=1, le=256, description="LoRA rank.")
