@@ -138,6 +138,11 @@ def in_batch_loss(loaded: LoadedModel, frame: Any, batch_size: int) -> float | N
         if len(q) < 2:
             continue
         logits = q @ p.T * EMBEDDING_SCALE
+        chunk = pairs.iloc[start:start + batch_size]
+        same_context = chunk["context"].to_numpy()[:, None] == chunk["context"].to_numpy()[None, :]
+        same_product = chunk["product_text"].to_numpy()[:, None] == chunk["product_text"].to_numpy()[None, :]
+        not_negative = torch.from_numpy((same_context | same_product) & ~np.eye(len(chunk), dtype=bool))
+        logits = logits.masked_fill(not_negative, float("-inf"))
         losses.append(float(F.cross_entropy(logits, torch.arange(len(q)))))
         weights.append(len(q))
     return float(np.average(losses, weights=weights)) if losses else None

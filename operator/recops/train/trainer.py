@@ -49,7 +49,9 @@ transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
 transformers.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 EMBEDDING_SCALE = 20.0  # 1 / temperature of the in-batch softmax (as sentence-transformers' MNRL)
-CHECKPOINTS_PER_RUN = 10
+CHECKPOINTS_PER_RUN = 10  # under torchrun (ranks must agree on when to save, so by steps)
+DEFAULT_CHECKPOINT_SECONDS = 600.0  # one process: a restarted pod loses at most this much training
+ENV_CHECKPOINT_SECONDS = "RECOPS_CHECKPOINT_SECONDS"
 EVALUATIONS_PER_RUN = 4
 LOG_LINES_PER_RUN = 40
 RUN_MARKER = "recops-run.json"  # which job and data the checkpoints belong to
@@ -104,8 +106,12 @@ class _PairCollator:
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         texts = [{"input_ids": f["context_ids"]} for f in features] + [{"input_ids": f["product_ids"]} for f in features]
         batch = self.tokenizer.pad(texts, padding=True, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt")
+        contexts = torch.tensor([hash(tuple(f["context_ids"])) for f in features])
+        products = torch.tensor([hash(tuple(f["product_ids"])) for f in features])
+        # Another row with the same context or the same product is no negative: leave it out.
+        same = (contexts[:, None] == contexts[None, :]) | (products[:, None] == products[None, :])
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
-                "labels": torch.arange(len(features))}
+                "labels": torch.arange(len(features)), "not_negative": same & ~torch.eye(len(features), dtype=torch.bool)}
 
 
 class _MaskingCollator:
@@ -227,10 +233,12 @@ class RecopsTrainer(Trainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs.pop("labels")
         if self.recops_task == "embedding":
+            not_negative = inputs.pop("not_negative")
             outputs = model(**inputs)
             embeddings = F.normalize(mean_pool(outputs.last_hidden_state, inputs["attention_mask"]).float(), dim=-1)
             half = embeddings.shape[0] // 2
             logits = embeddings[:half] @ embeddings[half:].T * EMBEDDING_SCALE
+            logits = logits.masked_fill(not_negative, float("-inf"))
             loss = F.cross_entropy(logits, labels)
         else:
             logits = model(**inputs).logits.squeeze(-1).float()
@@ -289,6 +297,21 @@ class ProgressCallback(TrainerCallback):
 
 
 # --- checkpoints ----------------------------------------------------------------------------
+class TimedCheckpoints(TrainerCallback):
+    """Ask the Trainer for a checkpoint once `interval_s` has passed since the last one."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.last = time.monotonic()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if time.monotonic() - self.last >= self.interval_s and state.global_step < state.max_steps:
+            control.should_save = True
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.last = time.monotonic()
+
+
 def usable_checkpoint(checkpoints: Path, run_key: dict[str, Any], dist: Distributed) -> Path | None:
     """The newest complete checkpoint of this same job and data, or None (starting over)."""
     marker = checkpoints / RUN_MARKER
@@ -376,7 +399,11 @@ def train(
 
     total = planned_steps(examples, training.batch_size, training.gradient_accumulation_steps, dist.world_size,
                           training.epochs)
-    save_steps = int(os.environ.get(ENV_CHECKPOINT_STEPS) or max(1, math.ceil(total / CHECKPOINTS_PER_RUN)))
+    # Checkpoints cost time (weights and optimiser state): save by the clock in one process; by
+    # steps under torchrun, where every rank must decide alike without talking.
+    fixed_steps = os.environ.get(ENV_CHECKPOINT_STEPS)
+    timed = not fixed_steps and dist.world_size == 1 and not naive
+    save_steps = int(fixed_steps or max(1, math.ceil(total / CHECKPOINTS_PER_RUN)))
     args = TrainingArguments(
         output_dir=str(checkpoints),
         num_train_epochs=training.epochs,
@@ -397,7 +424,7 @@ def train(
         prediction_loss_only=True,
         eval_strategy="steps" if validation_set is not None else "no",
         eval_steps=max(1, math.ceil(total / EVALUATIONS_PER_RUN)),
-        save_strategy="no" if naive else "steps",
+        save_strategy="no" if naive or timed else "steps",
         save_steps=save_steps,
         save_total_limit=2,
         logging_strategy="steps",
@@ -416,6 +443,9 @@ def train(
         torch.distributed.barrier()  # every rank sees the main rank's view of the checkpoints
     resume = usable_checkpoint(checkpoints, run_key, dist)
     callback = ProgressCallback(reporter)
+    callbacks: list[TrainerCallback] = [callback]
+    if timed:
+        callbacks.append(TimedCheckpoints(float(os.environ.get(ENV_CHECKPOINT_SECONDS) or DEFAULT_CHECKPOINT_SECONDS)))
     trainer = RecopsTrainer(
         model=model,
         args=args,
@@ -423,7 +453,7 @@ def train(
         eval_dataset=validation_set,
         data_collator=collator,
         processing_class=tokenizer,
-        callbacks=[callback],
+        callbacks=callbacks,
         recops_task=task,
     )
     trainer.remove_callback(PrinterCallback)  # it prints raw dicts; ProgressCallback writes readable lines
