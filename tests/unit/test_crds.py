@@ -118,8 +118,13 @@ def test_strings_and_lists_read_by_cel_are_bounded() -> None:
 
 def test_nested_objects_default_so_the_apiserver_applies_inner_defaults() -> None:
     spec = schema_of("FineTuneJob")["properties"]["spec"]["properties"]
-    assert spec["training"]["default"] == {}
+    # Spelled out (not {}): the apiserver checks a default against the CEL rules without
+    # applying nested defaults first.
+    assert spec["training"]["default"]["precision"] == "auto"
     assert spec["training"]["properties"]["precision"]["default"] == "auto"
+    assert spec["resources"]["default"]["workers"] == 1
+    cpu = spec["resources"]["properties"]["cpu"]
+    assert cpu["anyOf"] == [{"type": "integer"}, {"type": "string"}] and "pattern" in cpu
 
 
 def test_stdlib_operator_module_is_not_shadowed() -> None:

@@ -78,7 +78,10 @@ Quantity = Annotated[
     WithJsonSchema(
         {
             "x-kubernetes-int-or-string": True,
-            "anyOf": [{"type": "integer"}, {"type": "string", "pattern": QUANTITY_PATTERN, "maxLength": 64}],
+            # Structural schemas allow no other keyword inside this anyOf; the pattern applies to strings only.
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": QUANTITY_PATTERN,
+            "maxLength": 64,
         }
     ),
 ]

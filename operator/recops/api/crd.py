@@ -130,7 +130,31 @@ def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.pop("$defs", {})
     schema: dict[str, Any] = _structural(_inline(raw, defs))
+    _materialise_defaults(schema)
     return schema
+
+
+def _nested_defaults(node: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, prop in (node.get("properties") or {}).items():
+        if "default" in prop:
+            out[name] = prop["default"]
+    return out
+
+
+def _materialise_defaults(node: dict[str, Any]) -> None:
+    """An object default of {} spelled out with its fields' defaults.
+
+    The apiserver validates a default (CEL rules included) without applying the nested
+    defaults first, so a rule such as `self.workers >= 1` would find no key in {}.
+    """
+    for prop in (node.get("properties") or {}).values():
+        _materialise_defaults(prop)
+        if prop.get("default") == {} and prop.get("type") == "object":
+            prop["default"] = _nested_defaults(prop)
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            _materialise_defaults(node[key])
 
 
 def _immutable_spec_rules(schema: dict[str, Any]) -> list[dict[str, str]]:
