@@ -97,21 +97,30 @@ class _PaddingCollator:
 
 
 class _PairCollator:
-    """Bi-encoder batches: B contexts then their B products, padded together (one forward pass,
-    which is what DDP expects); labels = the index of each context's product."""
+    """Bi-encoder batches: B contexts, their B clicked products, then B hard negatives (a product shown
+    for the same context and never clicked), padded together for one forward pass (what DDP expects).
+    labels = the index of each context's product among the 2B candidates."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | None) -> None:
         self.tokenizer, self.pad_to_multiple_of = tokenizer, pad_to_multiple_of
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        texts = [{"input_ids": f["context_ids"]} for f in features] + [{"input_ids": f["product_ids"]} for f in features]
+        size = len(features)
+        missing = torch.tensor([not f["negative_ids"] for f in features])
+        texts = ([{"input_ids": f["context_ids"]} for f in features]
+                 + [{"input_ids": f["product_ids"]} for f in features]
+                 + [{"input_ids": f["negative_ids"] or f["product_ids"]} for f in features])
         batch = self.tokenizer.pad(texts, padding=True, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt")
         contexts = torch.tensor([hash(tuple(f["context_ids"])) for f in features])
         products = torch.tensor([hash(tuple(f["product_ids"])) for f in features])
-        # Another row with the same context or the same product is no negative: leave it out.
+        negatives = torch.tensor([hash(tuple(f["negative_ids"])) for f in features])
+        # Another row with the same context or the same product is no negative: leave it out; so are
+        # missing hard negatives and a hard negative that is this row's clicked product.
         same = (contexts[:, None] == contexts[None, :]) | (products[:, None] == products[None, :])
+        in_batch = same & ~torch.eye(size, dtype=torch.bool)
+        hard = missing[None, :].expand(size, size) | (negatives[None, :] == products[:, None])
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
-                "labels": torch.arange(len(features)), "not_negative": same & ~torch.eye(len(features), dtype=torch.bool)}
+                "labels": torch.arange(size), "not_negative": torch.cat([in_batch, hard], dim=1)}
 
 
 class _MaskingCollator:
@@ -142,12 +151,24 @@ def positive_pairs(frame: Any) -> Any:
     return positives.drop_duplicates(subset=["context", "product_text"])
 
 
-def pair_rows(tokenizer: PreTrainedTokenizerBase, frame: Any, max_length: int) -> dict[str, list[Any]]:
+def pair_rows(tokenizer: PreTrainedTokenizerBase, frame: Any, max_length: int, seed: int = 0) -> dict[str, list[Any]]:
     pairs = positive_pairs(frame)
-    contexts = tokenizer(pairs["context"].astype(str).tolist(), truncation=True, max_length=max_length)["input_ids"]
-    products = tokenizer(pairs["product_text"].astype(str).tolist(), truncation=True, max_length=max_length)["input_ids"]
-    return {"context_ids": list(contexts), "product_ids": list(products),
-            "length": [max(len(c), len(p)) for c, p in zip(contexts, products, strict=True)]}
+    # Hard negatives: products shown for the same context and never clicked there. They are what the
+    # ranking metrics judge (ordering one query's candidates); other rows' products are easy negatives.
+    shown = frame.assign(positive=frame["label"].astype(float) > 0).groupby("context")
+    clicked = shown.apply(lambda g: set(g.loc[g["positive"], "product_text"]), include_groups=False)
+    candidates = {context: sorted(set(g["product_text"]) - clicked.get(context, set())) for context, g in shown}
+    rng = np.random.default_rng(seed)
+    negatives = []
+    for context in pairs["context"]:
+        options = candidates.get(context) or []
+        negatives.append(options[rng.integers(len(options))] if options else "")
+    encode = lambda texts: list(tokenizer(texts, truncation=True, max_length=max_length)["input_ids"])  # noqa: E731
+    contexts = encode(pairs["context"].astype(str).tolist())
+    products = encode(pairs["product_text"].astype(str).tolist())
+    hard = [ids if text else [] for ids, text in zip(encode([t or "-" for t in negatives]), negatives, strict=True)]
+    return {"context_ids": contexts, "product_ids": products, "negative_ids": hard,
+            "length": [max(len(c), len(p), len(n)) for c, p, n in zip(contexts, products, hard, strict=True)]}
 
 
 def product_texts(frame: Any) -> list[str]:
@@ -161,13 +182,14 @@ def text_rows(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: 
     return rows
 
 
-def build_rows(task: str, tokenizer: PreTrainedTokenizerBase, frame: Any, max_length: int) -> dict[str, list[Any]]:
+def build_rows(task: str, tokenizer: PreTrainedTokenizerBase, frame: Any, max_length: int,
+               seed: int = 0) -> dict[str, list[Any]]:
     if task == "click-through":
         return cross_encoder_rows(tokenizer, frame, max_length, "label")
     if task == "relevance":
         return cross_encoder_rows(tokenizer, frame, max_length, "grade")
     if task == "embedding":
-        return pair_rows(tokenizer, frame, max_length)
+        return pair_rows(tokenizer, frame, max_length, seed)
     return text_rows(tokenizer, product_texts(frame), max_length)
 
 
@@ -236,8 +258,8 @@ class RecopsTrainer(Trainer):
             not_negative = inputs.pop("not_negative")
             outputs = model(**inputs)
             embeddings = F.normalize(mean_pool(outputs.last_hidden_state, inputs["attention_mask"]).float(), dim=-1)
-            half = embeddings.shape[0] // 2
-            logits = embeddings[:half] @ embeddings[half:].T * EMBEDDING_SCALE
+            size = labels.shape[0]  # contexts, then clicked products, then hard negatives
+            logits = embeddings[:size] @ embeddings[size:].T * EMBEDDING_SCALE
             logits = logits.masked_fill(not_negative, float("-inf"))
             loss = F.cross_entropy(logits, labels)
         else:
@@ -374,12 +396,13 @@ def train(
     precision = resolve_precision(training.precision)
     set_seed(training.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
-    train_rows = build_rows(task, tokenizer, data.train, training.max_length)
+    train_rows = build_rows(task, tokenizer, data.train, training.max_length, training.seed)
     examples = len(train_rows["length"])
     if examples < (2 if task == "embedding" else 1):
         what = "positive (context, product) pairs" if task == "embedding" else "examples"
         raise JobError(f"the training split has {examples} {what}; too few to train {task}")
-    validation_rows = build_rows(task, tokenizer, data.validation, training.max_length) if len(data.validation) else None
+    validation_rows = (build_rows(task, tokenizer, data.validation, training.max_length, training.seed)
+                       if len(data.validation) else None)
     if validation_rows is not None and len(validation_rows["length"]) < (2 if task == "embedding" else 1):
         validation_rows = None
 
