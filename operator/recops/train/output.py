@@ -112,3 +112,57 @@ def remove_tree(uri: str) -> None:
             fs.rm(path, recursive=True)
     except Exception as err:  # cleanup is best effort
         log.warning("could not remove %s: %s", uri, err)
+
+
+class RemoteCheckpoints:
+    """Checkpoints mirrored to an object store (`<model>.checkpoints/`), so that a pod restarted on
+    another node resumes. Each checkpoint's trainer_state.json is uploaded last: it marks it usable."""
+
+    MARKER = "recops-run.json"
+    STATE = "trainer_state.json"
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri.rstrip("/")
+        self.fs, path = uris.filesystem(uri)
+        self.path = path.rstrip("/")
+
+    def restore(self, local: Path, run_key: dict[str, object]) -> int | None:
+        """Download the newest usable checkpoint of this same run into `local`; its step, or None."""
+        import json
+
+        try:
+            if json.loads(self.fs.cat_file(f"{self.path}/{self.MARKER}")) != run_key:
+                log.warning("checkpoints in %s belong to another job or other data; starting over", self.uri)
+                return None
+            steps = []
+            for entry in self.fs.ls(self.path, detail=False):
+                name = entry.rstrip("/").rsplit("/", 1)[-1]
+                suffix = name.removeprefix("checkpoint-")
+                if name.startswith("checkpoint-") and suffix.isdigit() and self.fs.exists(f"{entry}/{self.STATE}"):
+                    steps.append(int(suffix))
+        except FileNotFoundError:
+            return None
+        if not steps:
+            return None
+        step = max(steps)
+        target = local / f"checkpoint-{step}"
+        target.mkdir(parents=True, exist_ok=True)
+        self.fs.get(f"{self.path}/checkpoint-{step}/", str(target), recursive=True)
+        (local / self.MARKER).write_text(json.dumps(run_key, sort_keys=True))
+        log.info("downloaded checkpoint-%d from %s", step, self.uri)
+        return step
+
+    def upload(self, checkpoint: Path, run_key: dict[str, object]) -> None:
+        import json
+
+        remote = f"{self.path}/{checkpoint.name}"
+        self.fs.pipe_file(f"{self.path}/{self.MARKER}", json.dumps(run_key, sort_keys=True).encode())
+        files = sorted(p for p in checkpoint.rglob("*") if p.is_file() and p.name != self.STATE)
+        for file in files:
+            self.fs.put_file(str(file), f"{remote}/{file.relative_to(checkpoint).as_posix()}")
+        self.fs.put_file(str(checkpoint / self.STATE), f"{remote}/{self.STATE}")
+        for entry in self.fs.ls(self.path, detail=False):  # keep only the newest
+            name = entry.rstrip("/").rsplit("/", 1)[-1]
+            if name.startswith("checkpoint-") and name != checkpoint.name:
+                self.fs.rm(entry, recursive=True)
+        log.info("checkpoint %s uploaded to %s", checkpoint.name, self.uri)

@@ -72,17 +72,21 @@ def run(job: Job) -> TerminationMessage | None:
             log.info("data: %s rows read, %s kept; split %s; fingerprint %s", data.report.rows_read,
                      data.report.rows_kept, sizes, data.fingerprint)
 
+        run_key = {"specDigest": digest, "dataFingerprint": data.fingerprint, "worldSize": dist.world_size}
         checkpoints_local = uris.local_path(job.checkpoints_uri)
         checkpoints = Path(checkpoints_local) if checkpoints_local else scratch / "checkpoints"
+        remote = None if checkpoints_local else output.RemoteCheckpoints(job.checkpoints_uri)
+        if remote is not None:
+            remote.restore(checkpoints, run_key)  # every rank: each process resumes from its own copy
         if dist.is_main:
             _remove_stale_stages(job.model_uri)
             stage = output.staging_dir(job.model_uri, scratch)
             stage.mkdir(parents=True)
             reporter = StatusReporter.from_environment()
-        run_key = {"specDigest": digest, "dataFingerprint": data.fingerprint, "worldSize": dist.world_size}
         from recops.train.trainer import train  # torch and transformers: only once the inputs are known good
 
-        result = train(spec, data, base_dir, checkpoints, stage, run_key, reporter)
+        upload = (lambda path: remote.upload(path, run_key)) if remote is not None else None
+        result = train(spec, data, base_dir, checkpoints, stage, run_key, reporter, on_checkpoint=upload)
         if not dist.is_main or stage is None:
             return None
 
@@ -111,7 +115,7 @@ def run(job: Job) -> TerminationMessage | None:
         output.publish(stage, job.model_uri)
         stage = None
         log.info("model written to %s", job.model_uri)
-        output.remove_tree(job.checkpoints_uri) if checkpoints_local else None
+        output.remove_tree(job.checkpoints_uri)  # the model is complete: its checkpoints are not needed
         return TerminationMessage(
             modelUri=job.model_uri, modelVersion=job.model_version, metrics=metrics, baseline=baseline,
             currentModel=current, gatePassed=gate_passed,

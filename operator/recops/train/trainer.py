@@ -17,6 +17,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -319,6 +320,18 @@ class ProgressCallback(TrainerCallback):
 
 
 # --- checkpoints ----------------------------------------------------------------------------
+class _CheckpointHook(TrainerCallback):
+    def __init__(self, checkpoints: Path, hook: Callable[[Path], None]) -> None:
+        self.checkpoints, self.hook = checkpoints, hook
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            try:
+                self.hook(self.checkpoints / f"checkpoint-{state.global_step}")
+            except Exception as err:  # a failed upload costs resumability, never the training
+                log.warning("could not mirror checkpoint-%d: %s", state.global_step, err)
+
+
 class TimedCheckpoints(TrainerCallback):
     """Ask the Trainer for a checkpoint once `interval_s` has passed since the last one."""
 
@@ -385,10 +398,12 @@ def train(
     reporter: StatusReporter | None = None,
     *,
     naive: bool = False,
+    on_checkpoint: Callable[[Path], None] | None = None,
 ) -> TrainResult:
     """Fine-tune and (on the main process) save the plain model and tokenizer into `save_to`.
 
     `naive` (benchmarks only): pad every batch to maxLength and do not group by length.
+    `on_checkpoint`: called on the main process with each checkpoint directory once it is saved.
     """
     dist = Distributed.from_environment()
     training = spec.training
@@ -467,6 +482,8 @@ def train(
     resume = usable_checkpoint(checkpoints, run_key, dist)
     callback = ProgressCallback(reporter)
     callbacks: list[TrainerCallback] = [callback]
+    if on_checkpoint is not None:
+        callbacks.append(_CheckpointHook(checkpoints, on_checkpoint))
     if timed:
         callbacks.append(TimedCheckpoints(float(os.environ.get(ENV_CHECKPOINT_SECONDS) or DEFAULT_CHECKPOINT_SECONDS)))
     trainer = RecopsTrainer(
