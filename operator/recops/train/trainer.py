@@ -164,7 +164,10 @@ def pair_rows(tokenizer: PreTrainedTokenizerBase, frame: Any, max_length: int, s
     for context in pairs["context"]:
         options = candidates.get(context) or []
         negatives.append(options[rng.integers(len(options))] if options else "")
-    encode = lambda texts: list(tokenizer(texts, truncation=True, max_length=max_length)["input_ids"])  # noqa: E731
+
+    def encode(texts: list[str]) -> list[list[int]]:
+        return list(tokenizer(texts, truncation=True, max_length=max_length)["input_ids"])
+
     contexts = encode(pairs["context"].astype(str).tolist())
     products = encode(pairs["product_text"].astype(str).tolist())
     hard = [ids if text else [] for ids, text in zip(encode([t or "-" for t in negatives]), negatives, strict=True)]
