@@ -104,3 +104,9 @@ def main(args: argparse.Namespace) -> int:
     if rank == 0:
         write_termination_message(message, termination_path, given)
     return code
+
+
+if __name__ == "__main__":  # `python -m recops.train.command ...`: no other subcommand is imported
+    _parser = argparse.ArgumentParser(prog="recops train", description=__doc__.splitlines()[0] if __doc__ else None)
+    add_arguments(_parser)
+    sys.exit(main(_parser.parse_args()))

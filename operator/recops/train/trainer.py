@@ -251,7 +251,9 @@ class RecopsTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.recops_task = recops_task
         if recops_task != "domain-pretrain":
-            self.loss_is_scaled_for_ga = False  # our losses are per-batch means
+            # Our losses are per-batch means: the Trainer must divide them by the accumulation steps.
+            self.loss_is_scaled_for_ga = False
+            self.model_accepts_loss_kwargs = False  # the same, for transformers before loss_is_scaled_for_ga
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
@@ -386,6 +388,16 @@ def prepare_checkpoints(checkpoints: Path, run_key: dict[str, Any], dist: Distri
 
 
 # --- the run --------------------------------------------------------------------------------
+def _sampling_arguments(grouped: bool) -> dict[str, Any]:
+    """Length-grouped batches, spelled as this transformers version spells it."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    if "train_sampling_strategy" in names:
+        return {"train_sampling_strategy": "group_by_length" if grouped else "random"}
+    return {"group_by_length": grouped}
+
+
 def planned_steps(examples: int, batch_size: int, accumulation: int, world_size: int, epochs: float) -> int:
     batches = math.ceil(examples / (batch_size * world_size))
     return max(1, math.ceil(max(1, batches // accumulation) * epochs))
@@ -452,14 +464,14 @@ def train(
         per_device_train_batch_size=training.batch_size,
         per_device_eval_batch_size=max(training.batch_size, 32),
         gradient_accumulation_steps=training.gradient_accumulation_steps,
-        warmup_steps=training.warmup_ratio if training.warmup_ratio < 1 else total,
+        warmup_steps=math.ceil(total * training.warmup_ratio),
         weight_decay=training.weight_decay,
         seed=training.seed,
         data_seed=training.seed,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        train_sampling_strategy="random" if naive else "group_by_length",
         length_column_name="length",
+        **_sampling_arguments(grouped=not naive),
         remove_unused_columns=False,
         label_names=["labels"],
         prediction_loss_only=True,
@@ -515,6 +527,10 @@ def train(
         seconds=seconds,
         samples_per_second=(output.metrics or {}).get("train_samples_per_second"),
     )
+    if dist.is_main:
+        log.info("trained %d examples x %s epochs in %.1fs: %.1f samples/s (precision %s, %d process%s)", examples,
+                 f"{training.epochs:g}", seconds, result.samples_per_second or 0.0, precision, dist.world_size,
+                 "es" if dist.world_size > 1 else "")
     if dist.is_main and save_to is not None:
         final: Any = trainer.model
         if training.lora is not None:
