@@ -308,6 +308,12 @@ def test_operator_rbac_covers_what_the_builders_apply() -> None:
 
 def test_what_the_builders_cannot_build_is_named() -> None:
     assert b.problems(ftj()) == []
-    assert b.problems(ftj(resources__workers=2)) == [
-        "spec.resources.workers: more than one worker is not supported by this operator version yet"
-    ]
+    assert b.problems(ftj(resources__workers=2)) == []
+    # Many workers need pod hostnames <job>-<index>: DNS labels.
+    dotted = minimal(name="shop.ranker")
+    dotted.spec.resources.workers = 2
+    (problem,) = b.problems(dotted)
+    assert problem.startswith("metadata.name:") and "'shop.ranker-1'" in problem
+    long = minimal(name="a" * 62)
+    long.spec.resources.workers = 12
+    assert b.problems(long) and not b.problems(minimal(name="a" * 62))
