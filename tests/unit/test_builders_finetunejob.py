@@ -317,3 +317,11 @@ def test_what_the_builders_cannot_build_is_named() -> None:
     long = minimal(name="a" * 62)
     long.spec.resources.workers = 12
     assert b.problems(long) and not b.problems(minimal(name="a" * 62))
+    # podTemplate additions that would collide with the trainer's own volumes or mounts.
+    clash = minimal()
+    clash.spec.pod_template.volumes = [{"name": "job-config", "configMap": {"name": "mine"}}, {"name": "ok"}]
+    clash.spec.pod_template.volume_mounts = [{"name": "ok", "mountPath": "/mnt/pvc/data"}]
+    assert b.problems(clash) == [
+        "spec.podTemplate.volumes[0].name: 'job-config' is used by recops",
+        "spec.podTemplate.volumeMounts[0].mountPath: '/mnt/pvc/data' is used by recops",
+    ]

@@ -98,6 +98,16 @@ def problems(ftj: FineTuneJob) -> list[str]:
                 f"DNS label (lower case letters, digits and '-', starting with a letter, at most "
                 f"{MAX_HOSTNAME_LENGTH} characters)"
             )
+    # podTemplate additions must not collide with what recops adds (server-side apply refuses
+    # duplicate list keys, and a second mount at one path would shadow the trainer's).
+    own_volumes, own_mounts = _own_volumes(ftj)
+    for index, volume in enumerate(ftj.spec.pod_template.volumes):
+        if volume.get("name") in own_volumes:
+            found.append(f"spec.podTemplate.volumes[{index}].name: {volume.get('name')!r} is used by recops")
+    for index, mount in enumerate(ftj.spec.pod_template.volume_mounts):
+        if mount.get("mountPath") in own_mounts:
+            found.append(f"spec.podTemplate.volumeMounts[{index}].mountPath: {mount.get('mountPath')!r} "
+                         "is used by recops")
     for field, uri in (("spec.baseModel.uri", ftj.spec.base_model.uri), ("spec.dataset.uri", ftj.spec.dataset.uri),
                        ("spec.output.uri", ftj.spec.output.uri)):
         if uri:
@@ -328,6 +338,18 @@ def _uri_uses(ftj: FineTuneJob, current_model_uri: str | None) -> list[tuple[str
         (current_model_uri, True),
         (spec.output.uri, False),
     ]
+
+
+def _own_volumes(ftj: FineTuneJob) -> tuple[set[str], set[str]]:
+    """Names and mount paths of the volumes recops adds to a trainer pod."""
+    scratch_vols, scratch_mounts, _ = scratch_volumes()
+    try:
+        claim_vols, claim_mounts = pvc_volumes(_uri_uses(ftj, None))
+    except uris.UriError:  # reported as its own problem
+        claim_vols, claim_mounts = [], []
+    names = {CONFIG_VOLUME, *(v["name"] for v in scratch_vols + claim_vols)}
+    paths = {CONFIG_DIR, *(m["mountPath"] for m in scratch_mounts + claim_mounts)}
+    return names, paths
 
 
 def credential_secrets(ftj: FineTuneJob) -> list[str]:

@@ -123,7 +123,7 @@ class FineTuneJobController:
                 try:
                     job = self._apply_children(body, ftj, job, current_model, result)
                 except ApiError as error:
-                    if error.status not in (400, 422):  # transient or a permission problem: back off, retry
+                    if not is_rejection(error):  # transient or a permission problem: back off, retry
                         raise
                     invalid = rejection(error)
 
@@ -330,6 +330,17 @@ def stored_invalid(body: dict[str, Any]) -> str | None:
     if failed.get("observedGeneration") != body["metadata"].get("generation"):
         return None
     return str(failed.get("message") or "").removeprefix(INVALID_PREFIX) or "rejected"
+
+
+def is_rejection(error: ApiError) -> bool:
+    """The API server refused a child as built from the spec (not a transient or permission problem).
+
+    400/422 are validation; server-side apply answers 500 "failed to create typed patch object"
+    for a manifest it cannot even type (e.g. duplicate list keys).
+    """
+    if error.status in (400, 422):
+        return True
+    return error.status == 500 and "failed to create typed patch object" in str(error.body or "")
 
 
 def rejection(error: ApiError) -> str:
