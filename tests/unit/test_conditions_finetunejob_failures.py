@@ -100,3 +100,11 @@ def test_other_failures_never_rerun() -> None:
     failed = [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "lastTransitionTime": T1}]
     status = compute(body(), job(failed, failed=3), [])
     assert not st.reruns_after_deadline(body(status=status, generation=2))
+
+
+def test_a_finished_trainer_stays_running_until_the_job_completes() -> None:
+    """The pod succeeded but the Job controller has not marked the Job Complete yet: never back to Pending."""
+    status = compute(body(), job(), [pod("j-a", "Succeeded", {"exitCode": 0, "message": report()})])
+    assert status["phase"] == "Running" and "waiting for the Job to complete" in status["message"]
+    two = [worker("j-0", 0, "Succeeded", {"exitCode": 0}), worker("j-1", 1, "Running")]
+    assert compute(body(), indexed_job(2), two)["phase"] == "Running"
