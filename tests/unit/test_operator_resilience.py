@@ -34,3 +34,30 @@ def test_lease_times_are_micro_times() -> None:
     from datetime import UTC, datetime
 
     assert micro_time(datetime(2026, 11, 29, 8, 0, 1, 2345, tzinfo=UTC)) == "2026-11-29T08:00:01.002345Z"
+
+
+def test_child_events_that_change_nothing_a_pass_reads_are_skipped() -> None:
+    from recops.controllers.main import Operator, OperatorConfig
+
+    operator = Operator(OperatorConfig(), kube=object())  # type: ignore[arg-type]
+    pod = {"kind": "Pod", "metadata": {"name": "p", "namespace": "n", "uid": "u", "finalizers": ["recops.dev/finalizer"]},
+           "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}]}}
+    assert operator.child_changed(pod)  # the first event of an object always counts
+    pod["status"]["podIP"] = "10.0.0.1"
+    pod["status"]["conditions"].append({"type": "Ready", "status": "True"})
+    assert not operator.child_changed(pod)  # IPs and readiness: nothing a pass reads
+    pod["status"]["phase"] = "Running"
+    assert operator.child_changed(pod)
+    pod["status"]["containerStatuses"] = [{"name": "trainer", "state": {"terminated": {"exitCode": 3}}}]
+    assert operator.child_changed(pod)
+    pod["metadata"]["finalizers"] = []
+    assert operator.child_changed(pod)
+    assert operator.child_changed(pod, deleted=True) and operator.child_changed(pod)  # DELETED, then new
+
+    job = {"kind": "Job", "metadata": {"name": "j", "namespace": "n", "uid": "v"},
+           "spec": {"suspend": False, "template": {}}, "status": {"active": 1}}
+    assert operator.child_changed(job)
+    job["status"].update(ready=1, uncountedTerminatedPods={"succeeded": ["x"]})
+    assert not operator.child_changed(job)
+    job["status"]["conditions"] = [{"type": "Complete", "status": "True"}]
+    assert operator.child_changed(job)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 import os
 import threading
@@ -76,7 +77,10 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.posting.reporting_component = "recops-operator"
     settings.posting.reporting_instance = config.instance
     settings.posting.event_name_prefix = "recops-"
-    settings.posting.level = logging.INFO
+    # Only Kopf's warnings and errors become Events: its INFO lines ("Handler ... succeeded",
+    # "Creation is processed") cost two Event writes per object and per operator start. recops
+    # posts its own Events (JobCreated, Succeeded, ...) explicitly.
+    settings.posting.level = logging.WARNING
     # Watch only what exists at start-up: no cluster-wide CRD or namespace watch (least privilege).
     settings.scanning.disabled = True
     settings.watching.label_selectors["batch", "jobs"] = CHILD_SELECTOR
@@ -103,6 +107,8 @@ class Operator:
         # Objects whose next pass must server-side apply every child (after a spec change or restart).
         self.apply_wanted: set[tuple[str, str, str]] = set()
         self.apply_lock = threading.Lock()
+        # The last relevant state seen of each Job and pod (see child_changed).
+        self.child_signatures: dict[tuple[str, str, str, str], Any] = {}
         # A context of a Kopf resource handler (with Kopf's event queue), for passes Kopf did not start.
         self.kopf_context: contextvars.Context | None = None
 
@@ -139,6 +145,23 @@ class Operator:
 
         self.coalescer.run(key, one_pass)
 
+    def child_changed(self, body: dict[str, Any], deleted: bool = False) -> bool:
+        """Whether a Job or pod event changes anything a FineTuneJob pass reads (most of a Job's and
+        pod's status updates do not: ready counts, uncounted pods, IPs, ...). The first event of an
+        object after a start always counts; the resync is the safety net."""
+        meta = body.get("metadata") or {}
+        key = (str(body.get("kind") or ""), str(meta.get("namespace") or ""), str(meta.get("name") or ""),
+               str(meta.get("uid") or ""))
+        with self.apply_lock:
+            if deleted:
+                self.child_signatures.pop(key, None)
+                return True
+            signature = child_signature(body)
+            if self.child_signatures.get(key) == signature:
+                return False
+            self.child_signatures[key] = signature
+            return True
+
     def ftj_of_child(self, body: dict[str, Any]) -> tuple[str, str] | None:
         """The FineTuneJob a Job or pod belongs to (the label; an owner reference when shortened)."""
         meta = body.get("metadata") or {}
@@ -168,6 +191,27 @@ class Operator:
                     await asyncio.to_thread(context.run, self.reconcile_ftj, namespace, name, "resync")
                 except Exception:  # logged and counted; the next period retries
                     log.exception("resync of FineTuneJob %s/%s failed", namespace, name)
+
+
+def child_signature(body: dict[str, Any]) -> Any:
+    """What a FineTuneJob pass reads from a Job or a pod (see FineTuneJobController and finetunejob_status)."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    spec = body.get("spec") or {}
+    common = (meta.get("deletionTimestamp"), tuple(meta.get("finalizers") or ()))
+    if body.get("kind") == "Job" or "template" in spec:
+        conditions = tuple(sorted((c.get("type"), c.get("status"), c.get("reason"))
+                                  for c in status.get("conditions") or []))
+        return (*common, spec.get("suspend"), spec.get("activeDeadlineSeconds"), status.get("succeeded"),
+                status.get("failed"), status.get("startTime"), status.get("completionTime"), conditions)
+    scheduled = tuple((c.get("status"), c.get("reason"), c.get("message"))
+                      for c in status.get("conditions") or [] if c.get("type") == "PodScheduled")
+    containers = tuple(
+        (c.get("name"), json.dumps((c.get("state") or {}).get("terminated"), sort_keys=True),
+         json.dumps((c.get("lastState") or {}).get("terminated"), sort_keys=True))
+        for c in status.get("containerStatuses") or []
+    )
+    return (*common, status.get("phase"), status.get("startTime"), scheduled, containers)
 
 
 RETRY_BASE_SECONDS = 5.0
@@ -237,8 +281,11 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
         if status.get("phase"):
             operator.metrics.set_phase(namespace, name, status["phase"])
 
-    def on_child(body: kopf.Body, **_: Any) -> None:
-        owner = operator.ftj_of_child(dict(body))
+    def on_child(body: kopf.Body, type: str | None = None, **_: Any) -> None:
+        child = dict(body)
+        if not operator.child_changed(child, deleted=type == "DELETED"):
+            return  # nothing the FineTuneJob's status or finalizers depend on changed
+        owner = operator.ftj_of_child(child)
         if owner is not None:
             operator.reconcile_ftj(owner[0], owner[1], "child")
 
