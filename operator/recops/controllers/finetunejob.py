@@ -157,19 +157,23 @@ class FineTuneJobController:
         """Server-side apply every child (the Job last); returns the Job."""
         name = body["metadata"]["name"]
         manifests = builders.children(ftj, self.settings, current_model)
-        companions = [m for m in manifests if m["kind"] != "Job"]
-        # The companions are independent of each other: applied at once, one round trip instead of
-        # several; the Job only after them (its pods need the ServiceAccount and the ConfigMap).
-        with ThreadPoolExecutor(len(companions)) as pool:
-            list(pool.map(self.kube.apply, companions))
-        for manifest in manifests:
-            if manifest["kind"] != "Job":
-                continue
-            if job is not None:
-                job = self._apply_existing_job(body, manifest)
-            else:
-                job = self.kube.apply(manifest)
-                result.job_created = True
+        # Two rounds of parallel applies instead of one request after another: first what depends on
+        # nothing, then the RoleBinding (RBAC resolves its Role when it is created) and the Job (its
+        # pods need the ServiceAccount and the ConfigMap).
+        second = ("RoleBinding", "Job")
+        first_round = [m for m in manifests if m["kind"] not in second]
+        second_round = [m for m in manifests if m["kind"] == "RoleBinding"]
+        with ThreadPoolExecutor(max(len(first_round), 1)) as pool:
+            list(pool.map(self.kube.apply, first_round))
+            pending = [pool.submit(self.kube.apply, m) for m in second_round]
+            for manifest in (m for m in manifests if m["kind"] == "Job"):
+                if job is not None:
+                    job = self._apply_existing_job(body, manifest)
+                else:
+                    job = self.kube.apply(manifest)
+                    result.job_created = True
+            for future in pending:
+                future.result()
         result.applied = True
         if result.job_created:
             self.post_event(body, "Normal", JOB_CREATED,
