@@ -131,10 +131,7 @@ def test_operator_pod_meets_the_restricted_profile_and_probes_kopf_liveness() ->
     assert container["resources"]["requests"] and container["resources"]["limits"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     liveness = container_env(docs)["RECOPS_LIVENESS_ENDPOINT"]
-    assert liveness == f"http://$(POD_IP):{ports['health']}/healthz"
-    assert container_env(docs)["RECOPS_METRICS_ADDRESS"] == "$(POD_IP)"
-    (pod_ip,) = [e for e in container["env"] if e["name"] == "POD_IP"]
-    assert pod_ip["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert liveness == f"http://0.0.0.0:{ports['health']}/healthz"
     for probe in (container["livenessProbe"], container["readinessProbe"]):
         assert probe["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container_env(docs)["RECOPS_METRICS_PORT"] == str(ports["metrics"])
@@ -150,7 +147,7 @@ def test_every_env_var_is_an_operator_setting_and_images_default_to_app_version(
     known = {env for env, _, _ in _SETTINGS.values()}
     env = container_env(render({"operator": {"replicas": 2, "jobTTLSeconds": 600},
                                 "prometheus": {"url": "http://prometheus.monitoring:9090"}}))
-    assert set(env) - {"POD_IP"} <= known, set(env) - known
+    assert set(env) <= known, set(env) - known
     app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
     assert env["RECOPS_TRAINER_IMAGE"] == f"ghcr.io/recops/trainer-cpu:{app_version}"
     assert env["RECOPS_SERVER_IMAGE"] == f"ghcr.io/recops/server:{app_version}"
