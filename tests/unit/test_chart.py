@@ -199,6 +199,8 @@ def test_feedback_key_secret_in_each_watched_namespace() -> None:
     assert given["metadata"]["namespace"] == "recops-system"
     assert base64.b64decode(given["data"]["k"]) == b"x" * 32
     assert not of_kind(render(), "Secret")
+    chosen = of_kind(render({"feedbackKey": {"create": True, "namespaces": ["shop-c"]}}), "Secret")
+    assert [s["metadata"]["namespace"] for s in chosen] == ["shop-c"]
 
 
 @pytest.mark.parametrize("values, error", [
