@@ -270,14 +270,16 @@ def exported_metric_names() -> set[str]:
     from recops.controllers.metrics import OperatorMetrics
     from recops.serve.metrics import Identity, ServingMetrics
 
-    families = list(OperatorMetrics(CollectorRegistry()).registry.collect())
-    families += ServingMetrics(Identity("n", "d", "stable", "v"), "/m", "click-through").registry.collect()
-    try:  # the MonitorPolicy controller's own registry, once it is on this branch
+    registry = CollectorRegistry()
+    OperatorMetrics(registry)
+    try:  # the MonitorPolicy controller's metrics, once it is on this branch
         from recops.controllers.monitorpolicy import MonitorMetrics  # type: ignore[import-not-found]
-
-        families += MonitorMetrics(CollectorRegistry()).registry.collect()  # pragma: no cover
-    except (ImportError, AttributeError):
+    except ImportError:
         pass
+    else:
+        MonitorMetrics(registry)
+    families = list(registry.collect())
+    families += ServingMetrics(Identity("n", "d", "stable", "v"), "/m", "click-through").registry.collect()
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"], "gauge": [""], "info": ["_info"]}
     return {f.name + s for f in families for s in suffixes.get(f.type, [""])}
 
