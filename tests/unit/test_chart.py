@@ -260,8 +260,6 @@ def test_values_schema_describes_every_default_value() -> None:
 # one of them exists, so that it moves to the checked names (or the rule changes with it).
 PENDING_METRICS = {
     "recops_operator_rollbacks_total": "rmd (RecModelDeployment controller)",
-    "recops_operator_monitor_evaluations_total": "monitor (MonitorPolicy controller)",
-    "recops_operator_monitor_retrains_total": "monitor (MonitorPolicy controller)",
 }
 
 
