@@ -26,10 +26,12 @@ import argparse
 import base64
 import contextlib
 import datetime as dt
+import fcntl
 import http.client
 import http.server
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -46,6 +48,7 @@ from typing import Any
 HACK = Path(__file__).resolve().parent
 REPO = HACK.parent
 UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
+IP_BLOCK_LOCKS = Path("/tmp/recops-pod-ip-blocks")  # machine-wide: one lock file per 127.N block
 MARKER = "RECOPS_PROCESS_NODE_DIR"  # env var in every container process: lets `down` sweep leftovers
 
 
@@ -197,6 +200,7 @@ class Node:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.ips_in_use: set[str] = set()
+        self.ip_block = 0
         self.port, self.tls = args.port, (args.tls_cert, args.tls_key)
 
     # ------------------------------------------------------------ registration
@@ -321,13 +325,34 @@ class Node:
 
     # ------------------------------------------------------------ pod IPs and discovery
 
+    def claim_ip_block(self) -> None:
+        """Loopback addresses are shared by the whole machine, and other clusters (other
+        cluster dirs, CI beside a dev cluster) run process nodes too: each node holds an
+        flock on one 127.N.0.0/16 block for its lifetime and gives pod IPs only from it."""
+        IP_BLOCK_LOCKS.mkdir(parents=True, exist_ok=True)
+        start = random.randint(2, 254)
+        for n in [*range(start, 255), *range(2, start)]:
+            f = open(IP_BLOCK_LOCKS / f"127.{n}.lock", "a+")  # noqa: SIM115 - held open for the lifetime
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.close()
+                continue
+            f.truncate(0)
+            f.write(f"{os.getpid()} {self.state}\n")
+            f.flush()
+            self.ip_block, self.ip_block_lock = n, f
+            log(f"pod IPs from 127.{n}.0.0/16")
+            return
+        raise RuntimeError("no free 127.N.0.0/16 block for pod IPs")
+
     def allocate_ip(self, wanted: str | None = None) -> str:
         with self.lock:
-            if wanted and wanted.startswith("127.") and wanted not in self.ips_in_use:
+            if wanted and wanted.startswith(f"127.{self.ip_block}.") and wanted not in self.ips_in_use:
                 self.ips_in_use.add(wanted)
                 return wanted
-            for i in range(2 * 256, 64 * 256):  # 127.0.2.0 .. 127.0.63.255 (127.0.0.x/1.x left for services)
-                ip = f"127.0.{i // 256}.{i % 256}"
+            for i in range(1, 256 * 256):
+                ip = f"127.{self.ip_block}.{i // 256}.{i % 256}"
                 if i % 256 in (0, 255) or ip in self.ips_in_use:
                     continue
                 self.ips_in_use.add(ip)
@@ -451,6 +476,7 @@ class Node:
             sys.exit("process_node: must run as root (it bind-mounts volumes in per-pod mount namespaces)")
         self.state.mkdir(parents=True, exist_ok=True)
         self.sweep_leftovers()
+        self.claim_ip_block()
         self.write_sd()
         self.register()
 
@@ -491,6 +517,8 @@ class Container:
         self.ready = False
         self.started = False
         self.done = threading.Event()  # terminated for good (no restart coming)
+        self.startup_ok = threading.Event()
+        self.env: dict[str, str] = {}
 
     def status(self) -> dict:
         s = {"name": self.name, "image": self.spec.get("image", ""), "imageID": "", "containerID":
@@ -734,12 +762,17 @@ class PodRunner:
             c.proc = proc
             started = now()
             c.state = {"running": {"startedAt": started}}
-            c.started = True
-            c.ready = not spec.get("readinessProbe")
+            # With a startup probe the container counts as started (and other probes
+            # begin) only once that probe succeeds.
+            c.started = not spec.get("startupProbe")
+            c.ready = c.started and not spec.get("readinessProbe")
+            c.env, c.startup_ok = env, threading.Event()
+            if c.started:
+                c.startup_ok.set()
         self.log(f"started container {c.name} pid {proc.pid}: {argv}")
         self.push_status()
         probes = threading.Event()
-        for kind in ("readinessProbe", "livenessProbe"):
+        for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
             if spec.get(kind):
                 threading.Thread(target=self.probe_loop, args=(c, kind, spec[kind], proc, probes, env),
                                  daemon=True).start()
@@ -772,11 +805,22 @@ class PodRunner:
         period = probe.get("periodSeconds", 10)
         success_th, failure_th = probe.get("successThreshold", 1), probe.get("failureThreshold", 3)
         ok_run = fail_run = 0
+        if kind != "startupProbe":
+            while not c.startup_ok.wait(0.2):
+                if stop.is_set():
+                    return
         if stop.wait(probe.get("initialDelaySeconds", 0)):
             return
         while not stop.is_set() and proc.poll() is None and not self.deleting:
             ok = self.probe_once(probe, c, proc, env)
             ok_run, fail_run = (ok_run + 1, 0) if ok else (0, fail_run + 1)
+            if kind == "startupProbe" and ok_run >= 1:
+                c.started = True
+                c.ready = not c.spec.get("readinessProbe")
+                c.startup_ok.set()
+                self.log(f"container {c.name} started (startup probe)")
+                self.push_status()
+                return
             if kind == "readinessProbe":
                 ready = c.ready
                 if ok_run >= success_th:
@@ -788,7 +832,7 @@ class PodRunner:
                     self.log(f"container {c.name} ready={ready}")
                     self.push_status()
             elif fail_run >= failure_th:
-                self.log(f"container {c.name} failed liveness probe; killing")
+                self.log(f"container {c.name} failed {kind}; killing")
                 self.signal_proc(proc, signal.SIGTERM)
                 if proc_wait(proc, self.pod["spec"].get("terminationGracePeriodSeconds", 30)) is None:
                     self.signal_proc(proc, signal.SIGKILL)
@@ -931,6 +975,19 @@ class PodRunner:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, sig)  # the container's whole process group
 
+    def pre_stop(self, c: Container, timeout: float) -> None:
+        hook = c.spec["lifecycle"]["preStop"]
+        try:
+            if "exec" in hook and c.proc:
+                subprocess.run(["nsenter", "-t", str(c.proc.pid), "-m", "--", *hook["exec"]["command"]],
+                               env=c.env, capture_output=True, timeout=timeout)
+            elif "httpGet" in hook:
+                self.probe_once({"httpGet": hook["httpGet"], "timeoutSeconds": timeout}, c, c.proc, c.env)
+            elif "sleep" in hook:
+                time.sleep(min(timeout, hook["sleep"]["seconds"]))
+        except Exception as e:  # a failing hook does not stop the deletion
+            self.log(f"preStop hook of {c.name} failed: {e}")
+
     def kill_all(self, grace: float) -> None:
         procs = [c.proc for c in self.containers if c.proc and c.proc.poll() is None]
         for p in procs:
@@ -947,7 +1004,14 @@ class PodRunner:
         if grace is None:
             grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
         self.log(f"deleting (grace {grace}s)")
-        self.kill_all(grace)
+        deadline = time.monotonic() + grace
+        hooks = [threading.Thread(target=self.pre_stop, args=(c, grace), daemon=True) for c in self.containers
+                 if c.proc and c.proc.poll() is None and (c.spec.get("lifecycle") or {}).get("preStop")]
+        for t in hooks:  # preStop hooks first, within the grace period, as the kubelet does
+            t.start()
+        for t in hooks:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self.kill_all(max(0.0, deadline - time.monotonic()))
         for c in self.containers:
             c.done.set()
         with self.lock:

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -219,29 +220,45 @@ def test_second_up_changes_nothing(cluster: Cluster) -> None:
 
 
 def processes_mentioning(text: str) -> list[str]:
+    """Processes whose command line or environment mentions `text` (container processes
+    of the process node carry their cluster dir in RECOPS_PROCESS_NODE_DIR)."""
     found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            args = cmdline.read_bytes().decode(errors="replace")
+            args = (proc / "cmdline").read_bytes().decode(errors="replace")
+            environ = (proc / "environ").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        if text in args and str(os.getpid()) != cmdline.parent.name:
-            found.append(f"{cmdline.parent.name}: {args.replace(chr(0), ' ')}")
+        if (text in args or text in environ) and str(os.getpid()) != proc.name:
+            found.append(f"{proc.name}: {args.replace(chr(0), ' ')}")
     return found
 
 
 def test_separate_cluster_up_down_leaves_no_process() -> None:
-    """A second cluster in its own dir starts beside the session's one (own ports) and
-    `down` leaves no process of it behind."""
+    """A second cluster in its own dir starts beside the session's one (own ports, own pod
+    IPs). With --process-node-default a plain pod runs as a real process on recops-local,
+    and `down` leaves no process of that cluster behind, container processes included."""
     dir = Path(tempfile.mkdtemp(prefix="recops-updown-"))
     env = {**os.environ, "RECOPS_CLUSTER_DIR": str(dir)}
     try:
-        up = subprocess.run([str(HACK / "cluster"), "up", "--process-node"], env=env, capture_output=True, text=True)
+        up = subprocess.run([str(HACK / "cluster"), "up", "--process-node-default"], env=env,
+                            capture_output=True, text=True)
         assert up.returncode == 0, up.stderr
         assert re.search(r"^export KUBECONFIG=.*admin\.kubeconfig$", up.stdout, re.M)
         assert len(processes_mentioning(str(dir))) >= 6
+        other = Cluster(dir=dir, process_node=True)
+        # No nodeSelector, no toleration: the untainted process node is the only choice.
+        other.apply(pod("plain", restartPolicy="Always") | {"metadata": {"name": "plain", "namespace": "default"}})
+        p = other.wait_pod_phase("default", "plain", {"Running"})
+        assert p.spec.node_name == "recops-local"
+        # Running is reported once the process is forked; it execs its command a moment later.
+        deadline = time.monotonic() + 15
+        while not any("sleep 3600" in proc for proc in processes_mentioning(str(dir))):
+            assert time.monotonic() < deadline, processes_mentioning(str(dir))
+            time.sleep(0.2)
+        assert other.core().read_node("kwok-cpu-0").spec.taints[0].key == "recops.dev/kwok"
     finally:
         down = subprocess.run([str(HACK / "cluster"), "down", "--purge"], env=env, capture_output=True, text=True)
     assert down.returncode == 0, down.stderr
-    assert processes_mentioning(str(dir)) == []
+    assert processes_mentioning(str(dir)) == []  # the pod's `sleep 3600` too
     assert not dir.exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import time
 import urllib.request
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from tests.support.cluster import Cluster, wait_until
+from tests.support.cluster import REPO, Cluster, wait_until
 from tests.support.prometheus import running_prometheus
 
 pytestmark = pytest.mark.cluster
@@ -326,3 +327,79 @@ def test_liveness_probe_failure_restarts_container(cluster: Cluster, namespace: 
     wait_until(lambda: (cluster.pod(namespace, "unhealthy").status.container_statuses or [None])[0]
                and cluster.pod(namespace, "unhealthy").status.container_statuses[0].restart_count >= 1,
                60, "a restart after failed liveness probes")
+
+
+def test_recops_serve_pod_answers_on_its_pod_ip(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    """The real server in a real pod: Ready through its readiness probe, answering on its
+    pod IP, listed for Prometheus with its metrics path."""
+    if shutil.which("recops") is None and not (REPO / ".venv" / "bin" / "recops").exists():
+        pytest.skip("the recops executable is not installed (make venv)")
+    models = pytest.importorskip("tests.support.models")
+    model = models.tiny_served_model(tmp_path / "model", "click-through", version="tiny-0000abcd")
+    model.chmod(0o755)
+    cluster.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "feedback-key"},
+                   "stringData": {"key": "0123456789abcdef0123456789abcdef"}}, namespace)
+    cluster.apply(local_pod("ranker", ["recops", "serve", "--model", "/models/ranker", "--port", "8080"],
+                            restart="Always", metadata={
+                                "labels": {"track": "stable"},
+                                "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "8080",
+                                                "prometheus.io/path": "/metrics"}},
+                            volumes=[{"name": "model", "hostPath": {"path": str(model), "type": "Directory"}}],
+                            container={
+                                "env": [{"name": "RECOPS_NAMESPACE",
+                                         "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                                        {"name": "RECOPS_DEPLOYMENT", "value": "ranker"},
+                                        {"name": "RECOPS_FEEDBACK_KEY", "valueFrom": {
+                                            "secretKeyRef": {"name": "feedback-key", "key": "key"}}}],
+                                "ports": [{"name": "http", "containerPort": 8080}],
+                                "volumeMounts": [{"name": "model", "mountPath": "/models/ranker", "readOnly": True}],
+                                "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"},
+                                                   "periodSeconds": 1}}), namespace)
+
+    def ready() -> client.V1Pod | None:
+        pod = cluster.pod(namespace, "ranker")
+        return pod if any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or []) else None
+    pod = wait_until(ready, 240, "recops serve Ready")
+    target = f"{pod.status.pod_ip}:8080"
+    assert pod.status.pod_ip != "127.0.0.1"
+    with urllib.request.urlopen(f"http://{target}/metrics", timeout=10) as r:
+        metrics = r.read().decode()
+    assert 'recops_model_info{' in metrics and 'model_version="tiny-0000abcd"' in metrics
+    groups = json.loads((cluster.dir / "process-node" / "prometheus-sd.json").read_text())
+    group = next(g for g in groups if g["targets"] == [target])
+    assert group["labels"]["__metrics_path__"] == "/metrics" and group["labels"]["track"] == "stable"
+
+
+def test_startup_probe_holds_back_readiness(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    ctl, ctl_vol = hostpath_dir(tmp_path)
+    cluster.apply(local_pod("slowstart", ["sleep", "3600"], restart="Always", volumes=[ctl_vol], container={
+        "volumeMounts": [{"name": "ctl", "mountPath": "/ctl"}],
+        "startupProbe": {"exec": {"command": ["test", "-f", "/ctl/started"]}, "periodSeconds": 1,
+                         "failureThreshold": 600},
+        # Would kill the container at once if it ran before the startup probe succeeded.
+        "livenessProbe": {"exec": {"command": ["test", "-f", "/ctl/started"]}, "periodSeconds": 1,
+                          "failureThreshold": 1}}), namespace)
+    cluster.wait_pod_phase(namespace, "slowstart", {"Running"})
+    for _ in range(6):
+        status = cluster.pod(namespace, "slowstart").status.container_statuses[0]
+        assert status.started is False and status.ready is False and status.restart_count == 0
+        time.sleep(0.5)
+    (ctl / "started").touch()
+    wait_until(lambda: cluster.pod(namespace, "slowstart").status.container_statuses[0].ready, 30, "Ready")
+    assert cluster.pod(namespace, "slowstart").status.container_statuses[0].restart_count == 0
+
+
+def test_pre_stop_hook_runs_before_sigterm(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    ctl, ctl_vol = hostpath_dir(tmp_path)
+    # On SIGTERM the container records whether the preStop hook had already run.
+    script = ("trap 'if [ -f /ctl/prestop ]; then echo after-hook > /ctl/term; else echo no-hook > /ctl/term; fi;"
+              " exit 0' TERM; touch /ctl/armed; while true; do sleep 0.1; done")
+    cluster.apply(local_pod("hooked", ["sh", "-c", script], restart="Always", volumes=[ctl_vol],
+                            terminationGracePeriodSeconds=10, container={
+                                "volumeMounts": [{"name": "ctl", "mountPath": "/ctl"}],
+                                "lifecycle": {"preStop": {"exec": {"command": ["touch", "/ctl/prestop"]}}}}),
+                  namespace)
+    wait_until(lambda: (ctl / "armed").exists(), 30, "the SIGTERM trap is set")
+    cluster.core().delete_namespaced_pod("hooked", namespace)
+    wait_until(lambda: (ctl / "term").exists() and (ctl / "term").read_text().strip(), 30, "SIGTERM handled")
+    assert (ctl / "term").read_text().strip() == "after-hook"
