@@ -94,7 +94,11 @@ in both modes. tests/unit/test_chart.py fails when these and config/rbac/ differ
   verbs: ["get", "create", "patch"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# A FineTuneJob's Secrets and claims must exist before its Job is created: get by name only.
+- apiGroups: [""]
+  resources: ["secrets", "persistentvolumeclaims"]
+  verbs: ["get"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "patch"]
