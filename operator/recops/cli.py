@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("recops.controllers.command", "run the Kubernetes operator (Kopf)"),
     "data": ("recops.train.datacommand", "work with training data (synth)"),
     "serve": ("recops.serve.command", "serve a complete model: ranking, embeddings, feedback and metrics over HTTP"),
+    "train": ("recops.train.command", "fine-tune, evaluate, gate and write a deployable model (a FineTuneJob pod)"),
 }
 
 

@@ -1,0 +1,220 @@
+"""Score a complete model on the test split the way the server will, and compute metrics.
+
+A model is loaded from its directory exactly as `recops serve` loads it (recops.json says how):
+cross-encoder -> AutoModelForSequenceClassification; bi-encoder and masked-lm -> AutoModel with
+mean pooling and cosine similarity. The freshly trained model and the current model are scored
+by the same code, so their figures are comparable.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from recops.api.contracts import MODEL_MANIFEST, ModelManifest
+from recops.train.job import metric_applies
+from recops.train.trainer import EMBEDDING_SCALE, mean_pool, positive_pairs, product_texts
+
+log = logging.getLogger("recops.train")
+
+# Metrics recops computes itself; the rest come from recops.train.metrics.compute_metrics.
+OWN_METRICS = ("loss",)
+EVAL_BATCH = 64
+_EPS = 1e-7
+
+
+@dataclass
+class LoadedModel:
+    directory: Path
+    manifest: ModelManifest
+    tokenizer: Any
+    model: Any
+    device: torch.device
+
+    @property
+    def task(self) -> str:
+        return self.manifest.task
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def read_manifest(directory: Path) -> ModelManifest:
+    return ModelManifest.model_validate_json((directory / MODEL_MANIFEST).read_text())
+
+
+def load_model(directory: Path, manifest: ModelManifest | None = None) -> LoadedModel:
+    manifest = manifest or read_manifest(directory)
+    device = _device()
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    if manifest.architecture == "cross-encoder":
+        model = AutoModelForSequenceClassification.from_pretrained(str(directory))
+    else:
+        model = AutoModel.from_pretrained(str(directory))
+    model.to(device).eval()
+    return LoadedModel(directory, manifest, tokenizer, model, device)
+
+
+def _autocast(device: torch.device) -> Any:
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def _batches_by_length(lengths: list[int], size: int) -> list[list[int]]:
+    # Sorting by length keeps padding (and time) small; results are put back in order.
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[i:i + size] for i in range(0, len(order), size)]
+
+
+@torch.inference_mode()
+def cross_encoder_logits(loaded: LoadedModel, contexts: list[str], products: list[str]) -> np.ndarray:
+    encoded = loaded.tokenizer(contexts, products, truncation=True, max_length=loaded.manifest.max_length)
+    out = np.zeros(len(contexts), dtype=np.float64)
+    for batch in _batches_by_length([len(ids) for ids in encoded["input_ids"]], EVAL_BATCH):
+        features = [{k: encoded[k][i] for k in encoded} for i in batch]
+        inputs = loaded.tokenizer.pad(features, padding=True, return_tensors="pt").to(loaded.device)
+        with _autocast(loaded.device):
+            logits = loaded.model(**inputs).logits[:, 0]
+        out[batch] = logits.float().cpu().numpy()
+    return out
+
+
+@torch.inference_mode()
+def embed(loaded: LoadedModel, texts: list[str]) -> torch.Tensor:
+    encoded = loaded.tokenizer(texts, truncation=True, max_length=loaded.manifest.max_length)
+    dim = loaded.model.config.hidden_size
+    out = torch.zeros(len(texts), dim)
+    for batch in _batches_by_length([len(ids) for ids in encoded["input_ids"]], EVAL_BATCH):
+        features = [{"input_ids": encoded["input_ids"][i], "attention_mask": encoded["attention_mask"][i]} for i in batch]
+        inputs = loaded.tokenizer.pad(features, padding=True, return_tensors="pt").to(loaded.device)
+        with _autocast(loaded.device):
+            hidden = loaded.model(**inputs).last_hidden_state
+        out[batch] = F.normalize(mean_pool(hidden.float(), inputs["attention_mask"]), dim=-1).cpu()
+    return out
+
+
+def score(loaded: LoadedModel, frame: Any) -> np.ndarray:
+    """One score per row, in row order: a probability (sigmoid), the predicted grade / maxGrade (grade; not
+    clamped, so rmse sees the raw prediction) or the cosine similarity."""
+    contexts = frame["context"].astype(str).tolist()
+    products = frame["product_text"].astype(str).tolist()
+    if loaded.manifest.architecture == "cross-encoder":
+        raw = cross_encoder_logits(loaded, contexts, products)
+        if loaded.manifest.score_transform == "sigmoid":
+            probabilities: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(raw, -60, 60)))
+            return probabilities
+        if loaded.manifest.score_transform == "grade":
+            return raw / max(loaded.manifest.max_grade, 1e-9)
+        return raw
+    unique_contexts, context_index = np.unique(np.array(contexts, dtype=object), return_inverse=True)
+    unique_products, product_index = np.unique(np.array(products, dtype=object), return_inverse=True)
+    context_vectors = embed(loaded, [str(t) for t in unique_contexts])
+    product_vectors = embed(loaded, [str(t) for t in unique_products])
+    cosine = (context_vectors[context_index] * product_vectors[product_index]).sum(dim=-1)
+    result: np.ndarray = cosine.numpy().astype(np.float64)
+    return result
+
+
+def in_batch_loss(loaded: LoadedModel, frame: Any, batch_size: int) -> float | None:
+    """The embedding objective on the split's positive pairs, in fixed batches."""
+    pairs = positive_pairs(frame)
+    if len(pairs) < 2:
+        return None
+    contexts = embed(loaded, pairs["context"].astype(str).tolist())
+    products = embed(loaded, pairs["product_text"].astype(str).tolist())
+    losses, weights = [], []
+    for start in range(0, len(pairs), batch_size):
+        q, p = contexts[start:start + batch_size], products[start:start + batch_size]
+        if len(q) < 2:
+            continue
+        logits = q @ p.T * EMBEDDING_SCALE
+        chunk = pairs.iloc[start:start + batch_size]
+        same_context = chunk["context"].to_numpy()[:, None] == chunk["context"].to_numpy()[None, :]
+        same_product = chunk["product_text"].to_numpy()[:, None] == chunk["product_text"].to_numpy()[None, :]
+        not_negative = torch.from_numpy((same_context | same_product) & ~np.eye(len(chunk), dtype=bool))
+        logits = logits.masked_fill(not_negative, float("-inf"))
+        losses.append(float(F.cross_entropy(logits, torch.arange(len(q)))))
+        weights.append(len(q))
+    return float(np.average(losses, weights=weights)) if losses else None
+
+
+@torch.inference_mode()
+def masked_lm_loss(directory: Path, frame: Any, max_length: int, seed: int = 0) -> float | None:
+    """Mean masked-token loss on the split's product texts, with a fixed masking seed."""
+    from transformers import DataCollatorForLanguageModeling
+
+    texts = product_texts(frame)
+    if not texts:
+        return None
+    device = _device()
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    model = AutoModelForMaskedLM.from_pretrained(str(directory)).to(device).eval()
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=seed)
+    encoded = tokenizer(texts, truncation=True, max_length=max_length, return_special_tokens_mask=True)
+    total, tokens = 0.0, 0
+    for batch in _batches_by_length([len(ids) for ids in encoded["input_ids"]], EVAL_BATCH):
+        features = [{k: encoded[k][i] for k in encoded} for i in batch]
+        inputs = collator(features).to(device)
+        with _autocast(device):
+            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+        masked = inputs["labels"] != -100
+        if masked.any():
+            total += float(F.cross_entropy(logits[masked].float(), inputs["labels"][masked], reduction="sum"))
+            tokens += int(masked.sum())
+    return total / tokens if tokens else None
+
+
+def own_metric(name: str, loaded: LoadedModel, frame: Any, scores: np.ndarray, batch_size: int) -> float | None:
+    """loss: the task's own training objective on the split."""
+    labels = frame["label"].astype(float).to_numpy()
+    if loaded.task == "click-through":
+        p = np.clip(scores, _EPS, 1 - _EPS)
+        return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+    if loaded.task == "relevance":
+        predicted = scores * loaded.manifest.max_grade
+        return float(np.mean((predicted - frame["grade"].astype(float).to_numpy()) ** 2))
+    if loaded.task == "embedding":
+        return in_batch_loss(loaded, frame, batch_size)
+    return masked_lm_loss(loaded.directory, frame, loaded.manifest.max_length)
+
+
+def evaluate(loaded: LoadedModel, frame: Any, names: list[str], batch_size: int = 32) -> tuple[dict[str, float], dict[str, str]]:
+    """(metrics, skipped metric -> why) of `loaded` on `frame`."""
+    from recops.train.metrics import compute_metrics
+
+    skipped: dict[str, str] = {}
+    applicable = []
+    for name in names:
+        reason = metric_applies(name, loaded.task)
+        if reason:
+            skipped[name] = reason
+        else:
+            applicable.append(name)
+    if len(frame) == 0:
+        return {}, {name: "the test split is empty" for name in names}
+    scores = score(loaded, frame)
+    metrics: dict[str, float] = {}
+    shared = [n for n in applicable if n not in OWN_METRICS]
+    if shared:
+        metrics.update({k: float(v) for k, v in compute_metrics(shared, frame, scores, max_grade=loaded.manifest.max_grade).items()})
+    for name in applicable:
+        if name in OWN_METRICS:
+            value = own_metric(name, loaded, frame, scores, batch_size)
+            if value is not None:
+                metrics[name] = value
+    for name in applicable:
+        value = metrics.get(name)
+        if value is None or not math.isfinite(value):
+            metrics.pop(name, None)
+            skipped[name] = "undefined on this test split (e.g. a single class or no positives)"
+    return {k: metrics[k] for k in names if k in metrics}, skipped

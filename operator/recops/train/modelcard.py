@@ -1,0 +1,185 @@
+"""The model card (README.md) and the loss curves (PNG) written beside the weights."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("recops.train")
+
+CURVES_FILE = "training_curves.png"
+
+INTENDED_USE = {
+    "click-through": "Re-ranking a shortlist of products for a search query (or a user context): the score is the "
+    "estimated probability of a positive event (click or better) on the product when shown.",
+    "relevance": "Re-ranking a shortlist of products for a search query by graded relevance: the raw output is a "
+    "predicted grade (0 .. maxGrade); the served score is grade / maxGrade.",
+    "embedding": "Retrieving and ranking products by cosine similarity between the embedding of the query (or user "
+    "context) and the embedding of the product text; embeddings can be precomputed for the catalogue.",
+    "domain-pretrain": "A starting point for further fine-tuning, adapted to the shop's product language by masked-"
+    "language modelling. Served directly it ranks by cosine similarity of mean-pooled embeddings, which is only a "
+    "rough ranker.",
+}
+
+LIMITS = [
+    "Trained on logged behaviour: it learns what was shown and clicked, including the biases of the ranking that "
+    "produced the log (position bias, popularity feedback loops).",
+    "Scores are comparable within one request, not across requests, shops or model versions.",
+    "Evaluated offline on a held-out split of the same data; online effect (click-through, conversion) has to be "
+    "confirmed by a canary rollout.",
+    "Inputs longer than maxLength tokens are truncated.",
+    "User ids are never a model input; they were pseudonymised before training and are used only for splitting "
+    "and baselines.",
+]
+
+
+@dataclass
+class CardInputs:
+    task: str
+    model_version: str
+    model_uri: str
+    base_model: str
+    architecture: str
+    score_transform: str
+    max_length: int
+    max_grade: float
+    dataset_uri: str | None
+    split_sizes: dict[str, int]
+    data_fingerprint: str
+    cleaning_markdown: str
+    training: dict[str, Any]
+    precision: str
+    world_size: int
+    train_seconds: float
+    total_steps: int
+    resumed_from: str | None
+    metrics: dict[str, float]
+    baseline: dict[str, dict[str, float]]
+    current_model: dict[str, float] | None
+    current_model_uri: str | None
+    skipped: dict[str, str]
+    gate: dict[str, Any] | None
+    gate_passed: bool | None
+    gate_reasons: list[str]
+    versions: dict[str, str]
+    created_at: str
+    has_curves: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def metrics_table(inputs: CardInputs) -> str:
+    columns = ["this model", *inputs.baseline.keys()]
+    if inputs.current_model is not None:
+        columns.append("current model")
+    names = list(inputs.metrics) or sorted({n for m in inputs.baseline.values() for n in m})
+    lines = ["| metric | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name in names:
+        row = [_fmt(inputs.metrics.get(name))]
+        row += [_fmt(values.get(name)) for values in inputs.baseline.values()]
+        if inputs.current_model is not None:
+            row.append(_fmt(inputs.current_model.get(name)))
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def describe_gate(gate: dict[str, Any]) -> str:
+    bounds = []
+    if gate.get("minimum") is not None:
+        bounds.append(f"{gate['metric']} >= {gate['minimum']:g}")
+    if gate.get("maximum") is not None:
+        bounds.append(f"{gate['metric']} <= {gate['maximum']:g}")
+    if gate.get("beatCurrent"):
+        bounds.append("better than the model serving now")
+    return " and ".join(bounds)
+
+
+def render(inputs: CardInputs) -> str:
+    gate = "No gate: every complete model may be deployed." if inputs.gate is None else (
+        f"**{'passed' if inputs.gate_passed else 'failed'}**: {describe_gate(inputs.gate)}")
+    splits = ", ".join(f"{k}: {v}" for k, v in inputs.split_sizes.items())
+    training = ", ".join(f"{k}: {v}" for k, v in inputs.training.items() if v is not None)
+    parts = [
+        "---",
+        "library_name: transformers",
+        "tags: [recops, ranking, " + inputs.task + "]",
+        "---",
+        "",
+        f"# {inputs.model_version}",
+        "",
+        f"A **{inputs.task}** model ({inputs.architecture}, score transform `{inputs.score_transform}`) fine-tuned by "
+        f"`recops train` from `{inputs.base_model}`. Location: `{inputs.model_uri}`. Written {inputs.created_at}.",
+        "",
+        "## Intended use",
+        "",
+        INTENDED_USE[inputs.task],
+        "",
+        f"Inputs: the query (or `user: <context>` when there is no query) and the product text, each truncated to "
+        f"{inputs.max_length} tokens." + (f" maxGrade: {inputs.max_grade:g}." if inputs.score_transform == "grade" else ""),
+        "",
+        "## Data",
+        "",
+        f"- Source: `{inputs.dataset_uri}`",
+        f"- Rows per split: {splits}",
+        f"- Data fingerprint: `{inputs.data_fingerprint}`",
+        "",
+        "### Cleaning",
+        "",
+        inputs.cleaning_markdown.strip() or "(no report)",
+        "",
+        "## Training",
+        "",
+        f"- {training}",
+        f"- Precision: {inputs.precision}; processes: {inputs.world_size}; optimiser steps: {inputs.total_steps}; "
+        f"time: {inputs.train_seconds:.0f}s" + (f"; resumed from `{inputs.resumed_from}`" if inputs.resumed_from else ""),
+        "",
+    ]
+    if inputs.has_curves:
+        parts += [f"![training and validation loss]({CURVES_FILE})", ""]
+    parts += [
+        "## Evaluation (test split)",
+        "",
+        metrics_table(inputs),
+        "",
+    ]
+    if inputs.current_model_uri:
+        parts += [f"Current model: `{inputs.current_model_uri}`, scored on the same test split.", ""]
+    if inputs.skipped:
+        parts += ["Not computed:", ""] + [f"- {name}: {why}" for name, why in inputs.skipped.items()] + [""]
+    parts += ["## Gate", "", gate, ""] + [f"- {reason}" for reason in inputs.gate_reasons] + [""]
+    parts += ["## Limits", ""] + [f"- {limit}" for limit in LIMITS] + [""]
+    if inputs.notes:
+        parts += ["## Notes", ""] + [f"- {note}" for note in inputs.notes] + [""]
+    parts += ["## Versions", "", ", ".join(f"{k} {v}" for k, v in inputs.versions.items()), ""]
+    return "\n".join(parts)
+
+
+def plot_curves(log_history: list[dict[str, Any]], path: Path) -> bool:
+    """Training loss per logging step and validation loss per evaluation; False if nothing to plot."""
+    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
+    validation = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e and "step" in e]
+    if not train and not validation:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
+    if train:
+        axes.plot(*zip(*train, strict=True), label="training loss", color="tab:blue")
+    if validation:
+        axes.plot(*zip(*validation, strict=True), label="validation loss", color="tab:orange", marker="o")
+    axes.set_xlabel("optimiser step")
+    axes.set_ylabel("loss")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return True

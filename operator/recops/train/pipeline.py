@@ -1,0 +1,184 @@
+"""One `recops train` run: check inputs, prepare data, fine-tune, evaluate, gate, write the model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import recops
+from recops import uris
+from recops.api.contracts import MODEL_MANIFEST, ModelManifest, TerminationMessage
+from recops.train import output
+from recops.train.job import TASK_ARCHITECTURE, Distributed, Job, planned_metrics, spec_digest
+from recops.train.progress import StatusReporter
+
+log = logging.getLogger("recops.train")
+
+TRAINING_LOG = "training_log.json"
+
+
+def _versions(lora: bool) -> dict[str, str]:
+    import torch
+    import transformers
+
+    versions = {"recops": recops.__version__, "python": platform.python_version(), "torch": torch.__version__,
+                "transformers": transformers.__version__}
+    if lora:
+        import peft
+
+        versions["peft"] = peft.__version__
+    return versions
+
+
+def _remove_stale_stages(model_uri: str) -> None:
+    local = uris.local_path(model_uri)
+    if local is None:
+        return
+    final = Path(local)
+    for stale in final.parent.glob(f".{final.name}.partial-*"):
+        log.info("removing %s left by an interrupted run", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def run(job: Job) -> TerminationMessage | None:
+    """Train and write the model. Returns the termination message on the main process, None elsewhere."""
+    dist = Distributed.from_environment()
+    spec = job.spec
+    scratch = Path(tempfile.mkdtemp(prefix="recops-train-"))
+    stage: Path | None = None
+    reporter: StatusReporter | None = None
+    try:
+        output.ensure_not_complete(job.model_uri)
+        current_dir = None
+        if job.current_model:
+            current_dir = output.fetch_model(job.current_model, scratch, "current model")
+            if not (current_dir / MODEL_MANIFEST).exists():
+                raise output.OutputError(f"current model {job.current_model} is not complete (no {MODEL_MANIFEST})")
+        base_dir = output.fetch_model(spec.base_model.uri, scratch, "base model")
+        names, skipped = planned_metrics(spec)
+
+        from recops.train.data import prepare
+
+        digest = spec_digest(spec)
+        data = prepare(spec.dataset, spec.task)  # the split and fingerprint never depend on the salt
+        sizes = {"train": len(data.train), "validation": len(data.validation), "test": len(data.test)}
+        if dist.is_main:
+            log.info("data: %s rows read, %s kept; split %s; fingerprint %s", data.report.rows_read,
+                     data.report.rows_kept, sizes, data.fingerprint)
+
+        run_key = {"specDigest": digest, "dataFingerprint": data.fingerprint, "worldSize": dist.world_size}
+        checkpoints_local = uris.local_path(job.checkpoints_uri)
+        checkpoints = Path(checkpoints_local) if checkpoints_local else scratch / "checkpoints"
+        remote = None if checkpoints_local else output.RemoteCheckpoints(job.checkpoints_uri)
+        if remote is not None:
+            remote.restore(checkpoints, run_key)  # every rank: each process resumes from its own copy
+        if dist.is_main:
+            _remove_stale_stages(job.model_uri)
+            stage = output.staging_dir(job.model_uri, scratch)
+            stage.mkdir(parents=True)
+            reporter = StatusReporter.from_environment()
+        from recops.train.trainer import train  # torch and transformers: only once the inputs are known good
+
+        upload = (lambda path: remote.upload(path, run_key)) if remote is not None else None
+        result = train(spec, data, base_dir, checkpoints, stage, run_key, reporter, on_checkpoint=upload)
+        if not dist.is_main or stage is None:
+            return None
+
+        architecture, transform = TASK_ARCHITECTURE[spec.task]
+        manifest = ModelManifest(
+            task=spec.task, model_version=job.model_version, architecture=architecture, score_transform=transform,
+            max_grade=float(data.max_grade) if spec.task == "relevance" else 1.0, max_length=spec.training.max_length,
+            base_model=spec.base_model.uri, data_fingerprint=data.fingerprint,
+            versions=_versions(spec.training.lora is not None),
+        )
+        metrics, baseline, current, skipped = evaluate_all(job, manifest, stage, current_dir, data, names, skipped)
+        from recops.train.job import decide_gate
+
+        gate_passed, reasons = decide_gate(spec.evaluation.gate, metrics, current)
+        for reason in reasons:
+            log.info("gate: %s", reason)
+        if gate_passed is not None:
+            log.info("gate %s", "passed" if gate_passed else "failed")
+        manifest = manifest.model_copy(update={
+            "metrics": metrics, "baseline": baseline, "current_model": current,
+            "gate": spec.evaluation.gate.to_api() if spec.evaluation.gate else None, "gate_passed": gate_passed,
+            "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        })
+        write_card(job, manifest, stage, data, sizes, result, skipped, reasons, dist.world_size)
+        (stage / MODEL_MANIFEST).write_text(manifest.to_json())  # last: it marks the model complete
+        output.publish(stage, job.model_uri)
+        stage = None
+        log.info("model written to %s", job.model_uri)
+        output.remove_tree(job.checkpoints_uri)  # the model is complete: its checkpoints are not needed
+        return TerminationMessage(
+            modelUri=job.model_uri, modelVersion=job.model_version, metrics=metrics, baseline=baseline,
+            currentModel=current, gatePassed=gate_passed,
+        )
+    finally:
+        if reporter is not None:
+            reporter.close()
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)  # nothing half-written stays behind
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def evaluate_all(
+    job: Job, manifest: ModelManifest, stage: Path, current_dir: Path | None, data: Any, names: list[str],
+    skipped: dict[str, str],
+) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, float] | None, dict[str, str]]:
+    from recops.train.baselines import baseline_metrics
+    from recops.train.evaluate import OWN_METRICS, evaluate, load_model
+
+    batch = job.spec.training.batch_size
+    log.info("evaluating on the test split (%d rows): %s", len(data.test), ", ".join(names))
+    metrics, not_computed = evaluate(load_model(stage, manifest), data.test, names, batch)
+    skipped = {**skipped, **not_computed}
+    for name, why in skipped.items():
+        log.info("metric %s not computed: %s", name, why)
+    shared = [n for n in names if n not in OWN_METRICS]
+    baseline = {kind: {k: float(v) for k, v in values.items() if v == v} for kind, values in
+                baseline_metrics(shared, data).items()} if shared else {}
+    current = None
+    if current_dir is not None:
+        current, current_skipped = evaluate(load_model(current_dir), data.test, names, batch)
+        for name, why in current_skipped.items():
+            log.info("current model: %s not computed: %s", name, why)
+    for label, values in [("model", metrics), *baseline.items(), *([("current", current)] if current else [])]:
+        log.info("%s: %s", label, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+    return metrics, baseline, current, skipped
+
+
+def write_card(job: Job, manifest: ModelManifest, stage: Path, data: Any, sizes: dict[str, int], result: Any,
+               skipped: dict[str, str], reasons: list[str], world_size: int) -> None:
+    from recops.train.modelcard import CURVES_FILE, CardInputs, plot_curves, render
+
+    (stage / TRAINING_LOG).write_text(json.dumps(result.log_history, indent=1))
+    try:
+        has_curves = plot_curves(result.log_history, stage / CURVES_FILE)
+    except Exception as err:  # a missing plot never costs the model
+        log.warning("could not plot the loss curves: %s", err)
+        has_curves = False
+    training = job.spec.training
+    inputs = CardInputs(
+        task=manifest.task, model_version=manifest.model_version, model_uri=job.model_uri,
+        base_model=manifest.base_model or "", architecture=manifest.architecture,
+        score_transform=manifest.score_transform, max_length=manifest.max_length, max_grade=manifest.max_grade,
+        dataset_uri=job.spec.dataset.uri, split_sizes=sizes, data_fingerprint=data.fingerprint,
+        cleaning_markdown=data.report.to_markdown(),
+        training={"epochs": training.epochs, "learning rate": training.learning_rate,
+                  "batch size": training.batch_size, "gradient accumulation": training.gradient_accumulation_steps,
+                  "max length": training.max_length, "seed": training.seed,
+                  "LoRA": f"r={training.lora.r} alpha={training.lora.alpha}" if training.lora else None},
+        precision=result.precision, world_size=world_size, train_seconds=result.seconds,
+        total_steps=result.total_steps, resumed_from=result.resumed_from, metrics=manifest.metrics,
+        baseline=manifest.baseline, current_model=manifest.current_model, current_model_uri=job.current_model,
+        skipped=skipped, gate=manifest.gate, gate_passed=manifest.gate_passed, gate_reasons=reasons,
+        versions=manifest.versions, created_at=manifest.created_at or "", has_curves=has_curves,
+    )
+    (stage / "README.md").write_text(render(inputs))

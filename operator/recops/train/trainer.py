@@ -1,0 +1,561 @@
+"""Fine-tuning with the transformers Trainer: one recipe per task.
+
+- click-through: cross-encoder (context, product text) -> logit, BCE on the 0/1 label.
+- relevance: cross-encoder -> predicted grade, MSE on the grade.
+- embedding: bi-encoder, mean pooling, in-batch negatives over positive pairs.
+- domain-pretrain: masked-language model on product text.
+
+Batches are padded dynamically and grouped by length; checkpoints go to a directory a
+restarted pod resumes from. Imported only by `recops train` (torch, transformers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import transformers
+from transformers import (
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorForLanguageModeling,
+    PreTrainedTokenizerBase,
+    PrinterCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
+
+from recops.api.finetunejob import FineTuneJobSpec, LoraSpec
+from recops.train.job import Distributed, JobError
+from recops.train.progress import Progress, StatusReporter, progress_line
+
+log = logging.getLogger("recops.train")
+# Our own log lines say what happens; keep library chatter and progress bars out of the pod log.
+transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+transformers.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+EMBEDDING_SCALE = 20.0  # 1 / temperature of the in-batch softmax (as sentence-transformers' MNRL)
+CHECKPOINTS_PER_RUN = 10  # under torchrun (ranks must agree on when to save, so by steps)
+DEFAULT_CHECKPOINT_SECONDS = 600.0  # one process: a restarted pod loses at most this much training
+ENV_CHECKPOINT_SECONDS = "RECOPS_CHECKPOINT_SECONDS"
+EVALUATIONS_PER_RUN = 4
+LOG_LINES_PER_RUN = 40
+RUN_MARKER = "recops-run.json"  # which job and data the checkpoints belong to
+CHECKPOINT_STATE = "trainer_state.json"  # written last into a checkpoint: its presence marks it usable
+ENV_CHECKPOINT_STEPS = "RECOPS_CHECKPOINT_STEPS"  # override how often to checkpoint
+
+
+@dataclass
+class TrainResult:
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+    precision: str = "fp32"
+    total_steps: int = 0
+    resumed_from: str | None = None
+    train_examples: int = 0
+    seconds: float = 0.0
+    samples_per_second: float | None = None
+
+
+def resolve_precision(precision: str) -> str:
+    """auto: bf16 where the GPU supports it, fp32 on the CPU (and on GPUs without bf16)."""
+    cuda = torch.cuda.is_available()
+    if precision == "auto":
+        return "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "fp16" and not cuda:
+        raise JobError("precision fp16 needs a CUDA GPU; use auto, bf16 or fp32")
+    return precision
+
+
+# --- data -----------------------------------------------------------------------------------
+class _PaddingCollator:
+    """Dynamic padding to the longest sequence of the batch; drops the `length` column."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | None) -> None:
+        self.tokenizer, self.pad_to_multiple_of = tokenizer, pad_to_multiple_of
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        labels = torch.tensor([f["labels"] for f in features], dtype=torch.float32)
+        encoded = [{k: v for k, v in f.items() if k not in ("labels", "length")} for f in features]
+        batch = self.tokenizer.pad(encoded, padding=True, pad_to_multiple_of=self.pad_to_multiple_of,
+                                   return_tensors="pt")
+        batch["labels"] = labels
+        return dict(batch)
+
+
+class _PairCollator:
+    """Bi-encoder batches: B contexts, their B clicked products, then B hard negatives (a product shown
+    for the same context and never clicked), padded together for one forward pass (what DDP expects).
+    labels = the index of each context's product among the 2B candidates."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | None) -> None:
+        self.tokenizer, self.pad_to_multiple_of = tokenizer, pad_to_multiple_of
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        size = len(features)
+        missing = torch.tensor([not f["negative_ids"] for f in features])
+        texts = ([{"input_ids": f["context_ids"]} for f in features]
+                 + [{"input_ids": f["product_ids"]} for f in features]
+                 + [{"input_ids": f["negative_ids"] or f["product_ids"]} for f in features])
+        batch = self.tokenizer.pad(texts, padding=True, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt")
+        contexts = torch.tensor([hash(tuple(f["context_ids"])) for f in features])
+        products = torch.tensor([hash(tuple(f["product_ids"])) for f in features])
+        negatives = torch.tensor([hash(tuple(f["negative_ids"])) for f in features])
+        # Another row with the same context or the same product is no negative: leave it out; so are
+        # missing hard negatives and a hard negative that is this row's clicked product.
+        same = (contexts[:, None] == contexts[None, :]) | (products[:, None] == products[None, :])
+        in_batch = same & ~torch.eye(size, dtype=torch.bool)
+        hard = missing[None, :].expand(size, size) | (negatives[None, :] == products[:, None])
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+                "labels": torch.arange(size), "not_negative": torch.cat([in_batch, hard], dim=1)}
+
+
+class _MaskingCollator:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | None, seed: int) -> None:
+        self.inner = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15,
+                                                     pad_to_multiple_of=pad_to_multiple_of, seed=seed)
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return dict(self.inner([{k: v for k, v in f.items() if k != "length"} for f in features]))
+
+
+def _lengths(encoded: dict[str, list[list[int]]]) -> list[int]:
+    return [len(ids) for ids in encoded["input_ids"]]
+
+
+def cross_encoder_rows(tokenizer: PreTrainedTokenizerBase, frame: Any, max_length: int, target: str) -> dict[str, list[Any]]:
+    encoded = tokenizer(frame["context"].astype(str).tolist(), frame["product_text"].astype(str).tolist(),
+                        truncation=True, max_length=max_length)
+    rows: dict[str, list[Any]] = {k: list(v) for k, v in encoded.items()}
+    rows["labels"] = frame[target].astype(float).tolist()
+    rows["length"] = _lengths(encoded)
+    return rows
+
+
+def positive_pairs(frame: Any) -> Any:
+    """(context, product_text) pairs with a positive event, once each."""
+    positives = frame[frame["label"].astype(float) > 0]
+    return positives.drop_duplicates(subset=["context", "product_text"])
+
+
+def pair_rows(tokenizer: PreTrainedTokenizerBase, frame: Any, max_length: int, seed: int = 0) -> dict[str, list[Any]]:
+    pairs = positive_pairs(frame)
+    # Hard negatives: products shown for the same context and never clicked there. They are what the
+    # ranking metrics judge (ordering one query's candidates); other rows' products are easy negatives.
+    shown = frame.assign(positive=frame["label"].astype(float) > 0).groupby("context")
+    clicked = shown.apply(lambda g: set(g.loc[g["positive"], "product_text"]), include_groups=False)
+    candidates = {context: sorted(set(g["product_text"]) - clicked.get(context, set())) for context, g in shown}
+    rng = np.random.default_rng(seed)
+    negatives = []
+    for context in pairs["context"]:
+        options = candidates.get(context) or []
+        negatives.append(options[rng.integers(len(options))] if options else "")
+
+    def encode(texts: list[str]) -> list[list[int]]:
+        return list(tokenizer(texts, truncation=True, max_length=max_length)["input_ids"])
+
+    contexts = encode(pairs["context"].astype(str).tolist())
+    products = encode(pairs["product_text"].astype(str).tolist())
+    hard = [ids if text else [] for ids, text in zip(encode([t or "-" for t in negatives]), negatives, strict=True)]
+    return {"context_ids": contexts, "product_ids": products, "negative_ids": hard,
+            "length": [max(len(c), len(p), len(n)) for c, p, n in zip(contexts, products, hard, strict=True)]}
+
+
+def product_texts(frame: Any) -> list[str]:
+    return sorted(set(frame["product_text"].astype(str).tolist()))
+
+
+def text_rows(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> dict[str, list[Any]]:
+    encoded = tokenizer(texts, truncation=True, max_length=max_length, return_special_tokens_mask=True)
+    rows: dict[str, list[Any]] = {k: list(v) for k, v in encoded.items()}
+    rows["length"] = _lengths(encoded)
+    return rows
+
+
+def build_rows(task: str, tokenizer: PreTrainedTokenizerBase, frame: Any, max_length: int,
+               seed: int = 0) -> dict[str, list[Any]]:
+    if task == "click-through":
+        return cross_encoder_rows(tokenizer, frame, max_length, "label")
+    if task == "relevance":
+        return cross_encoder_rows(tokenizer, frame, max_length, "grade")
+    if task == "embedding":
+        return pair_rows(tokenizer, frame, max_length, seed)
+    return text_rows(tokenizer, product_texts(frame), max_length)
+
+
+def build_collator(task: str, tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | None, seed: int) -> Any:
+    if task in ("click-through", "relevance"):
+        return _PaddingCollator(tokenizer, pad_to_multiple_of)
+    if task == "embedding":
+        return _PairCollator(tokenizer, pad_to_multiple_of)
+    return _MaskingCollator(tokenizer, pad_to_multiple_of, seed)
+
+
+# --- model ----------------------------------------------------------------------------------
+def load_base_model(task: str, base_dir: Path) -> Any:
+    directory = str(base_dir)
+    if task in ("click-through", "relevance"):
+        model = AutoModelForSequenceClassification.from_pretrained(directory, num_labels=1)
+        model.config.problem_type = "regression"  # one logit; recops.json says how to read it
+        return model
+    if task == "embedding":
+        model = AutoModel.from_pretrained(directory)
+        for name, parameter in model.named_parameters():
+            if name.startswith("pooler."):
+                # Mean pooling never uses the pooler; frozen, so DDP does not wait for its gradients.
+                parameter.requires_grad_(False)
+        return model
+    return AutoModelForMaskedLM.from_pretrained(directory)
+
+
+def apply_lora(task: str, model: Any, lora: LoraSpec) -> Any:
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    task_type = {"click-through": TaskType.SEQ_CLS, "relevance": TaskType.SEQ_CLS,
+                 "embedding": TaskType.FEATURE_EXTRACTION}.get(task)
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=list(lora.target_modules), task_type=task_type)
+    try:
+        peft_model = get_peft_model(model, config)
+    except ValueError as err:
+        raise JobError(f"training.lora: {str(err).splitlines()[0]}") from None
+    trainable, total = peft_model.get_nb_trainable_parameters()
+    log.info("LoRA r=%d alpha=%d on %s: %d of %d parameters trainable", lora.r, lora.alpha,
+             ",".join(lora.target_modules), trainable, total)
+    return peft_model
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+
+
+class RecopsTrainer(Trainer):
+    """The Trainer with the loss of each task (cross-encoder BCE/MSE, in-batch negatives)."""
+
+    def __init__(self, *args: Any, recops_task: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.recops_task = recops_task
+        if recops_task != "domain-pretrain":
+            # Our losses are per-batch means: the Trainer must divide them by the accumulation steps.
+            self.loss_is_scaled_for_ga = False
+            self.model_accepts_loss_kwargs = False  # the same, for transformers before loss_is_scaled_for_ga
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        if self.recops_task == "domain-pretrain":
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs.pop("labels")
+        if self.recops_task == "embedding":
+            not_negative = inputs.pop("not_negative")
+            outputs = model(**inputs)
+            embeddings = F.normalize(mean_pool(outputs.last_hidden_state, inputs["attention_mask"]).float(), dim=-1)
+            size = labels.shape[0]  # contexts, then clicked products, then hard negatives
+            logits = embeddings[:size] @ embeddings[size:].T * EMBEDDING_SCALE
+            logits = logits.masked_fill(not_negative, float("-inf"))
+            loss = F.cross_entropy(logits, labels)
+        else:
+            logits = model(**inputs).logits.squeeze(-1).float()
+            if self.recops_task == "click-through":
+                loss = F.binary_cross_entropy_with_logits(logits, labels.float())
+            else:
+                loss = F.mse_loss(logits, labels.float())
+        return (loss, {"logits": logits}) if return_outputs else loss
+
+
+# --- progress -------------------------------------------------------------------------------
+class ProgressCallback(TrainerCallback):
+    """Readable log lines on the main process and status.progress patches through the reporter."""
+
+    def __init__(self, reporter: StatusReporter | None) -> None:
+        self.reporter = reporter
+        self.started = time.monotonic()
+        self.first_step: int | None = None
+
+    def _progress(self, state: Any) -> Progress:
+        return Progress(step=state.global_step, total_steps=state.max_steps, epoch=float(state.epoch or 0.0))
+
+    def _eta(self, state: Any) -> float | None:
+        done = state.global_step - (self.first_step or 0)
+        if done <= 0:
+            return None
+        return float((time.monotonic() - self.started) / done * (state.max_steps - state.global_step))
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.started, self.first_step = time.monotonic(), state.global_step
+        if state.is_world_process_zero:
+            log.info("training: %d optimiser steps, %s epochs, from step %d", state.max_steps,
+                     f"{args.num_train_epochs:g}", state.global_step)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.reporter is not None and state.is_world_process_zero:
+            self.reporter.report(self._progress(state))
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if not state.is_world_process_zero or not logs:
+            return
+        if "eval_loss" in logs:
+            log.info("validation loss %.4f at step %d (epoch %.2f)", logs["eval_loss"], state.global_step,
+                     float(state.epoch or 0.0))
+        elif "loss" in logs:
+            log.info("%s", progress_line(self._progress(state), logs["loss"], time.monotonic() - self.started,
+                                         self._eta(state)))
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            log.info("checkpoint saved at step %d", state.global_step)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.reporter is not None and state.is_world_process_zero:
+            self.reporter.report(self._progress(state))
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+class _CheckpointHook(TrainerCallback):
+    def __init__(self, checkpoints: Path, hook: Callable[[Path], None]) -> None:
+        self.checkpoints, self.hook = checkpoints, hook
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            try:
+                self.hook(self.checkpoints / f"checkpoint-{state.global_step}")
+            except Exception as err:  # a failed upload costs resumability, never the training
+                log.warning("could not mirror checkpoint-%d: %s", state.global_step, err)
+
+
+class TimedCheckpoints(TrainerCallback):
+    """Ask the Trainer for a checkpoint once `interval_s` has passed since the last one."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.last = time.monotonic()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if time.monotonic() - self.last >= self.interval_s and state.global_step < state.max_steps:
+            control.should_save = True
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.last = time.monotonic()
+
+
+def usable_checkpoint(checkpoints: Path, run_key: dict[str, Any], dist: Distributed) -> Path | None:
+    """The newest complete checkpoint of this same job and data, or None (starting over)."""
+    marker = checkpoints / RUN_MARKER
+    if checkpoints.exists() and marker.exists():
+        try:
+            previous = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            previous = None
+        if previous != run_key:
+            if dist.is_main:
+                log.warning("checkpoints in %s belong to another job or other data; starting over", checkpoints)
+            return None
+    elif not checkpoints.exists() or not any(checkpoints.glob("checkpoint-*")):
+        return None
+    found = []
+    for path in checkpoints.glob("checkpoint-*"):
+        suffix = path.name.removeprefix("checkpoint-")
+        if path.is_dir() and suffix.isdigit() and (path / CHECKPOINT_STATE).exists():
+            found.append((int(suffix), path))
+    return max(found)[1] if found else None
+
+
+def prepare_checkpoints(checkpoints: Path, run_key: dict[str, Any], dist: Distributed) -> None:
+    """Main process only: keep the checkpoints of this same run, drop anything else."""
+    resume = usable_checkpoint(checkpoints, run_key, dist)
+    if resume is None and checkpoints.exists():
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    (checkpoints / RUN_MARKER).write_text(json.dumps(run_key, sort_keys=True))
+    # A checkpoint interrupted while being written has no trainer_state.json: drop it.
+    for partial in checkpoints.glob("checkpoint-*"):
+        if partial.is_dir() and not (partial / CHECKPOINT_STATE).exists():
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+# --- the run --------------------------------------------------------------------------------
+def _sampling_arguments(grouped: bool) -> dict[str, Any]:
+    """Length-grouped batches, spelled as this transformers version spells it."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    if "train_sampling_strategy" in names:
+        return {"train_sampling_strategy": "group_by_length" if grouped else "random"}
+    return {"group_by_length": grouped}
+
+
+def planned_steps(examples: int, batch_size: int, accumulation: int, world_size: int, epochs: float) -> int:
+    batches = math.ceil(examples / (batch_size * world_size))
+    return max(1, math.ceil(max(1, batches // accumulation) * epochs))
+
+
+def train(
+    spec: FineTuneJobSpec,
+    data: Any,
+    base_dir: Path,
+    checkpoints: Path,
+    save_to: Path | None,
+    run_key: dict[str, Any],
+    reporter: StatusReporter | None = None,
+    *,
+    naive: bool = False,
+    on_checkpoint: Callable[[Path], None] | None = None,
+) -> TrainResult:
+    """Fine-tune and (on the main process) save the plain model and tokenizer into `save_to`.
+
+    `naive` (benchmarks only): pad every batch to maxLength and do not group by length.
+    `on_checkpoint`: called on the main process with each checkpoint directory once it is saved.
+    """
+    dist = Distributed.from_environment()
+    training = spec.training
+    task = spec.task
+    precision = resolve_precision(training.precision)
+    set_seed(training.seed)
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    train_rows = build_rows(task, tokenizer, data.train, training.max_length, training.seed)
+    examples = len(train_rows["length"])
+    if examples < (2 if task == "embedding" else 1):
+        what = "positive (context, product) pairs" if task == "embedding" else "examples"
+        raise JobError(f"the training split has {examples} {what}; too few to train {task}")
+    validation_rows = (build_rows(task, tokenizer, data.validation, training.max_length, training.seed)
+                       if len(data.validation) else None)
+    if validation_rows is not None and len(validation_rows["length"]) < (2 if task == "embedding" else 1):
+        validation_rows = None
+
+    import datasets
+
+    train_set = datasets.Dataset.from_dict(train_rows)
+    validation_set = datasets.Dataset.from_dict(validation_rows) if validation_rows is not None else None
+    on_gpu = torch.cuda.is_available()
+    pad_multiple = 8 if on_gpu and not naive else None
+    collator = build_collator(task, tokenizer, pad_multiple, training.seed)
+    if naive:
+        collator = _NaivePadding(collator, tokenizer, training.max_length)
+
+    model = load_base_model(task, base_dir)
+    if training.lora is not None:
+        model = apply_lora(task, model, training.lora)
+
+    total = planned_steps(examples, training.batch_size, training.gradient_accumulation_steps, dist.world_size,
+                          training.epochs)
+    # Checkpoints cost time (weights and optimiser state): save by the clock in one process; by
+    # steps under torchrun, where every rank must decide alike without talking.
+    fixed_steps = os.environ.get(ENV_CHECKPOINT_STEPS)
+    timed = not fixed_steps and dist.world_size == 1 and not naive
+    save_steps = int(fixed_steps or max(1, math.ceil(total / CHECKPOINTS_PER_RUN)))
+    args = TrainingArguments(
+        output_dir=str(checkpoints),
+        num_train_epochs=training.epochs,
+        learning_rate=training.learning_rate,
+        per_device_train_batch_size=training.batch_size,
+        per_device_eval_batch_size=max(training.batch_size, 32),
+        gradient_accumulation_steps=training.gradient_accumulation_steps,
+        warmup_steps=math.ceil(total * training.warmup_ratio),
+        weight_decay=training.weight_decay,
+        seed=training.seed,
+        data_seed=training.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        length_column_name="length",
+        **_sampling_arguments(grouped=not naive),
+        remove_unused_columns=False,
+        label_names=["labels"],
+        prediction_loss_only=True,
+        eval_strategy="steps" if validation_set is not None else "no",
+        eval_steps=max(1, math.ceil(total / EVALUATIONS_PER_RUN)),
+        save_strategy="no" if naive or timed else "steps",
+        save_steps=save_steps,
+        save_total_limit=2,
+        logging_strategy="steps",
+        logging_steps=max(1, total // LOG_LINES_PER_RUN),
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        ddp_backend=None if on_gpu else ("gloo" if dist.world_size > 1 else None),
+        ddp_find_unused_parameters=False,
+        use_cpu=not on_gpu,
+    )
+    _ = args.device  # sets up the process group under torchrun
+    if dist.is_main:
+        prepare_checkpoints(checkpoints, run_key, dist)
+    if dist.world_size > 1 and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # every rank sees the main rank's view of the checkpoints
+    resume = usable_checkpoint(checkpoints, run_key, dist)
+    callback = ProgressCallback(reporter)
+    callbacks: list[TrainerCallback] = [callback]
+    if on_checkpoint is not None:
+        callbacks.append(_CheckpointHook(checkpoints, on_checkpoint))
+    if timed:
+        callbacks.append(TimedCheckpoints(float(os.environ.get(ENV_CHECKPOINT_SECONDS) or DEFAULT_CHECKPOINT_SECONDS)))
+    trainer = RecopsTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=validation_set,
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        recops_task=task,
+    )
+    trainer.remove_callback(PrinterCallback)  # it prints raw dicts; ProgressCallback writes readable lines
+    if resume is not None and dist.is_main:
+        state = json.loads((resume / CHECKPOINT_STATE).read_text())
+        log.info("resuming from checkpoint %s (step %s of %s)", resume, state.get("global_step"), state.get("max_steps"))
+    started = time.monotonic()
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    seconds = time.monotonic() - started
+    result = TrainResult(
+        log_history=list(trainer.state.log_history),
+        precision=precision,
+        total_steps=trainer.state.max_steps,
+        resumed_from=str(resume) if resume is not None else None,
+        train_examples=examples,
+        seconds=seconds,
+        samples_per_second=(output.metrics or {}).get("train_samples_per_second"),
+    )
+    if dist.is_main:
+        log.info("trained %d examples x %s epochs in %.1fs: %.1f samples/s (precision %s, %d process%s)", examples,
+                 f"{training.epochs:g}", seconds, result.samples_per_second or 0.0, precision, dist.world_size,
+                 "es" if dist.world_size > 1 else "")
+    if dist.is_main and save_to is not None:
+        final: Any = trainer.model
+        if training.lora is not None:
+            final = final.merge_and_unload()  # the server loads a plain model
+        final.save_pretrained(str(save_to))
+        tokenizer.save_pretrained(str(save_to))
+    if dist.world_size > 1 and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return result
+
+
+class _NaivePadding:
+    """Benchmark baseline: every batch padded to max length."""
+
+    def __init__(self, inner: Any, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
+        self.inner, self.tokenizer, self.max_length = inner, tokenizer, max_length
+        inner.pad_to_multiple_of = max_length
+        if isinstance(inner, _MaskingCollator):
+            inner.inner.pad_to_multiple_of = max_length
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return dict(self.inner(features))
+
+
+def seed_everything(seed: int) -> None:
+    set_seed(seed)
+    np.random.seed(seed)

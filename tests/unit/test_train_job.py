@@ -1,0 +1,164 @@
+"""The pure parts of `recops train`: job resolution, metric applicability, the gate, progress."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from recops.api.finetunejob import Gate
+from recops.train.job import JobError, decide_gate, planned_metrics, resolve_job
+from recops.train.progress import Progress, StatusReporter, format_duration, progress_line
+
+SPEC = {"task": "click-through", "dataset": {"uri": "/data/events.jsonl"}, "output": {"uri": "s3://models/recops"}}
+
+
+def write(tmp_path: Path, document: Any, name: str = "job.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(document))
+    return str(path)
+
+
+def manifest(**metadata: Any) -> dict[str, Any]:
+    return {"apiVersion": "recops.dev/v1alpha1", "kind": "FineTuneJob", "metadata": metadata, "spec": SPEC}
+
+
+def test_a_manifest_names_the_model_after_the_job(tmp_path: Path) -> None:
+    job = resolve_job(write(tmp_path, manifest(name="ctr", namespace="shop", uid="1234567890abcdef")), environ={})
+    assert job.model_version == "ctr-12345678"
+    assert job.namespace == "shop"
+    assert job.model_uri == "s3://models/recops/shop/ctr-12345678"
+    assert job.checkpoints_uri == "s3://models/recops/shop/ctr-12345678.checkpoints"
+    assert job.termination_path == "/dev/termination-log" and not job.termination_path_given
+
+
+def test_flags_override_the_spec_and_the_namespace_comes_from_the_environment(tmp_path: Path) -> None:
+    config = tmp_path / "spec.json"
+    config.write_text(json.dumps(SPEC))  # a bare spec, as JSON
+    job = resolve_job(str(config), output="/mnt/models/", version="v7", current_model="pvc://models/shop/v6",
+                      termination_path="/tmp/t", environ={"RECOPS_FTJ_NAMESPACE": "team-a"})
+    assert (job.namespace, job.model_uri, job.current_model) == ("team-a", "/mnt/models/team-a/v7", "pvc://models/shop/v6")
+    assert job.termination_path_given
+
+
+def test_without_uid_the_version_is_stable_for_one_spec_and_differs_for_another(tmp_path: Path) -> None:
+    first = resolve_job(write(tmp_path, SPEC), environ={})
+    again = resolve_job(write(tmp_path, SPEC, "again.yaml"), environ={})
+    other = resolve_job(write(tmp_path, {**SPEC, "task": "relevance"}, "other.yaml"), environ={})
+    assert first.namespace == "default"
+    assert first.model_version == again.model_version and first.model_version.startswith("recops-click-through-")
+    assert other.model_version != first.model_version
+
+
+@pytest.mark.parametrize("document, cause", [
+    ({**SPEC, "training": {"epochs": 0}}, "spec.training.epochs"),
+    ({**SPEC, "task": "clustering"}, "spec.task"),
+    ({"apiVersion": "recops.dev/v1alpha1", "kind": "MonitorPolicy", "metadata": {}, "spec": {}}, "MonitorPolicy"),
+    ({**SPEC, "evaluation": {"gate": {"metric": "auc"}}}, "exactly one of minimum, maximum"),
+    ({**SPEC, "task": "embedding", "evaluation": {"gate": {"metric": "rmse", "minimum": 1}}}, "cannot judge a embedding"),
+])
+def test_bad_configs_are_refused_with_a_one_line_cause(tmp_path: Path, document: dict[str, Any], cause: str) -> None:
+    with pytest.raises(JobError) as err:
+        resolve_job(write(tmp_path, document), environ={})
+    assert cause in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("version", ["../escape", "a/b", "", "-x"])
+def test_a_model_version_must_be_one_path_segment(tmp_path: Path, version: str) -> None:
+    with pytest.raises(JobError):
+        resolve_job(write(tmp_path, SPEC), version=version or " ", environ={})
+
+
+def test_metrics_that_do_not_apply_to_the_task_are_skipped_with_a_reason() -> None:
+    from recops.api.finetunejob import FineTuneJobSpec
+
+    spec = FineTuneJobSpec.model_validate({**SPEC, "task": "relevance", "evaluation": {
+        "metrics": ["auc", "logloss", "ndcg@5"], "gate": {"metric": "rmse", "maximum": 0.5}}})
+    computed, skipped = planned_metrics(spec)
+    assert computed == ["auc", "ndcg@5", "rmse"]  # the gate's metric is added
+    assert list(skipped) == ["logloss"] and "probabilities" in skipped["logloss"]
+
+
+def gate(**fields: Any) -> Gate:
+    return Gate.model_validate(fields)
+
+
+@pytest.mark.parametrize("the_gate, metrics, current, passed", [
+    (None, {"auc": 0.1}, None, None),
+    (gate(metric="auc", minimum=0.7), {"auc": 0.71}, None, True),
+    (gate(metric="auc", minimum=0.7), {"auc": 0.69}, None, False),
+    (gate(metric="logloss", maximum=0.5), {"logloss": 0.4}, None, True),
+    (gate(metric="logloss", maximum=0.5), {"logloss": 0.6}, None, False),
+    (gate(metric="auc", minimum=0.5), {}, None, False),  # not computable: never deployable
+    (gate(metric="auc", minimum=0.5, beatCurrent=True), {"auc": 0.8}, {"auc": 0.75}, True),
+    (gate(metric="auc", minimum=0.5, beatCurrent=True), {"auc": 0.8}, {"auc": 0.85}, False),
+    (gate(metric="auc", minimum=0.5, beatCurrent=True), {"auc": 0.8}, {"auc": 0.8}, False),  # a tie does not beat
+    (gate(metric="rmse", maximum=1.0, beatCurrent=True), {"rmse": 0.6}, {"rmse": 0.7}, True),  # lower is better
+    (gate(metric="rmse", maximum=1.0, beatCurrent=True), {"rmse": 0.6}, {"auc": 0.7}, False),
+    (gate(metric="auc", minimum=0.5, beatCurrent=True), {"auc": 0.8}, None, True),  # nothing serves yet
+])
+def test_the_gate(the_gate: Gate | None, metrics: dict[str, float], current: dict[str, float] | None,
+                  passed: bool | None) -> None:
+    verdict, reasons = decide_gate(the_gate, metrics, current)
+    assert verdict is passed
+    assert reasons
+
+
+def test_progress_lines_and_the_status_patch() -> None:
+    progress = Progress(step=30, total_steps=120, epoch=0.75)
+    assert progress.percent == 25.0
+    line = progress_line(progress, 0.6931, elapsed_s=90, eta_s=270)
+    assert line == "step 30/120 (25%) epoch 0.75 loss 0.6931 elapsed 1m30s left 4m30s"
+    patch = progress.status_patch()
+    assert set(patch) == {"status"} and set(patch["status"]) == {"progress"}
+    assert {k: v for k, v in patch["status"]["progress"].items() if k != "updatedAt"} == {
+        "step": 30, "totalSteps": 120, "epoch": 0.75, "percent": 25.0}
+    assert patch["status"]["progress"]["updatedAt"].endswith("Z")
+    assert format_duration(7322) == "2h02m"
+
+
+class RecordingApi:
+    """Stands in for the CustomObjectsApi in this unit test of the throttle (the cluster test uses a real one)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[tuple[float, dict[str, Any], dict[str, Any]]] = []
+        self.fail = fail
+        self.lock = threading.Lock()
+
+    def patch_namespaced_custom_object_status(self, *args: Any, **kwargs: Any) -> None:
+        with self.lock:
+            self.calls.append((time.monotonic(), args[-1], kwargs))
+        if self.fail:
+            raise RuntimeError("forbidden")
+
+
+def test_the_reporter_sends_at_most_every_interval_and_the_newest_value_last() -> None:
+    api = RecordingApi()
+    reporter = StatusReporter("shop", "ctr", interval_s=0.3, api=api)
+    started = time.monotonic()
+    for step in range(1, 101):
+        reporter.report(Progress(step, 100, step / 100))
+        time.sleep(0.01)
+    reporter.close()
+    elapsed = time.monotonic() - started
+    sent = [call[1]["status"]["progress"]["step"] for call in api.calls]
+    assert sent[-1] == 100  # close() flushes the final value
+    assert len(sent) <= elapsed / 0.3 + 2
+    gaps = [b[0] - a[0] for a, b in zip(api.calls, api.calls[1:-1], strict=False)]
+    assert all(gap >= 0.29 for gap in gaps)
+    assert api.calls[0][2]["_content_type"] == "application/merge-patch+json"
+
+
+def test_a_failing_api_never_raises_into_training() -> None:
+    api = RecordingApi(fail=True)
+    reporter = StatusReporter("shop", "ctr", interval_s=0.0, api=api)
+    for step in range(5):
+        reporter.report(Progress(step, 5, 1.0))
+        time.sleep(0.02)
+    reporter.close()
+    assert api.calls  # it kept trying, and nothing was raised here

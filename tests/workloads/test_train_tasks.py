@@ -1,0 +1,134 @@
+"""`recops train` as a real process on the CPU, one run per task (tiny random BERT, small shop)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from recops.api.contracts import ModelManifest, TerminationMessage
+from tests.support.models import tiny_served_model
+from tests.workloads.train_support import (  # noqa: F401  (fixtures are used by name)
+    fixture_shop_events,
+    fixture_tiny_base,
+    job_manifest,
+    leftovers,
+    model_dir,
+    run_train,
+    write_config,
+)
+
+pytestmark = [pytest.mark.workload, pytest.mark.timeout(900)]
+
+EXPECTED = {
+    # task -> (architecture, scoreTransform, metrics that must be there, metrics that must not)
+    "click-through": ("cross-encoder", "sigmoid", {"auc", "logloss", "rmse", "ndcg@10", "mrr", "recall@10", "loss"}, set()),
+    "relevance": ("cross-encoder", "grade", {"auc", "rmse", "ndcg@10", "mrr", "recall@10", "loss"}, {"logloss"}),
+    "embedding": ("bi-encoder", "cosine", {"auc", "ndcg@10", "mrr", "recall@10", "loss"}, {"logloss", "rmse"}),
+    "domain-pretrain": ("masked-lm", "cosine", {"auc", "ndcg@10", "mrr", "recall@10", "loss"}, {"logloss", "rmse"}),
+}
+
+
+def load_as_the_server_does(directory: Path, manifest: ModelManifest) -> object:
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    if manifest.architecture == "cross-encoder":
+        return AutoModelForSequenceClassification.from_pretrained(str(directory))
+    return AutoModel.from_pretrained(str(directory))
+
+
+@pytest.mark.parametrize("task", list(EXPECTED))
+def test_each_task_writes_a_complete_model_and_its_termination_message(
+    task: str, tmp_path: Path, tiny_base: Path, shop_events: Path
+) -> None:
+    output = tmp_path / "models"
+    config = write_config(tmp_path, job_manifest(task, tiny_base, shop_events, output))
+    run = run_train(config, tmp_path / "termination-log")
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    model = model_dir(output)
+    architecture, transform, present, absent = EXPECTED[task]
+    manifest = ModelManifest.model_validate_json((model / "recops.json").read_text())
+    assert (manifest.task, manifest.architecture, manifest.score_transform) == (task, architecture, transform)
+    assert manifest.model_version == "ftj-01234567"  # <name>-<first 8 of uid>
+    assert manifest.max_length == 48
+    assert manifest.max_grade == (3.0 if task == "relevance" else 1.0)  # the default event grades top out at 3
+    assert present <= set(manifest.metrics), manifest.metrics
+    assert not absent & set(manifest.metrics)
+    assert set(manifest.baseline) == {"popularity", "bm25"}
+    assert manifest.gate is None and manifest.gate_passed is None
+    assert manifest.data_fingerprint and len(manifest.data_fingerprint) == 64
+    assert {"recops", "torch", "transformers"} <= set(manifest.versions)
+    assert manifest.created_at
+
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "README.md", "training_curves.png"):
+        assert (model / name).is_file(), name
+    assert (model / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    card = (model / "README.md").read_text()
+    for section in ("## Intended use", "## Data", "### Cleaning", "## Evaluation", "popularity", "bm25", "## Limits"):
+        assert section in card, section
+    # Only the model is left: no checkpoints, no staging directory.
+    assert leftovers(output) == ["shop", "shop/ftj-01234567", *sorted(f"shop/ftj-01234567/{p.name}" for p in model.iterdir())]
+
+    message = TerminationMessage.model_validate_json(json.dumps(run.termination))
+    assert message.error is None
+    assert message.model_uri == str(model) and message.model_version == "ftj-01234567"
+    assert message.metrics == manifest.metrics and message.baseline == manifest.baseline
+    assert message.gate_passed is None and message.current_model is None
+
+    loaded = load_as_the_server_does(model, manifest)
+    assert loaded is not None
+    assert "step " in run.stderr and " left " in run.stderr  # progress lines a person can follow
+
+
+def test_click_through_learns_and_the_gate_beats_the_current_model(tmp_path: Path, tiny_base: Path, shop_events: Path) -> None:
+    """A random current model vs one fine-tuned on the data: the gate demands beating it on auc."""
+    current = tiny_served_model(tmp_path / "current", "click-through", seed=3)
+    output = tmp_path / "models"
+    manifest = job_manifest(
+        "click-through", tiny_base, shop_events, output,
+        training={"epochs": 3, "learningRate": 2e-3},
+        evaluation={"metrics": ["auc", "ndcg@10"], "gate": {"metric": "auc", "minimum": 0.55, "beatCurrent": True}},
+    )
+    run = run_train(write_config(tmp_path, manifest), tmp_path / "termination-log", "--current-model", str(current))
+    assert run.returncode == 0, run.stderr[-3000:]
+    written = ModelManifest.model_validate_json((model_dir(output) / "recops.json").read_text())
+    assert written.current_model is not None and set(written.current_model) == {"auc", "ndcg@10"}
+    assert written.metrics["auc"] > written.current_model["auc"]
+    assert written.gate == {"metric": "auc", "minimum": 0.55, "beatCurrent": True}
+    assert written.gate_passed is True
+    assert run.termination is not None and run.termination["gatePassed"] is True
+    assert run.termination["currentModel"] == written.current_model
+    assert "current model" in (model_dir(output) / "README.md").read_text()
+
+
+def test_a_failed_gate_still_writes_the_model_with_gate_passed_false(tmp_path: Path, tiny_base: Path, shop_events: Path) -> None:
+    output = tmp_path / "models"
+    manifest = job_manifest("relevance", tiny_base, shop_events, output,
+                            evaluation={"metrics": ["ndcg@10"], "gate": {"metric": "rmse", "maximum": 0.0}})
+    run = run_train(write_config(tmp_path, manifest), tmp_path / "termination-log")
+    assert run.returncode == 0, run.stderr[-3000:]
+    written = ModelManifest.model_validate_json((model_dir(output) / "recops.json").read_text())
+    assert "rmse" in written.metrics  # the gate's metric is computed even when not listed
+    assert written.gate_passed is False
+    assert run.termination is not None and run.termination["gatePassed"] is False and run.termination["error"] is None
+
+
+def test_lora_adapters_are_merged_into_a_plain_model(tmp_path: Path, tiny_base: Path, shop_events: Path) -> None:
+    from safetensors import safe_open
+
+    output = tmp_path / "models"
+    manifest = job_manifest("click-through", tiny_base, shop_events, output,
+                            training={"lora": {"r": 4, "alpha": 8, "targetModules": ["query", "value"]}})
+    run = run_train(write_config(tmp_path, manifest), tmp_path / "termination-log")
+    assert run.returncode == 0, run.stderr[-3000:]
+    model = model_dir(output)
+    assert not (model / "adapter_config.json").exists()
+    with safe_open(str(model / "model.safetensors"), "pt") as weights:
+        keys = list(weights.keys())
+    assert not [k for k in keys if "lora" in k]
+    assert "bert.encoder.layer.0.attention.self.query.weight" in keys and "classifier.weight" in keys
+    assert "LoRA" in run.stderr
+    manifest_written = ModelManifest.model_validate_json((model / "recops.json").read_text())
+    assert "peft" in manifest_written.versions
