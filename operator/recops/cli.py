@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "data": ("recops.train.datacommand", "work with training data (synth)"),
     "serve": ("recops.serve.command", "serve a complete model: ranking, embeddings, feedback and metrics over HTTP"),
     "train": ("recops.train.command", "fine-tune, evaluate, gate and write a deployable model (a FineTuneJob pod)"),
+    "fetch-model": ("recops.serve.fetch", "copy a complete model (e.g. from s3://) into a local directory"),
 }
 
 

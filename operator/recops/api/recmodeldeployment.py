@@ -265,6 +265,7 @@ class RecModelDeploymentStatus(KubeModel):
     step_started_at: Timestamp | None = None
     analysis_failures: int | None = Field(default=None, ge=0)
     last_analysis: list[AnalysisResult] | None = Field(default=None, max_length=16)
+    last_analysis_time: Timestamp | None = Field(default=None, description="When the canary was last analysed.")
     endpoint: str | None = Field(default=None, max_length=512, description="In-cluster URL of the Service.")
     rejected_models: list[RejectedModel] = Field(default_factory=list, max_length=100)
     promotions: list[Promotion] = Field(default_factory=list, max_length=10, description="The last promotions.")

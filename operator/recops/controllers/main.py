@@ -21,21 +21,35 @@ from typing import Any, cast
 import kopf
 
 from recops.api.common import GROUP, VERSION
-from recops.api.contracts import MANAGED_BY, owner_label
+from recops.api.contracts import (
+    ABORT_ANNOTATION,
+    MANAGED_BY,
+    PROMOTE_ANNOTATION,
+    RETRY_MODEL_ANNOTATION,
+    owner_label,
+)
 from recops.api.finetunejob import KIND as FTJ_KIND
 from recops.api.finetunejob import PLURAL as FTJ_PLURAL
+from recops.api.recmodeldeployment import KIND as RMD_KIND
+from recops.api.recmodeldeployment import PLURAL as RMD_PLURAL
 from recops.builders.common import MANAGED_BY_LABEL, MAX_NAME_LENGTH, BuilderSettings
 from recops.controllers import finetunejob_status
 from recops.controllers.finetunejob import FineTuneJobController, PassResult
 from recops.controllers.kube import Kube, load_api_client
 from recops.controllers.metrics import OperatorMetrics
+from recops.controllers.recmodeldeployment import RecModelDeploymentController, rmds_following
 from recops.controllers.work import Coalescer
 
 log = logging.getLogger("recops.operator")
+STEERING_ANNOTATIONS = (PROMOTE_ANNOTATION, ABORT_ANNOTATION, RETRY_MODEL_ANNOTATION)
 
 FTJ_OWNER_LABEL = owner_label(FTJ_KIND)
 # Only the operator's own children are streamed from the API server (server-side filtering).
 CHILD_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY},{FTJ_OWNER_LABEL}"
+RMD_OWNER_LABEL = owner_label(RMD_KIND)
+RMD_CHILD_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY},{RMD_OWNER_LABEL}"
+# How often RecModelDeployments in a rollout get a pass (canary pauses and analysis intervals are timed on it).
+ROLLOUT_TICK_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -71,6 +85,7 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.scanning.disabled = True
     settings.watching.label_selectors["batch", "jobs"] = CHILD_SELECTOR
     settings.watching.label_selectors["v1", "pods"] = CHILD_SELECTOR
+    settings.watching.label_selectors["apps", "deployments"] = RMD_CHILD_SELECTOR
     settings.peering.standalone = config.peering is None
     if config.peering:
         settings.peering.name = config.peering
@@ -87,7 +102,11 @@ class Operator:
         self.kube = kube or Kube(load_api_client(config.kubeconfig))
         self.metrics = metrics or OperatorMetrics()
         self.finetunejobs = FineTuneJobController(self.kube, config.builder, post_event=post_event)
+        self.rmds = RecModelDeploymentController(self.kube, config.builder, post_event=post_event,
+                                                 prometheus_url=config.prometheus_url)
         self.coalescer = Coalescer()
+        # RecModelDeployments seen on the watch stream -> whether a rollout is under way.
+        self.known_rmds: dict[tuple[str, str], bool] = {}
         # FineTuneJobs seen on the watch stream -> whether their status is final.
         self.known_ftjs: dict[tuple[str, str], bool] = {}
         # Objects whose next pass must server-side apply every child (after a spec change or restart).
@@ -128,6 +147,55 @@ class Operator:
             return result
 
         self.coalescer.run(key, one_pass)
+
+    def reconcile_rmd(self, namespace: str, name: str, trigger: str, apply_children: bool = False) -> None:
+        key = (RMD_KIND, namespace, name)
+        if apply_children:
+            with self.apply_lock:
+                self.apply_wanted.add(key)
+
+        def one_pass() -> None:
+            start = time.monotonic()
+            self.metrics.reconciles.labels(kind=RMD_KIND, trigger=trigger).inc()
+            with self.apply_lock:
+                apply = key in self.apply_wanted
+                self.apply_wanted.discard(key)
+            try:
+                result = self.rmds.reconcile(namespace, name, apply_children=apply)
+            except Exception as error:
+                self.metrics.errors.labels(kind=RMD_KIND, error=type(error).__name__).inc()
+                if apply:
+                    with self.apply_lock:
+                        self.apply_wanted.add(key)
+                raise
+            finally:
+                self.metrics.duration.labels(kind=RMD_KIND).observe(time.monotonic() - start)
+            if result.status_written:
+                self.metrics.status_writes.labels(kind=RMD_KIND).inc()
+            if result.gone:
+                self.known_rmds.pop((namespace, name), None)
+            else:
+                self.known_rmds[(namespace, name)] = result.active
+
+        self.coalescer.run(key, one_pass)
+
+    async def rollouts_forever(self) -> None:
+        """A pass every tick for RecModelDeployments in a rollout, every resync period for the others."""
+        last_full = time.monotonic()
+        while True:
+            await asyncio.sleep(ROLLOUT_TICK_SECONDS)
+            full = time.monotonic() - last_full >= self.config.resync_seconds
+            if full:
+                last_full = time.monotonic()
+            for (namespace, name), active in list(self.known_rmds.items()):
+                if not (active or full) or self.coalescer.busy((RMD_KIND, namespace, name)):
+                    continue
+                context = (self.kopf_context or contextvars.copy_context()).copy()
+                try:
+                    await asyncio.to_thread(context.run, self.reconcile_rmd, namespace, name,
+                                            "resync" if full else "rollout")
+                except Exception:  # logged and counted; the next tick retries
+                    log.exception("pass of RecModelDeployment %s/%s failed", namespace, name)
 
     def ftj_of_child(self, body: dict[str, Any]) -> tuple[str, str] | None:
         """The FineTuneJob a Job or pod belongs to (the label; an owner reference when shortened)."""
@@ -182,12 +250,14 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
             operator.metrics.serve(operator.config.metrics_port, operator.config.metrics_address)
         # Started from a handler so that it inherits Kopf's context (event posting).
         memo["resync"] = asyncio.create_task(operator.resync_forever())
+        memo["rollouts"] = asyncio.create_task(operator.rollouts_forever())
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-        task = memo.get("resync")
-        if task is not None:
-            task.cancel()
+        for task_name in ("resync", "rollouts"):
+            task = memo.get(task_name)
+            if task is not None:
+                task.cancel()
 
     @kopf.on.create(**ftj, id="reconcile", backoff=5)  # type: ignore[arg-type]
     @kopf.on.update(**ftj, id="reconcile", backoff=5)  # type: ignore[arg-type]
@@ -214,6 +284,49 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
         owner = operator.ftj_of_child(dict(body))
         if owner is not None:
             operator.reconcile_ftj(owner[0], owner[1], "child")
+
+    rmd = {"group": GROUP, "version": VERSION, "plural": RMD_PLURAL, "registry": registry}
+
+    @kopf.on.create(**rmd, id="reconcile", backoff=5)  # type: ignore[arg-type]
+    @kopf.on.update(**rmd, id="reconcile", backoff=5)  # type: ignore[arg-type]
+    @kopf.on.resume(**rmd, id="reconcile", backoff=5)  # type: ignore[arg-type]
+    def reconcile_recmodeldeployment(namespace: str, name: str, **_: Any) -> None:
+        operator.reconcile_rmd(namespace, name, "spec", apply_children=True)
+
+    @kopf.on.event(**rmd, id="track")  # type: ignore[arg-type]
+    def track_recmodeldeployment(type: str | None, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+        if operator.kopf_context is None:
+            operator.kopf_context = contextvars.copy_context()
+        if type == "DELETED":
+            operator.known_rmds.pop((namespace, name), None)
+            operator.rmds.forget(namespace, name)
+            return
+        key = (namespace, name)
+        if key not in operator.known_rmds:
+            operator.known_rmds[key] = True
+        # A steering annotation not acted on yet: act now (annotations alone may not count as an update).
+        annotations = dict(body.get("metadata", {}).get("annotations") or {})
+        handled = dict((body.get("status") or {}).get("handledAnnotations") or {})
+        if any(annotations.get(k) and annotations.get(k) != handled.get(k) for k in STEERING_ANNOTATIONS):
+            operator.reconcile_rmd(namespace, name, "annotation")
+
+    @kopf.on.event(**ftj, id="feed-deployments")  # type: ignore[arg-type]
+    def finetunejob_for_deployments(type: str | None, body: kopf.Body, **_: Any) -> None:
+        # Only a finished job can change which model a RecModelDeployment wants; deletions never do.
+        if type == "DELETED" or (body.get("status") or {}).get("phase") != "Succeeded":
+            return
+        for namespace, name in rmds_following(operator.kube, dict(body)):
+            operator.reconcile_rmd(namespace, name, "finetunejob")
+
+    def on_rmd_child(type: str | None, body: kopf.Body, **_: Any) -> None:
+        meta = body.get("metadata") or {}
+        owner = next((ref["name"] for ref in meta.get("ownerReferences") or []
+                      if ref.get("kind") == RMD_KIND and ref.get("apiVersion", "").startswith(f"{GROUP}/")), None)
+        if owner and meta.get("namespace"):
+            operator.reconcile_rmd(str(meta["namespace"]), str(owner), "child", apply_children=type == "DELETED")
+
+    kopf.on.event("apps", "v1", "deployments", labels={RMD_OWNER_LABEL: kopf.PRESENT}, registry=registry,
+                  id="recmodeldeployment-deployment")(on_rmd_child)
 
     kopf.on.event("batch", "v1", "jobs", labels={FTJ_OWNER_LABEL: kopf.PRESENT}, registry=registry,
                   id="finetunejob-job")(on_child)

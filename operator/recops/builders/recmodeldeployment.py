@@ -1,0 +1,401 @@
+"""The objects a RecModelDeployment owns: a Deployment per track (stable, and a canary during a
+rollout) running `recops serve`, one Service selecting both tracks, an HPA when `autoscaling`
+is set, a PodDisruptionBudget when more than one replica may run, and the default
+feedback-key Secret when the spec names none.
+
+Pure functions of the RecModelDeployment (model + metadata), the model each track serves and
+the operator's `BuilderSettings`. No I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from recops import uris
+from recops.api import contracts
+from recops.api.common import GROUP, SecretKeySelector
+from recops.api.recmodeldeployment import KIND, RecModelDeployment
+from recops.builders.common import (
+    BuilderSettings,
+    child_name,
+    container_security_context,
+    env_from_secrets,
+    label_value,
+    merge_env,
+    merge_user_labels,
+    object_meta,
+    pod_security_context,
+    pvc_volumes,
+    scratch_volumes,
+    secret_key_env,
+    standard_labels,
+    without_forbidden,
+)
+
+COMPONENT = "server"
+CONTAINER_NAME = "server"
+FETCH_CONTAINER_NAME = "fetch-model"
+TRACK_LABEL = f"{GROUP}/track"
+MODEL_VERSION_LABEL = f"{GROUP}/model-version"
+HTTP_PORT = 8080
+SERVICE_PORT = 80
+GPU_RESOURCE = "nvidia.com/gpu"
+# s3:// models are downloaded by an init container into this emptyDir, mounted read-only in the server.
+MODEL_VOLUME = "model"
+MODEL_DIR = "/var/lib/recops/model"
+# The default feedback-key Secret (created once by the operator, owned by the RecModelDeployment).
+FEEDBACK_KEY_KEY = "feedbackKey"
+PSEUDONYM_SALT_KEY = "pseudonymSalt"  # optional key of the same Secret: the event log's pseudonymisation salt
+# The server drains for at most --drain-timeout (30s by default); the kubelet must wait longer.
+DRAIN_TIMEOUT_SECONDS = 30
+TERMINATION_GRACE_SECONDS = DRAIN_TIMEOUT_SECONDS + 15
+PROTECTED_ENV = (
+    contracts.ENV_NAMESPACE, contracts.ENV_DEPLOYMENT, contracts.ENV_TRACK, contracts.ENV_MODEL_VERSION,
+    contracts.ENV_POD_NAME, contracts.ENV_FEEDBACK_KEY,
+)
+TRACKS = ("stable", "canary")
+
+
+@dataclass(frozen=True)
+class TrackModel:
+    """The model one track serves."""
+
+    uri: str
+    version: str
+
+
+def owner_body(rmd: RecModelDeployment) -> dict[str, Any]:
+    return {"apiVersion": rmd.api_version, "kind": rmd.kind, "metadata": rmd.metadata}
+
+
+def name_of(rmd: RecModelDeployment) -> str:
+    return str(rmd.metadata["name"])
+
+
+def namespace_of(rmd: RecModelDeployment) -> str:
+    return str(rmd.metadata["namespace"])
+
+
+def deployment_name(name: str, track: str) -> str:
+    return child_name(name, track)
+
+
+def service_name(name: str) -> str:
+    return child_name(name)
+
+
+def feedback_secret_name(name: str) -> str:
+    return child_name(name, "feedback-key")
+
+
+def endpoint(rmd: RecModelDeployment) -> str:
+    return f"http://{service_name(name_of(rmd))}.{namespace_of(rmd)}.svc:{SERVICE_PORT}"
+
+
+def version_of_uri(uri: str) -> str:
+    """A model version for a pinned URI: its last path segment (what the trainer names the directory)."""
+    tail = uri.rstrip("/").rsplit("/", 1)[-1] or uri
+    tail = tail.split("://", 1)[-1]
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", tail).strip("-.") or "model"
+    return cleaned[:253]
+
+
+def selector_labels(name: str, track: str | None = None) -> dict[str, str]:
+    labels = {
+        contracts.owner_label(KIND): label_value(name),
+        "app.kubernetes.io/component": COMPONENT,
+    }
+    if track:
+        labels[TRACK_LABEL] = track
+    return labels
+
+
+def feedback_key_ref(rmd: RecModelDeployment) -> SecretKeySelector:
+    """Where the HMAC key comes from: the spec's Secret, else the operator's default one."""
+    return rmd.spec.serving.feedback_key_secret_ref or SecretKeySelector(
+        name=feedback_secret_name(name_of(rmd)), key=FEEDBACK_KEY_KEY
+    )
+
+
+def pdb_wanted(rmd: RecModelDeployment) -> bool:
+    """A PodDisruptionBudget only protects something when more than one replica may run."""
+    if rmd.spec.autoscaling is not None:
+        return rmd.spec.autoscaling.max_replicas > 1
+    return (rmd.spec.replicas if rmd.spec.replicas is not None else 1) > 1
+
+
+def stable_replicas(rmd: RecModelDeployment) -> int | None:
+    """Replicas recops sets on the stable Deployment; None when an HPA owns them."""
+    if rmd.spec.autoscaling is not None:
+        return None
+    return rmd.spec.replicas if rmd.spec.replicas is not None else 1
+
+
+def canary_replicas(stable: int, weight: int) -> int:
+    """Canary replicas so that canary / (stable + canary) comes as close to `weight`% as whole pods allow.
+
+    The stable track keeps all its replicas during a canary (no capacity is taken away); the
+    canary gets at least one.
+    """
+    if weight >= 100:
+        return max(1, stable)
+    return max(1, math.ceil(stable * weight / (100 - weight) - 1e-9))
+
+
+def effective_weight(stable: int, canary: int) -> int:
+    total = stable + canary
+    return round(100 * canary / total) if total else 0
+
+
+# --- the server pod --------------------------------------------------------------------------
+def _serving_args(rmd: RecModelDeployment) -> list[str]:
+    s = rmd.spec.serving
+    args = [
+        "--max-batch-size", str(s.max_batch_size),
+        "--max-batch-wait", s.max_batch_wait,
+        "--max-candidates", str(s.max_candidates),
+        "--max-queue", str(s.max_queue),
+        "--max-text-length", str(s.max_text_length),
+        "--quantization", s.quantization,
+        "--feedback-token-ttl", s.feedback_token_ttl,
+        "--drain-timeout", f"{DRAIN_TIMEOUT_SECONDS}s",
+    ]
+    if s.event_log is not None:
+        args += ["--event-log", s.event_log.uri]
+    return args
+
+
+def _resources(rmd: RecModelDeployment) -> dict[str, Any]:
+    r = rmd.spec.resources
+    amounts: dict[str, str] = {}
+    if r.cpu is not None:
+        amounts["cpu"] = str(r.cpu)
+    if r.memory is not None:
+        amounts["memory"] = str(r.memory)
+    limits = dict(amounts)
+    if r.gpus:
+        limits[GPU_RESOURCE] = str(r.gpus)
+    out: dict[str, Any] = {}
+    if amounts:
+        out["requests"] = amounts
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def pod_template(rmd: RecModelDeployment, track: str, model: TrackModel, settings: BuilderSettings) -> dict[str, Any]:
+    name, namespace = name_of(rmd), namespace_of(rmd)
+    spec = rmd.spec
+    user = spec.pod_template
+    image = spec.resources.image or settings.server_image
+    volumes, mounts, env = scratch_volumes()
+    init_containers: list[dict[str, Any]] = []
+    model_arg = model.uri
+    parsed = uris.parse(model.uri)
+    credentials = [spec.model.credentials_secret_ref]
+    if parsed.scheme == "s3":
+        # Downloaded before the server starts (as KServe's storage initializer does), into an
+        # emptyDir the server reads only.
+        volumes.append({"name": MODEL_VOLUME, "emptyDir": {}})
+        mounts.append({"name": MODEL_VOLUME, "mountPath": MODEL_DIR, "readOnly": True})
+        model_arg = MODEL_DIR
+        fetch_mounts = [m for m in mounts if m["name"] != MODEL_VOLUME] + [
+            {"name": MODEL_VOLUME, "mountPath": MODEL_DIR}
+        ]
+        fetch: dict[str, Any] = {
+            "name": FETCH_CONTAINER_NAME,
+            "image": image,
+            "imagePullPolicy": settings.image_pull_policy,
+            "command": ["recops", "fetch-model"],
+            "args": ["--model", model.uri, "--dest", MODEL_DIR],
+            "env": list(env),
+            "volumeMounts": fetch_mounts,
+            "securityContext": container_security_context(),
+        }
+        env_from = env_from_secrets([spec.model.credentials_secret_ref])
+        if env_from:
+            fetch["envFrom"] = env_from
+        init_containers.append(fetch)
+        credentials = []  # the server never needs the model's credentials
+    event_log = spec.serving.event_log
+    if event_log is not None:
+        credentials.append(event_log.credentials_secret_ref)
+    pvc_vols, pvc_mounts = pvc_volumes([
+        (model.uri if parsed.scheme == "pvc" else None, True),
+        (event_log.uri if event_log is not None else None, False),
+    ])
+    volumes += pvc_vols
+    mounts += pvc_mounts
+
+    feedback = feedback_key_ref(rmd)
+    env += [
+        {"name": contracts.ENV_NAMESPACE, "value": namespace},
+        {"name": contracts.ENV_DEPLOYMENT, "value": name},
+        {"name": contracts.ENV_TRACK, "value": track},
+        {"name": contracts.ENV_MODEL_VERSION, "value": model.version},
+        {"name": contracts.ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        secret_key_env(contracts.ENV_FEEDBACK_KEY, feedback),
+        {"name": contracts.ENV_PSEUDONYM_SALT, "valueFrom": {"secretKeyRef": {
+            "name": feedback.name, "key": PSEUDONYM_SALT_KEY, "optional": True}}},
+    ]
+    env = merge_env(env, list(user.env), protected=PROTECTED_ENV)
+    volumes += [dict(v) for v in user.volumes]
+    mounts += [dict(m) for m in user.volume_mounts]
+
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["recops", "serve"],
+        "args": ["--model", model_arg, "--port", str(HTTP_PORT), "--track", track, *_serving_args(rmd)],
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "env": env,
+        "volumeMounts": mounts,
+        "readinessProbe": {
+            "httpGet": {"path": "/v2/health/ready", "port": "http"},
+            "periodSeconds": 2, "failureThreshold": 2, "timeoutSeconds": 2,
+        },
+        "livenessProbe": {
+            # The server binds before loading the model, so liveness answers during a download.
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": 10, "failureThreshold": 3, "timeoutSeconds": 5,
+        },
+        "securityContext": container_security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    env_from = env_from_secrets(credentials)
+    if env_from:
+        container["envFrom"] = env_from
+    resources = _resources(rmd)
+    if resources:
+        container["resources"] = resources
+
+    labels = merge_user_labels(
+        {**standard_labels(KIND, name, COMPONENT), **selector_labels(name, track),
+         MODEL_VERSION_LABEL: label_value(model.version)},
+        user.labels,
+    )
+    annotations = {
+        **without_forbidden(user.annotations),
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(HTTP_PORT),
+        "prometheus.io/path": "/metrics",
+    }
+    pod_spec: dict[str, Any] = {
+        "securityContext": pod_security_context(),
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if init_containers:
+        pod_spec["initContainers"] = init_containers
+    if spec.resources.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.resources.node_selector)
+    if spec.resources.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in spec.resources.tolerations]
+    if user.affinity:
+        pod_spec["affinity"] = dict(user.affinity)
+    if user.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s.name} for s in user.image_pull_secrets]
+    return {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod_spec}
+
+
+def deployment(rmd: RecModelDeployment, track: str, model: TrackModel, settings: BuilderSettings,
+               replicas: int | None) -> dict[str, Any]:
+    """The Deployment of one track. `replicas` None: left out, for the HPA to own."""
+    name = name_of(rmd)
+    labels = {**standard_labels(KIND, name, COMPONENT), TRACK_LABEL: track}
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(name, track)},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "revisionHistoryLimit": 3,
+        "template": pod_template(rmd, track, model, settings),
+    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": object_meta(deployment_name(name, track), owner_body(rmd), labels,
+                                {MODEL_VERSION_LABEL: model.version}),
+        "spec": spec,
+    }
+
+
+def service(rmd: RecModelDeployment) -> dict[str, Any]:
+    """One Service in front of both tracks: traffic splits by ready replicas."""
+    name = name_of(rmd)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": object_meta(service_name(name), owner_body(rmd), standard_labels(KIND, name, COMPONENT)),
+        "spec": {
+            "selector": selector_labels(name),
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def hpa(rmd: RecModelDeployment) -> dict[str, Any] | None:
+    autoscaling = rmd.spec.autoscaling
+    if autoscaling is None:
+        return None
+    name = name_of(rmd)
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": object_meta(deployment_name(name, "stable"), owner_body(rmd), standard_labels(KIND, name, COMPONENT)),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment_name(name, "stable")},
+            "minReplicas": autoscaling.min_replicas,
+            "maxReplicas": autoscaling.max_replicas,
+            "metrics": [{"type": "Resource", "resource": {
+                "name": "cpu", "target": {"type": "Utilization", "averageUtilization": autoscaling.target_cpu_utilization},
+            }}],
+        },
+    }
+
+
+def pdb(rmd: RecModelDeployment) -> dict[str, Any] | None:
+    if not pdb_wanted(rmd):
+        return None
+    name = name_of(rmd)
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": object_meta(child_name(name), owner_body(rmd), standard_labels(KIND, name, COMPONENT)),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(name, "stable")}},
+    }
+
+
+def feedback_secret(rmd: RecModelDeployment, key: str, salt: str) -> dict[str, Any]:
+    """The default feedback-key Secret (random values chosen by the caller; created once, never updated)."""
+    name = name_of(rmd)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": object_meta(feedback_secret_name(name), owner_body(rmd), standard_labels(KIND, name, COMPONENT)),
+        "type": "Opaque",
+        "stringData": {FEEDBACK_KEY_KEY: key, PSEUDONYM_SALT_KEY: salt},
+    }
+
+
+def problems(rmd: RecModelDeployment) -> list[str]:
+    """What the schema lets through but cannot be served (InvalidSpec)."""
+    found = []
+    source = rmd.spec.model
+    if source.uri:
+        try:
+            uris.parse(source.uri)
+        except ValueError as error:
+            found.append(f"spec.model.uri: {error}")
+    if rmd.spec.serving.event_log is not None:
+        try:
+            uris.parse(rmd.spec.serving.event_log.uri)
+        except ValueError as error:
+            found.append(f"spec.serving.eventLog.uri: {error}")
+    return found
