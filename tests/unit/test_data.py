@@ -439,3 +439,43 @@ def test_one_query_cannot_be_split_by_query() -> None:
     with pytest.raises(DataError) as error:
         prepare(rows(n_queries=1))
     assert_one_line(error, "at least 2")
+
+
+def test_since_skips_old_partitions_and_drops_older_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """dataset.since: partitions that end before it are never read; older rows in the rest are dropped."""
+
+    def impression(request: str, product: str, ts: str) -> dict[str, Any]:
+        return {"ts": ts, "event": "impression", "request_id": request, "product_id": product, "query": "mug",
+                "user_id": "u_x", "title": f"mug {product}", "track": "stable"}
+
+    log = tmp_path / "log"
+    layout = {
+        ("2026-01-04", "23"): [impression("r0", "a", "2026-01-04T23:10:00Z")],
+        ("2026-01-05", "10"): [impression("r1", "a", "2026-01-05T10:10:00Z"),
+                               impression("r2", "b", "2026-01-05T10:50:00Z")],
+        ("2026-01-05", "11"): [impression("r3", "c", "2026-01-05T11:05:00Z"),
+                               {"ts": "2026-01-05T11:06:00Z", "event": "click", "request_id": "r3", "product_id": "c"}],
+    }
+    for when, records in layout.items():
+        path = Path(contracts.event_log_path(str(log), when, "server-0"))
+        path.parent.mkdir(parents=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    # A file of a skipped partition is never opened: make it unreadable as JSON to prove it.
+    old = Path(contracts.event_log_path(str(log), ("2026-01-04", "23"), "server-0"))
+    old.write_text("this is not json\n")
+
+    prepared = data.prepare(
+        spec(log, since="2026-01-05T10:30:00Z", split={"by": "random", "validation": 0.0, "test": 0.5}),
+        "domain-pretrain", salt=SALT,
+    )
+    kept = all_rows(prepared)
+    assert sorted(kept["product_id"]) == ["b", "c"]  # r1 (10:10) is older than since
+    assert steps(prepared)["before_since"] == 1
+    assert kept.set_index("product_id").loc["c", "grade"] == 1.0  # the click still joins its impression
+
+    assert data._partition_before("x/dt=2026-01-05/hour=09/p.jsonl", data.since_epoch("2026-01-05T10:00:00Z"))
+    assert not data._partition_before("x/dt=2026-01-05/hour=10/p.jsonl", data.since_epoch("2026-01-05T10:59:00Z"))
+    assert data._partition_before("x/dt=2026-01-04/p.parquet", data.since_epoch("2026-01-05T00:00:00Z"))
+    assert not data._partition_before("x/events.parquet", data.since_epoch("2030-01-01T00:00:00Z"))
+    with pytest.raises(DataError, match=r"at or after dataset\.since"):
+        data.prepare(spec(log, since="2027-01-01T00:00:00Z"), "domain-pretrain", salt=SALT)

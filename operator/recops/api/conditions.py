@@ -61,6 +61,7 @@ RULES_OK = "RulesOk"  # Every rule is within its threshold (or has too little da
 RULE_BREACHED = "RuleBreached"  # A rule held its breach for `for`.
 RETRAIN_STARTED = "RetrainStarted"  # The policy created a FineTuneJob.
 RETRAIN_FINISHED = "RetrainFinished"  # The FineTuneJob the policy created finished.
+NO_RETRAIN = "NoRetrain"  # The policy has created no FineTuneJob (yet); the message says why not when breached.
 QUERY_FAILED = "QueryFailed"  # Prometheus answered with an error or could not be reached.
 TARGET_NOT_FOUND = "TargetNotFound"  # The target RecModelDeployment does not exist; the policy waits.
 METRICS_OK = "MetricsOk"  # Prometheus answered every query.

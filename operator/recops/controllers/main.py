@@ -32,12 +32,15 @@ from recops.api.finetunejob import KIND as FTJ_KIND
 from recops.api.finetunejob import PLURAL as FTJ_PLURAL
 from recops.api.recmodeldeployment import KIND as RMD_KIND
 from recops.api.recmodeldeployment import PLURAL as RMD_PLURAL
+from recops.api.monitorpolicy import KIND as MP_KIND
+from recops.api.monitorpolicy import PLURAL as MP_PLURAL
 from recops.builders.common import MANAGED_BY_LABEL, MAX_NAME_LENGTH, BuilderSettings
 from recops.controllers import finetunejob_status
 from recops.controllers.finetunejob import FineTuneJobController, PassResult
 from recops.controllers.kube import Kube, load_api_client
 from recops.controllers.metrics import OperatorMetrics
 from recops.controllers.recmodeldeployment import RecModelDeploymentController, rmds_following
+from recops.controllers.monitorpolicy import MonitorMetrics, MonitorPolicyController
 from recops.controllers.work import Coalescer
 
 log = logging.getLogger("recops.operator")
@@ -50,6 +53,10 @@ RMD_OWNER_LABEL = owner_label(RMD_KIND)
 RMD_CHILD_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY},{RMD_OWNER_LABEL}"
 # How often RecModelDeployments in a rollout get a pass (canary pauses and analysis intervals are timed on it).
 ROLLOUT_TICK_SECONDS = 1.0
+# How often the MonitorPolicy scheduler looks for policies whose interval has passed.
+MONITOR_TICK_SECONDS = 0.5
+# After an evaluation raised (e.g. the API server was unreachable), the next try comes this soon.
+MONITOR_RETRY_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -112,6 +119,13 @@ class Operator:
         # Objects whose next pass must server-side apply every child (after a spec change or restart).
         self.apply_wanted: set[tuple[str, str, str]] = set()
         self.apply_lock = threading.Lock()
+        self.monitor = MonitorPolicyController(
+            self.kube, default_prometheus_url=config.prometheus_url, metrics=MonitorMetrics(self.metrics.registry),
+            instance=config.instance,
+        )
+        # MonitorPolicies seen on the watch stream -> (generation, monotonic time of the next evaluation).
+        self.monitor_due: dict[tuple[str, str], tuple[int | None, float]] = {}
+        self.monitor_running: dict[tuple[str, str], asyncio.Task[None]] = {}
         # A context of a Kopf resource handler (with Kopf's event queue), for passes Kopf did not start.
         self.kopf_context: contextvars.Context | None = None
 
@@ -227,6 +241,51 @@ class Operator:
                 except Exception:  # logged and counted; the next period retries
                     log.exception("resync of FineTuneJob %s/%s failed", namespace, name)
 
+    def track_policy(self, namespace: str, name: str, generation: int | None, deleted: bool = False) -> None:
+        """A MonitorPolicy event: a new policy or a new generation is evaluated at once."""
+        key = (namespace, name)
+        if deleted:
+            self.monitor_due.pop(key, None)
+            return
+        known = self.monitor_due.get(key)
+        if known is None or known[0] != generation:
+            self.monitor_due[key] = (generation, time.monotonic())
+
+    async def monitor_forever(self) -> None:
+        """Evaluate each MonitorPolicy every spec.interval, one evaluation per policy at a time.
+
+        A scheduler of its own rather than a Kopf timer: timers would add a finalizer to every
+        policy and Kopf would log (and post as an Event) each successful tick.
+        """
+        while True:
+            now = time.monotonic()
+            for key, (_, due) in list(self.monitor_due.items()):
+                if due <= now and key not in self.monitor_running:
+                    self.monitor_running[key] = asyncio.create_task(self._evaluate_policy(key))
+            await asyncio.sleep(MONITOR_TICK_SECONDS)
+
+    async def _evaluate_policy(self, key: tuple[str, str]) -> None:
+        start = time.monotonic()
+        interval = MONITOR_RETRY_SECONDS
+        self.metrics.reconciles.labels(kind=MP_KIND, trigger="interval").inc()
+        try:
+            result = await self.monitor.evaluate(*key)
+            if result.gone:
+                self.monitor_due.pop(key, None)
+                return
+            interval = result.interval
+            if result.status_written:
+                self.metrics.status_writes.labels(kind=MP_KIND).inc()
+        except Exception as error:  # logged and counted; retried soon
+            self.metrics.errors.labels(kind=MP_KIND, error=type(error).__name__).inc()
+            log.exception("evaluation of MonitorPolicy %s/%s failed", *key)
+        finally:
+            self.monitor_running.pop(key, None)
+            self.metrics.duration.labels(kind=MP_KIND).observe(time.monotonic() - start)
+        known = self.monitor_due.get(key)
+        if known is not None and known[1] <= start:  # not re-armed by a spec change meanwhile
+            self.monitor_due[key] = (known[0], start + interval)
+
 
 def post_event(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
     try:
@@ -251,10 +310,11 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
         # Started from a handler so that it inherits Kopf's context (event posting).
         memo["resync"] = asyncio.create_task(operator.resync_forever())
         memo["rollouts"] = asyncio.create_task(operator.rollouts_forever())
+        memo["monitor"] = asyncio.create_task(operator.monitor_forever())
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-        for task_name in ("resync", "rollouts"):
+        for task_name in ("resync", "rollouts", "monitor"):
             task = memo.get(task_name)
             if task is not None:
                 task.cancel()
@@ -279,6 +339,10 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
         operator.known_ftjs[(namespace, name)] = finetunejob_status.is_final(status)
         if status.get("phase"):
             operator.metrics.set_phase(namespace, name, status["phase"])
+
+    @kopf.on.event(GROUP, VERSION, MP_PLURAL, registry=registry, id="monitorpolicy")  # type: ignore[arg-type]
+    def track_monitorpolicy(type: str | None, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+        operator.track_policy(namespace, name, body.get("metadata", {}).get("generation"), deleted=type == "DELETED")
 
     def on_child(body: kopf.Body, **_: Any) -> None:
         owner = operator.ftj_of_child(dict(body))

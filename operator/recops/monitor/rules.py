@@ -19,6 +19,7 @@ class Measurement:
     value: float | None
     samples: float | None = None
     error: str | None = None
+    note: str | None = None  # why there is no value (e.g. no baseline histogram yet), when value is None
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def judge(
     if measurement.samples is not None and measurement.samples < min_samples:
         return verdict(INSUFFICIENT, f"{measurement.samples:g} samples, fewer than minSamples {min_samples:g}")
     if measurement.value is None or math_isnan(measurement.value):
-        return verdict(INSUFFICIENT, "no data")
+        return verdict(INSUFFICIENT, measurement.note or "no data")
     bad = threshold.breached(measurement.value, baseline)
     if bad is None:
         return verdict(INSUFFICIENT, "no baseline yet; relative thresholds wait for it")

@@ -15,7 +15,11 @@ Cleaning steps, in order (a step switched off in `dataset.cleaning` is not liste
   unknown_events        events missing from eventGrades (kept with grade 0 when dropUnknownEvents is off)
   impossible_values     labels that are not finite non-negative numbers; times that cannot be parsed
                         or lie before 1970
+  before_since          rows older than dataset.since (or without a time when since is set)
   max_rows              rows beyond dataset.maxRows (the oldest go first when the data is timed)
+
+With `dataset.since`, whole event-log partitions (`dt=YYYY-MM-DD[/hour=HH]`) that end before it
+are not even read.
 """
 
 from __future__ import annotations
@@ -336,8 +340,52 @@ def _read_raw(dataset: DatasetSpec) -> pd.DataFrame:
         except uris.UriError as error:
             raise DataError(f"{uri}: {error} (pip install --no-deps recbole)") from error
     files, storage_options = _list_files(uri)
+    if dataset.since is not None:
+        since = since_epoch(dataset.since)
+        kept = [name for name in files if not _partition_before(name, since)]
+        if not kept:
+            raise DataError(f"no data at {uri} at or after dataset.since {dataset.since}")
+        files = kept
     fmt, files = _infer_format(uri, files, dataset.format)
     return _read_with_datasets(files, fmt, storage_options, uri)
+
+
+_PARTITION_DAY = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
+_PARTITION_HOUR = re.compile(r"^hour=(\d{1,2})$")
+
+
+def since_epoch(since: str) -> float:
+    """dataset.since (RFC 3339; a zone-less time is UTC) as epoch seconds."""
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(since.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError as error:
+        raise DataError(f"dataset.since {since!r} is not an RFC 3339 time") from error
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _partition_before(path: str, since: float) -> bool:
+    """True when `path` lies in a dt=/hour= partition that ends before `since` (epoch seconds)."""
+    from datetime import UTC, datetime, timedelta
+
+    day: str | None = None
+    hour: int | None = None
+    for part in path.split("/"):
+        if match := _PARTITION_DAY.match(part):
+            day = match.group(1)
+        elif (match := _PARTITION_HOUR.match(part)) and day is not None:
+            hour = int(match.group(1))
+    if day is None:
+        return False
+    try:
+        start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        return False
+    end = start + (timedelta(hours=hour + 1) if hour is not None else timedelta(days=1))
+    return end.timestamp() <= since
 
 
 def _is_event_log(frame: pd.DataFrame, dataset: DatasetSpec) -> bool:
@@ -590,7 +638,15 @@ def _clean(
         f["grade"] = 0.0
     f["timestamp"] = _epoch_seconds(f["_time_raw"])[0].astype(float) if time_col else np.nan
 
-    # 5. At most max_rows rows, the newest when the data is timed.
+    # 5. Only what happened at or after dataset.since (rows without a time cannot prove they did).
+    if dataset.since is not None:
+        if not time_col:
+            raise DataError(f"dataset.since is set but column {fields.timestamp!r} (fields.timestamp) is not in the data")
+        cleaner.frame = f
+        cleaner.drop("before_since", ~(f["timestamp"] >= since_epoch(dataset.since)).to_numpy())
+        f = cleaner.frame
+
+    # 6. At most max_rows rows, the newest when the data is timed.
     if dataset.max_rows is not None and len(f) > dataset.max_rows:
         if time_col:
             order = f["timestamp"].rank(method="first", ascending=False, na_option="bottom")

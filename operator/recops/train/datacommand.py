@@ -28,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synth.add_argument(
         "--partition-by-day", action="store_true", help="write events as events/dt=YYYY-MM-DD/part-0.<ext>"
     )
+    from recops.train import traffic
+
+    traffic.add_arguments(sub.add_parser(
+        "traffic", help="send shoppers' searches and feedback from the synthetic shop to a running recops serve",
+        description=(traffic.__doc__ or "").split("\n\n")[0],
+    ))
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -60,4 +66,8 @@ def _synth(args: argparse.Namespace) -> int:
 def main(args: argparse.Namespace) -> int:
     if args.data_command == "synth":
         return _synth(args)
+    if args.data_command == "traffic":
+        from recops.train import traffic
+
+        return traffic.main(args)
     raise AssertionError(args.data_command)
