@@ -29,6 +29,7 @@ lint: venv
 
 crds: venv
 	$(BIN)/recops crds
+	cp crds/*.yaml charts/recops/crds/  # the chart's copy (tests/unit/test_chart.py checks it)
 
 # The control-plane binaries, built once into ~/.cache/recops (see hack/build-binaries).
 binaries:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,13 +91,17 @@ def _healthy(url: str) -> bool:
 @contextmanager
 def running_operator(cluster: Cluster, workdir: Path, *, service_account: str = "recops-operator",
                      namespaces: Sequence[str] = (), resync_seconds: float = 1.0,
-                     extra_args: Sequence[str] = ()) -> Iterator[RunningOperator]:
+                     extra_args: Sequence[str] = (), operator_namespace: str = OPERATOR_NAMESPACE,
+                     extra_env: Mapping[str, str] | None = None) -> Iterator[RunningOperator]:
+    """`extra_env`: settings as environment variables (e.g. those of the chart's Deployment); the
+    flags set here (kubeconfig, namespaces, ports, trainer image) win over them."""
     workdir.mkdir(parents=True, exist_ok=True)
-    kubeconfig = cluster.sa_kubeconfig(OPERATOR_NAMESPACE, service_account, workdir / f"{service_account}.kubeconfig")
+    kubeconfig = cluster.sa_kubeconfig(operator_namespace, service_account, workdir / f"{service_account}.kubeconfig")
     metrics_port, liveness_port = free_port(), free_port()
     liveness_url = f"http://127.0.0.1:{liveness_port}/healthz"
     log = workdir / "operator.log"
     env = {k: v for k, v in cluster.env.items() if k != "KUBECONFIG"}  # only the ServiceAccount's token
+    env.update(extra_env or {})
     argv = [
         sys.executable, "-m", "recops", "operator",
         "--kubeconfig", str(kubeconfig),

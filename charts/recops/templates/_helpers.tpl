@@ -1,0 +1,128 @@
+{{/* The chart name (nameOverride wins). */}}
+{{- define "recops.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The full name: fullnameOverride, the release name if it contains the chart name, else RELEASE-NAME. */}}
+{{- define "recops.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The operator's objects are FULLNAME-operator (recops-operator for release "recops", as config/rbac). */}}
+{{- define "recops.operatorName" -}}
+{{- printf "%s-operator" (include "recops.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "recops.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "recops.operatorName" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Standard labels of every object. */}}
+{{- define "recops.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "recops.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: recops
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Labels that select the operator's pods (immutable in a Deployment: never add to them). */}}
+{{- define "recops.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "recops.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{/* REPOSITORY:TAG or REPOSITORY@DIGEST; the tag defaults to appVersion. Call with (list image root). */}}
+{{- define "recops.image" -}}
+{{- $image := index . 0 -}}
+{{- $root := index . 1 -}}
+{{- if $image.digest -}}
+{{- printf "%s@%s" $image.repository $image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $image.repository (default $root.Chart.AppVersion $image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* HA mode: more than one replica. */}}
+{{- define "recops.ha" -}}
+{{- if gt (int .Values.operator.replicas) 1 -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The operator's permissions: the rules of config/rbac/ (cluster_role.yaml = role.yaml), the same
+in both modes. tests/unit/test_chart.py fails when these and config/rbac/ differ; change both.
+*/}}
+{{- define "recops.rules" -}}
+- apiGroups: ["recops.dev"]
+  resources: ["finetunejobs", "recmodeldeployments", "monitorpolicies"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["recops.dev"]
+  resources: ["finetunejobs"]
+  verbs: ["create", "delete"]
+- apiGroups: ["recops.dev"]
+  resources: ["finetunejobs/status", "recmodeldeployments/status", "monitorpolicies/status"]
+  verbs: ["get", "patch"]
+- apiGroups: ["recops.dev"]
+  resources: ["finetunejobs/finalizers", "recmodeldeployments/finalizers", "monitorpolicies/finalizers"]
+  verbs: ["update"]
+- apiGroups: [""]
+  resources: ["configmaps", "serviceaccounts"]
+  verbs: ["get", "create", "patch"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["get", "create", "patch"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+# RecModelDeployment children.
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+{{- end -}}
+
+{{/* Kopf peering objects, granted only in the HA mode (replicas > 1). */}}
+{{- define "recops.peeringRules" -}}
+{{- if include "recops.ha" . }}
+{{- if .Values.rbac.watchNamespaces }}
+- apiGroups: ["kopf.dev"]
+  resources: ["kopfpeerings"]
+  verbs: ["get", "list", "watch", "patch"]
+{{- else }}
+- apiGroups: ["kopf.dev"]
+  resources: ["clusterkopfpeerings"]
+  verbs: ["get", "list", "watch", "patch"]
+{{- end }}
+{{- end }}
+{{- end -}}

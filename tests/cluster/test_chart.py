@@ -1,0 +1,223 @@
+"""charts/recops on the real control plane: `helm install`, the operator running with a token of
+the chart's ServiceAccount (and the settings of the chart's Deployment) reconciling a
+FineTuneJob, SubjectAccessReviews of what that account may not do, `helm upgrade` keeping the
+resources, and `helm uninstall` leaving the CRDs and the recops objects.
+
+The operator runs as a local subprocess (tests/support/operator.py): no image can be pulled here.
+The chart's own Deployment is installed too, into a namespace that enforces the Pod Security
+"restricted" profile, so the apiserver admits its pod only if its securityContext complies; a
+kwok node then "runs" that pod (nothing executes), which lets helm's --wait see it Ready."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster.test_finetunejob import finetunejob, ftj, get, kubectl_wait, report
+from tests.support.cluster import Cluster, wait_until
+from tests.support.helm import CHART, helm, set_args
+from tests.support.operator import running_operator
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(420)]
+
+CRDS = ("finetunejobs.recops.dev", "recmodeldeployments.recops.dev", "monitorpolicies.recops.dev")
+
+
+@dataclass
+class Release:
+    name: str
+    namespace: str  # the release's (and the operator's) namespace
+
+    @property
+    def service_account(self) -> str:
+        return f"{self.name}-operator"  # the release name contains "recops": fullname = release name
+
+
+def chart_helm(cluster: Cluster, *args: str, check: bool = True) -> Any:
+    return helm(*args, "--kubeconfig", str(cluster.kubeconfig), check=check, env=cluster.env)
+
+
+def install(cluster: Cluster, values: dict[str, Any]) -> tuple[Release, str]:
+    namespace = cluster.create_namespace("recops-chart", labels={
+        "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"})
+    release = Release(f"recops-{uuid.uuid4().hex[:6]}", namespace)
+    out = chart_helm(cluster, "install", release.name, str(CHART), "-n", namespace, "--wait", "--timeout", "120s",
+                     *set_args(values)).stdout
+    return release, out
+
+
+def uninstall(cluster: Cluster, release: Release) -> None:
+    chart_helm(cluster, "uninstall", release.name, "-n", release.namespace, "--wait", check=False)
+    cluster.kubectl("delete", "namespace", release.namespace, "--wait=false", check=False)
+
+
+def deployment_env(cluster: Cluster, release: Release) -> dict[str, str]:
+    deployment = get(cluster, "deployment", release.namespace, f"{release.name}-operator")
+    assert deployment is not None
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value", "") for e in container["env"] if "valueFrom" not in e}
+
+
+def allowed(cluster: Cluster, release: Release, verb: str, resource: str, namespace: str | None = None,
+            group: str = "", subresource: str = "") -> bool:
+    """A SubjectAccessReview, created by the admin, about the chart's ServiceAccount."""
+    attributes = {"verb": verb, "resource": resource, "group": group, "subresource": subresource}
+    if namespace:
+        attributes["namespace"] = namespace
+    review = {
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+        "spec": {
+            "user": f"system:serviceaccount:{release.namespace}:{release.service_account}",
+            "groups": ["system:serviceaccounts", f"system:serviceaccounts:{release.namespace}", "system:authenticated"],
+            "resourceAttributes": attributes,
+        },
+    }
+    res = cluster.kubectl("create", "-o", "json", "-f", "-", input=json.dumps(review))
+    return bool(json.loads(res.stdout)["status"].get("allowed"))
+
+
+def assert_cannot_touch_what_it_does_not_manage(cluster: Cluster, release: Release, watched: str) -> None:
+    denied = [
+        ("list", "nodes", None, "", ""),
+        ("create", "namespaces", None, "", ""),
+        ("update", "customresourcedefinitions", None, "apiextensions.k8s.io", ""),
+        ("create", "clusterroles", None, "rbac.authorization.k8s.io", ""),
+        ("create", "clusterrolebindings", None, "rbac.authorization.k8s.io", ""),
+        ("escalate", "roles", watched, "rbac.authorization.k8s.io", ""),
+        ("bind", "roles", watched, "rbac.authorization.k8s.io", ""),
+        ("create", "pods", watched, "", "exec"),
+        ("delete", "pods", watched, "", ""),
+        ("delete", "configmaps", watched, "", ""),
+        ("create", "persistentvolumeclaims", watched, "", ""),
+        ("create", "statefulsets", watched, "apps", ""),
+        ("delete", "recmodeldeployments", watched, "recops.dev", ""),
+        ("update", "finetunejobs", watched, "recops.dev", ""),  # spec is the user's: patch status only
+        ("impersonate", "serviceaccounts", watched, "", ""),
+    ]
+    wrongly_allowed = [case for case in denied
+                       if allowed(cluster, release, case[0], case[1], case[2], case[3], case[4])]
+    assert not wrongly_allowed, wrongly_allowed
+
+
+@pytest.fixture
+def unwatched(cluster: Cluster) -> Iterator[str]:
+    name = cluster.create_namespace("unwatched")
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def test_namespaced_install_reconcile_least_privilege_upgrade_uninstall(
+        cluster: Cluster, namespace: str, unwatched: str, tmp_path: Path) -> None:
+    values = {"rbac": {"watchNamespaces": [namespace]}, "feedbackKey": {"create": True},
+              "operator": {"resyncSeconds": 1}}
+    release, out = install(cluster, values)
+    try:
+        # NOTES.txt tells what happens to the CRDs and how to upgrade them.
+        notes = " ".join(out.split("NOTES:", 1)[1].split())
+        assert "`helm uninstall` leaves the CRDs" in notes and "kubectl apply --server-side -f crds/" in notes
+        for crd in CRDS:
+            cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}")
+        # Pod Security "restricted" admitted the operator pod (helm --wait saw the Deployment available).
+        deployment = get(cluster, "deployment", release.namespace, f"{release.name}-operator")
+        assert deployment is not None and deployment["status"].get("availableReplicas") == 1
+        # The RBAC is a Role in the watched namespace only.
+        assert get(cluster, "role", namespace, f"{release.name}-operator") is not None
+        assert get(cluster, "role", unwatched, f"{release.name}-operator") is None
+        assert cluster.kubectl("get", "clusterrole", f"{release.name}-operator", check=False).returncode != 0
+
+        # What the account may and may not do.
+        assert allowed(cluster, release, "watch", "finetunejobs", namespace, "recops.dev")
+        assert allowed(cluster, release, "patch", "finetunejobs", namespace, "recops.dev", "status")
+        assert allowed(cluster, release, "create", "jobs", namespace, "batch")
+        assert not allowed(cluster, release, "list", "finetunejobs", unwatched, "recops.dev")
+        assert not allowed(cluster, release, "list", "finetunejobs", None, "recops.dev")  # cluster-wide
+        assert not allowed(cluster, release, "create", "jobs", unwatched, "batch")
+        for other in (unwatched, "kube-system", release.namespace, "default"):
+            for verb in ("get", "list", "watch"):
+                assert not allowed(cluster, release, verb, "secrets", other), (verb, other)
+        assert_cannot_touch_what_it_does_not_manage(cluster, release, namespace)
+
+        # The operator, configured as the chart's Deployment configures it, authenticated as the
+        # chart's ServiceAccount, runs a FineTuneJob in the watched namespace only.
+        env = deployment_env(cluster, release)
+        assert env["RECOPS_NAMESPACES"] == namespace
+        with running_operator(cluster, tmp_path / "operator", service_account=release.service_account,
+                              namespaces=[namespace], operator_namespace=release.namespace,
+                              extra_env=env) as operator:
+            message = report("charted", namespace, gatePassed=None)
+            cluster.apply(finetunejob("charted", message=message), namespace)
+            cluster.apply(finetunejob("ignored", message=report("ignored", unwatched)), unwatched)
+            done = kubectl_wait(cluster, namespace, "charted", "Complete", timeout="90s")
+            assert done.returncode == 0, done.stderr + operator.log_tail()
+            assert ftj(cluster, namespace, "charted")["status"]["model"]["uri"] == message["modelUri"]
+            assert get(cluster, "job", namespace, "charted") is not None
+            assert get(cluster, "job", unwatched, "ignored") is None
+            assert "status" not in ftj(cluster, unwatched, "ignored")
+            assert "Forbidden" not in operator.log_tail(200000), "the operator tried something its Role lacks"
+
+        # helm upgrade (a changed setting) keeps every object: same uids, same feedback key.
+        def identities() -> dict[str, tuple[str, str]]:
+            found = {}
+            for kind, ns, name in (("serviceaccount", release.namespace, release.service_account),
+                                   ("deployment", release.namespace, f"{release.name}-operator"),
+                                   ("service", release.namespace, f"{release.name}-operator-metrics"),
+                                   ("role", namespace, f"{release.name}-operator"),
+                                   ("rolebinding", namespace, f"{release.name}-operator"),
+                                   ("secret", namespace, "recops-feedback-key"),
+                                   ("finetunejob", namespace, "charted"), ("job", namespace, "charted")):
+                obj = get(cluster, kind, ns, name)
+                assert obj is not None, (kind, ns, name)
+                found[kind] = (obj["metadata"]["uid"], json.dumps(obj.get("data")))
+            return found
+
+        before = identities()
+        upgraded = {**values, "operator": {"resyncSeconds": 1, "logLevel": "DEBUG"}}
+        chart_helm(cluster, "upgrade", release.name, str(CHART), "-n", release.namespace, "--wait",
+                   "--timeout", "120s", *set_args(upgraded))
+        assert identities() == before
+        assert deployment_env(cluster, release)["RECOPS_LOG_LEVEL"] == "DEBUG"
+
+        # helm uninstall removes the release's objects and leaves the CRDs and the recops objects.
+        chart_helm(cluster, "uninstall", release.name, "-n", release.namespace, "--wait")
+        for crd in CRDS:
+            assert cluster.kubectl("get", "crd", crd, check=False).returncode == 0, crd
+        assert ftj(cluster, namespace, "charted")["status"]["phase"] == "Succeeded"
+        wait_until(lambda: get(cluster, "role", namespace, f"{release.name}-operator") is None, 30, "Role deleted")
+        assert get(cluster, "serviceaccount", release.namespace, release.service_account) is None
+        assert get(cluster, "deployment", release.namespace, f"{release.name}-operator") is None
+        # The feedback key outlives the release (helm.sh/resource-policy: keep): served tokens stay valid.
+        assert get(cluster, "secret", namespace, "recops-feedback-key") is not None
+    finally:
+        uninstall(cluster, release)
+
+
+def test_cluster_wide_install_reconciles_everywhere_and_reads_no_secrets(
+        cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    release, _ = install(cluster, {"operator": {"resyncSeconds": 1}})
+    try:
+        assert get(cluster, "role", namespace, f"{release.name}-operator") is None
+        assert allowed(cluster, release, "list", "finetunejobs", None, "recops.dev")
+        assert allowed(cluster, release, "create", "jobs", namespace, "batch")
+        for other in (namespace, "kube-system", release.namespace):
+            assert not allowed(cluster, release, "get", "secrets", other), other
+        assert not allowed(cluster, release, "list", "secrets", None)
+        assert_cannot_touch_what_it_does_not_manage(cluster, release, namespace)
+
+        env = deployment_env(cluster, release)
+        assert env["RECOPS_NAMESPACES"] == ""
+        with running_operator(cluster, tmp_path / "operator", service_account=release.service_account,
+                              operator_namespace=release.namespace, extra_env=env) as operator:
+            message = report("clusterwide", namespace, gatePassed=None)
+            cluster.apply(finetunejob("clusterwide", message=message), namespace)
+            done = kubectl_wait(cluster, namespace, "clusterwide", "Complete", timeout="90s")
+            assert done.returncode == 0, done.stderr + operator.log_tail()
+            assert "Forbidden" not in operator.log_tail(200000), "the operator tried something its ClusterRole lacks"
+    finally:
+        uninstall(cluster, release)
+    assert cluster.kubectl("get", "clusterrole", f"{release.name}-operator", check=False).returncode != 0

@@ -1,0 +1,84 @@
+"""The images, as far as this machine can go without a container engine: lint each
+Dockerfile, then install the wheel with the image's extra into a fresh virtual environment
+and run the image's ENTRYPOINT with --help."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILES = sorted((ROOT / "images").glob("*.Dockerfile"))
+UV = shutil.which("uv") or "uv"
+
+
+def entrypoint(dockerfile: Path) -> list[str]:
+    lines = [line for line in dockerfile.read_text().splitlines() if line.startswith("ENTRYPOINT ")]
+    assert len(lines) == 1, f"{dockerfile.name}: one ENTRYPOINT expected"
+    command: list[str] = json.loads(lines[0].removeprefix("ENTRYPOINT "))
+    return command
+
+
+def extra(dockerfile: Path) -> str | None:
+    match = re.search(r"recops-\*\.whl\)\[(\w+)\]", dockerfile.read_text())
+    return match.group(1) if match else None
+
+
+def data_packages(dockerfile: Path) -> list[str]:
+    """Packages the image installs with --no-deps (they ship data; their own pins are unwanted)."""
+    match = re.search(r"pip install --no-cache-dir --no-deps (.+)$", dockerfile.read_text(), re.M)
+    return match.group(1).split() if match else []
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run([UV, "build", "--wheel", "--out-dir", str(out), str(ROOT)], check=True, capture_output=True)
+    (built,) = out.glob("recops-*.whl")
+    return built
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_lints_clean(dockerfile: Path) -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"
+    result = subprocess.run([str(hadolint), str(dockerfile)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_is_multistage_nonroot_and_pinned_by_argument(dockerfile: Path) -> None:
+    text = dockerfile.read_text()
+    assert text.count("\nFROM ") >= 2 or text.startswith("FROM")
+    assert re.search(r"^ARG PYTHON_IMAGE=\S+:\S+", text, re.M)
+    assert re.search(r"^USER 10001:10001$", text, re.M)
+    assert "org.opencontainers.image.version" in text
+    final_stage = text.rsplit("\nFROM ", 1)[1]
+    assert "pip wheel" not in final_stage and "apt-get" not in final_stage and "RUN " not in final_stage
+    assert re.search(r"^COPY --from=build /opt/recops /opt/recops$", final_stage, re.M)
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_entrypoint_runs_from_a_fresh_environment(dockerfile: Path, wheel: Path, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    env = {**os.environ, "VIRTUAL_ENV": str(venv)}
+    subprocess.run([UV, "venv", "-q", "-p", sys.executable, str(venv)], check=True, env=env)
+    wanted = f"{wheel}[{extra(dockerfile)}]" if extra(dockerfile) else str(wheel)
+    subprocess.run([UV, "pip", "install", "-q", wanted], check=True, env=env)
+    if data_packages(dockerfile):
+        subprocess.run([UV, "pip", "install", "-q", "--no-deps", *data_packages(dockerfile)], check=True, env=env)
+    command = entrypoint(dockerfile)
+    result = subprocess.run([str(venv / "bin" / command[0]), *command[1:], "--help"],
+                            capture_output=True, text=True, env={**env, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"})
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout
+    has_torch = subprocess.run([str(venv / "bin" / "python"), "-c", "import torch"], capture_output=True).returncode == 0
+    assert has_torch == (extra(dockerfile) in ("train", "serve")), f"torch importable: {has_torch}"
+    if dockerfile.name == "operator.Dockerfile":
+        assert not has_torch and "RECOPS_TRAINER_IMAGE" in result.stdout
