@@ -150,3 +150,22 @@ class Kube:
             content_type="application/json-patch+json",
         )
         return result
+
+    def create(self, path: str, manifest: dict[str, Any]) -> dict[str, Any]:
+        """POST to a collection; a 409 (already exists) propagates."""
+        result: dict[str, Any] = self.request("POST", path, body=manifest, query={"fieldManager": self.field_manager})
+        return result
+
+    def replace(self, path: str, manifest: dict[str, Any]) -> dict[str, Any]:
+        """PUT (optimistic concurrency: a stale metadata.resourceVersion gives 409)."""
+        result: dict[str, Any] = self.request("PUT", path, body=manifest, query={"fieldManager": self.field_manager})
+        return result
+
+    def delete(self, path: str, propagation: str | None = None, uid: str | None = None) -> None:
+        """DELETE; with `uid`, only that incarnation (else 409)."""
+        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if propagation:
+            body["propagationPolicy"] = propagation
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        self.request("DELETE", path, body=body)

@@ -14,9 +14,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import kopf
 
@@ -38,6 +42,7 @@ from recops.builders.common import MANAGED_BY_LABEL, MAX_NAME_LENGTH, BuilderSet
 from recops.controllers import finetunejob_status
 from recops.controllers.finetunejob import FineTuneJobController, PassResult
 from recops.controllers.kube import Kube, load_api_client
+from recops.controllers.leader import LeaseElector
 from recops.controllers.metrics import OperatorMetrics
 from recops.controllers.recmodeldeployment import RecModelDeploymentController, rmds_following
 from recops.controllers.monitorpolicy import MonitorMetrics, MonitorPolicyController
@@ -73,6 +78,11 @@ class OperatorConfig:
     kubeconfig: str | None = None
     peering: str | None = None  # a KopfPeering name; None: standalone
     instance: str = field(default_factory=lambda: os.environ.get("HOSTNAME", "recops-operator"))
+    # Leader election on a Lease (several replicas: only the holder acts). See controllers/leader.py.
+    leader_election: bool = False
+    leader_election_namespace: str | None = None  # None: the pod's namespace, else recops-system
+    leader_election_lease: str = "recops-operator"
+    leader_election_lease_seconds: float = 15.0
 
 
 def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
@@ -287,6 +297,15 @@ class Operator:
             self.monitor_due[key] = (known[0], start + interval)
 
 
+RETRY_BASE_SECONDS = 5.0
+RETRY_MAX_SECONDS = 300.0
+
+
+def retry_delay(retry: int) -> float:
+    """5s, 10s, 20s, ... at most 5 minutes."""
+    return float(min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** min(retry, 16)))
+
+
 def post_event(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
     try:
         kopf.event(cast(kopf.Body, body), type=type_, reason=reason, message=message[:1024])
@@ -322,8 +341,16 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     @kopf.on.create(**ftj, id="reconcile", backoff=5)  # type: ignore[arg-type]
     @kopf.on.update(**ftj, id="reconcile", backoff=5)  # type: ignore[arg-type]
     @kopf.on.resume(**ftj, id="reconcile", backoff=5)  # type: ignore[arg-type]
-    def reconcile_finetunejob(namespace: str, name: str, **_: Any) -> None:
-        operator.reconcile_ftj(namespace, name, "spec", apply_children=True)
+    def reconcile_finetunejob(namespace: str, name: str, retry: int = 0, **_: Any) -> None:
+        try:
+            operator.reconcile_ftj(namespace, name, "spec", apply_children=True)
+        except Exception as error:
+            # Transient API errors and missing permissions: retried with an exponential back-off,
+            # never in a storm (an invalid spec never gets here: it is a status, not an error).
+            delay = retry_delay(retry)
+            log.warning("FineTuneJob %s/%s: %s: %s; retry %d in %.0fs", namespace, name, type(error).__name__,
+                        str(error).splitlines()[0] if str(error) else "", retry + 1, delay)
+            raise kopf.TemporaryError(f"{type(error).__name__}: {error}", delay=delay) from error
 
     @kopf.on.event(**ftj, id="track")  # type: ignore[arg-type]
     def track_finetunejob(type: str | None, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
@@ -398,6 +425,55 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
                   id="finetunejob-pod")(on_child)
 
 
+SERVICE_ACCOUNT_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+DEFAULT_OPERATOR_NAMESPACE = "recops-system"
+
+
+def operator_namespace(config: OperatorConfig) -> str:
+    if config.leader_election_namespace:
+        return config.leader_election_namespace
+    try:
+        with open(SERVICE_ACCOUNT_NAMESPACE_FILE) as file:
+            return file.read().strip() or DEFAULT_OPERATOR_NAMESPACE
+    except OSError:
+        return os.environ.get("POD_NAMESPACE") or DEFAULT_OPERATOR_NAMESPACE
+
+
+@contextmanager
+def standby_health(endpoint: str | None) -> Iterator[None]:
+    """While a replica waits for the Lease it is alive (not the leader): answer the liveness probe."""
+    if not endpoint:
+        yield
+        return
+    url = urlsplit(endpoint)
+
+    class Alive(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"standby\n")
+
+        def log_message(self, *_: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer((url.hostname or "0.0.0.0", url.port or 80), Alive)
+    thread = threading.Thread(target=server.serve_forever, name="standby-health", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def lost_leadership() -> None:
+    # Another replica may already act: stop at once, without finishing anything (the pod restarts
+    # and stands by). Level-based reconciling makes an interrupted pass harmless.
+    log.critical("lost the leader Lease: exiting")
+    logging.shutdown()
+    os._exit(1)
+
+
 def run(config: OperatorConfig, ready: Callable[[], None] | None = None) -> None:
     """Run the operator until it is stopped (SIGTERM/SIGINT)."""
     if config.kubeconfig:
@@ -407,12 +483,24 @@ def run(config: OperatorConfig, ready: Callable[[], None] | None = None) -> None
     register(registry, operator)
     settings = kopf.OperatorSettings()
     configure(settings, config)
-    kopf.run(
-        registry=registry,
-        settings=settings,
-        clusterwide=not config.namespaces,
-        namespaces=list(config.namespaces),
-        standalone=config.peering is None,
-        peering_name=config.peering,
-        liveness_endpoint=config.liveness_endpoint or None,
-    )
+    elector = None
+    if config.leader_election:
+        identity = f"{config.instance}_{uuid.uuid4().hex[:12]}"
+        elector = LeaseElector(operator.kube, operator_namespace(config), config.leader_election_lease, identity,
+                               lease_seconds=config.leader_election_lease_seconds)
+        with standby_health(config.liveness_endpoint):
+            elector.acquire()
+        elector.keep_renewing(lost_leadership)
+    try:
+        kopf.run(
+            registry=registry,
+            settings=settings,
+            clusterwide=not config.namespaces,
+            namespaces=list(config.namespaces),
+            standalone=config.peering is None,
+            peering_name=config.peering,
+            liveness_endpoint=config.liveness_endpoint or None,
+        )
+    finally:
+        if elector is not None:
+            elector.release()
