@@ -34,18 +34,18 @@ from recops.api.contracts import (
 )
 from recops.api.finetunejob import KIND as FTJ_KIND
 from recops.api.finetunejob import PLURAL as FTJ_PLURAL
-from recops.api.recmodeldeployment import KIND as RMD_KIND
-from recops.api.recmodeldeployment import PLURAL as RMD_PLURAL
 from recops.api.monitorpolicy import KIND as MP_KIND
 from recops.api.monitorpolicy import PLURAL as MP_PLURAL
+from recops.api.recmodeldeployment import KIND as RMD_KIND
+from recops.api.recmodeldeployment import PLURAL as RMD_PLURAL
 from recops.builders.common import MANAGED_BY_LABEL, MAX_NAME_LENGTH, BuilderSettings
 from recops.controllers import finetunejob_status
 from recops.controllers.finetunejob import FineTuneJobController, PassResult
 from recops.controllers.kube import Kube, load_api_client
 from recops.controllers.leader import LeaseElector
 from recops.controllers.metrics import OperatorMetrics
-from recops.controllers.recmodeldeployment import RecModelDeploymentController, rmds_following
 from recops.controllers.monitorpolicy import MonitorMetrics, MonitorPolicyController
+from recops.controllers.recmodeldeployment import RecModelDeploymentController, rmds_following
 from recops.controllers.work import Coalescer
 
 log = logging.getLogger("recops.operator")
