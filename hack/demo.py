@@ -22,6 +22,7 @@ shorter windows; the end-to-end test uses it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -132,10 +133,8 @@ def stop_background(name: str) -> None:
         return
     pid = int(pid_file.read_text())
     if alive(pid):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         deadline = time.monotonic() + 20
         while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -341,7 +340,7 @@ class Progress:
             return
         self.last_print = time.monotonic()
         if not self.header_printed:
-            print(f"{'time':8} {'training':28} {'stable':24} {'canary':24} {'weight':>6} "
+            print(f"{'time':8} {'training':40} {'stable':24} {'canary':24} {'weight':>6} "
                   f"{'ctr stable':>10} {'ctr canary':>10}  policy", flush=True)
             self.header_printed = True
         jobs = get_json(self.env, "finetunejobs", "-n", NAMESPACE).get("items", [])
@@ -352,7 +351,7 @@ class Progress:
             phase = status.get("phase", "Pending")
             if phase not in ("Succeeded", "Failed") or job is jobs[-1]:
                 step = f" {progress.get('step', 0)}/{progress.get('totalSteps', '?')}" if progress else ""
-                training = f"{job['metadata']['name'][-16:]} {phase}{step}"
+                training = f"{job['metadata']['name']} {phase}{step}"
         rmd = (get_json(self.env, "recmodeldeployment", RMD, "-n", NAMESPACE).get("status")) or {}
         stable = (rmd.get("stable") or {}).get("modelVersion", "-")
         canary = (rmd.get("canary") or {}).get("modelVersion", "-")
@@ -366,7 +365,7 @@ class Progress:
         if (policy.get("baseline") or {}).get("values", {}).get("ctr") is not None:
             policy_text += f" baseline={policy['baseline']['values']['ctr']:.3f}"
         ctr = self.ctr_by_track()
-        print(f"{time.strftime('%H:%M:%S'):8} {training[:28]:28} {stable[:24]:24} {canary[:24]:24} {weight!s:>6} "
+        print(f"{time.strftime('%H:%M:%S'):8} {training[:40]:40} {stable[:24]:24} {canary[:24]:24} {weight!s:>6} "
               f"{ctr.get('stable', '-'):>10} {ctr.get('canary', '-'):>10}  {policy_text}", flush=True)
 
 
@@ -453,8 +452,8 @@ def up(args: argparse.Namespace) -> int:
     say(f"retraining: {retrain.get('fineTuneJob')} ({retrain.get('reason')})")
     mark = phase_done("shift to breach", mark)
 
-    retrain_name = retrain.get("fineTuneJob") or [j["metadata"]["name"] for j in get_json(
-        env, "finetunejobs", "-n", NAMESPACE)["items"] if j["metadata"]["name"] != "shop-ranker-v1"][0]
+    retrain_name = retrain.get("fineTuneJob") or next(j["metadata"]["name"] for j in get_json(
+        env, "finetunejobs", "-n", NAMESPACE)["items"] if j["metadata"]["name"] != "shop-ranker-v1")
     second = wait(lambda: ftj_done(env, retrain_name), settings.timeouts["retrain"], "the retrain", on_tick=progress)
     mark = phase_done("retrain", mark)
 
@@ -463,13 +462,23 @@ def up(args: argparse.Namespace) -> int:
                    f"the canary of {new_version} to be promoted or rolled back", on_tick=progress)
     progress(force=True)
     mark = phase_done("canary rollout", mark)
-    time.sleep(0 if settings.fast else 20)  # some traffic on the promoted model for the "after" figure
-    ctr_after = policy_status(env)
+    ctr_now = None
+    if outcome == "Promoted":
+        # The "after" figure: the policy's baseline of the promoted model (baselineWindow of its traffic).
+        say(f"measuring the promoted model: the policy captures its baseline over {settings.baseline_window}")
+        try:
+            new_baseline = wait(lambda: (b := policy_status(env).get("baseline") or {}).get("modelVersion") == new_version
+                                and b.get("capturedAt") and b, settings.timeouts["baseline"],
+                                "the promoted model's baseline", on_tick=progress)
+            ctr_now = new_baseline.get("values", {}).get("ctr")
+        except SystemExit as timeout:
+            say(str(timeout).splitlines()[0])
+        mark = phase_done("baseline of the promoted model", mark)
     summary = {
         "outcome": outcome, "firstModel": first.get("model"), "firstMetrics": first.get("metrics"),
         "retrainedModel": second.get("model"), "retrainedMetrics": second.get("metrics"),
         "ctrBaseline": ctr_before, "ctrAtBreach": ctr_breach,
-        "ctrNow": next((r.get("value") for r in ctr_after.get("rules") or [] if r.get("name") == "ctr"), None),
+        "ctrPromoted": ctr_now,
         "traffic": read_traffic(), "phasesSeconds": {k: round(v) for k, v in phases.items()},
         "totalSeconds": round(time.monotonic() - started), "fast": settings.fast,
     }
@@ -489,22 +498,26 @@ def rollout_outcome(env: dict[str, str], version: str | None) -> str | None:
 
 def read_traffic() -> dict[str, Any]:
     try:
-        return json.loads((demo_dir() / "traffic.json").read_text())
+        return dict(json.loads((demo_dir() / "traffic.json").read_text()))
     except (OSError, ValueError):
         return {}
+
+
+def fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def print_summary(summary: dict[str, Any]) -> None:
     print("\n==== recops demo summary ====")
     print(f"first model:     {summary['firstModel']}")
-    print(f"  metrics:       {summary['firstMetrics']}")
+    print(f"  metrics:       {summary['firstMetrics']} (test split of the synthetic shop's history)")
     print(f"retrained model: {summary['retrainedModel']}")
-    print(f"  metrics:       {summary['retrainedMetrics']}")
+    print(f"  metrics:       {summary['retrainedMetrics']} (test split of the served event log)")
     print(f"canary:          {summary['outcome']}")
-    print(f"CTR (MonitorPolicy, Prometheus): baseline {summary['ctrBaseline']}, at the breach {summary['ctrAtBreach']}, "
-          f"now {summary['ctrNow']}")
+    print(f"CTR measured by the MonitorPolicy (Prometheus): first model before the shift {fmt(summary['ctrBaseline'])}, "
+          f"at the breach {fmt(summary['ctrAtBreach'])}, promoted model after the shift {fmt(summary['ctrPromoted'])}")
     traffic = summary.get("traffic") or {}
-    for label, counts in (traffic.get("phases") or {}).items():
+    for label, counts in (traffic.get("models") or {}).items():
         ctr = counts["clicks"] / counts["impressions"] if counts.get("impressions") else 0.0
         print(f"CTR seen by the shoppers, {label}: {ctr:.3f} over {counts.get('impressions', 0)} impressions")
     print("phases:")
@@ -534,8 +547,9 @@ def traffic(args: argparse.Namespace) -> int:
     world = ShopWorld.generate(**SHOP)
     stats: dict[str, TrafficStats] = {}
     by_phase: dict[str, TrafficStats] = {}
+    by_model: dict[str, TrafficStats] = {}
     chooser = random.Random(7)
-    pods: dict[str, list[str]] = {}
+    pods: dict[str, list[tuple[str, str]]] = {}  # track -> [(pod IP, model version)]
     weight = 0
     refreshed = 0.0
     written = 0.0
@@ -550,18 +564,20 @@ def traffic(args: argparse.Namespace) -> int:
                 ready = any(c["type"] == "Ready" and c["status"] == "True"
                             for c in (pod.get("status") or {}).get("conditions") or [])
                 if ready and not pod["metadata"].get("deletionTimestamp") and pod["status"].get("podIP"):
-                    track = pod["metadata"].get("labels", {}).get("recops.dev/track", "stable")
-                    pods.setdefault(track, []).append(pod["status"]["podIP"])
+                    labels = pod["metadata"].get("labels", {})
+                    pods.setdefault(labels.get("recops.dev/track", "stable"), []).append(
+                        (pod["status"]["podIP"], labels.get("recops.dev/model-version", "?")))
             status = rmd_status(env)
             weight = int(status.get("canaryWeight") or 0) if status.get("canary") else 0
         shifted = (demo_dir() / "shift").exists()
         track = "canary" if pods.get("canary") and chooser.random() * 100 < weight else "stable"
         if pods.get(track):
             session += 1
-            ip = chooser.choice(pods[track])
+            ip, version = chooser.choice(pods[track])
             one = drive(f"http://{ip}:8080", world, requests=1, rate=0, shifted=shifted, seed=session, timeout=30)
-            for bucket in (stats.setdefault(track, TrafficStats()),
-                           by_phase.setdefault("after the shift" if shifted else "before the shift", TrafficStats())):
+            shift_phase = "after the shift" if shifted else "before the shift"
+            for bucket in (stats.setdefault(track, TrafficStats()), by_phase.setdefault(shift_phase, TrafficStats()),
+                           by_model.setdefault(f"{shift_phase}, model {version}", TrafficStats())):
                 bucket.requests += one.requests
                 bucket.impressions += one.impressions
                 bucket.clicks += one.clicks
@@ -572,7 +588,8 @@ def traffic(args: argparse.Namespace) -> int:
             doc = {"shift": shifted, "weight": weight,
                    "tracks": {t: {"impressions": s.impressions, "clicks": s.clicks, "requests": s.requests,
                                   "failed": s.failed_requests} for t, s in stats.items()},
-                   "phases": {p: {"impressions": s.impressions, "clicks": s.clicks} for p, s in by_phase.items()}}
+                   "phases": {p: {"impressions": s.impressions, "clicks": s.clicks} for p, s in by_phase.items()},
+                   "models": {p: {"impressions": s.impressions, "clicks": s.clicks} for p, s in by_model.items()}}
             tmp = demo_dir() / "traffic.json.tmp"
             tmp.write_text(json.dumps(doc))
             tmp.replace(demo_dir() / "traffic.json")

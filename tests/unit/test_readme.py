@@ -40,7 +40,7 @@ def commands_of(program: str) -> list[list[str]]:
         for part in re.split(r"&&|;|\|", line):
             words = part.replace('"', " ").replace("$(", " ").replace(")", " ").split()
             for i, word in enumerate(words):
-                if word == program or word.endswith("/" + program) and program.startswith("hack/"):
+                if word == program or (word.endswith("/" + program) and program.startswith("hack/")):
                     found.append(words[i:])
     return found
 
