@@ -248,6 +248,8 @@ def install_operator(env: dict[str, str], prometheus_url: str) -> None:
     if not helm:
         raise SystemExit("helm is missing: hack/build-binaries builds it")
     say("installing the operator with the Helm chart (charts/recops: CRDs, RBAC, ServiceAccount)")
+    # Helm installs CRDs only when missing and never upgrades them: apply them first, as docs/install.md says.
+    kubectl(env, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "charts" / "recops" / "crds"))
     run(helm, "upgrade", "--install", RELEASE, str(REPO / "charts" / "recops"), "-n", OPERATOR_NAMESPACE,
         "--create-namespace", "--set", "operator.replicas=0", "--set", f"prometheus.url={prometheus_url}",
         "--wait", "--timeout", "120s", env=env)
