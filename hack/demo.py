@@ -466,16 +466,11 @@ def up(args: argparse.Namespace) -> int:
     mark = phase_done("canary rollout", mark)
     ctr_now = None
     if outcome == "Promoted":
-        # The "after" figure: the policy's baseline of the promoted model (baselineWindow of its traffic).
-        say(f"measuring the promoted model: the policy captures its baseline over {settings.baseline_window}")
-        try:
-            new_baseline = wait(lambda: (b := policy_status(env).get("baseline") or {}).get("modelVersion") == new_version
-                                and b.get("capturedAt") and b, settings.timeouts["baseline"],
-                                "the promoted model's baseline", on_tick=progress)
-            ctr_now = new_baseline.get("values", {}).get("ctr")
-        except SystemExit as timeout:
-            say(str(timeout).splitlines()[0])
-        mark = phase_done("baseline of the promoted model", mark)
+        # The "after" figure: the promoted model's CTR in Prometheus over a window of its own traffic.
+        say(f"measuring the promoted model's CTR in Prometheus over {settings.baseline_window} of traffic")
+        time.sleep(go_seconds(settings.baseline_window))
+        ctr_now = prometheus_ctr(prometheus_url, new_version, settings.baseline_window)
+        mark = phase_done("measuring the promoted model", mark)
     summary = {
         "outcome": outcome, "firstModel": first.get("model"), "firstMetrics": first.get("metrics"),
         "retrainedModel": second.get("model"), "retrainedMetrics": second.get("metrics"),
@@ -487,6 +482,30 @@ def up(args: argparse.Namespace) -> int:
     (demo_dir() / "summary.json").write_text(json.dumps(summary, indent=1))
     print_summary(summary)
     return 0 if outcome == "Promoted" else 2
+
+
+def go_seconds(duration: str) -> float:
+    """Seconds of a Go duration such as 20s, 1m or 1h30m."""
+    import re
+
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    return sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)([hms])", duration))
+
+
+def prometheus_ctr(url: str, model_version: str | None, window: str) -> float | None:
+    """Clicks / impressions of one model version (both tracks) over the last window, from Prometheus."""
+    import urllib.parse
+
+    selector = f'recops_namespace="{NAMESPACE}",recops_deployment="{RMD}",model_version="{model_version}"'
+    query = (f"sum(increase(recops_clicks_total{{{selector}}}[{window}])) / "
+             f"sum(increase(recops_impressions_total{{{selector}}}[{window}]))")
+    try:
+        with urllib.request.urlopen(f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": query}),
+                                    timeout=10) as response:
+            result = json.loads(response.read())["data"]["result"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return float(result[0]["value"][1]) if result else None
 
 
 def rollout_outcome(env: dict[str, str], version: str | None) -> str | None:
@@ -516,8 +535,9 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"retrained model: {summary['retrainedModel']}")
     print(f"  metrics:       {summary['retrainedMetrics']} (test split of the served event log)")
     print(f"canary:          {summary['outcome']}")
-    print(f"CTR measured by the MonitorPolicy (Prometheus): first model before the shift {fmt(summary['ctrBaseline'])}, "
-          f"at the breach {fmt(summary['ctrAtBreach'])}, promoted model after the shift {fmt(summary['ctrPromoted'])}")
+    print(f"CTR measured by the MonitorPolicy: first model before the shift {fmt(summary['ctrBaseline'])}, "
+          f"at the breach {fmt(summary['ctrAtBreach'])}; the promoted model after the shift (Prometheus, its last "
+          f"window) {fmt(summary['ctrPromoted'])}")
     traffic = summary.get("traffic") or {}
     for label, counts in (traffic.get("models") or {}).items():
         ctr = counts["clicks"] / counts["impressions"] if counts.get("impressions") else 0.0
