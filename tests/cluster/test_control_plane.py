@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -250,7 +251,11 @@ def test_separate_cluster_up_down_leaves_no_process() -> None:
         other.apply(pod("plain", restartPolicy="Always") | {"metadata": {"name": "plain", "namespace": "default"}})
         p = other.wait_pod_phase("default", "plain", {"Running"})
         assert p.spec.node_name == "recops-local"
-        assert any("sleep 3600" in proc for proc in processes_mentioning(str(dir)))
+        # Running is reported once the process is forked; it execs its command a moment later.
+        deadline = time.monotonic() + 15
+        while not any("sleep 3600" in proc for proc in processes_mentioning(str(dir))):
+            assert time.monotonic() < deadline, processes_mentioning(str(dir))
+            time.sleep(0.2)
         assert other.core().read_node("kwok-cpu-0").spec.taints[0].key == "recops.dev/kwok"
     finally:
         down = subprocess.run([str(HACK / "cluster"), "down", "--purge"], env=env, capture_output=True, text=True)

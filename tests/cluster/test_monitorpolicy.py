@@ -252,7 +252,10 @@ def test_ctr_falls_breach_after_for_one_retrain_then_cooldown(
             "for": "6s", "minSamples": 150}
     with Traffic(url, world, rate=12) as traffic:
         set_stable(cluster, namespace, "ranker", model)  # the model was promoted just now
-        cluster.apply(policy("ranker-watch", "ranker", [rule], retrain=retrain_section()), namespace)
+        # The scores' shape does not change with the shoppers' tastes: the drift rule stays Ok.
+        drift = {"name": "drift", "metric": "scoreDrift", "window": "20s", "threshold": {"above": 0.5},
+                 "minSamples": 100}
+        cluster.apply(policy("ranker-watch", "ranker", [rule, drift], retrain=retrain_section()), namespace)
 
         # Baseline: 20s of the stable model's traffic before the shift.
         status = wait_status(cluster, namespace, "ranker-watch", lambda s: s.get("baseline", {}).get("capturedAt"),
@@ -261,7 +264,9 @@ def test_ctr_falls_breach_after_for_one_retrain_then_cooldown(
         baseline = status["baseline"]
         assert baseline["modelVersion"] == MODEL_VERSION
         assert 0.05 < baseline["values"]["ctr"] < 0.4, baseline
-        assert baseline["scoreHistogram"]["counts"][-1] > 0
+        histogram = baseline["scoreHistogram"]
+        assert len(histogram["upperBounds"]) == 20 and len(histogram["counts"]) == 21  # +Inf implied
+        assert histogram["counts"][-1] >= 100 and baseline["values"]["drift"] == 0.0
         assert not finetunejobs(cluster, namespace)
 
         # The preference shift: CTR falls, the rule goes Pending, then Breached after `for`.
@@ -278,6 +283,9 @@ def test_ctr_falls_breach_after_for_one_retrain_then_cooldown(
         entry = rule_of(status, "ctr")
         assert entry["value"] < 0.75 * baseline["values"]["ctr"] and entry["baseline"] == baseline["values"]["ctr"]
         assert entry["samples"] >= 150
+        print(f"baseline: {baseline['values']}; rules at the breach: {status['rules']}")
+        drift_entry = rule_of(status, "drift")
+        assert drift_entry["state"] == "Ok" and 0.0 <= drift_entry["value"] < 0.5 and drift_entry["samples"] >= 100
         assert conditions(status)["Healthy"]["status"] == "False"
         assert conditions(status)["Healthy"]["reason"] == "RuleBreached"
 

@@ -246,11 +246,10 @@ class MonitorPolicyController:
             if model_version:
                 condition(c.READY, False, c.QUERY_FAILED, errors[0])
             result.result = "metrics_unavailable"
-        else:
+        elif model_version:  # without a stable model nothing was asked of Prometheus
             condition(c.METRICS_UNAVAILABLE, False, c.METRICS_OK, "Prometheus answered every query")
-            if model_version:
-                condition(c.READY, True, c.RECONCILED,
-                          f"{len(spec.rules)} rules evaluated on {spec.target_ref.name} (model {model_version})")
+            condition(c.READY, True, c.RECONCILED,
+                      f"{len(spec.rules)} rules evaluated on {spec.target_ref.name} (model {model_version})")
         if breached:
             condition(c.HEALTHY, False, c.RULE_BREACHED,
                       "; ".join(f"{n}: {verdicts[n].message}" for n in breached))
