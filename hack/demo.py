@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -481,8 +482,11 @@ def up(args: argparse.Namespace) -> int:
     ctr_now = None
     if outcome == "Promoted":
         # The "after" figure: the promoted model's CTR in Prometheus over a window of its own traffic.
+        # The stable Deployment rolls to the promoted model: measure once its new pod serves.
+        wait(lambda: promoted_pod_ready(env, new_version), settings.timeouts["serve"],
+             f"a stable pod serving {new_version}", on_tick=progress)
         say(f"measuring the promoted model's CTR in Prometheus over {settings.baseline_window} of traffic")
-        time.sleep(go_seconds(settings.baseline_window))
+        time.sleep(go_seconds(settings.baseline_window) + 5)
         ctr_now = prometheus_ctr(prometheus_url, new_version, settings.baseline_window)
         mark = phase_done("measuring the promoted model", mark)
     summary = {
@@ -519,7 +523,15 @@ def prometheus_ctr(url: str, model_version: str | None, window: str) -> float | 
             result = json.loads(response.read())["data"]["result"]
     except (OSError, ValueError, KeyError):
         return None
-    return float(result[0]["value"][1]) if result else None
+    value = float(result[0]["value"][1]) if result else math.nan
+    return None if math.isnan(value) else value
+
+
+def promoted_pod_ready(env: dict[str, str], version: str | None) -> bool:
+    selector = f"recops.dev/recmodeldeployment={RMD},recops.dev/track=stable,recops.dev/model-version={version}"
+    pods = get_json(env, "pods", "-n", NAMESPACE, "-l", selector).get("items", [])
+    return any(c["type"] == "Ready" and c["status"] == "True"
+               for pod in pods for c in (pod.get("status") or {}).get("conditions") or [])
 
 
 def rollout_outcome(env: dict[str, str], version: str | None) -> str | None:
