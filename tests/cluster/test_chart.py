@@ -1,6 +1,6 @@
 """charts/recops on the real control plane: `helm install`, the operator running with a token of
 the chart's ServiceAccount (and the settings of the chart's Deployment) reconciling a
-FineTuneJob, SubjectAccessReviews of what that account may not do, `helm upgrade` keeping the
+FineTuneJob and a MonitorPolicy (RecModelDeployment: once its controller is on main), SubjectAccessReviews of what that account may not do, `helm upgrade` keeping the
 resources, and `helm uninstall` leaving the CRDs and the recops objects.
 
 The operator runs as a local subprocess (tests/support/operator.py): no image can be pulled here.
@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.test_finetunejob import finetunejob, ftj, get, kubectl_wait, report
+from tests.cluster.test_monitorpolicy import conditions, policy, rmd, set_stable, wait_status
 from tests.support.cluster import Cluster, wait_until
 from tests.support.helm import CHART, helm, set_args
 from tests.support.operator import running_operator
@@ -114,8 +115,9 @@ def unwatched(cluster: Cluster) -> Iterator[str]:
 
 def test_namespaced_install_reconcile_least_privilege_upgrade_uninstall(
         cluster: Cluster, namespace: str, unwatched: str, tmp_path: Path) -> None:
+    # A Prometheus URL where nothing listens: the operator's default, through the chart.
     values = {"rbac": {"watchNamespaces": [namespace]}, "feedbackKey": {"create": True},
-              "operator": {"resyncSeconds": 1}}
+              "operator": {"resyncSeconds": 1}, "prometheus": {"url": "http://127.0.0.1:9"}}
     release, out = install(cluster, values)
     try:
         # NOTES.txt tells what happens to the CRDs and how to upgrade them.
@@ -135,6 +137,7 @@ def test_namespaced_install_reconcile_least_privilege_upgrade_uninstall(
         assert allowed(cluster, release, "watch", "finetunejobs", namespace, "recops.dev")
         assert allowed(cluster, release, "patch", "finetunejobs", namespace, "recops.dev", "status")
         assert allowed(cluster, release, "create", "jobs", namespace, "batch")
+        assert allowed(cluster, release, "create", "finetunejobs", namespace, "recops.dev")  # retraining
         assert not allowed(cluster, release, "list", "finetunejobs", unwatched, "recops.dev")
         assert not allowed(cluster, release, "list", "finetunejobs", None, "recops.dev")  # cluster-wide
         assert not allowed(cluster, release, "create", "jobs", unwatched, "batch")
@@ -159,6 +162,20 @@ def test_namespaced_install_reconcile_least_privilege_upgrade_uninstall(
             assert get(cluster, "job", namespace, "charted") is not None
             assert get(cluster, "job", unwatched, "ignored") is None
             assert "status" not in ftj(cluster, unwatched, "ignored")
+
+            # A MonitorPolicy: its target missing, then present with a stable model but no metrics
+            # (the chart's default Prometheus URL answers nothing).
+            rule = {"name": "ctr", "metric": "ctr", "threshold": {"below": 0.1}}
+            cluster.apply(policy("watch", "ranker", [rule]), namespace)
+            wait_status(cluster, namespace, "watch",
+                        lambda s: conditions(s).get("Ready", {}).get("reason") == "TargetNotFound",
+                        60, "Ready=False TargetNotFound", extra=operator.log_tail)
+            cluster.apply(rmd("ranker", tmp_path / "events"), namespace)
+            set_stable(cluster, namespace, "ranker", tmp_path / "model")
+            status = wait_status(cluster, namespace, "watch",
+                                 lambda s: conditions(s).get("MetricsUnavailable", {}).get("status") == "True",
+                                 60, "MetricsUnavailable=True", extra=operator.log_tail)
+            assert "http://127.0.0.1:9" in conditions(status)["MetricsUnavailable"]["message"]
             assert "Forbidden" not in operator.log_tail(200000), "the operator tried something its Role lacks"
 
         # helm upgrade (a changed setting) keeps every object: same uids, same feedback key.

@@ -83,10 +83,10 @@ def event_reasons(cluster: Cluster, namespace: str, name: str) -> list[tuple[str
 def assert_quiet(cluster: Cluster, namespace: str, name: str, operator: RunningOperator, periods: int = 3) -> None:
     """No retry storm: over several resync periods nothing is written and nothing errs."""
     before = ftj(cluster, namespace, name)["metadata"]["resourceVersion"]
-    errors = counter(operator, "recops_operator_errors_total")
+    errors = counter(operator, "recops_operator_reconcile_errors_total")
     settle(periods * RESYNC_SECONDS)
     assert ftj(cluster, namespace, name)["metadata"]["resourceVersion"] == before
-    assert counter(operator, "recops_operator_errors_total") == errors
+    assert counter(operator, "recops_operator_reconcile_errors_total") == errors
     assert operator.process.poll() is None
 
 

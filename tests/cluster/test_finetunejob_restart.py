@@ -3,6 +3,7 @@ lost or rewound status. And two replicas with leader election: only the Lease ho
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import threading
@@ -95,6 +96,7 @@ def test_sigkill_at_several_points_neither_duplicates_nor_rewinds(cluster: Clust
             manifests.append(finetunejob(name, message=report(name, namespace)))
 
     kill_after = [0.2, 0.7, 1.5, 3.0, 5.0]  # seconds after each start's liveness: mid-reconcile at various stages
+    kills: list[tuple[int, int]] = []  # (Jobs existing, FineTuneJobs finished) at each kill
     with StatusRecorder(cluster, namespace) as recorder:
         for round_, delay in enumerate(kill_after):
             with running_operator(cluster, tmp_path / f"run-{round_}", resync_seconds=1.0) as op:
@@ -103,6 +105,9 @@ def test_sigkill_at_several_points_neither_duplicates_nor_rewinds(cluster: Clust
                 time.sleep(delay)
                 op.process.send_signal(signal.SIGKILL)
                 op.process.wait(10)
+            states = [(o.get("status") or {}).get("phase") for o in all_ftjs(cluster, namespace)]
+            kills.append((sum(len(v) for v in jobs_by_owner(cluster, namespace).values()),
+                          sum(p in ("Succeeded", "Failed") for p in states)))
         # A last start runs everything to its end.
         with running_operator(cluster, tmp_path / "final", resync_seconds=1.0) as op:
             def finished() -> bool:
@@ -111,6 +116,10 @@ def test_sigkill_at_several_points_neither_duplicates_nor_rewinds(cluster: Clust
             wait_until(finished, 180, "all 20 FineTuneJobs to finish")
             time.sleep(3)  # a few resyncs: nothing may change any more
         time.sleep(1)
+
+    print("(Jobs, finished FineTuneJobs) at each SIGKILL:", kills)
+    # The kills hit the operator at different stages of the work, not only after it was all done.
+    assert kills[0][1] < 20 and len(set(kills)) > 1, kills
 
     objs = {o["metadata"]["name"]: o for o in all_ftjs(cluster, namespace)}
     assert len(objs) == 20
@@ -142,8 +151,9 @@ def test_sigkill_at_several_points_neither_duplicates_nor_rewinds(cluster: Clust
         history = [s for s in recorder.seen[name] if s.get("phase")]
         assert history, name
         ended = False
-        for before, after in zip(history, history[1:], strict=False):
-            assert int(after.get("attempts") or 0) >= int(before.get("attempts") or 0), (name, history)
+        for before, after in itertools.pairwise(history):
+            assert int(after.get("attempts") or 0) >= int(before.get("attempts") or 0), (name, [
+                (s.get("phase"), s.get("attempts"), s.get("message")) for s in history])
             if before.get("startTime"):
                 assert after.get("startTime") == before["startTime"], (name, history)
             if name not in failing:

@@ -375,11 +375,21 @@ def test_worse_canary_rolled_back_not_retried_until_asked(
     obj = get(cluster, "rmd", namespace, "shop")
     assert obj is not None and obj["metadata"]["annotations"][contracts.RETRY_MODEL_ANNOTATION] == "ranker-c"
 
+    # A newer candidate arriving mid-canary restarts the canary with it.
+    time.sleep(1.1)
+    cluster.apply(finetunejob("train-b", "shop", models["ranker-b"]), namespace)
+    status = wait_status(cluster, namespace, "shop", lambda s: (s.get("canary") or {}).get("modelVersion")
+                         == "ranker-b", 60, "canary restarted with ranker-b", operator)
+    assert status["canaryStep"] == 0 and status["stable"]["modelVersion"] == "ranker-a"
+    assert "CanaryRestarted" in [e["reason"] for e in events(cluster, namespace, "shop")]
+
     # recops.dev/abort rolls it back at once, and it stays rejected.
     cluster.kubectl("annotate", "rmd", "shop", "-n", namespace, f"{contracts.ABORT_ANNOTATION}=1")
     status = wait_status(cluster, namespace, "shop", lambda s: conditions(s).get("Degraded", {}).get("reason")
                          == "Aborted", 60, "aborted", operator)
-    assert not status.get("canary") and [r["modelVersion"] for r in status["rejectedModels"]] == ["ranker-c"]
+    assert not status.get("canary") and [r["modelVersion"] for r in status["rejectedModels"]] == ["ranker-b"]
+    assert status["handledAnnotations"][contracts.ABORT_ANNOTATION] == "1"
+    wait_until(lambda: get(cluster, "deployment", namespace, "shop-canary") is None, 60, "canary Deployment gone")
 
 
 def test_operator_leaves_hpa_replicas_alone(cluster: Cluster, operator: RunningOperator, namespace: str,

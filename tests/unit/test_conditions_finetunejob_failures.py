@@ -100,3 +100,35 @@ def test_other_failures_never_rerun() -> None:
     failed = [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "lastTransitionTime": T1}]
     status = compute(body(), job(failed, failed=3), [])
     assert not st.reruns_after_deadline(body(status=status, generation=2))
+
+
+def test_a_finished_trainer_stays_running_until_the_job_completes() -> None:
+    """The pod succeeded but the Job controller has not marked the Job Complete yet: never back to Pending."""
+    status = compute(body(), job(), [pod("j-a", "Succeeded", {"exitCode": 0, "message": report()})])
+    assert status["phase"] == "Running" and "waiting for the Job to complete" in status["message"]
+    two = [worker("j-0", 0, "Succeeded", {"exitCode": 0}), worker("j-1", 1, "Running")]
+    assert compute(body(), indexed_job(2), two)["phase"] == "Running"
+
+
+def test_what_the_api_server_refuses_is_a_rejection_not_an_error() -> None:
+    import json as json_
+
+    from recops.controllers.finetunejob import ApiError, is_rejection, rejection, stored_invalid
+
+    invalid = ApiError(status=422, reason="Unprocessable Entity")
+    invalid.body = json_.dumps({"message": 'Job.batch "j" is invalid: spec.template.spec.volumes[4].name: Invalid'})
+    assert is_rejection(invalid) and "volumes[4].name" in rejection(invalid)
+    untyped = ApiError(status=500, reason="Internal Server Error")
+    untyped.body = '{"message":"failed to create typed patch object (ns/j; batch/v1, Kind=Job): duplicate entries"}'
+    assert is_rejection(untyped)
+    for status in (401, 403, 409, 429, 500, 503):
+        assert not is_rejection(ApiError(status=status, reason="x")), status
+
+    # Recorded for this generation, a rejection is not retried on resync; a new generation retries.
+    b = body(generation=3)
+    b["status"] = compute(b, None, [])
+    assert stored_invalid(b) is None
+    b["status"] = st.compute_status(b, None, st.Observed(job=None), now=T2, invalid=rejection(invalid))
+    assert stored_invalid(b) == rejection(invalid)
+    b["metadata"]["generation"] = 4
+    assert stored_invalid(b) is None

@@ -168,7 +168,9 @@ def test_canary_waits_for_its_pods_and_pause_counts_from_ready() -> None:
     plan = start_canary()
     waiting = r.decide(spec(), {}, 1, plan.status, r.Selection(cand("b")), serving_observed("a"), None, at(30))
     assert "waiting for its pods" in cond(waiting.status, "Progressing")["message"]
-    assert waiting.status["stepStartedAt"] == "2026-11-29T09:00:30Z"
+    assert "stepStartedAt" not in waiting.status
+    ready = r.decide(spec(), {}, 1, waiting.status, r.Selection(cand("b")), serving_observed("a", "b"), None, at(40))
+    assert ready.status["stepStartedAt"] == "2026-11-29T09:00:40Z"
 
 
 def test_canary_passes_steps_then_promotes() -> None:
@@ -177,14 +179,15 @@ def test_canary_passes_steps_then_promotes() -> None:
     # During the pause, a passing analysis does not step yet.
     plan = r.decide(spec(), {}, 1, status, r.Selection(cand("b")), observed, pass_results(), at(5))
     assert plan.status["canaryStep"] == 0 and "next step" in cond(plan.status, "Progressing")["message"]
+    assert plan.status["stepStartedAt"] == "2026-11-29T09:00:05Z"  # the pause counts from the ready canary
     # After the pause, a pass moves to the next step.
-    plan = r.decide(spec(), {}, 1, plan.status, r.Selection(cand("b")), observed, pass_results(), at(11))
+    plan = r.decide(spec(), {}, 1, plan.status, r.Selection(cand("b")), observed, pass_results(), at(16))
     assert plan.status["canaryStep"] == 1 and plan.status["canaryWeight"] == 50
     assert plan.canary_replicas == 2  # 2 : 2
-    assert plan.status["stepStartedAt"] == "2026-11-29T09:00:11Z"
+    assert plan.status["stepStartedAt"] == "2026-11-29T09:00:16Z"
     # After the last step: promoted; the canary goes away.
     plan = r.decide(spec(), {}, 1, plan.status, r.Selection(cand("b")), serving_observed("a", "b", 2),
-                    pass_results(), at(22))
+                    pass_results(), at(27))
     assert plan.canary is None and plan.stable is not None and plan.stable.version == "b"
     assert plan.status["promotions"][-1]["by"] == "analysis" and plan.status["promotions"][-1]["fromVersion"] == "a"
     assert "canary" not in plan.status and "canaryWeight" not in plan.status
@@ -233,7 +236,7 @@ def test_newer_candidate_restarts_the_canary() -> None:
     plan = r.decide(spec(), {}, 1, status, r.Selection(cand("c", "2026-11-29T08:30:00Z")),
                     serving_observed("a", "b"), None, at(5))
     assert plan.canary is not None and plan.canary.version == "c"
-    assert plan.status["canaryStep"] == 0 and plan.status["stepStartedAt"] == "2026-11-29T09:00:05Z"
+    assert plan.status["canaryStep"] == 0 and "stepStartedAt" not in plan.status  # c's pods are not ready yet
     assert any(e[1] == "CanaryRestarted" for e in plan.events)
 
 

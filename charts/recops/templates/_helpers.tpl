@@ -85,6 +85,7 @@ in both modes. tests/unit/test_chart.py fails when these and config/rbac/ differ
 - apiGroups: [""]
   resources: ["configmaps", "serviceaccounts"]
   verbs: ["get", "create", "patch"]
+# The default feedback-key Secret of a RecModelDeployment: created once, never read back or changed.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["create"]
@@ -103,7 +104,7 @@ in both modes. tests/unit/test_chart.py fails when these and config/rbac/ differ
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
-# RecModelDeployment children.
+# RecModelDeployment children (delete: a canary after promotion or rollback, an HPA or PDB no longer asked for).
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]

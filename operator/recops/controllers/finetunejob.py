@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,14 +156,24 @@ class FineTuneJobController:
                         current_model: str | None, result: PassResult) -> dict[str, Any] | None:
         """Server-side apply every child (the Job last); returns the Job."""
         name = body["metadata"]["name"]
-        for manifest in builders.children(ftj, self.settings, current_model):
-            if manifest["kind"] == "Job" and job is not None:
-                job = self._apply_existing_job(body, manifest)
-                continue
-            applied = self.kube.apply(manifest)
-            if manifest["kind"] == "Job":
-                result.job_created = True
-                job = applied
+        manifests = builders.children(ftj, self.settings, current_model)
+        # Two rounds of parallel applies instead of one request after another: first what depends on
+        # nothing, then the RoleBinding (RBAC resolves its Role when it is created) and the Job (its
+        # pods need the ServiceAccount and the ConfigMap).
+        second = ("RoleBinding", "Job")
+        first_round = [m for m in manifests if m["kind"] not in second]
+        second_round = [m for m in manifests if m["kind"] == "RoleBinding"]
+        with ThreadPoolExecutor(max(len(first_round), 1)) as pool:
+            list(pool.map(self.kube.apply, first_round))
+            pending = [pool.submit(self.kube.apply, m) for m in second_round]
+            for manifest in (m for m in manifests if m["kind"] == "Job"):
+                if job is not None:
+                    job = self._apply_existing_job(body, manifest)
+                else:
+                    job = self.kube.apply(manifest)
+                    result.job_created = True
+            for future in pending:
+                future.result()
         result.applied = True
         if result.job_created:
             self.post_event(body, "Normal", JOB_CREATED,

@@ -320,10 +320,15 @@ def _unfinished(ftj: FineTuneJob, observed: Observed) -> tuple[str, str, str]:
         return "Pending", c.PENDING, "the Job is suspended by its queue until admitted"
     unschedulable = observed.unschedulable()
     workers = observed.workers
+    finished = _finished_workers(observed)
+    if finished >= workers and not running:
+        # The trainer exited 0; the Job controller has yet to mark the Job Complete. Still Running, so
+        # that the phase never steps back to Pending on the way to Succeeded.
+        return "Running", c.RUNNING, "the trainer finished; waiting for the Job to complete"
     if running and workers > 1:
         # All workers must run for torchrun's rendezvous; until then the job is still pending.
         attempt = observed.attempts()
-        if len(running) >= workers:
+        if len(running) + finished >= workers:
             return "Running", c.RUNNING, f"all {workers} workers are running (attempt {attempt})"
         if unschedulable:
             return "Pending", c.UNSCHEDULABLE, f"{len(running)}/{workers} workers running; {unschedulable}"
@@ -342,6 +347,15 @@ def _unfinished(ftj: FineTuneJob, observed: Observed) -> tuple[str, str, str]:
             f"{_describe_failure(last_failure)}"
         )
     return "Pending", c.PENDING, "waiting for the trainer pod to start"
+
+
+def _finished_workers(observed: Observed) -> int:
+    """Workers whose newest pod succeeded (one worker: 1 when the newest pod did)."""
+    newest: dict[int | None, dict[str, Any]] = {}
+    for pod in sorted(observed.pods, key=lambda p: (p["metadata"].get("creationTimestamp") or "",
+                                                     p["metadata"]["name"])):
+        newest[completion_index(pod)] = pod
+    return sum((p.get("status") or {}).get("phase") == "Succeeded" for p in newest.values())
 
 
 def _backoff_limit(job: dict[str, Any]) -> int | str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 import os
 import threading
@@ -58,6 +59,8 @@ RMD_OWNER_LABEL = owner_label(RMD_KIND)
 RMD_CHILD_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY},{RMD_OWNER_LABEL}"
 # How often RecModelDeployments in a rollout get a pass (canary pauses and analysis intervals are timed on it).
 ROLLOUT_TICK_SECONDS = 1.0
+# How often every child of every RecModelDeployment is server-side applied again, changed or not (drift repair).
+REAPPLY_SECONDS = 300.0
 # How often the MonitorPolicy scheduler looks for policies whose interval has passed.
 MONITOR_TICK_SECONDS = 0.5
 # After an evaluation raised (e.g. the API server was unreachable), the next try comes this soon.
@@ -97,7 +100,10 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.posting.reporting_component = "recops-operator"
     settings.posting.reporting_instance = config.instance
     settings.posting.event_name_prefix = "recops-"
-    settings.posting.level = logging.INFO
+    # Only Kopf's warnings and errors become Events: its INFO lines ("Handler ... succeeded",
+    # "Creation is processed") cost two Event writes per object and per operator start. recops
+    # posts its own Events (JobCreated, Succeeded, ...) explicitly.
+    settings.posting.level = logging.WARNING
     # Watch only what exists at start-up: no cluster-wide CRD or namespace watch (least privilege).
     settings.scanning.disabled = True
     settings.watching.label_selectors["batch", "jobs"] = CHILD_SELECTOR
@@ -136,6 +142,8 @@ class Operator:
         # MonitorPolicies seen on the watch stream -> (generation, monotonic time of the next evaluation).
         self.monitor_due: dict[tuple[str, str], tuple[int | None, float]] = {}
         self.monitor_running: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # The last relevant state seen of each Job and pod (see child_changed).
+        self.child_signatures: dict[tuple[str, str, str, str], Any] = {}
         # A context of a Kopf resource handler (with Kopf's event queue), for passes Kopf did not start.
         self.kopf_context: contextvars.Context | None = None
 
@@ -205,12 +213,15 @@ class Operator:
 
     async def rollouts_forever(self) -> None:
         """A pass every tick for RecModelDeployments in a rollout, every resync period for the others."""
-        last_full = time.monotonic()
+        last_full = last_reapply = time.monotonic()
         while True:
             await asyncio.sleep(ROLLOUT_TICK_SECONDS)
             full = time.monotonic() - last_full >= self.config.resync_seconds
             if full:
                 last_full = time.monotonic()
+            if time.monotonic() - last_reapply >= REAPPLY_SECONDS:
+                last_reapply = time.monotonic()
+                self.rmds.forget_all()
             for (namespace, name), active in list(self.known_rmds.items()):
                 if not (active or full) or self.coalescer.busy((RMD_KIND, namespace, name)):
                     continue
@@ -220,6 +231,23 @@ class Operator:
                                             "resync" if full else "rollout")
                 except Exception:  # logged and counted; the next tick retries
                     log.exception("pass of RecModelDeployment %s/%s failed", namespace, name)
+
+    def child_changed(self, body: dict[str, Any], deleted: bool = False) -> bool:
+        """Whether a Job or pod event changes anything a FineTuneJob pass reads (most of a Job's and
+        pod's status updates do not: ready counts, uncounted pods, IPs, ...). The first event of an
+        object after a start always counts; the resync is the safety net."""
+        meta = body.get("metadata") or {}
+        key = (str(body.get("kind") or ""), str(meta.get("namespace") or ""), str(meta.get("name") or ""),
+               str(meta.get("uid") or ""))
+        with self.apply_lock:
+            if deleted:
+                self.child_signatures.pop(key, None)
+                return True
+            signature = child_signature(body)
+            if self.child_signatures.get(key) == signature:
+                return False
+            self.child_signatures[key] = signature
+            return True
 
     def ftj_of_child(self, body: dict[str, Any]) -> tuple[str, str] | None:
         """The FineTuneJob a Job or pod belongs to (the label; an owner reference when shortened)."""
@@ -297,6 +325,27 @@ class Operator:
             self.monitor_due[key] = (known[0], start + interval)
 
 
+def child_signature(body: dict[str, Any]) -> Any:
+    """What a FineTuneJob pass reads from a Job or a pod (see FineTuneJobController and finetunejob_status)."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    spec = body.get("spec") or {}
+    common = (meta.get("deletionTimestamp"), tuple(meta.get("finalizers") or ()))
+    if body.get("kind") == "Job" or "template" in spec:
+        conditions = tuple(sorted((c.get("type"), c.get("status"), c.get("reason"))
+                                  for c in status.get("conditions") or []))
+        return (*common, spec.get("suspend"), spec.get("activeDeadlineSeconds"), status.get("succeeded"),
+                status.get("failed"), status.get("startTime"), status.get("completionTime"), conditions)
+    scheduled = tuple((c.get("status"), c.get("reason"), c.get("message"))
+                      for c in status.get("conditions") or [] if c.get("type") == "PodScheduled")
+    containers = tuple(
+        (c.get("name"), json.dumps((c.get("state") or {}).get("terminated"), sort_keys=True),
+         json.dumps((c.get("lastState") or {}).get("terminated"), sort_keys=True))
+        for c in status.get("containerStatuses") or []
+    )
+    return (*common, status.get("phase"), status.get("startTime"), scheduled, containers)
+
+
 RETRY_BASE_SECONDS = 5.0
 RETRY_MAX_SECONDS = 300.0
 
@@ -328,13 +377,13 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
             operator.metrics.serve(operator.config.metrics_port, operator.config.metrics_address)
         # Started from a handler so that it inherits Kopf's context (event posting).
         memo["resync"] = asyncio.create_task(operator.resync_forever())
-        memo["rollouts"] = asyncio.create_task(operator.rollouts_forever())
         memo["monitor"] = asyncio.create_task(operator.monitor_forever())
+        memo["rollouts"] = asyncio.create_task(operator.rollouts_forever())
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-        for task_name in ("resync", "rollouts", "monitor"):
-            task = memo.get(task_name)
+        for key in ("resync", "monitor", "rollouts"):
+            task = memo.get(key)
             if task is not None:
                 task.cancel()
 
@@ -371,8 +420,11 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     def track_monitorpolicy(type: str | None, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
         operator.track_policy(namespace, name, body.get("metadata", {}).get("generation"), deleted=type == "DELETED")
 
-    def on_child(body: kopf.Body, **_: Any) -> None:
-        owner = operator.ftj_of_child(dict(body))
+    def on_child(body: kopf.Body, type: str | None = None, **_: Any) -> None:
+        child = dict(body)
+        if not operator.child_changed(child, deleted=type == "DELETED"):
+            return  # nothing the FineTuneJob's status or finalizers depend on changed
+        owner = operator.ftj_of_child(child)
         if owner is not None:
             operator.reconcile_ftj(owner[0], owner[1], "child")
 

@@ -313,6 +313,11 @@ class RecModelDeploymentController:
         with self._lock:
             self._applied[key] = "created"
 
+    def forget_all(self) -> None:
+        """The next pass of every object applies all its children again (repairs edits made by others)."""
+        with self._lock:
+            self._applied.clear()
+
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:
             for key in [k for k in self._applied if k[0] == namespace and k[1] == name]:

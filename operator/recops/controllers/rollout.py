@@ -496,11 +496,13 @@ def _canary_step(status: dict[str, Any], spec: RecModelDeploymentSpec, observed:
     wanted_replicas = canary_replicas(stable_n, weight)
     where = f"step {step + 1}/{len(canary_spec.steps)} ({weight}%, {wanted_replicas} canary : {stable_n} stable pods)"
     if observed.canary_version != canary["modelVersion"] or observed.canary_ready < wanted_replicas:
-        # The pause counts only while the canary's pods serve.
-        status["stepStartedAt"] = format_time(now)
+        # The pause counts only from when the canary's pods serve (and status is not rewritten every pass).
+        status.pop("stepStartedAt", None)
         problem = f": {observed.problem}" if observed.problem else ""
         return (True, c.CANARY_STEP, f"canary {canary['modelVersion']} {where}: waiting for its pods to be ready "
                                      f"({observed.canary_ready}/{wanted_replicas}){problem}"), degraded_state
+    if not status.get("stepStartedAt"):
+        status["stepStartedAt"] = format_time(now)
     pause_end = _pause_end(spec, status)
     if analysis is None:
         # Nothing judged this pass: the last judgement stands.

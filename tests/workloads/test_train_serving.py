@@ -1,0 +1,47 @@
+"""What `recops train` writes is what `recops serve` serves: the server's loader accepts the model,
+and scores the test pairs exactly as the trainer's evaluation scored them (so the metrics in
+recops.json describe the served model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recops.api.contracts import unit_score
+from tests.workloads.train_support import (  # noqa: F401  (fixtures are used by name)
+    fixture_shop_events,
+    fixture_tiny_base,
+    job_manifest,
+    model_dir,
+    run_train,
+    write_config,
+)
+
+pytestmark = [pytest.mark.workload, pytest.mark.timeout(900)]
+
+
+@pytest.mark.parametrize("task", ["relevance", "domain-pretrain"])
+def test_the_server_scores_the_trained_model_as_the_evaluation_did(task: str, tmp_path: Path, tiny_base: Path,
+                                                                    shop_events: Path) -> None:
+    from recops.api.finetunejob import DatasetSpec
+    from recops.serve.model import Scorer, locate
+    from recops.train.data import prepare
+    from recops.train.evaluate import load_model, score
+
+    output = tmp_path / "models"
+    run = run_train(write_config(tmp_path, job_manifest(task, tiny_base, shop_events, output)),
+                    tmp_path / "termination-log")
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    location = locate(str(model_dir(output)))
+    scorer = Scorer(location, device="cpu")
+    test = prepare(DatasetSpec.model_validate({"uri": str(shop_events)}), task).test.head(40)
+    served = np.array(scorer.score([list(zip(test["context"], test["product_text"], strict=True))])[0])
+    evaluated = score(load_model(model_dir(output)), test)
+    manifest = location.manifest
+    as_served = [unit_score(float(v) * (manifest.max_grade if manifest.score_transform == "grade" else 1.0),
+                            manifest.score_transform, manifest.max_grade) for v in evaluated]
+    np.testing.assert_allclose(served, as_served, atol=1e-5)
+    assert len(set(np.round(served, 6))) > 1  # not a constant: the comparison means something
