@@ -61,21 +61,20 @@ def say(message: str) -> None:
 
 @dataclass
 class Settings:
-    """What differs between the full demo and the fast one (the values fill examples/quickstart)."""
+    """The fast mode's changes to examples/quickstart/ (None: as the files say) and the demo's own timing."""
 
     fast: bool
     sessions: int = 1500
-    max_rows: int = 6000
-    max_length: int = 48
-    monitor_interval: str = "5s"
-    baseline_window: str = "60s"
-    ctr_window: str = "40s"
-    ctr_for: str = "10s"
-    ctr_min_samples: int = 300
-    canary_pause: str = "30s"
-    analysis_window: str = "1m"
-    canary_min_impressions: int = 200
-    canary_max_ctr_drop: float = 0.3
+    max_rows: int | None = None
+    max_length: int | None = None
+    monitor_interval: str | None = None
+    baseline_window: str | None = None
+    ctr_window: str | None = None
+    ctr_for: str | None = None
+    ctr_min_samples: int | None = None
+    canary_pause: str | None = None
+    canary_min_impressions: int | None = None
+    canary_max_ctr_drop: float | None = None
     rate: float = 8.0
     timeouts: dict[str, float] = field(default_factory=lambda: {
         "train": 1800, "serve": 600, "baseline": 300, "breach": 300, "retrain": 1800, "rollout": 900})
@@ -86,10 +85,38 @@ class Settings:
             return cls(fast=False)
         return cls(fast=True, sessions=300, max_rows=1500, max_length=24, monitor_interval="2s",
                    baseline_window="20s", ctr_window="20s", ctr_for="4s", ctr_min_samples=120,
-                   canary_pause="10s", analysis_window="1m", canary_min_impressions=60,
-                   canary_max_ctr_drop=0.5, rate=10.0,
+                   canary_pause="10s", canary_min_impressions=60, canary_max_ctr_drop=0.5, rate=10.0,
                    timeouts={"train": 600, "serve": 300, "baseline": 120, "breach": 180, "retrain": 600,
                              "rollout": 300})
+
+    def tune(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """The manifest with this mode's numbers (only those that are set)."""
+        def put(obj: dict[str, Any], path: str, value: Any) -> None:
+            if value is None:
+                return
+            *parents, last = path.split(".")
+            for key in parents:
+                obj = obj[int(key)] if isinstance(obj, list) else obj.setdefault(key, {})
+            obj[last] = value
+
+        spec = manifest.get("spec") or {}
+        kind = manifest.get("kind")
+        if kind == "FineTuneJob":
+            put(spec, "dataset.maxRows", self.max_rows)
+            put(spec, "training.maxLength", self.max_length)
+        elif kind == "RecModelDeployment":
+            put(spec, "rollout.canary.steps.0.pause", self.canary_pause)
+            put(spec, "rollout.canary.analysis.minImpressions", self.canary_min_impressions)
+            put(spec, "rollout.canary.analysis.rules.0.threshold.relativeDecrease", self.canary_max_ctr_drop)
+        elif kind == "MonitorPolicy":
+            put(spec, "interval", self.monitor_interval)
+            put(spec, "baselineWindow", self.baseline_window)
+            put(spec, "rules.0.window", self.ctr_window)
+            put(spec, "rules.0.for", self.ctr_for)
+            put(spec, "rules.0.minSamples", self.ctr_min_samples)
+            put(spec, "retrain.template.spec.dataset.maxRows", self.max_rows)
+            put(spec, "retrain.template.spec.training.maxLength", self.max_length)
+        return manifest
 
 
 # --- processes ---------------------------------------------------------------------------
@@ -280,18 +307,14 @@ def install_operator(env: dict[str, str], prometheus_url: str) -> None:
 
 # --- the quickstart ----------------------------------------------------------------------
 def quickstart_values(settings: Settings, base_model: str) -> dict[str, str]:
-    return {
-        "DEMO_DIR": str(demo_dir()), "BASE_MODEL": base_model, "MAX_ROWS": str(settings.max_rows),
-        "MAX_LENGTH": str(settings.max_length), "MONITOR_INTERVAL": settings.monitor_interval,
-        "BASELINE_WINDOW": settings.baseline_window, "CTR_WINDOW": settings.ctr_window, "CTR_FOR": settings.ctr_for,
-        "CTR_MIN_SAMPLES": str(settings.ctr_min_samples), "CANARY_PAUSE": settings.canary_pause,
-        "ANALYSIS_WINDOW": settings.analysis_window, "CANARY_MIN_IMPRESSIONS": str(settings.canary_min_impressions),
-        "CANARY_MAX_CTR_DROP": str(settings.canary_max_ctr_drop),
-    }
+    """The placeholders of examples/quickstart/."""
+    return {"DEMO_DIR": str(demo_dir()), "BASE_MODEL": base_model}
 
 
-def render(name: str, values: dict[str, str]) -> str:
-    return string.Template((REPO / "examples" / "quickstart" / name).read_text()).substitute(values)
+def render(name: str, values: dict[str, str], settings: Settings) -> str:
+    """One file of examples/quickstart/ with its placeholders filled and the mode's numbers."""
+    text = string.Template((REPO / "examples" / "quickstart" / name).read_text()).substitute(values)
+    return yaml.safe_dump_all([settings.tune(doc) for doc in yaml.safe_load_all(text) if doc], sort_keys=False)
 
 
 def start_afresh(env: dict[str, str]) -> None:
@@ -433,7 +456,7 @@ def up(args: argparse.Namespace) -> int:
     for name in sorted(p.name for p in (REPO / "examples" / "quickstart").glob("*.yaml")):
         if name.startswith("30-"):
             continue  # the MonitorPolicy comes once the first model serves
-        kubectl(env, "apply", "-f", "-", stdin=render(name, values))
+        kubectl(env, "apply", "-f", "-", stdin=render(name, values, settings))
     say(f"applied examples/quickstart/ (FineTuneJob shop-ranker-v1, RecModelDeployment {RMD})")
     progress = Progress(env)
     first = wait(lambda: ftj_done(env, "shop-ranker-v1"), settings.timeouts["train"], "the first fine-tune",
@@ -449,7 +472,7 @@ def up(args: argparse.Namespace) -> int:
     if not ((demo_dir() / "run" / "traffic.pid").exists() and alive(int((demo_dir() / "run" / "traffic.pid").read_text()))):
         start_background("traffic", [str(VENV_BIN / "python"), str(Path(__file__).resolve()), "traffic",
                                      "--rate", str(settings.rate)], env)
-    kubectl(env, "apply", "-f", "-", stdin=render("30-monitorpolicy.yaml", values))
+    kubectl(env, "apply", "-f", "-", stdin=render("30-monitorpolicy.yaml", values, settings))
     mark = phase_done("first model serving", mark)
 
     baseline = wait(lambda: (policy_status(env).get("baseline") or {}).get("capturedAt") and policy_status(env)["baseline"],
@@ -485,9 +508,10 @@ def up(args: argparse.Namespace) -> int:
         # The stable Deployment rolls to the promoted model: measure once its new pod serves.
         wait(lambda: promoted_pod_ready(env, new_version), settings.timeouts["serve"],
              f"a stable pod serving {new_version}", on_tick=progress)
-        say(f"measuring the promoted model's CTR in Prometheus over {settings.baseline_window} of traffic")
-        time.sleep(go_seconds(settings.baseline_window) + 5)
-        ctr_now = prometheus_ctr(prometheus_url, new_version, settings.baseline_window)
+        window = yaml.safe_load(render("30-monitorpolicy.yaml", values, settings))["spec"]["baselineWindow"]
+        say(f"measuring the promoted model's CTR in Prometheus over {window} (the policy's baselineWindow) of traffic")
+        time.sleep(go_seconds(window) + 5)
+        ctr_now = prometheus_ctr(prometheus_url, new_version, window)
         mark = phase_done("measuring the promoted model", mark)
     summary = {
         "outcome": outcome, "firstModel": first.get("model"), "firstMetrics": first.get("metrics"),

@@ -32,7 +32,7 @@ def test_quickstart_manifests_render_and_validate(fast: bool, tmp_path: Path, mo
     values = demo.quickstart_values(settings, "builtin://all-minilm-l6-v2")
     kinds = []
     for path in sorted((REPO / "examples" / "quickstart").glob("*.yaml")):
-        text = demo.render(path.name, values)
+        text = demo.render(path.name, values, settings)
         assert "${" not in text, path.name
         for manifest in yaml.safe_load_all(text):
             kinds.append(manifest["kind"])
@@ -47,9 +47,10 @@ def test_the_monitor_policy_watches_the_deployment_that_follows_the_first_jobs_l
                                                                                       ) -> None:
     monkeypatch.setenv("RECOPS_DEMO_DIR", str(tmp_path))
     demo = load_demo()
-    values = demo.quickstart_values(demo.Settings.make(True), "/models/tiny")
+    settings = demo.Settings.make(True)
+    values = demo.quickstart_values(settings, "/models/tiny")
     docs = {d["kind"]: d for name in ("10-finetunejob.yaml", "20-recmodeldeployment.yaml", "30-monitorpolicy.yaml")
-            for d in yaml.safe_load_all(demo.render(name, values))}
+            for d in yaml.safe_load_all(demo.render(name, values, settings))}
     ftj, rmd, policy = docs["FineTuneJob"], docs["RecModelDeployment"], docs["MonitorPolicy"]
     assert ftj["metadata"]["name"] == "shop-ranker-v1"
     assert ftj["metadata"]["labels"]["recops.dev/lineage"] == rmd["spec"]["model"]["lineage"] == demo.LINEAGE
@@ -57,3 +58,16 @@ def test_the_monitor_policy_watches_the_deployment_that_follows_the_first_jobs_l
     assert policy["metadata"]["name"] == demo.POLICY
     assert rmd["spec"]["serving"]["eventLog"]["uri"].startswith(str(tmp_path))
     assert ftj["spec"]["baseModel"]["uri"] == policy["spec"]["retrain"]["template"]["spec"]["baseModel"]["uri"]
+
+
+def test_fast_mode_changes_only_the_numbers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECOPS_DEMO_DIR", str(tmp_path))
+    demo = load_demo()
+    full, fast = demo.Settings.make(False), demo.Settings.make(True)
+    values = demo.quickstart_values(full, "/models/base")
+    as_files = yaml.safe_load(demo.render("30-monitorpolicy.yaml", values, full))
+    shortened = yaml.safe_load(demo.render("30-monitorpolicy.yaml", values, fast))
+    assert as_files["spec"]["baselineWindow"] == "60s" and shortened["spec"]["baselineWindow"] == "20s"
+    assert shortened["spec"]["rules"][0]["minSamples"] < as_files["spec"]["rules"][0]["minSamples"]
+    assert shortened["spec"]["retrain"]["template"]["spec"]["training"]["maxLength"] == fast.max_length
+    assert shortened["spec"]["targetRef"] == as_files["spec"]["targetRef"]
