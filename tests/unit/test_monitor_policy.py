@@ -308,3 +308,18 @@ def test_mid_canary_and_the_event_manifest() -> None:
     assert event["metadata"] == {"generateName": "recops-ranker-watch-", "namespace": "shop"}
     assert len(event["message"]) == 1024 and event["type"] == "Warning"
     assert event["lastTimestamp"] == "2026-11-29T08:00:00Z"
+
+
+def test_a_baseline_starts_when_the_stable_model_took_over() -> None:
+    from recops.controllers.monitorpolicy import took_over_at
+
+    status = {
+        "stable": {"modelVersion": "m-2", "completedAt": "2026-11-29T08:00:00Z"},
+        "promotions": [
+            {"modelVersion": "m-1", "promotedAt": "2026-11-29T07:00:00Z", "by": "initial"},
+            {"modelVersion": "m-2", "promotedAt": "2026-11-29T09:30:00Z", "by": "analysis"},
+        ],
+    }
+    assert took_over_at(status) == "2026-11-29T09:30:00Z"  # the promotion, not the training's end
+    assert took_over_at({"stable": status["stable"]}) == "2026-11-29T08:00:00Z"
+    assert took_over_at({}) is None

@@ -99,6 +99,17 @@ def parse(body: dict[str, Any]) -> tuple[MonitorPolicySpec | None, str | None]:
         return None, "; ".join(format_errors(error))
 
 
+def took_over_at(target_status: dict[str, Any]) -> str | None:
+    """When the target's stable model began to serve: its latest promotion, else (a first model with no
+    promotion recorded) its FineTuneJob's completion. A baseline is measured from then."""
+    version = (target_status.get("stable") or {}).get("modelVersion")
+    for promotion in reversed(target_status.get("promotions") or []):
+        if promotion.get("modelVersion") == version and promotion.get("promotedAt"):
+            return str(promotion["promotedAt"])
+    completed = (target_status.get("stable") or {}).get("completedAt")
+    return str(completed) if completed else None
+
+
 def operator_status(status: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (status or {}).items() if k in STATUS_KEYS}
 
@@ -203,7 +214,8 @@ class MonitorPolicyController:
         items = await self._kube(self.kube.list, ftj_path(namespace),
                                  ",".join(f"{k}={v}" for k, v in builders.retrain_selector(name).items()))
         jobs = owned_jobs(items, body["metadata"]["uid"])
-        stable = (target.get("status") or {}).get("stable") or {}
+        target_status = target.get("status") or {}
+        stable = {**(target_status.get("stable") or {}), "tookOverAt": took_over_at(target_status)}
         model_version = stable.get("modelVersion")
         previous_rules = {r.get("name"): r for r in old.get("rules") or []}
         verdicts: dict[str, RuleVerdict] = {}
@@ -313,7 +325,7 @@ class MonitorPolicyController:
             baseline = dict(previous)
         else:
             # A new stable model (a promotion, or the first one seen): measure it from when it took over.
-            promoted = ev.parse_time(stable.get("completedAt"))
+            promoted = ev.parse_time(stable.get("tookOverAt"))
             started = min(promoted, now) if promoted else now
             baseline = {"modelVersion": model_version, "startedAt": ev.format_time(started)}
             self.post_event(body, "Normal", "BaselineStarted",
