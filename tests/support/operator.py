@@ -31,7 +31,7 @@ def free_port() -> int:
 
 
 def _rbac_docs(*names: str) -> list[dict]:
-    return [yaml.safe_load((RBAC / name).read_text()) for name in names]
+    return [doc for name in names for doc in yaml.safe_load_all((RBAC / name).read_text()) if doc]
 
 
 def _as_service_account(docs: list[dict], service_account: str) -> list[dict]:
@@ -51,6 +51,8 @@ def install_rbac(cluster: Cluster, service_account: str = "recops-operator", nam
     """config/rbac for `service_account`: the cluster variant, or the namespaced one in each namespace."""
     cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
     cluster.apply(_as_service_account(_rbac_docs("service_account.yaml"), service_account))
+    # The Lease of --leader-elect, in the operator's namespace (unused by a single replica).
+    cluster.apply(_as_service_account(_rbac_docs("leader_election.yaml"), service_account))
     if not namespaces:
         cluster.apply(_as_service_account(
             _rbac_docs("cluster/cluster_role.yaml", "cluster/cluster_role_binding.yaml"), service_account))

@@ -308,6 +308,20 @@ def test_operator_rbac_covers_what_the_builders_apply() -> None:
 
 def test_what_the_builders_cannot_build_is_named() -> None:
     assert b.problems(ftj()) == []
-    assert b.problems(ftj(resources__workers=2)) == [
-        "spec.resources.workers: more than one worker is not supported by this operator version yet"
+    assert b.problems(ftj(resources__workers=2)) == []
+    # Many workers need pod hostnames <job>-<index>: DNS labels.
+    dotted = minimal(name="shop.ranker")
+    dotted.spec.resources.workers = 2
+    (problem,) = b.problems(dotted)
+    assert problem.startswith("metadata.name:") and "'shop.ranker-1'" in problem
+    long = minimal(name="a" * 62)
+    long.spec.resources.workers = 12
+    assert b.problems(long) and not b.problems(minimal(name="a" * 62))
+    # podTemplate additions that would collide with the trainer's own volumes or mounts.
+    clash = minimal()
+    clash.spec.pod_template.volumes = [{"name": "job-config", "configMap": {"name": "mine"}}, {"name": "ok"}]
+    clash.spec.pod_template.volume_mounts = [{"name": "ok", "mountPath": "/mnt/pvc/data"}]
+    assert b.problems(clash) == [
+        "spec.podTemplate.volumes[0].name: 'job-config' is used by recops",
+        "spec.podTemplate.volumeMounts[0].mountPath: '/mnt/pvc/data' is used by recops",
     ]

@@ -224,7 +224,9 @@ def test_parse_reports_unsupported_specs_as_invalid() -> None:
     b = body()
     assert parse(b)[1] is None
     b["spec"]["resources"] = {"workers": 4}
+    assert parse(b)[1] is None  # many workers are supported
+    b["metadata"]["name"] = "shop.ranker"
     ftj, invalid = parse(b)
-    assert ftj is None and invalid is not None and "workers" in invalid
+    assert ftj is None and invalid is not None and "DNS label" in invalid
     b["spec"]["resources"] = {"unknownField": 1}
     assert "unknown field" in (parse(b)[1] or "")

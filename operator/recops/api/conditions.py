@@ -43,6 +43,8 @@ GATE_NOT_MET = "GateNotMet"  # The gate's metric missed its bound or did not bea
 NO_GATE = "NoGate"  # No gate is configured; a complete model is ready.
 MISSING_DEPENDENCY = "MissingDependency"  # A referenced Secret or PVC does not exist.
 UNSCHEDULABLE = "Unschedulable"  # No node can take the trainer pod (e.g. too many GPUs asked).
+RETRYING = "Retrying"  # A trainer attempt failed and backoffLimit allows another; attempts counts them.
+DEADLINE_RAISED = "DeadlineRaised"  # The spec changed after DeadlineExceeded: a new Job resumes the training.
 
 # RecModelDeployment
 MODEL_NOT_FOUND = "ModelNotFound"  # The referenced model does not exist or is incomplete yet.

@@ -6,6 +6,7 @@ Pure functions of the FineTuneJob (model + metadata) and the operator's `Builder
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -15,6 +16,7 @@ from recops.api import contracts
 from recops.api.common import API_VERSION, GROUP
 from recops.api.finetunejob import KIND, PLURAL, FineTuneJob
 from recops.builders.common import (
+    COMPONENT_LABEL,
     BuilderSettings,
     child_name,
     container_security_context,
@@ -34,6 +36,7 @@ from recops.builders.common import (
 )
 
 COMPONENT = "trainer"
+MAX_HOSTNAME_LENGTH = 63
 CONTAINER_NAME = "trainer"
 CONFIG_KEY = "job.yaml"
 CONFIG_DIR = contracts.JOB_CONFIG_PATH.rsplit("/", 1)[0]
@@ -45,8 +48,20 @@ MODEL_VERSION_ANNOTATION = f"{GROUP}/model-version"
 # status, so a TTL (even 0) cannot delete them before the termination message is read.
 JOB_FINALIZER = contracts.FINALIZER
 CURRENT_MODEL_FLAG = "--current-model"
-# The trainer's identity: a podTemplate cannot replace these.
-PROTECTED_ENV = (contracts.ENV_FTJ_NAMESPACE, contracts.ENV_FTJ_NAME, contracts.ENV_PSEUDONYM_SALT)
+# Many workers (as Kubeflow Trainer runs torchrun): an Indexed Job whose pods get stable hostnames
+# <job>-<index> under a headless Service; torchrun reads its rendezvous from PET_* variables.
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+RENDEZVOUS_PORT = 29500
+RENDEZVOUS_PORT_NAME = "rendezvous"
+ENV_NNODES = "PET_NNODES"
+ENV_NPROC_PER_NODE = "PET_NPROC_PER_NODE"
+ENV_NODE_RANK = "PET_NODE_RANK"
+ENV_MASTER_ADDR = "PET_MASTER_ADDR"
+ENV_MASTER_PORT = "PET_MASTER_PORT"
+TORCHRUN_ENV = (ENV_NNODES, ENV_NPROC_PER_NODE, ENV_NODE_RANK, ENV_MASTER_ADDR, ENV_MASTER_PORT)
+# The trainer's identity and rendezvous: a podTemplate cannot replace these.
+PROTECTED_ENV = (contracts.ENV_FTJ_NAMESPACE, contracts.ENV_FTJ_NAME, contracts.ENV_PSEUDONYM_SALT, *TORCHRUN_ENV)
+DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 def owner_body(ftj: FineTuneJob) -> dict[str, Any]:
@@ -73,8 +88,26 @@ def expected_model_uri(ftj: FineTuneJob) -> str:
 def problems(ftj: FineTuneJob) -> list[str]:
     """What the schema lets through but these builders cannot build (an InvalidSpec for the user)."""
     found = []
-    if ftj.spec.resources.workers > 1:
-        found.append("spec.resources.workers: more than one worker is not supported by this operator version yet")
+    workers = ftj.spec.resources.workers
+    if workers > 1:
+        # Pod hostnames <job>-<index> and the Service name must be DNS labels.
+        longest_hostname = f"{job_name(name_of(ftj))}-{workers - 1}"
+        if not DNS_LABEL.match(job_name(name_of(ftj))) or len(longest_hostname) > MAX_HOSTNAME_LENGTH:
+            found.append(
+                f"metadata.name: with {workers} workers the pods are named {longest_hostname!r}, which must be a "
+                f"DNS label (lower case letters, digits and '-', starting with a letter, at most "
+                f"{MAX_HOSTNAME_LENGTH} characters)"
+            )
+    # podTemplate additions must not collide with what recops adds (server-side apply refuses
+    # duplicate list keys, and a second mount at one path would shadow the trainer's).
+    own_volumes, own_mounts = _own_volumes(ftj)
+    for index, volume in enumerate(ftj.spec.pod_template.volumes):
+        if volume.get("name") in own_volumes:
+            found.append(f"spec.podTemplate.volumes[{index}].name: {volume.get('name')!r} is used by recops")
+    for index, mount in enumerate(ftj.spec.pod_template.volume_mounts):
+        if mount.get("mountPath") in own_mounts:
+            found.append(f"spec.podTemplate.volumeMounts[{index}].mountPath: {mount.get('mountPath')!r} "
+                         "is used by recops")
     for field, uri in (("spec.baseModel.uri", ftj.spec.base_model.uri), ("spec.dataset.uri", ftj.spec.dataset.uri),
                        ("spec.output.uri", ftj.spec.output.uri)):
         if uri:
@@ -88,6 +121,11 @@ def problems(ftj: FineTuneJob) -> list[str]:
 # --- names -------------------------------------------------------------------------------------
 def job_name(ftj_name: str) -> str:
     return child_name(ftj_name)
+
+
+def service_name(ftj_name: str) -> str:
+    """The headless Service of a multi-worker job: named as its Job, as Kubeflow Trainer does."""
+    return job_name(ftj_name)
 
 
 def config_map_name(ftj_name: str) -> str:
@@ -182,6 +220,63 @@ def trainer_args(ftj: FineTuneJob, current_model_uri: str | None) -> list[str]:
     return args
 
 
+def distributed(ftj: FineTuneJob) -> bool:
+    """Whether the trainer runs under torchrun: more than one worker or more than one GPU per worker."""
+    res = ftj.spec.resources
+    return res.workers > 1 or res.gpus_per_worker > 1
+
+
+def trainer_command(ftj: FineTuneJob, current_model_uri: str | None) -> tuple[list[str], list[str]]:
+    """(command, args): `recops train ...`, under torchrun when the job is distributed."""
+    args = trainer_args(ftj, current_model_uri)
+    if not distributed(ftj):
+        return ["recops"], args
+    rendezvous = [] if ftj.spec.resources.workers > 1 else ["--standalone"]
+    # torchrun takes its other settings from the PET_* variables (torchrun_env).
+    return ["torchrun"], [*rendezvous, "--no-python", "recops", *args]
+
+
+def torchrun_env(ftj: FineTuneJob) -> list[dict[str, Any]]:
+    """torchrun's settings: nodes, processes per node (GPUs or 1), node rank and rendezvous address.
+
+    Node rank = the pod's completion index; the rendezvous host = the rank-0 pod's stable hostname.
+    """
+    if not distributed(ftj):
+        return []
+    res = ftj.spec.resources
+    env: list[dict[str, Any]] = [
+        {"name": ENV_NNODES, "value": str(res.workers)},
+        {"name": ENV_NPROC_PER_NODE, "value": str(max(res.gpus_per_worker, 1))},
+    ]
+    if res.workers > 1:
+        name = name_of(ftj)
+        env += [
+            {"name": ENV_NODE_RANK, "valueFrom": {"fieldRef": {
+                "fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}}},
+            {"name": ENV_MASTER_ADDR, "value": f"{job_name(name)}-0.{service_name(name)}"},
+            {"name": ENV_MASTER_PORT, "value": str(RENDEZVOUS_PORT)},
+        ]
+    return env
+
+
+def headless_service(ftj: FineTuneJob) -> dict[str, Any]:
+    """The Service that gives the workers of a multi-worker job DNS names (<job>-<index>.<service>)."""
+    name = name_of(ftj)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": object_meta(service_name(name), owner_body(ftj), labels(ftj)),
+        "spec": {
+            "clusterIP": "None",
+            "selector": {**selector_labels(name), COMPONENT_LABEL: COMPONENT},
+            # torchrun's rendezvous happens before any worker is ready.
+            "publishNotReadyAddresses": True,
+            "ports": [{"name": RENDEZVOUS_PORT_NAME, "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT,
+                       "protocol": "TCP"}],
+        },
+    }
+
+
 def current_model_of(job: dict[str, Any]) -> str | None:
     """The --current-model an existing trainer Job was created with (its template is immutable)."""
     for container in job.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
@@ -245,6 +340,18 @@ def _uri_uses(ftj: FineTuneJob, current_model_uri: str | None) -> list[tuple[str
     ]
 
 
+def _own_volumes(ftj: FineTuneJob) -> tuple[set[str], set[str]]:
+    """Names and mount paths of the volumes recops adds to a trainer pod."""
+    scratch_vols, scratch_mounts, _ = scratch_volumes()
+    try:
+        claim_vols, claim_mounts = pvc_volumes(_uri_uses(ftj, None))
+    except uris.UriError:  # reported as its own problem
+        claim_vols, claim_mounts = [], []
+    names = {CONFIG_VOLUME, *(v["name"] for v in scratch_vols + claim_vols)}
+    paths = {CONFIG_DIR, *(m["mountPath"] for m in scratch_mounts + claim_mounts)}
+    return names, paths
+
+
 def credential_secrets(ftj: FineTuneJob) -> list[str]:
     """Names of the Secrets the trainer pod needs (for the missing-dependency check)."""
     spec = ftj.spec
@@ -272,13 +379,14 @@ def trainer_job(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: 
     config_volume = {"name": CONFIG_VOLUME, "configMap": {"name": config_map_name(name)}}
     config_mount = {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True}
 
+    command, args = trainer_command(ftj, current_model_uri)
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": res.image or settings.trainer_image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": ["recops"],
-        "args": trainer_args(ftj, current_model_uri),
-        "env": _env(ftj, scratch_env),
+        "command": command,
+        "args": args,
+        "env": _env(ftj, scratch_env + torchrun_env(ftj)),
         "volumeMounts": [config_mount, *scratch_mounts, *claim_mounts, *(dict(m) for m in pod_template.volume_mounts)],
         "securityContext": container_security_context(),
         "terminationMessagePath": contracts.TERMINATION_MESSAGE_PATH,
@@ -293,6 +401,8 @@ def trainer_job(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: 
     resources = _resources(ftj)
     if resources:
         container["resources"] = resources
+    if res.workers > 1:
+        container["ports"] = [{"name": RENDEZVOUS_PORT_NAME, "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}]
 
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -303,6 +413,9 @@ def trainer_job(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: 
         "containers": [container],
         "volumes": [config_volume, *scratch_vols, *claim_vols, *(dict(v) for v in pod_template.volumes)],
     }
+    if res.workers > 1:
+        # With the Indexed Job's hostname <job>-<index>, <job>-0.<service> resolves to the rank-0 pod.
+        pod_spec["subdomain"] = service_name(name)
     if res.node_selector:
         pod_spec["nodeSelector"] = dict(res.node_selector)
     tolerations = _tolerations(ftj)
@@ -326,7 +439,15 @@ def trainer_job(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: 
         pod_meta["annotations"] = pod_annotations
 
     job_labels = dict(own_labels)
-    job_spec: dict[str, Any] = {"backoffLimit": spec.backoff_limit}
+    job_spec: dict[str, Any] = {}
+    if res.workers > 1:
+        # One pod per worker, each with its completion index (= torchrun's node rank). A failed worker
+        # is retried backoffLimit times (its peers fail with it and are retried too); once one worker
+        # has no retries left, the whole Job fails.
+        job_spec.update(completionMode="Indexed", completions=res.workers, parallelism=res.workers,
+                        backoffLimitPerIndex=spec.backoff_limit, maxFailedIndexes=0)
+    else:
+        job_spec["backoffLimit"] = spec.backoff_limit
     if res.queue_name:
         # Kueue owns `suspend` of a queued Job: recops leaves the field out of what it applies.
         job_labels[KUEUE_QUEUE_LABEL] = res.queue_name
@@ -348,10 +469,12 @@ def trainer_job(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: 
 
 def children(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: str | None = None) -> list[dict[str, Any]]:
     """Everything a FineTuneJob owns, in the order to apply it (the Job last: its pods need the rest)."""
+    workers_service = [headless_service(ftj)] if ftj.spec.resources.workers > 1 else []
     return [
         config_map(ftj),
         service_account(ftj),
         role(ftj),
         role_binding(ftj),
+        *workers_service,
         trainer_job(ftj, settings, current_model_uri),
     ]

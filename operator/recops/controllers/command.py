@@ -31,6 +31,13 @@ _SETTINGS: dict[str, tuple[str, str | None, str]] = {
                    "Kopf's liveness/readiness endpoint URL (empty: off)"),
     "--kubeconfig": ("RECOPS_KUBECONFIG", None, "kubeconfig file (default: in-cluster, else $KUBECONFIG)"),
     "--peering": ("RECOPS_PEERING", None, "KopfPeering name for several replicas (default: standalone)"),
+    "--leader-elect": ("RECOPS_LEADER_ELECT", "false",
+                       "true: several replicas elect one leader on a coordination.k8s.io Lease; only it acts"),
+    "--leader-election-namespace": ("RECOPS_LEADER_ELECTION_NAMESPACE", None,
+                                    "namespace of the Lease (default: the operator pod's, else recops-system)"),
+    "--leader-election-lease": ("RECOPS_LEADER_ELECTION_LEASE", "recops-operator", "name of the Lease"),
+    "--leader-election-lease-seconds": ("RECOPS_LEADER_ELECTION_LEASE_SECONDS", "15",
+                                        "how long a Lease that is not renewed stays taken"),
     "--log-level": ("RECOPS_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
 }
 
@@ -69,6 +76,10 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
         liveness_endpoint=args.liveness or None,
         kubeconfig=args.kubeconfig or None,
         peering=args.peering or None,
+        leader_election=str(args.leader_elect).strip().lower() in ("1", "true", "yes", "on"),
+        leader_election_namespace=args.leader_election_namespace or None,
+        leader_election_lease=args.leader_election_lease,
+        leader_election_lease_seconds=float(args.leader_election_lease_seconds),
     )
 
 

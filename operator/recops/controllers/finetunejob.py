@@ -8,8 +8,10 @@ changed. A finished FineTuneJob's status is final: no Job is ever created for it
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +34,9 @@ log = logging.getLogger("recops.controllers.finetunejob")
 # Fields of a batch/v1 Job that may change while it exists (those FineTuneJob lets users change).
 MUTABLE_JOB_FIELDS = ("suspend", "activeDeadlineSeconds")
 JOB_CREATED = "JobCreated"  # Event reason: the trainer Job was created.
+# Ready reasons that say something blocks the job; each transition into one is also a Warning Event.
+BLOCKED_REASONS = (c.MISSING_DEPENDENCY, c.UNSCHEDULABLE, c.RETRYING)
+INVALID_PREFIX = "invalid spec: "
 
 # (involved object, type Normal|Warning, reason, message)
 EventPoster = Callable[[dict[str, Any], str, str, str], None]
@@ -82,9 +87,19 @@ class FineTuneJobController:
 
         job = self.kube.get(job_path(namespace, name))
         if st.is_final(body.get("status")):
+            if st.reruns_after_deadline(body):
+                return self._rerun_after_deadline(body, job)
             return self._keep_final(body, job)
+        if job is not None and st.restarting(body.get("status")) and self._is_replaced(body, job):
+            # The Job that ran out of time (a rerun was recorded before it was deleted): delete it, wait.
+            self._delete_job(namespace, name, job)
+            job = self.kube.get(job_path(namespace, name))
 
         ftj, invalid = parse(body)
+        if invalid is None and not apply_children:
+            # The API server rejected this generation's children once: do not retry every resync. The
+            # spec handlers (a new generation, an operator restart or upgrade) try again.
+            invalid = stored_invalid(body)
         result = PassResult()
         if job is not None and not owned_by(job, body):
             # A Job of an earlier FineTuneJob of the same name, on its way out: let it go, wait for it.
@@ -98,23 +113,27 @@ class FineTuneJobController:
                 stale.phase = body_status.get("phase")
                 return stale
         job_deleting = job is not None and bool(job["metadata"].get("deletionTimestamp"))
-        if ftj is not None and not job_deleting and (job is None or apply_children):
+        waiting: tuple[str, str] | None = None
+        if ftj is not None and invalid is None and not job_deleting and (job is None or apply_children):
             current_model = builders.current_model_of(job) if job is not None else self.lineage_current_model(ftj)
-            for manifest in builders.children(ftj, self.settings, current_model):
-                if manifest["kind"] == "Job" and job is not None:
-                    job = self._apply_existing_job(body, manifest)
-                    continue
-                applied = self.kube.apply(manifest)
-                if manifest["kind"] == "Job":
-                    result.job_created = True
-                    job = applied
-            result.applied = True
-            if result.job_created:
-                self.post_event(body, "Normal", JOB_CREATED,
-                                f"created Job {builders.job_name(name)} for model {builders.model_version(ftj)}")
+            missing = self.missing_dependencies(ftj, current_model) if job is None else []
+            if missing:
+                # Nothing is created until they exist; the resync notices when they do.
+                waiting = (c.MISSING_DEPENDENCY, f"waiting for {', '.join(missing)}: not found in {namespace}")
+            else:
+                try:
+                    job = self._apply_children(body, ftj, job, current_model, result)
+                except ApiError as error:
+                    if not is_rejection(error):  # transient or a permission problem: back off, retry
+                        raise
+                    invalid = rejection(error)
 
+        if job is not None and job_deleting and st.restarting(body.get("status")):
+            job = None  # the old Job of a rerun: the new one is created once it is gone
         pods = self.labelled_pods(namespace, name) if job is not None else []
-        observed = st.Observed(job=job, pods=of_job(pods, job))
+        observed = st.Observed(job=job, pods=of_job(pods, job), waiting=waiting)
+        if invalid is not None:
+            ftj = None
         new_status = st.compute_status(body, ftj, observed, now=now_rfc3339(), invalid=invalid)
         result.status_written = self.write_status(body, new_status)
         result.phase = new_status.get("phase")
@@ -132,6 +151,71 @@ class FineTuneJobController:
                 p for p in pods if p["metadata"].get("deletionTimestamp") or p["metadata"]["uid"] not in current
             ])
         return result
+
+    def _apply_children(self, body: dict[str, Any], ftj: FineTuneJob, job: dict[str, Any] | None,
+                        current_model: str | None, result: PassResult) -> dict[str, Any] | None:
+        """Server-side apply every child (the Job last); returns the Job."""
+        name = body["metadata"]["name"]
+        manifests = builders.children(ftj, self.settings, current_model)
+        # Two rounds of parallel applies instead of one request after another: first what depends on
+        # nothing, then the RoleBinding (RBAC resolves its Role when it is created) and the Job (its
+        # pods need the ServiceAccount and the ConfigMap).
+        second = ("RoleBinding", "Job")
+        first_round = [m for m in manifests if m["kind"] not in second]
+        second_round = [m for m in manifests if m["kind"] == "RoleBinding"]
+        with ThreadPoolExecutor(max(len(first_round), 1)) as pool:
+            list(pool.map(self.kube.apply, first_round))
+            pending = [pool.submit(self.kube.apply, m) for m in second_round]
+            for manifest in (m for m in manifests if m["kind"] == "Job"):
+                if job is not None:
+                    job = self._apply_existing_job(body, manifest)
+                else:
+                    job = self.kube.apply(manifest)
+                    result.job_created = True
+            for future in pending:
+                future.result()
+        result.applied = True
+        if result.job_created:
+            self.post_event(body, "Normal", JOB_CREATED,
+                            f"created Job {builders.job_name(name)} for model {builders.model_version(ftj)}")
+        return job
+
+    def missing_dependencies(self, ftj: FineTuneJob, current_model: str | None) -> list[str]:
+        """The Secrets and PersistentVolumeClaims the trainer pod needs that do not exist."""
+        namespace = builders.namespace_of(ftj)
+        missing = [f"Secret {secret}" for secret in builders.credential_secrets(ftj)
+                   if self.kube.get(resource_path("v1", "secrets", namespace, secret)) is None]
+        missing += [f"PersistentVolumeClaim {claim}" for claim in builders.claims(ftj, current_model)
+                    if self.kube.get(resource_path("v1", "persistentvolumeclaims", namespace, claim)) is None]
+        return missing
+
+    def _rerun_after_deadline(self, body: dict[str, Any], job: dict[str, Any] | None) -> PassResult:
+        """DeadlineExceeded, then the spec changed: record the rerun, then delete the old Job (in this
+        order, so a restart in between finds the rerun recorded and deletes the Job then)."""
+        meta = body["metadata"]
+        new_status = st.rerun_status(body, now=now_rfc3339())
+        written = self.write_status(body, new_status)
+        self.post_event(body, "Normal", c.DEADLINE_RAISED, str(new_status["message"]))
+        if job is not None:
+            self._delete_job(meta["namespace"], meta["name"], job)
+        return PassResult(phase=new_status["phase"], status_written=written)
+
+    def _is_replaced(self, body: dict[str, Any], job: dict[str, Any]) -> bool:
+        """Whether `job` is the one a rerun replaces: created before the rerun was recorded."""
+        failed: dict[str, Any] = next(
+            (x for x in (body.get("status") or {}).get("conditions") or [] if x["type"] == c.FAILED), {})
+        created = job["metadata"].get("creationTimestamp") or ""
+        return bool(created and created < str(failed.get("lastTransitionTime") or ""))
+
+    def _delete_job(self, namespace: str, name: str, job: dict[str, Any]) -> None:
+        if not job["metadata"].get("deletionTimestamp"):
+            try:
+                self.kube.delete(job_path(namespace, name), propagation="Background",
+                                 uid=job["metadata"]["uid"])
+            except ApiError as error:
+                if error.status not in (404, 409):  # gone, or a different Job by now
+                    raise
+        self.release(namespace, name, job, of_job(self.labelled_pods(namespace, name), job))
 
     def _apply_existing_job(self, body: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
         """Apply the Job again; if its (immutable) template no longer matches what this operator
@@ -208,6 +292,14 @@ class FineTuneJobController:
     def _post_transition_events(self, body: dict[str, Any], new: dict[str, Any]) -> None:
         old_phase = (body.get("status") or {}).get("phase")
         phase = new.get("phase")
+        old_ready: dict[str, Any] = next((x for x in (body.get("status") or {}).get("conditions") or [] if x["type"] == c.READY), {})
+        new_ready: dict[str, Any] = next((x for x in new.get("conditions") or [] if x["type"] == c.READY), {})
+        if new_ready.get("reason") in BLOCKED_REASONS and (
+            (old_ready.get("reason"), old_ready.get("message")) != (new_ready.get("reason"), new_ready.get("message"))
+        ):
+            # Each new cause (another failed attempt, another missing object) is one Event; an unchanged
+            # one is not repeated on resync.
+            self.post_event(body, "Warning", str(new_ready["reason"]), str(new_ready.get("message") or ""))
         if phase == old_phase:
             return
         message = str(new.get("message") or "")
@@ -238,6 +330,37 @@ def of_job(pods: list[dict[str, Any]], job: dict[str, Any] | None) -> list[dict[
         return []
     uid = job["metadata"].get("uid")
     return [p for p in pods if any(ref.get("uid") == uid for ref in p["metadata"].get("ownerReferences") or [])]
+
+
+def stored_invalid(body: dict[str, Any]) -> str | None:
+    """The InvalidSpec message recorded for the current generation, if any."""
+    status = body.get("status") or {}
+    failed: dict[str, Any] = next((x for x in status.get("conditions") or [] if x.get("type") == c.FAILED), {})
+    if failed.get("status") != "True" or failed.get("reason") != c.INVALID_SPEC:
+        return None
+    if failed.get("observedGeneration") != body["metadata"].get("generation"):
+        return None
+    return str(failed.get("message") or "").removeprefix(INVALID_PREFIX) or "rejected"
+
+
+def is_rejection(error: ApiError) -> bool:
+    """The API server refused a child as built from the spec (not a transient or permission problem).
+
+    400/422 are validation; server-side apply answers 500 "failed to create typed patch object"
+    for a manifest it cannot even type (e.g. duplicate list keys).
+    """
+    if error.status in (400, 422):
+        return True
+    return error.status == 500 and "failed to create typed patch object" in str(error.body or "")
+
+
+def rejection(error: ApiError) -> str:
+    """The API server's words for a child it refused (400/422): the spec cannot be built as given."""
+    try:
+        message = json.loads(error.body or "{}").get("message")
+    except ValueError:
+        message = None
+    return f"the API server rejected a child object: {message or error.reason}"
 
 
 def parse(body: dict[str, Any]) -> tuple[FineTuneJob | None, str | None]:

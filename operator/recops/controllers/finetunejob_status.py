@@ -25,6 +25,9 @@ MESSAGE_LIMIT = 1024
 JOB_FAILURE_REASONS = {
     "BackoffLimitExceeded": c.BACKOFF_LIMIT_EXCEEDED,
     "DeadlineExceeded": c.DEADLINE_EXCEEDED,
+    # Indexed (multi-worker) Jobs with backoffLimitPerIndex: a worker ran out of retries.
+    "FailedIndexes": c.BACKOFF_LIMIT_EXCEEDED,
+    "MaxFailedIndexesExceeded": c.BACKOFF_LIMIT_EXCEEDED,
 }
 OPERATOR_FIELDS = (
     "phase", "conditions", "observedGeneration", "startTime", "completionTime", "attempts", "model",
@@ -38,12 +41,47 @@ def operator_status(status: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def is_final(status: dict[str, Any] | None) -> bool:
-    """Complete, or Failed for a reason other than an invalid spec: nothing changes it any more."""
+    """Complete, or Failed for a reason other than an invalid spec: nothing changes it any more
+    (except a spec change after DeadlineExceeded: see `reruns_after_deadline`)."""
     conditions = (status or {}).get("conditions") or []
     if is_true(conditions, c.COMPLETE):
         return True
     failed = find(conditions, c.FAILED)
     return bool(failed and failed.get("status") == "True" and failed.get("reason") != c.INVALID_SPEC)
+
+
+def reruns_after_deadline(body: dict[str, Any]) -> bool:
+    """A FineTuneJob that failed with DeadlineExceeded and whose spec changed since (activeDeadlineSeconds
+    raised or removed; the only other mutable field, suspend, must be false): it runs again in a new
+    Job with the same model version, so the trainer resumes from its checkpoints."""
+    status = body.get("status") or {}
+    failed = find(status.get("conditions"), c.FAILED) or {}
+    if failed.get("status") != "True" or failed.get("reason") != c.DEADLINE_EXCEEDED:
+        return False
+    spec = body.get("spec") or {}
+    generation = body.get("metadata", {}).get("generation")
+    return failed.get("observedGeneration") != generation and not spec.get("suspend")
+
+
+def restarting(status: dict[str, Any] | None) -> bool:
+    """Between `reruns_after_deadline` and the new Job: the old (failed) Job is on its way out."""
+    failed = find((status or {}).get("conditions"), c.FAILED) or {}
+    return failed.get("status") == "False" and failed.get("reason") == c.DEADLINE_RAISED
+
+
+def rerun_status(body: dict[str, Any], *, now: str) -> dict[str, Any]:
+    """The status that records a rerun after DeadlineExceeded (attempts and startTime are kept)."""
+    old = operator_status(body.get("status"))
+    generation = body.get("metadata", {}).get("generation")
+    message = "the spec changed after the deadline passed: a new trainer Job resumes from the checkpoints"
+    status: dict[str, Any] = {k: v for k, v in old.items() if k in ("startTime", "attempts")}
+    status.update(phase="Pending", observedGeneration=generation, message=message)
+    conditions = list(old.get("conditions") or [])
+    for type_ in (c.COMPLETE, c.FAILED, c.SUSPENDED, c.READY):
+        conditions = set_condition(conditions, type_, False, c.DEADLINE_RAISED, message, generation=generation,
+                                   now=now)
+    status["conditions"] = ordered([x for x in conditions if x.get("type") != c.GATE_PASSED], CONDITION_ORDER)
+    return status
 
 
 def clip(text: str, limit: int = MESSAGE_LIMIT) -> str:
@@ -108,10 +146,28 @@ def trainer_exit(pod: dict[str, Any]) -> TrainerExit | None:
     return None
 
 
+def completion_index(pod: dict[str, Any]) -> int | None:
+    """The worker (torchrun node rank) of a pod of an Indexed Job; None for a one-worker Job."""
+    meta = pod.get("metadata") or {}
+    value = (meta.get("annotations") or {}).get(ftj_builder.COMPLETION_INDEX_ANNOTATION) or (
+        meta.get("labels") or {}).get(ftj_builder.COMPLETION_INDEX_ANNOTATION)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
 @dataclass
 class Observed:
     job: dict[str, Any] | None
     pods: list[dict[str, Any]] = field(default_factory=list)
+    # Why the Job is not created yet (reason, message), e.g. a missing Secret.
+    waiting: tuple[str, str] | None = None
+
+    @property
+    def workers(self) -> int:
+        spec = (self.job or {}).get("spec") or {}
+        return int(spec.get("completions") or 1) if spec.get("completionMode") == "Indexed" else 1
 
     def job_condition(self, type_: str) -> dict[str, Any] | None:
         if self.job is None:
@@ -128,7 +184,17 @@ class Observed:
         )
 
     def attempts(self) -> int:
-        """Trainer pods started: finished ones as the Job counts them, plus those running now."""
+        """Trainer attempts started: pods started (finished ones as the Job counts them, plus those
+        running now); with many workers, the most pods any one worker (completion index) started."""
+        if self.workers > 1:
+            per_index: dict[int | None, int] = {}
+            for pod in self.started_pods():
+                index = completion_index(pod)
+                per_index[index] = per_index.get(index, 0) + 1
+            job_status = (self.job or {}).get("status") or {}
+            finished = int(job_status.get("succeeded") or 0) + int(job_status.get("failed") or 0)
+            counted = -(-(finished + len(self.pods_in_phase("Running"))) // self.workers)  # ceil
+            return max([counted, *per_index.values()])
         job_status = (self.job or {}).get("status") or {}
         finished = int(job_status.get("succeeded") or 0) + int(job_status.get("failed") or 0)
         return max(finished + len(self.pods_in_phase("Running")), len(self.started_pods()))
@@ -244,26 +310,67 @@ def compute_status(
 def _unfinished(ftj: FineTuneJob, observed: Observed) -> tuple[str, str, str]:
     job = observed.job
     if job is None:
+        if observed.waiting is not None:
+            return "Pending", observed.waiting[0], observed.waiting[1]
         return "Pending", c.PENDING, "creating the trainer Job"
     running = observed.pods_in_phase("Running")
     if (job.get("spec") or {}).get("suspend") and not running:
         if ftj.spec.suspend:
             return "Suspended", c.SPEC_SUSPENDED, "spec.suspend is set: no trainer pod runs"
         return "Pending", c.PENDING, "the Job is suspended by its queue until admitted"
+    unschedulable = observed.unschedulable()
+    workers = observed.workers
+    finished = _finished_workers(observed)
+    if finished >= workers and not running:
+        # The trainer exited 0; the Job controller has yet to mark the Job Complete. Still Running, so
+        # that the phase never steps back to Pending on the way to Succeeded.
+        return "Running", c.RUNNING, "the trainer finished; waiting for the Job to complete"
+    if running and workers > 1:
+        # All workers must run for torchrun's rendezvous; until then the job is still pending.
+        attempt = observed.attempts()
+        if len(running) + finished >= workers:
+            return "Running", c.RUNNING, f"all {workers} workers are running (attempt {attempt})"
+        if unschedulable:
+            return "Pending", c.UNSCHEDULABLE, f"{len(running)}/{workers} workers running; {unschedulable}"
+        return "Pending", c.PENDING, f"{len(running)}/{workers} workers running (attempt {attempt})"
     if running:
         attempt = observed.attempts()
         return "Running", c.RUNNING, f"trainer pod {running[-1]['metadata']['name']} is running (attempt {attempt})"
-    unschedulable = observed.unschedulable()
     if unschedulable:
         return "Pending", c.UNSCHEDULABLE, unschedulable
     last_failure = _last_exit(observed, "Failed")
     if last_failure is not None:
-        return "Pending", c.PENDING, f"retrying after attempt failed: {_describe_failure(last_failure)}"
+        failed_attempts = max(int(((job.get("status") or {}).get("failed")) or 0),
+                              len(observed.pods_in_phase("Failed")))
+        return "Pending", c.RETRYING, (
+            f"retrying after {failed_attempts} failed attempt(s), backoffLimit {_backoff_limit(job)}: "
+            f"{_describe_failure(last_failure)}"
+        )
     return "Pending", c.PENDING, "waiting for the trainer pod to start"
 
 
+def _finished_workers(observed: Observed) -> int:
+    """Workers whose newest pod succeeded (one worker: 1 when the newest pod did)."""
+    newest: dict[int | None, dict[str, Any]] = {}
+    for pod in sorted(observed.pods, key=lambda p: (p["metadata"].get("creationTimestamp") or "",
+                                                     p["metadata"]["name"])):
+        newest[completion_index(pod)] = pod
+    return sum((p.get("status") or {}).get("phase") == "Succeeded" for p in newest.values())
+
+
+def _backoff_limit(job: dict[str, Any]) -> int | str:
+    spec = job.get("spec") or {}
+    value = spec.get("backoffLimitPerIndex", spec.get("backoffLimit"))
+    return int(value) if value is not None else "unset"
+
+
 def _last_exit(observed: Observed, phase: str) -> TrainerExit | None:
-    for pod in reversed(observed.pods_in_phase(phase)):
+    """The trainer's exit in the newest pod of `phase`; for success, the rank-0 worker's (its report is
+    the model's: only global rank 0 writes the termination message)."""
+    pods = observed.pods_in_phase(phase)
+    if phase == "Succeeded" and observed.workers > 1:
+        pods = [p for p in pods if completion_index(p) == 0] or pods
+    for pod in reversed(pods):
         found = trainer_exit(pod)
         if found is not None:
             return found

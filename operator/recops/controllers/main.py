@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import kopf
 
@@ -38,6 +43,7 @@ from recops.builders.common import MANAGED_BY_LABEL, MAX_NAME_LENGTH, BuilderSet
 from recops.controllers import finetunejob_status
 from recops.controllers.finetunejob import FineTuneJobController, PassResult
 from recops.controllers.kube import Kube, load_api_client
+from recops.controllers.leader import LeaseElector
 from recops.controllers.metrics import OperatorMetrics
 from recops.controllers.monitorpolicy import MonitorMetrics, MonitorPolicyController
 from recops.controllers.recmodeldeployment import RecModelDeploymentController, rmds_following
@@ -75,6 +81,11 @@ class OperatorConfig:
     kubeconfig: str | None = None
     peering: str | None = None  # a KopfPeering name; None: standalone
     instance: str = field(default_factory=lambda: os.environ.get("HOSTNAME", "recops-operator"))
+    # Leader election on a Lease (several replicas: only the holder acts). See controllers/leader.py.
+    leader_election: bool = False
+    leader_election_namespace: str | None = None  # None: the pod's namespace, else recops-system
+    leader_election_lease: str = "recops-operator"
+    leader_election_lease_seconds: float = 15.0
 
 
 def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
@@ -89,7 +100,10 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.posting.reporting_component = "recops-operator"
     settings.posting.reporting_instance = config.instance
     settings.posting.event_name_prefix = "recops-"
-    settings.posting.level = logging.INFO
+    # Only Kopf's warnings and errors become Events: its INFO lines ("Handler ... succeeded",
+    # "Creation is processed") cost two Event writes per object and per operator start. recops
+    # posts its own Events (JobCreated, Succeeded, ...) explicitly.
+    settings.posting.level = logging.WARNING
     # Watch only what exists at start-up: no cluster-wide CRD or namespace watch (least privilege).
     settings.scanning.disabled = True
     settings.watching.label_selectors["batch", "jobs"] = CHILD_SELECTOR
@@ -128,6 +142,8 @@ class Operator:
         # MonitorPolicies seen on the watch stream -> (generation, monotonic time of the next evaluation).
         self.monitor_due: dict[tuple[str, str], tuple[int | None, float]] = {}
         self.monitor_running: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # The last relevant state seen of each Job and pod (see child_changed).
+        self.child_signatures: dict[tuple[str, str, str, str], Any] = {}
         # A context of a Kopf resource handler (with Kopf's event queue), for passes Kopf did not start.
         self.kopf_context: contextvars.Context | None = None
 
@@ -216,6 +232,23 @@ class Operator:
                 except Exception:  # logged and counted; the next tick retries
                     log.exception("pass of RecModelDeployment %s/%s failed", namespace, name)
 
+    def child_changed(self, body: dict[str, Any], deleted: bool = False) -> bool:
+        """Whether a Job or pod event changes anything a FineTuneJob pass reads (most of a Job's and
+        pod's status updates do not: ready counts, uncounted pods, IPs, ...). The first event of an
+        object after a start always counts; the resync is the safety net."""
+        meta = body.get("metadata") or {}
+        key = (str(body.get("kind") or ""), str(meta.get("namespace") or ""), str(meta.get("name") or ""),
+               str(meta.get("uid") or ""))
+        with self.apply_lock:
+            if deleted:
+                self.child_signatures.pop(key, None)
+                return True
+            signature = child_signature(body)
+            if self.child_signatures.get(key) == signature:
+                return False
+            self.child_signatures[key] = signature
+            return True
+
     def ftj_of_child(self, body: dict[str, Any]) -> tuple[str, str] | None:
         """The FineTuneJob a Job or pod belongs to (the label; an owner reference when shortened)."""
         meta = body.get("metadata") or {}
@@ -292,6 +325,36 @@ class Operator:
             self.monitor_due[key] = (known[0], start + interval)
 
 
+def child_signature(body: dict[str, Any]) -> Any:
+    """What a FineTuneJob pass reads from a Job or a pod (see FineTuneJobController and finetunejob_status)."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    spec = body.get("spec") or {}
+    common = (meta.get("deletionTimestamp"), tuple(meta.get("finalizers") or ()))
+    if body.get("kind") == "Job" or "template" in spec:
+        conditions = tuple(sorted((c.get("type"), c.get("status"), c.get("reason"))
+                                  for c in status.get("conditions") or []))
+        return (*common, spec.get("suspend"), spec.get("activeDeadlineSeconds"), status.get("succeeded"),
+                status.get("failed"), status.get("startTime"), status.get("completionTime"), conditions)
+    scheduled = tuple((c.get("status"), c.get("reason"), c.get("message"))
+                      for c in status.get("conditions") or [] if c.get("type") == "PodScheduled")
+    containers = tuple(
+        (c.get("name"), json.dumps((c.get("state") or {}).get("terminated"), sort_keys=True),
+         json.dumps((c.get("lastState") or {}).get("terminated"), sort_keys=True))
+        for c in status.get("containerStatuses") or []
+    )
+    return (*common, status.get("phase"), status.get("startTime"), scheduled, containers)
+
+
+RETRY_BASE_SECONDS = 5.0
+RETRY_MAX_SECONDS = 300.0
+
+
+def retry_delay(retry: int) -> float:
+    """5s, 10s, 20s, ... at most 5 minutes."""
+    return float(min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** min(retry, 16)))
+
+
 def post_event(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
     try:
         kopf.event(cast(kopf.Body, body), type=type_, reason=reason, message=message[:1024])
@@ -327,8 +390,16 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     @kopf.on.create(**ftj, id="reconcile", backoff=5)  # type: ignore[arg-type]
     @kopf.on.update(**ftj, id="reconcile", backoff=5)  # type: ignore[arg-type]
     @kopf.on.resume(**ftj, id="reconcile", backoff=5)  # type: ignore[arg-type]
-    def reconcile_finetunejob(namespace: str, name: str, **_: Any) -> None:
-        operator.reconcile_ftj(namespace, name, "spec", apply_children=True)
+    def reconcile_finetunejob(namespace: str, name: str, retry: int = 0, **_: Any) -> None:
+        try:
+            operator.reconcile_ftj(namespace, name, "spec", apply_children=True)
+        except Exception as error:
+            # Transient API errors and missing permissions: retried with an exponential back-off,
+            # never in a storm (an invalid spec never gets here: it is a status, not an error).
+            delay = retry_delay(retry)
+            log.warning("FineTuneJob %s/%s: %s: %s; retry %d in %.0fs", namespace, name, type(error).__name__,
+                        str(error).splitlines()[0] if str(error) else "", retry + 1, delay)
+            raise kopf.TemporaryError(f"{type(error).__name__}: {error}", delay=delay) from error
 
     @kopf.on.event(**ftj, id="track")  # type: ignore[arg-type]
     def track_finetunejob(type: str | None, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
@@ -349,8 +420,11 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     def track_monitorpolicy(type: str | None, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
         operator.track_policy(namespace, name, body.get("metadata", {}).get("generation"), deleted=type == "DELETED")
 
-    def on_child(body: kopf.Body, **_: Any) -> None:
-        owner = operator.ftj_of_child(dict(body))
+    def on_child(body: kopf.Body, type: str | None = None, **_: Any) -> None:
+        child = dict(body)
+        if not operator.child_changed(child, deleted=type == "DELETED"):
+            return  # nothing the FineTuneJob's status or finalizers depend on changed
+        owner = operator.ftj_of_child(child)
         if owner is not None:
             operator.reconcile_ftj(owner[0], owner[1], "child")
 
@@ -403,6 +477,55 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
                   id="finetunejob-pod")(on_child)
 
 
+SERVICE_ACCOUNT_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+DEFAULT_OPERATOR_NAMESPACE = "recops-system"
+
+
+def operator_namespace(config: OperatorConfig) -> str:
+    if config.leader_election_namespace:
+        return config.leader_election_namespace
+    try:
+        with open(SERVICE_ACCOUNT_NAMESPACE_FILE) as file:
+            return file.read().strip() or DEFAULT_OPERATOR_NAMESPACE
+    except OSError:
+        return os.environ.get("POD_NAMESPACE") or DEFAULT_OPERATOR_NAMESPACE
+
+
+@contextmanager
+def standby_health(endpoint: str | None) -> Iterator[None]:
+    """While a replica waits for the Lease it is alive (not the leader): answer the liveness probe."""
+    if not endpoint:
+        yield
+        return
+    url = urlsplit(endpoint)
+
+    class Alive(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"standby\n")
+
+        def log_message(self, *_: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer((url.hostname or "0.0.0.0", url.port or 80), Alive)
+    thread = threading.Thread(target=server.serve_forever, name="standby-health", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def lost_leadership() -> None:
+    # Another replica may already act: stop at once, without finishing anything (the pod restarts
+    # and stands by). Level-based reconciling makes an interrupted pass harmless.
+    log.critical("lost the leader Lease: exiting")
+    logging.shutdown()
+    os._exit(1)
+
+
 def run(config: OperatorConfig, ready: Callable[[], None] | None = None) -> None:
     """Run the operator until it is stopped (SIGTERM/SIGINT)."""
     if config.kubeconfig:
@@ -412,12 +535,24 @@ def run(config: OperatorConfig, ready: Callable[[], None] | None = None) -> None
     register(registry, operator)
     settings = kopf.OperatorSettings()
     configure(settings, config)
-    kopf.run(
-        registry=registry,
-        settings=settings,
-        clusterwide=not config.namespaces,
-        namespaces=list(config.namespaces),
-        standalone=config.peering is None,
-        peering_name=config.peering,
-        liveness_endpoint=config.liveness_endpoint or None,
-    )
+    elector = None
+    if config.leader_election:
+        identity = f"{config.instance}_{uuid.uuid4().hex[:12]}"
+        elector = LeaseElector(operator.kube, operator_namespace(config), config.leader_election_lease, identity,
+                               lease_seconds=config.leader_election_lease_seconds)
+        with standby_health(config.liveness_endpoint):
+            elector.acquire()
+        elector.keep_renewing(lost_leadership)
+    try:
+        kopf.run(
+            registry=registry,
+            settings=settings,
+            clusterwide=not config.namespaces,
+            namespaces=list(config.namespaces),
+            standalone=config.peering is None,
+            peering_name=config.peering,
+            liveness_endpoint=config.liveness_endpoint or None,
+        )
+    finally:
+        if elector is not None:
+            elector.release()

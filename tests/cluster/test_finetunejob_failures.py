@@ -1,0 +1,247 @@
+"""FineTuneJobs under failure on the real control plane, each shown as a condition with its reason
+and an Event, and each recovering by itself once its cause is fixed: a missing Secret or claim,
+a GPU request no node can satisfy, a failed attempt with retries left, the deadline passing, and
+a spec the API server rejects. `recops operator` runs as a subprocess with config/rbac; kwok
+nodes run the pods (a test adds a node to fix "no node can take it")."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from recops.api import contracts
+from tests.cluster.test_finetunejob import (
+    children,
+    conditions,
+    counter,
+    events,
+    finetunejob,
+    ftj,
+    get,
+    kubectl_wait,
+    pods_of,
+    report,
+    wait_phase,
+)
+from tests.support.cluster import Cluster, wait_until
+from tests.support.operator import RunningOperator, install_rbac, running_operator, settle
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
+
+RESYNC_SECONDS = 1.0
+TEST_NODE_LABEL = "recops.dev/test-node"
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Cluster, crds: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningOperator]:
+    install_rbac(cluster)
+    with running_operator(cluster, tmp_path_factory.mktemp("operator"), resync_seconds=RESYNC_SECONDS) as running:
+        yield running
+
+
+@contextmanager
+def kwok_node(cluster: Cluster, capacity: dict[str, str], labels: dict[str, str] | None = None,
+              taints: list[dict[str, str]] | None = None) -> Iterator[str]:
+    """A fake node that kwok runs pods on, for as long as the block lasts."""
+    name = f"kwok-test-{uuid.uuid4().hex[:6]}"
+    capacity = {"cpu": "32", "memory": "128Gi", "pods": "110", **capacity}
+    node = {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                     "labels": {"kubernetes.io/hostname": name, "type": "kwok", **(labels or {})}},
+        "spec": {"taints": taints or []},
+        "status": {"capacity": capacity, "allocatable": capacity},
+    }
+    cluster.kubectl("create", "-f", "-", input=json.dumps(node))
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "node", name, "--wait=false", check=False)
+
+
+def ready(obj: dict[str, Any]) -> tuple[str, str]:
+    cond = conditions(obj)["Ready"]
+    return cond["status"], cond["reason"]
+
+
+def wait_reason(cluster: Cluster, namespace: str, name: str, reason: str, timeout: float = 60) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        obj = ftj(cluster, namespace, name)
+        return obj if "Ready" in conditions(obj) and ready(obj)[1] == reason else None
+    return wait_until(check, timeout, f"FineTuneJob {namespace}/{name} Ready reason {reason}")
+
+
+def event_reasons(cluster: Cluster, namespace: str, name: str) -> list[tuple[str, str, str]]:
+    return [(e["type"], e["reason"], e["message"]) for e in events(cluster, namespace, name)]
+
+
+def assert_quiet(cluster: Cluster, namespace: str, name: str, operator: RunningOperator, periods: int = 3) -> None:
+    """No retry storm: over several resync periods nothing is written and nothing errs."""
+    before = ftj(cluster, namespace, name)["metadata"]["resourceVersion"]
+    errors = counter(operator, "recops_operator_reconcile_errors_total")
+    settle(periods * RESYNC_SECONDS)
+    assert ftj(cluster, namespace, name)["metadata"]["resourceVersion"] == before
+    assert counter(operator, "recops_operator_reconcile_errors_total") == errors
+    assert operator.process.poll() is None
+
+
+def test_missing_secret_and_claim_wait_then_recover(cluster: Cluster, namespace: str,
+                                                   operator: RunningOperator) -> None:
+    name = "deps"
+    cluster.apply(finetunejob(name, message=report(name, namespace),
+                              dataset={"uri": "pvc://shop-data/events.jsonl", "credentialsSecretRef": {"name": "s3"}},
+                              output={"uri": "/models", "credentialsSecretRef": {"name": "s3"}}), namespace)
+    obj = wait_reason(cluster, namespace, name, "MissingDependency")
+    assert obj["status"]["phase"] == "Pending" and ready(obj) == ("False", "MissingDependency")
+    assert "Secret s3" in obj["status"]["message"] and "PersistentVolumeClaim shop-data" in obj["status"]["message"]
+    assert kubectl_wait(cluster, namespace, name, "Failed=False", "5s").returncode == 0
+    assert get(cluster, "job", namespace, name) is None  # nothing is started without them
+    assert any(r == ("Warning", "MissingDependency", obj["status"]["message"])
+               for r in event_reasons(cluster, namespace, name))
+    assert_quiet(cluster, namespace, name, operator)
+
+    # The Secret appears: only the claim is missing now (one more Event, for the new cause).
+    cluster.kubectl("create", "secret", "generic", "s3", "-n", namespace, "--from-literal=AWS_REGION=eu-1")
+    obj = wait_until(lambda: (o := ftj(cluster, namespace, name))["status"]["message"].startswith(
+        "waiting for PersistentVolumeClaim shop-data") and o, 30, "the Secret to be noticed")
+    assert "Secret" not in obj["status"]["message"]
+
+    # The claim appears (kwok provisions and binds it): the job runs to the end by itself.
+    cluster.apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "shop-data"},
+                   "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}},
+                  namespace)
+    done = kubectl_wait(cluster, namespace, name, "Complete", "90s")
+    assert done.returncode == 0, done.stderr + operator.log_tail()
+    obj = ftj(cluster, namespace, name)
+    assert obj["status"]["phase"] == "Succeeded" and obj["status"]["attempts"] == 1
+    missing = [r for r in event_reasons(cluster, namespace, name) if r[1] == "MissingDependency"]
+    assert len(missing) == 2, missing  # one per cause, none repeated by the resyncs
+    job = get(cluster, "job", namespace, name)
+    assert job is not None
+    volumes = job["spec"]["template"]["spec"]["volumes"]
+    assert {"claimName": "shop-data", "readOnly": True} in [v.get("persistentVolumeClaim") for v in volumes]
+
+
+def test_gpu_request_no_node_can_satisfy_until_a_node_joins(cluster: Cluster, namespace: str,
+                                                           operator: RunningOperator) -> None:
+    name = "bigger"
+    cluster.apply(finetunejob(name, message=report(name, namespace), resources={"gpusPerWorker": 8}), namespace)
+    obj = wait_reason(cluster, namespace, name, "Unschedulable")
+    assert obj["status"]["phase"] == "Pending"
+    assert "nvidia.com/gpu" in obj["status"]["message"]  # the scheduler's own words
+    assert any(t == "Warning" and r == "Unschedulable" for t, r, _ in event_reasons(cluster, namespace, name))
+    assert_quiet(cluster, namespace, name, operator)
+
+    with kwok_node(cluster, {"nvidia.com/gpu": "8"},
+                   taints=[{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]) as node:
+        done = kubectl_wait(cluster, namespace, name, "Complete", "90s")
+        assert done.returncode == 0, done.stderr + operator.log_tail()
+        (pod,) = pods_of(cluster, namespace, name)
+        assert pod["spec"]["nodeName"] == node
+    obj = ftj(cluster, namespace, name)
+    assert obj["status"]["phase"] == "Succeeded" and ready(obj) == ("True", "NoGate")
+    # One Event per cause: the scheduler's message changes only when the nodes do.
+    unschedulable = [m for _, r, m in event_reasons(cluster, namespace, name) if r == "Unschedulable"]
+    assert unschedulable and len(unschedulable) == len(set(unschedulable))
+
+
+def test_a_failed_attempt_is_retried_and_counted(cluster: Cluster, namespace: str, operator: RunningOperator) -> None:
+    name = "flaky"
+    node_key = uuid.uuid4().hex[:8]
+    # The pods wait for a node labelled for this test, so the first attempt can be made to fail.
+    cluster.apply(finetunejob(name, message=report(name, namespace), backoffLimit=2,
+                              resources={"nodeSelector": {TEST_NODE_LABEL: node_key}}), namespace)
+    first = wait_until(lambda: next(iter(pods_of(cluster, namespace, name)), None), 30, "the first pod")
+    wait_reason(cluster, namespace, name, "Unschedulable")
+    error = report(name, namespace, modelUri=None, metrics={}, error="CUDA out of memory")
+    cluster.kubectl("label", "pod", first["metadata"]["name"], "-n", namespace, f"{contracts.TEST_FAIL_LABEL}=true")
+    cluster.kubectl("annotate", "pod", first["metadata"]["name"], "-n", namespace, "--overwrite",
+                    f"{contracts.TEST_EXIT_CODE_ANNOTATION}=3",
+                    f"{contracts.TEST_TERMINATION_MESSAGE_ANNOTATION}={json.dumps(error)}")
+
+    with kwok_node(cluster, {}, labels={TEST_NODE_LABEL: node_key}):
+        # The Job controller waits (back-off) before the second pod: the status says why meanwhile.
+        obj = wait_reason(cluster, namespace, name, "Retrying")
+        status = obj["status"]
+        assert status["phase"] == "Pending" and status["attempts"] == 1
+        assert "exit code 3" in status["message"] and "CUDA out of memory" in status["message"]
+        assert conditions(obj)["Failed"]["status"] == "False"  # retries are left: not failed
+        assert any(t == "Warning" and r == "Retrying" and "exit code 3" in m
+                   for t, r, m in event_reasons(cluster, namespace, name))
+
+        done = kubectl_wait(cluster, namespace, name, "Complete", "120s")
+        assert done.returncode == 0, done.stderr + operator.log_tail()
+    obj = ftj(cluster, namespace, name)
+    assert obj["status"]["phase"] == "Succeeded" and obj["status"]["attempts"] == 2
+    assert len(children(cluster, namespace, name)["job"]) == 1
+
+
+def test_deadline_passes_then_raising_it_reruns_and_resumes(cluster: Cluster, namespace: str,
+                                                           operator: RunningOperator) -> None:
+    name = "late"
+    node_key = uuid.uuid4().hex[:8]
+    cluster.apply(finetunejob(name, message=report(name, namespace), activeDeadlineSeconds=3,
+                              resources={"nodeSelector": {TEST_NODE_LABEL: node_key}}), namespace)
+    failed = kubectl_wait(cluster, namespace, name, "Failed", "60s")
+    assert failed.returncode == 0, failed.stderr + operator.log_tail()
+    obj = ftj(cluster, namespace, name)
+    assert obj["status"]["phase"] == "Failed" and conditions(obj)["Failed"]["reason"] == "DeadlineExceeded"
+    assert "activeDeadlineSeconds passed" in obj["status"]["message"]
+    assert any(t == "Warning" and r == "DeadlineExceeded" for t, r, _ in event_reasons(cluster, namespace, name))
+    old_job = get(cluster, "job", namespace, name)
+    assert old_job is not None
+    old_args = old_job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert_quiet(cluster, namespace, name, operator)  # final: nothing more happens by itself
+
+    # The fix: a longer deadline (and a node to run on). A new Job runs the same model version, so
+    # the trainer finds its checkpoints under the output and resumes.
+    with kwok_node(cluster, {}, labels={TEST_NODE_LABEL: node_key}):
+        cluster.kubectl("patch", "finetunejob", name, "-n", namespace, "--type=merge",
+                        "-p", '{"spec":{"activeDeadlineSeconds":600}}')
+        new_job = wait_until(lambda: (j := get(cluster, "job", namespace, name)) and
+                             j["metadata"]["uid"] != old_job["metadata"]["uid"] and j, 60, "the new Job")
+        assert new_job["spec"]["activeDeadlineSeconds"] == 600
+        assert new_job["spec"]["template"]["spec"]["containers"][0]["args"] == old_args
+        done = kubectl_wait(cluster, namespace, name, "Complete", "90s")
+        assert done.returncode == 0, done.stderr + operator.log_tail()
+    obj = ftj(cluster, namespace, name)
+    assert obj["status"]["phase"] == "Succeeded" and obj["status"]["observedGeneration"] == 2
+    assert conditions(obj)["Failed"]["status"] == "False"
+    assert len(children(cluster, namespace, name)["job"]) == 1
+    assert any(r == "DeadlineRaised" for _, r, _ in event_reasons(cluster, namespace, name))
+
+
+def test_a_spec_the_api_server_rejects_is_invalid_without_retries(cluster: Cluster, namespace: str,
+                                                                  operator: RunningOperator) -> None:
+    name = "clash"
+    # A podTemplate volume whose name is no DNS label: the schema allows it, the Job is refused (422).
+    clash = {"labels": {}, "annotations": {}, "volumes": [{"name": "Scratch_Space", "emptyDir": {}}]}
+    cluster.apply(finetunejob(name, message=report(name, namespace), podTemplate=clash), namespace)
+    failed = kubectl_wait(cluster, namespace, name, "Failed", "60s")
+    assert failed.returncode == 0, failed.stderr + operator.log_tail()
+    obj = ftj(cluster, namespace, name)
+    assert conditions(obj)["Failed"]["reason"] == "InvalidSpec" and ready(obj) == ("False", "InvalidSpec")
+    assert "rejected" in obj["status"]["message"] and "Scratch_Space" in obj["status"]["message"]
+    assert get(cluster, "job", namespace, name) is None
+    assert any(t == "Warning" and r == "InvalidSpec" for t, r, _ in event_reasons(cluster, namespace, name))
+    assert_quiet(cluster, namespace, name, operator)
+
+    # What the builders themselves refuse (a volume named like one recops adds; two workers under a
+    # name that is no DNS label) likewise, before anything is applied.
+    cluster.apply(finetunejob("tmp-clash", podTemplate={"volumes": [{"name": "tmp", "emptyDir": {}}]}), namespace)
+    obj = wait_phase(cluster, namespace, "tmp-clash", "Failed")
+    assert conditions(obj)["Failed"]["reason"] == "InvalidSpec" and "'tmp'" in obj["status"]["message"]
+    cluster.apply(finetunejob("two.workers", message=report(name, namespace), resources={"workers": 2}), namespace)
+    obj = wait_phase(cluster, namespace, "two.workers", "Failed")
+    assert conditions(obj)["Failed"]["reason"] == "InvalidSpec" and "DNS label" in obj["status"]["message"]
+
+    # Fixed (a spec is immutable: the object is replaced), the same name runs to the end.
+    cluster.kubectl("delete", "finetunejob", name, "-n", namespace, "--timeout=60s")
+    cluster.apply(finetunejob(name, message=report(name, namespace)), namespace)
+    done = kubectl_wait(cluster, namespace, name, "Complete", "60s")
+    assert done.returncode == 0, done.stderr + operator.log_tail()
