@@ -145,9 +145,11 @@ def test_namespaced_install_reconcile_least_privilege_upgrade_uninstall(
         for other in (unwatched, "kube-system", release.namespace, "default"):
             for verb in ("get", "list", "watch", "create"):
                 assert not allowed(cluster, release, verb, "secrets", other), (verb, other)
-        # In the watched namespace: create a feedback key, never read one.
+        # In the watched namespace: create a feedback key, get a FineTuneJob's Secret by name (it must
+        # exist before the Job); never enumerate or change one.
         assert allowed(cluster, release, "create", "secrets", namespace)
-        for verb in ("get", "list", "watch", "patch", "update", "delete"):
+        assert allowed(cluster, release, "get", "secrets", namespace)
+        for verb in ("list", "watch", "patch", "update", "delete"):
             assert not allowed(cluster, release, verb, "secrets", namespace), verb
         assert_cannot_touch_what_it_does_not_manage(cluster, release, namespace)
 
@@ -231,16 +233,20 @@ def test_namespaced_install_reconcile_least_privilege_upgrade_uninstall(
         uninstall(cluster, release)
 
 
-def test_cluster_wide_install_reconciles_everywhere_and_reads_no_secrets(
+def test_cluster_wide_install_reconciles_everywhere_and_lists_no_secrets(
         cluster: Cluster, namespace: str, tmp_path: Path) -> None:
     release, _ = install(cluster, {"operator": {"resyncSeconds": 1}})
     try:
         assert get(cluster, "role", namespace, f"{release.name}-operator") is None
         assert allowed(cluster, release, "list", "finetunejobs", None, "recops.dev")
         assert allowed(cluster, release, "create", "jobs", namespace, "batch")
+        # Cluster-wide, Secrets can be read by name anywhere (a FineTuneJob's credentials must exist
+        # before its Job), never listed or watched, so none can be discovered.
         for other in (namespace, "kube-system", release.namespace):
-            assert not allowed(cluster, release, "get", "secrets", other), other
+            for verb in ("list", "watch", "patch", "update", "delete"):
+                assert not allowed(cluster, release, verb, "secrets", other), (verb, other)
         assert not allowed(cluster, release, "list", "secrets", None)
+        assert not allowed(cluster, release, "watch", "secrets", None)
         assert_cannot_touch_what_it_does_not_manage(cluster, release, namespace)
 
         env = deployment_env(cluster, release)
