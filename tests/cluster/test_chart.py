@@ -235,8 +235,13 @@ def test_namespaced_install_reconcile_least_privilege_upgrade_uninstall(
 
 def test_cluster_wide_install_reconciles_everywhere_and_lists_no_secrets(
         cluster: Cluster, namespace: str, tmp_path: Path) -> None:
-    release, _ = install(cluster, {"operator": {"resyncSeconds": 1}})
+    # Two replicas: leader election on a Lease in the release namespace.
+    release, _ = install(cluster, {"operator": {"resyncSeconds": 1, "replicas": 2}})
     try:
+        assert allowed(cluster, release, "create", "leases", release.namespace, "coordination.k8s.io")
+        assert allowed(cluster, release, "update", "leases", release.namespace, "coordination.k8s.io")
+        assert not allowed(cluster, release, "create", "leases", namespace, "coordination.k8s.io")
+        assert not allowed(cluster, release, "delete", "leases", release.namespace, "coordination.k8s.io")
         assert get(cluster, "role", namespace, f"{release.name}-operator") is None
         assert allowed(cluster, release, "list", "finetunejobs", None, "recops.dev")
         assert allowed(cluster, release, "create", "jobs", namespace, "batch")
@@ -258,6 +263,9 @@ def test_cluster_wide_install_reconciles_everywhere_and_lists_no_secrets(
             done = kubectl_wait(cluster, namespace, "clusterwide", "Complete", timeout="90s")
             assert done.returncode == 0, done.stderr + operator.log_tail()
             assert "Forbidden" not in operator.log_tail(200000), "the operator tried something its ClusterRole lacks"
+            assert env["RECOPS_LEADER_ELECT"] == "true"
+            lease = get(cluster, "lease", release.namespace, f"{release.name}-operator")
+            assert lease is not None and lease["spec"].get("holderIdentity"), lease
     finally:
         uninstall(cluster, release)
     assert cluster.kubectl("get", "clusterrole", f"{release.name}-operator", check=False).returncode != 0
