@@ -218,7 +218,8 @@ def run_size(cluster: Any, n: int, workdir: Path, timeout: float) -> dict[str, A
     out["direct"] = {"p50": percentile(latencies, 50), "p99": percentile(latencies, 99),
                      "all_exist_s": t_exist if all_exist else None, "all_done_s": t_done if all_done else None,
                      "exist": len(jobs.added), "done": len(jobs.done)}
-    cluster.kubectl("delete", "namespace", direct_ns, "--wait=false", check=False)
+    # Its deletion (N Jobs and pods) must not load the control plane while the operator is measured.
+    cluster.kubectl("delete", "namespace", direct_ns, f"--timeout={int(timeout)}s", check=False)
 
     # --- the operator ---------------------------------------------------------------------------
     ns = cluster.create_namespace(f"bench-operator-{n}")
@@ -247,6 +248,7 @@ def run_size(cluster: Any, n: int, workdir: Path, timeout: float) -> dict[str, A
                        "all_exist_s": t_exist if all_exist else None, "all_done_s": t_done if all_done else None,
                        "exist": len(op_jobs.added), "done": len(ftjs.done), "peak_rss_mib": rss,
                        "status_writes_per_ftj": total("recops_operator_status_writes_total") / n,
+                       "cpu_seconds": total("process_cpu_seconds_total"),
                        "reconciles_per_ftj": total("recops_operator_reconciles_total") / n,
                        "errors": total("recops_operator_reconcile_errors_total")}
     cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
@@ -273,7 +275,8 @@ def report(result: dict[str, Any]) -> None:
           f"{ratio(o['all_exist_s'], d['all_exist_s']):>8}")
     print(f"{'until all Succeeded/Complete':32} {fmt(o['all_done_s']):>10} {fmt(d['all_done_s']):>10} "
           f"{ratio(o['all_done_s'], d['all_done_s']):>8}")
-    print(f"operator: peak RSS {o['peak_rss_mib']:.0f} MiB; {o['status_writes_per_ftj']:.2f} status writes and "
+    print(f"operator: peak RSS {o['peak_rss_mib']:.0f} MiB; {o['cpu_seconds']:.0f} CPU seconds; "
+          f"{o['status_writes_per_ftj']:.2f} status writes and "
           f"{o['reconciles_per_ftj']:.1f} reconcile passes per FineTuneJob; {o['errors']:.0f} errors; "
           f"{o['exist']}/{result['n']} Jobs, {o['done']}/{result['n']} Succeeded")
     if d["exist"] < result["n"] or d["done"] < result["n"]:

@@ -129,9 +129,12 @@ def scrape_state(prometheus: PrometheusServer, namespace: str) -> str:
     return f"targets: {targets}\nimpressions series: {series}"
 
 
-def rmd(name: str, event_log: Path) -> dict[str, Any]:
+def rmd(name: str, event_log: Path, rollout: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"model": {"lineage": name}, "replicas": 1, "serving": {"eventLog": {"uri": str(event_log)}}}
+    if rollout is not None:
+        spec["rollout"] = rollout
     return {"apiVersion": "recops.dev/v1alpha1", "kind": "RecModelDeployment", "metadata": {"name": name},
-            "spec": {"model": {"lineage": name}, "replicas": 1, "serving": {"eventLog": {"uri": str(event_log)}}}}
+            "spec": spec}
 
 
 def now_rfc3339() -> str:
@@ -308,25 +311,27 @@ def test_ctr_falls_breach_after_for_one_retrain_then_cooldown(
         assert status["lastRetrain"]["fineTuneJob"] == meta["name"]
         assert "ctr breached" in status["lastRetrain"]["reason"]
 
-        # The job finishes (kwok); the breach goes on, but the cooldown holds the next retrain back.
+        # The job finishes (kwok); the target follows its lineage and rolls the retrained model out
+        # (RollingUpdate), so the policy judges the new model from a fresh baseline, and the
+        # cooldown allows no second retrain.
         cluster.kubectl("wait", "--for=condition=Complete", "--timeout=90s", f"finetunejob/{meta['name']}",
                         "-n", namespace)
         status = wait_status(cluster, namespace, "ranker-watch",
                              lambda s: conditions(s).get("Retraining", {}).get("status") == "False", 30,
                              "Retraining=False")
         assert conditions(status)["Retraining"]["reason"] == "RetrainFinished"
-        time.sleep(8)  # four more evaluations, still breached
+        wait_until(lambda: (get(cluster, "recmodeldeployment", namespace, "ranker").get("status") or {})
+                   .get("stable", {}).get("modelVersion") == "retrained", 60, "the retrained model rolled out")
+        time.sleep(8)  # four more evaluations
         status = status_of(cluster, namespace, "ranker-watch")
-        assert rule_of(status, "ctr")["state"] == "Breached"
-        assert "cooldown" in conditions(status)["Retraining"]["message"]
+        assert rule_of(status, "ctr")["state"] != "Breached"  # the new model has no data yet
         assert len(finetunejobs(cluster, namespace)) == 1
     print(f"traffic before the shift: {traffic.stats[False].to_dict()}")
     print(f"traffic after the shift:  {traffic.stats[True].to_dict()}")
     assert traffic.stats[True].ctr < traffic.stats[False].ctr
 
     reasons = [e["reason"] for e in events(cluster, namespace, "ranker-watch")]
-    for reason in ("BaselineStarted", "BaselineCaptured", "RulePending", "RuleBreached", "RetrainStarted",
-                   "RetrainSkipped"):
+    for reason in ("BaselineStarted", "BaselineCaptured", "RulePending", "RuleBreached", "RetrainStarted"):
         assert reason in reasons, reasons
     metrics = operator.metrics()
     key = f'recops_operator_monitor_retrains_total{{namespace="{namespace}",policy="ranker-watch"}}'
@@ -422,39 +427,56 @@ def test_mid_canary_max_per_day_and_history_limit(
     cluster: Cluster, namespace: str, operator: RunningOperator, model: Path, tmp_path: Path,
 ) -> None:
     """A `query` rule that always breaches: the policy retrains as often as its limits allow."""
-    cluster.apply(rmd("ranker", tmp_path / "events"), namespace)
+    # A real canary: a candidate of the lineage, judged on traffic it never gets (inconclusive).
+    canary_rollout = {"strategy": "Canary", "canary": {"steps": [{"weight": 50, "pause": "1h"}],
+                                                        "analysis": {"minImpressions": 1000000}}}
+    cluster.apply(rmd("ranker", tmp_path / "events", canary_rollout), namespace)
     set_stable(cluster, namespace, "ranker", model)
-    canary = {"modelUri": "/models/candidate", "modelVersion": "candidate-1", "revision": 2}
-    cluster.kubectl("patch", "recmodeldeployment", "ranker", "-n", namespace, "--subresource=status", "--type=merge",
-                    "-p", json.dumps({"status": {"phase": "Canary", "canary": canary}}))
+    candidate = retrain_section()["template"]["spec"] | {"dataset": {"uri": "/data"}}
+    message = json.loads(candidate["podTemplate"]["annotations"][contracts.TEST_TERMINATION_MESSAGE_ANNOTATION])
+    candidate["podTemplate"] = {"annotations": {contracts.TEST_TERMINATION_MESSAGE_ANNOTATION: json.dumps(
+        message | {"modelUri": "/models/candidate", "modelVersion": "candidate-1"})}}
+    cluster.apply({"apiVersion": "recops.dev/v1alpha1", "kind": "FineTuneJob",
+                   "metadata": {"name": "candidate", "labels": {contracts.LINEAGE_LABEL: "ranker"}},
+                   "spec": candidate}, namespace)
+    wait_until(lambda: (get(cluster, "recmodeldeployment", namespace, "ranker").get("status") or {}).get("canary"),
+               90, "the canary started")
+
+    def retrains() -> list[dict[str, Any]]:
+        return [j for j in finetunejobs(cluster, namespace)
+                if j["metadata"].get("labels", {}).get("recops.dev/monitorpolicy") == "busy-watch"]
+
     rule = {"name": "always", "metric": "query", "query": "vector(1)", "threshold": {"above": 0.5}}
+    # deploy: false, so that the retrains themselves start no canary.
     cluster.apply(policy("busy-watch", "ranker", [rule], interval="1s",
-                         retrain=retrain_section(cooldown="1s", maxPerDay=2, historyLimit=1)), namespace)
+                         retrain=retrain_section(cooldown="1s", maxPerDay=2, historyLimit=1, deploy=False)),
+                  namespace)
 
     # Mid-canary: breached, but no retrain until the rollout ends.
     status = wait_status(cluster, namespace, "busy-watch", lambda s: rule_of(s, "always").get("state") == "Breached",
                          30, "the query rule breached")
     time.sleep(4)
-    assert finetunejobs(cluster, namespace) == []
+    assert retrains() == []
     status = status_of(cluster, namespace, "busy-watch")
     assert "mid-canary" in conditions(status)["Retraining"]["message"]
 
-    # The canary ends: retrain, and again after the 1s cooldown, then maxPerDay holds.
-    cluster.kubectl("patch", "recmodeldeployment", "ranker", "-n", namespace, "--subresource=status", "--type=merge",
-                    "-p", json.dumps({"status": {"phase": "Serving", "canary": None}}))
+    # The canary ends (aborted by a person): retrain, and again after the 1s cooldown, then maxPerDay holds.
+    cluster.kubectl("annotate", "recmodeldeployment", "ranker", "-n", namespace, f"{contracts.ABORT_ANNOTATION}=1")
+    wait_until(lambda: not (get(cluster, "recmodeldeployment", namespace, "ranker").get("status") or {}).get("canary"),
+               60, "the canary aborted")
     status = wait_status(cluster, namespace, "busy-watch", lambda s: len(s.get("retrains") or []) == 2, 120,
                          "two retrains")
     first, second = (r["fineTuneJob"] for r in status["retrains"])
     assert first != second
     cluster.kubectl("wait", "--for=condition=Complete", "--timeout=90s", f"finetunejob/{second}", "-n", namespace)
     # historyLimit 1: the older finished job is deleted; the newer one stays.
-    wait_until(lambda: [j["metadata"]["name"] for j in finetunejobs(cluster, namespace)] == [second], 30,
+    wait_until(lambda: [j["metadata"]["name"] for j in retrains()] == [second], 30,
                "the older retrain pruned")
     time.sleep(4)
     status = status_of(cluster, namespace, "busy-watch")
     assert len(status["retrains"]) == 2 and status["lastRetrain"]["fineTuneJob"] == second
     assert "maxPerDay 2" in conditions(status)["Retraining"]["message"]
-    assert [j["metadata"]["name"] for j in finetunejobs(cluster, namespace)] == [second]
+    assert [j["metadata"]["name"] for j in retrains()] == [second]
     reasons = [e["reason"] for e in events(cluster, namespace, "busy-watch")]
     assert "RetrainPruned" in reasons and reasons.count("RetrainStarted") == 2
 

@@ -62,7 +62,7 @@ def is_not_found(error: Exception) -> bool:
 
 # Kept-alive connections to the API server: the default (5 per CPU) is below what the operator's
 # worker threads use at once, and every connection beyond the pool costs a new TLS handshake.
-CONNECTION_POOL_SIZE = 32
+CONNECTION_POOL_SIZE = 64
 
 
 def load_api_client(kubeconfig: str | None = None, pool_size: int = CONNECTION_POOL_SIZE) -> client.ApiClient:
