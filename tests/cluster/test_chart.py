@@ -1,6 +1,6 @@
 """charts/recops on the real control plane: `helm install`, the operator running with a token of
 the chart's ServiceAccount (and the settings of the chart's Deployment) reconciling a
-FineTuneJob and a MonitorPolicy (RecModelDeployment: once its controller is on main), SubjectAccessReviews of what that account may not do, `helm upgrade` keeping the
+FineTuneJob, a RecModelDeployment and a MonitorPolicy, SubjectAccessReviews of what that account may not do, `helm upgrade` keeping the
 resources, and `helm uninstall` leaving the CRDs and the recops objects.
 
 The operator runs as a local subprocess (tests/support/operator.py): no image can be pulled here.
@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 
 from tests.cluster.test_finetunejob import finetunejob, ftj, get, kubectl_wait, report
-from tests.cluster.test_monitorpolicy import conditions, policy, rmd, set_stable, wait_status
+from tests.cluster.test_monitorpolicy import conditions, policy, wait_status
 from tests.support.cluster import Cluster, wait_until
 from tests.support.helm import CHART, helm, set_args
+from tests.support.models import tiny_served_model
 from tests.support.operator import running_operator
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(420)]
@@ -142,8 +143,14 @@ def test_namespaced_install_reconcile_least_privilege_upgrade_uninstall(
         assert not allowed(cluster, release, "list", "finetunejobs", None, "recops.dev")  # cluster-wide
         assert not allowed(cluster, release, "create", "jobs", unwatched, "batch")
         for other in (unwatched, "kube-system", release.namespace, "default"):
-            for verb in ("get", "list", "watch"):
+            for verb in ("get", "list", "watch", "create"):
                 assert not allowed(cluster, release, verb, "secrets", other), (verb, other)
+        # In the watched namespace: create a feedback key, get a FineTuneJob's Secret by name (it must
+        # exist before the Job); never enumerate or change one.
+        assert allowed(cluster, release, "create", "secrets", namespace)
+        assert allowed(cluster, release, "get", "secrets", namespace)
+        for verb in ("list", "watch", "patch", "update", "delete"):
+            assert not allowed(cluster, release, verb, "secrets", namespace), verb
         assert_cannot_touch_what_it_does_not_manage(cluster, release, namespace)
 
         # The operator, configured as the chart's Deployment configures it, authenticated as the
@@ -163,15 +170,27 @@ def test_namespaced_install_reconcile_least_privilege_upgrade_uninstall(
             assert get(cluster, "job", unwatched, "ignored") is None
             assert "status" not in ftj(cluster, unwatched, "ignored")
 
-            # A MonitorPolicy: its target missing, then present with a stable model but no metrics
-            # (the chart's default Prometheus URL answers nothing).
+            # A RecModelDeployment (kwok pods: this is about what the operator may create, not serving).
+            model = tiny_served_model(tmp_path / "ranker-a", "click-through", version="ranker-a")
+            cluster.apply({"apiVersion": "recops.dev/v1alpha1", "kind": "RecModelDeployment",
+                           "metadata": {"name": "shop"},
+                           "spec": {"model": {"uri": str(model)},
+                                    "autoscaling": {"minReplicas": 1, "maxReplicas": 2}}}, namespace)
+            wait_until(lambda: (get(cluster, "recmodeldeployment", namespace, "shop") or {}).get("status", {})
+                       .get("phase") == "Serving", 120, "RecModelDeployment shop Serving")
+            for kind, name in (("deployment", "shop-stable"), ("service", "shop"), ("hpa", "shop-stable"),
+                               ("pdb", "shop")):
+                assert get(cluster, kind, namespace, name) is not None, (kind, name)
+            assert get(cluster, "deployment", unwatched, "shop-stable") is None
+
+            # MonitorPolicies: one whose target is missing, one on `shop`, which serves a model but
+            # has no metrics (the chart's default Prometheus URL answers nothing).
             rule = {"name": "ctr", "metric": "ctr", "threshold": {"below": 0.1}}
-            cluster.apply(policy("watch", "ranker", [rule]), namespace)
-            wait_status(cluster, namespace, "watch",
+            cluster.apply(policy("lost", "not-there", [rule]), namespace)
+            cluster.apply(policy("watch", "shop", [rule]), namespace)
+            wait_status(cluster, namespace, "lost",
                         lambda s: conditions(s).get("Ready", {}).get("reason") == "TargetNotFound",
                         60, "Ready=False TargetNotFound", extra=operator.log_tail)
-            cluster.apply(rmd("ranker", tmp_path / "events"), namespace)
-            set_stable(cluster, namespace, "ranker", tmp_path / "model")
             status = wait_status(cluster, namespace, "watch",
                                  lambda s: conditions(s).get("MetricsUnavailable", {}).get("status") == "True",
                                  60, "MetricsUnavailable=True", extra=operator.log_tail)
@@ -214,16 +233,25 @@ def test_namespaced_install_reconcile_least_privilege_upgrade_uninstall(
         uninstall(cluster, release)
 
 
-def test_cluster_wide_install_reconciles_everywhere_and_reads_no_secrets(
+def test_cluster_wide_install_reconciles_everywhere_and_lists_no_secrets(
         cluster: Cluster, namespace: str, tmp_path: Path) -> None:
-    release, _ = install(cluster, {"operator": {"resyncSeconds": 1}})
+    # Two replicas: leader election on a Lease in the release namespace.
+    release, _ = install(cluster, {"operator": {"resyncSeconds": 1, "replicas": 2}})
     try:
+        assert allowed(cluster, release, "create", "leases", release.namespace, "coordination.k8s.io")
+        assert allowed(cluster, release, "update", "leases", release.namespace, "coordination.k8s.io")
+        assert not allowed(cluster, release, "create", "leases", namespace, "coordination.k8s.io")
+        assert not allowed(cluster, release, "delete", "leases", release.namespace, "coordination.k8s.io")
         assert get(cluster, "role", namespace, f"{release.name}-operator") is None
         assert allowed(cluster, release, "list", "finetunejobs", None, "recops.dev")
         assert allowed(cluster, release, "create", "jobs", namespace, "batch")
+        # Cluster-wide, Secrets can be read by name anywhere (a FineTuneJob's credentials must exist
+        # before its Job), never listed or watched, so none can be discovered.
         for other in (namespace, "kube-system", release.namespace):
-            assert not allowed(cluster, release, "get", "secrets", other), other
+            for verb in ("list", "watch", "patch", "update", "delete"):
+                assert not allowed(cluster, release, verb, "secrets", other), (verb, other)
         assert not allowed(cluster, release, "list", "secrets", None)
+        assert not allowed(cluster, release, "watch", "secrets", None)
         assert_cannot_touch_what_it_does_not_manage(cluster, release, namespace)
 
         env = deployment_env(cluster, release)
@@ -235,6 +263,9 @@ def test_cluster_wide_install_reconciles_everywhere_and_reads_no_secrets(
             done = kubectl_wait(cluster, namespace, "clusterwide", "Complete", timeout="90s")
             assert done.returncode == 0, done.stderr + operator.log_tail()
             assert "Forbidden" not in operator.log_tail(200000), "the operator tried something its ClusterRole lacks"
+            assert env["RECOPS_LEADER_ELECT"] == "true"
+            lease = get(cluster, "lease", release.namespace, f"{release.name}-operator")
+            assert lease is not None and lease["spec"].get("holderIdentity"), lease
     finally:
         uninstall(cluster, release)
     assert cluster.kubectl("get", "clusterrole", f"{release.name}-operator", check=False).returncode != 0

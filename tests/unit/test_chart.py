@@ -85,13 +85,13 @@ def test_namespaced_mode_grants_the_role_of_config_rbac_in_each_namespace_and_no
 
 
 def test_no_rule_escalates() -> None:
-    """No wildcard, no escalate/bind/impersonate, no Secrets (the feedback Secret is read by kubelet)."""
+    """No wildcard, no escalate/bind/impersonate; Secrets: get by name and create, never list, watch or change."""
     for values in ({}, {"rbac": {"watchNamespaces": NAMESPACES}}, {"operator": {"replicas": 3}}):
         for role in of_kind(render(values), "ClusterRole") + of_kind(render(values), "Role"):
             for group, resource, verb in rule_triples(role["rules"]):
                 assert "*" not in (group, resource, verb)
                 assert verb not in ("escalate", "bind", "impersonate")
-                assert resource != "secrets" or verb not in ("list", "watch")
+                assert resource != "secrets" or verb in ("create", "get")
 
 
 def test_rbac_create_false_renders_no_rbac() -> None:
@@ -99,23 +99,30 @@ def test_rbac_create_false_renders_no_rbac() -> None:
     assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")]
 
 
-def test_standalone_by_default_and_peering_only_in_ha_mode() -> None:
+def test_standalone_by_default_and_leader_election_only_in_ha_mode() -> None:
     single = render()
     assert deployment(single)["spec"]["replicas"] == 1
     assert deployment(single)["spec"]["strategy"]["type"] == "Recreate"
-    assert "RECOPS_PEERING" not in container_env(single)
-    (role,) = of_kind(single, "ClusterRole")
-    assert not [t for t in rule_triples(role["rules"]) if t[0] == "kopf.dev"]
+    assert "RECOPS_LEADER_ELECT" not in container_env(single)
+    assert not of_kind(single, "Role")
 
     ha = render({"operator": {"replicas": 2}})
     assert deployment(ha)["spec"]["replicas"] == 2
-    assert container_env(ha)["RECOPS_PEERING"] == "recops"
-    (role,) = of_kind(ha, "ClusterRole")
-    assert rule_triples(role["rules"]) - config_rules("cluster/cluster_role.yaml") == {
-        ("kopf.dev", "clusterkopfpeerings", verb) for verb in ("get", "list", "watch", "patch")}
-    for role in of_kind(render({"operator": {"replicas": 2}, "rbac": {"watchNamespaces": NAMESPACES}}), "Role"):
-        assert {t for t in rule_triples(role["rules"]) if t[0] == "kopf.dev"} == {
-            ("kopf.dev", "kopfpeerings", verb) for verb in ("get", "list", "watch", "patch")}
+    env = container_env(ha)
+    assert env["RECOPS_LEADER_ELECT"] == "true"
+    assert env["RECOPS_LEADER_ELECTION_NAMESPACE"] == "recops-system"
+    assert env["RECOPS_LEADER_ELECTION_LEASE"] == "recops-operator"
+    (lease_role,) = of_kind(ha, "Role")
+    (lease_binding,) = of_kind(ha, "RoleBinding")
+    config_role = next(d for d in yaml.safe_load_all((RBAC / "leader_election.yaml").read_text()) if d["kind"] == "Role")
+    assert lease_role["metadata"]["name"] == config_role["metadata"]["name"]
+    assert lease_role["metadata"]["namespace"] == "recops-system"
+    assert rule_triples(lease_role["rules"]) == rule_triples(config_role["rules"])
+    assert lease_binding["subjects"][0]["name"] == "recops-operator"
+    (role,) = of_kind(ha, "ClusterRole")  # the cluster-wide rules are unchanged
+    assert rule_triples(role["rules"]) == config_rules("cluster/cluster_role.yaml")
+    namespaced = render({"operator": {"replicas": 2}, "rbac": {"watchNamespaces": NAMESPACES}})
+    assert sorted(r["metadata"]["namespace"] for r in of_kind(namespaced, "Role")) == sorted([*NAMESPACES, "recops-system"])
 
 
 def test_operator_pod_meets_the_restricted_profile_and_probes_kopf_liveness() -> None:

@@ -95,7 +95,8 @@ in both modes. tests/unit/test_chart.py fails when these and config/rbac/ differ
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# A FineTuneJob's Secrets and claims must exist before its Job is created: get by name only.
+# A FineTuneJob's Secrets and claims must exist before its Job is created (MissingDependency):
+# get by name only, never list or watch.
 - apiGroups: [""]
   resources: ["secrets", "persistentvolumeclaims"]
   verbs: ["get"]
@@ -105,7 +106,7 @@ in both modes. tests/unit/test_chart.py fails when these and config/rbac/ differ
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
-# RecModelDeployment children (delete: a canary after promotion or rollback, an HPA or PDB no longer asked for).
+# RecModelDeployment children; the headless Service of a multi-worker FineTuneJob.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
@@ -120,17 +121,9 @@ in both modes. tests/unit/test_chart.py fails when these and config/rbac/ differ
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- end -}}
 
-{{/* Kopf peering objects, granted only in the HA mode (replicas > 1). */}}
-{{- define "recops.peeringRules" -}}
-{{- if include "recops.ha" . }}
-{{- if .Values.rbac.watchNamespaces }}
-- apiGroups: ["kopf.dev"]
-  resources: ["kopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
-{{- else }}
-- apiGroups: ["kopf.dev"]
-  resources: ["clusterkopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
-{{- end }}
-{{- end }}
+{{/* Leader election (HA mode): the Lease in the release namespace (config/rbac/leader_election.yaml). */}}
+{{- define "recops.leaderElectionRules" -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "update"]
 {{- end -}}
