@@ -134,3 +134,19 @@ def test_kopf_settings_keep_bookkeeping_under_recops_dev() -> None:
     assert list(settings.watching.label_selectors.collect(pods)) == [
         "app.kubernetes.io/managed-by=recops,recops.dev/finetunejob"
     ]
+
+
+def test_a_rollback_event_counts_in_the_rollbacks_metric() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from recops.controllers.main import Operator
+    from recops.controllers.metrics import OperatorMetrics
+
+    registry = CollectorRegistry()
+    operator = Operator.__new__(Operator)  # only the metrics are needed: no cluster, no Kopf
+    operator.metrics = OperatorMetrics(registry)
+    body = {"metadata": {"namespace": "shop", "name": "ranker"}}
+    operator.post_rmd_event(body, "Warning", "RolledBack", "canary m-2 failed ctr")
+    operator.post_rmd_event(body, "Normal", "Promoted", "m-3 promoted")
+    sample = registry.get_sample_value("recops_operator_rollbacks_total", {"namespace": "shop", "deployment": "ranker"})
+    assert sample == 1.0

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import kopf
 
+from recops.api import conditions as c
 from recops.api.common import GROUP, VERSION
 from recops.api.contracts import (
     ABORT_ANNOTATION,
@@ -127,7 +128,7 @@ class Operator:
         self.kube = kube or Kube(load_api_client(config.kubeconfig))
         self.metrics = metrics or OperatorMetrics()
         self.finetunejobs = FineTuneJobController(self.kube, config.builder, post_event=post_event)
-        self.rmds = RecModelDeploymentController(self.kube, config.builder, post_event=post_event,
+        self.rmds = RecModelDeploymentController(self.kube, config.builder, post_event=self.post_rmd_event,
                                                  prometheus_url=config.prometheus_url)
         self.coalescer = Coalescer()
         # RecModelDeployments seen on the watch stream -> whether a rollout is under way.
@@ -181,6 +182,13 @@ class Operator:
             return result
 
         self.coalescer.run(key, one_pass)
+
+    def post_rmd_event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """Post a RecModelDeployment's Event; a rollback also counts in recops_operator_rollbacks_total."""
+        if reason == c.ROLLED_BACK:
+            meta = body.get("metadata") or {}
+            self.metrics.rollbacks.labels(namespace=meta.get("namespace", ""), deployment=meta.get("name", "")).inc()
+        post_event(body, type_, reason, message)
 
     def reconcile_rmd(self, namespace: str, name: str, trigger: str, apply_children: bool = False) -> None:
         key = (RMD_KIND, namespace, name)

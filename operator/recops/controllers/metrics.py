@@ -43,6 +43,10 @@ class OperatorMetrics:
             "recops_operator_status_writes_total", "Status subresource patches, by kind.", ["kind"],
             registry=self.registry,
         )
+        self.rollbacks = Counter(
+            "recops_operator_rollbacks_total", "Canaries rolled back after failing analysis, by RecModelDeployment.",
+            ["namespace", "deployment"], registry=self.registry,
+        )
         self.finetunejobs = Gauge(
             "recops_operator_finetunejobs", "FineTuneJobs the operator watches, by phase.", ["phase"],
             registry=self.registry,
