@@ -5,7 +5,6 @@ certificate."""
 from __future__ import annotations
 
 import copy
-import socket
 import subprocess
 import sys
 import time
@@ -18,16 +17,11 @@ from pathlib import Path
 import yaml
 
 from tests.support.cluster import REPO, Cluster, wait_until
+from tests.support.ports import free_port
 
 RBAC = REPO / "config" / "rbac"
 OPERATOR_NAMESPACE = "recops-system"
 TRAINER_IMAGE = "recops-trainer:test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _rbac_docs(*names: str) -> list[dict]:

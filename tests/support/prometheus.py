@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -16,11 +15,7 @@ from pathlib import Path
 
 import yaml
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.ports import free_port, wait_for_http
 
 
 @dataclass
@@ -86,15 +81,8 @@ def running_prometheus(
         )
     server = PrometheusServer(f"http://127.0.0.1:{port}", process, log)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{server.url}/-/ready", timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"Prometheus did not start: {log.read_text()[-2000:]}") from None
-                time.sleep(0.2)
+        if not wait_for_http(f"{server.url}/-/ready", process, timeout=30, request_timeout=2):
+            raise RuntimeError(f"Prometheus did not start: {log.read_text()[-2000:]}")
         yield server
     finally:
         process.terminate()

@@ -5,15 +5,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.support.prometheus import free_port
+from tests.support.ports import free_port, wait_for_http
 
 
 @contextmanager
@@ -27,15 +25,8 @@ def running_moto() -> Iterator[str]:
     process = subprocess.Popen([executable, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(endpoint, timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"moto_server did not start on {endpoint}")
-                time.sleep(0.2)
+        if not wait_for_http(endpoint, process, timeout=30, request_timeout=1):
+            pytest.fail(f"moto_server did not start on {endpoint}")
         yield endpoint
     finally:
         process.terminate()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -15,17 +14,11 @@ from recops.api.finetunejob import DatasetSpec
 from recops.train import baselines, data
 from recops.train.errors import DataError
 from recops.train.synth import generate_shop, write_shop
+from tests.support.ports import free_port
 from tests.support.s3 import running_moto
 
 pytestmark = pytest.mark.workload
 BUCKET = "shop-data"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")

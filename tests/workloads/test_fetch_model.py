@@ -13,7 +13,7 @@ import pytest
 
 from recops.api.contracts import MODEL_MANIFEST
 from tests.support.models import tiny_served_model
-from tests.support.serving import free_port
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.workload, pytest.mark.timeout(300)]
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from recops.monitor.prometheus import Prometheus, PrometheusError
-from tests.support.prometheus import free_port, running_prometheus
+from tests.support.ports import free_port
+from tests.support.prometheus import running_prometheus
 
 
 def test_queries_values_histograms_and_errors(tmp_path: Path) -> None:

@@ -19,7 +19,8 @@ import pytest
 
 from recops.api.contracts import MODEL_MANIFEST
 from tests.support.models import tiny_served_model
-from tests.support.serving import ServeProcess, candidates, free_port
+from tests.support.ports import free_port
+from tests.support.serving import ServeProcess, candidates
 
 pytestmark = [pytest.mark.workload, pytest.mark.timeout(600)]
 

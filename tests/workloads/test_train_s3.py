@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -29,12 +28,6 @@ from tests.workloads.train_support import (  # noqa: F401  (fixtures are used by
 
 pytestmark = [pytest.mark.workload, pytest.mark.timeout(900)]
 BUCKET = "shop-models"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

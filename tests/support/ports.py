@@ -1,0 +1,29 @@
+"""Local servers that tests start on the loopback interface: a free port to put one on, and a
+wait until it answers HTTP."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.request
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_http(url: str, process: subprocess.Popen, *, timeout: float = 30, request_timeout: float = 1) -> bool:
+    """Poll `url` until it answers with a success status (True), or until `process` exits or
+    `timeout` seconds pass (False): the caller says what did not start, in its own words."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=request_timeout).close()
+            return True
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
