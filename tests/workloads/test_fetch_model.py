@@ -6,30 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from recops.api.contracts import MODEL_MANIFEST
 from tests.support.models import tiny_served_model
-from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.workload, pytest.mark.timeout(300)]
-
-
-@pytest.fixture
-def s3_store() -> Iterator[dict[str, str]]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
-               "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
-    finally:
-        server.stop()
 
 
 def fetch_model(uri: str, dest: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

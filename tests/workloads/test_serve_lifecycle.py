@@ -158,21 +158,7 @@ def test_sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_0(model:
         server.stop()
 
 
-# --- models on S3 (moto as the S3-compatible store) -----------------------------------------
-@pytest.fixture
-def s3_store() -> Iterator[dict[str, str]]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
-               "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
-    finally:
-        server.stop()
-
-
+# --- models on S3 (moto as the S3-compatible store: the s3_store fixture) --------------------
 def test_models_on_s3_are_downloaded_and_incomplete_ones_refused(model: Path, s3_store: dict[str, str]) -> None:
     import boto3
 

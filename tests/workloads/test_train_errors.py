@@ -10,15 +10,7 @@ from typing import Any
 import pytest
 
 from tests.support.models import tiny_base_model
-from tests.workloads.train_support import (  # noqa: F401  (fixtures are used by name)
-    fixture_shop_events,
-    fixture_tiny_base,
-    job_manifest,
-    leftovers,
-    model_dir,
-    run_train,
-    write_config,
-)
+from tests.workloads.train_support import job_manifest, leftovers, model_dir, run_train, write_config
 
 pytestmark = [pytest.mark.workload, pytest.mark.timeout(600)]
 

@@ -14,15 +14,7 @@ import pytest
 from kubernetes import client
 
 from tests.support.cluster import Cluster
-from tests.workloads.train_support import (  # noqa: F401  (fixtures are used by name)
-    RECOPS,
-    fixture_shop_events,
-    fixture_tiny_base,
-    job_manifest,
-    model_dir,
-    train_env,
-    write_config,
-)
+from tests.workloads.train_support import RECOPS, job_manifest, model_dir, train_env, write_config
 
 pytestmark = [pytest.mark.workload, pytest.mark.timeout(900)]
 

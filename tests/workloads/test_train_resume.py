@@ -15,17 +15,7 @@ from pathlib import Path
 import pytest
 
 from recops.api.contracts import ModelManifest
-from tests.workloads.train_support import (  # noqa: F401  (fixtures are used by name)
-    RECOPS,
-    fixture_shop_events,
-    fixture_tiny_base,
-    job_manifest,
-    leftovers,
-    model_dir,
-    run_train,
-    train_env,
-    write_config,
-)
+from tests.workloads.train_support import RECOPS, job_manifest, leftovers, model_dir, run_train, train_env, write_config
 
 pytestmark = [pytest.mark.workload, pytest.mark.timeout(900)]
 

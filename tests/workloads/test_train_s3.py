@@ -16,15 +16,7 @@ import pytest
 
 from recops.api.contracts import ModelManifest
 from tests.support.s3 import running_moto
-from tests.workloads.train_support import (  # noqa: F401  (fixtures are used by name)
-    RECOPS,
-    fixture_shop_events,
-    fixture_tiny_base,
-    job_manifest,
-    run_train,
-    train_env,
-    write_config,
-)
+from tests.workloads.train_support import RECOPS, job_manifest, run_train, train_env, write_config
 
 pytestmark = [pytest.mark.workload, pytest.mark.timeout(900)]
 BUCKET = "shop-models"

@@ -10,14 +10,7 @@ import numpy as np
 import pytest
 
 from recops.api.contracts import unit_score
-from tests.workloads.train_support import (  # noqa: F401  (fixtures are used by name)
-    fixture_shop_events,
-    fixture_tiny_base,
-    job_manifest,
-    model_dir,
-    run_train,
-    write_config,
-)
+from tests.workloads.train_support import job_manifest, model_dir, run_train, write_config
 
 pytestmark = [pytest.mark.workload, pytest.mark.timeout(900)]
 

@@ -9,15 +9,7 @@ import pytest
 
 from recops.api.contracts import ModelManifest, TerminationMessage
 from tests.support.models import tiny_served_model
-from tests.workloads.train_support import (  # noqa: F401  (fixtures are used by name)
-    fixture_shop_events,
-    fixture_tiny_base,
-    job_manifest,
-    leftovers,
-    model_dir,
-    run_train,
-    write_config,
-)
+from tests.workloads.train_support import job_manifest, leftovers, model_dir, run_train, write_config
 
 pytestmark = [pytest.mark.workload, pytest.mark.timeout(900)]
 

@@ -1,6 +1,6 @@
-"""Shared by the trainer workload tests (tests/workloads/test_train*.py): a tiny base model, a
-small synthetic shop, and a helper that runs `recops train` as a real process. Test modules
-import the fixtures they use by name."""
+"""Shared by the trainer workload tests (tests/workloads/test_train*.py): a job manifest, and a
+helper that runs `recops train` as a real process. Their inputs, the fixtures `tiny_base` and
+`shop_events`, are in tests/workloads/conftest.py."""
 
 from __future__ import annotations
 
@@ -13,29 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
-
-from tests.support.models import tiny_base_model
 
 RECOPS = [sys.executable, "-m", "recops"]
 TRAIN_TIMEOUT_S = 600
-
-
-@pytest.fixture(scope="session", name="tiny_base")
-def fixture_tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_base_model(tmp_path_factory.mktemp("models") / "tiny-bert")
-
-
-@pytest.fixture(scope="session", name="shop_events")
-def fixture_shop_events(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """~1,200 impressions over 40 queries: enough for every split to hold positives."""
-    from recops.train.synth import generate_shop, write_shop
-
-    root = tmp_path_factory.mktemp("shop")
-    shop = generate_shop(users=40, products=90, sessions=120, queries=30, seed=7)
-    write_shop(shop, str(root), "jsonl")
-    return root / "events.jsonl"
 
 
 def train_env(**extra: str) -> dict[str, str]:
