@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +15,11 @@ import yaml
 
 from recops.api import contracts
 from tests.support.cluster import Cluster, wait_until
-from tests.support.operator import RunningOperator, install_rbac, running_operator, settle
+from tests.support.operator import RESYNC_SECONDS, RunningOperator, settle
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 
-RESYNC_SECONDS = 1.0
 CHILD_KINDS = ("configmap", "serviceaccount", "role", "rolebinding", "job")
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Cluster, crds: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningOperator]:
-    install_rbac(cluster)
-    with running_operator(cluster, tmp_path_factory.mktemp("operator"), resync_seconds=RESYNC_SECONDS) as running:
-        yield running
 
 
 def report(name: str, namespace: str, **fields: Any) -> dict[str, Any]:

@@ -28,19 +28,11 @@ from tests.cluster.test_finetunejob import (
     wait_phase,
 )
 from tests.support.cluster import Cluster, wait_until
-from tests.support.operator import RunningOperator, install_rbac, running_operator, settle
+from tests.support.operator import RESYNC_SECONDS, RunningOperator, settle
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
-RESYNC_SECONDS = 1.0
 TEST_NODE_LABEL = "recops.dev/test-node"
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Cluster, crds: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningOperator]:
-    install_rbac(cluster)
-    with running_operator(cluster, tmp_path_factory.mktemp("operator"), resync_seconds=RESYNC_SECONDS) as running:
-        yield running
 
 
 @contextmanager

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,18 +22,11 @@ from tests.cluster.test_finetunejob import (
 )
 from tests.cluster.test_finetunejob_failures import TEST_NODE_LABEL, kwok_node
 from tests.support.cluster import Cluster, wait_until
-from tests.support.operator import RunningOperator, install_rbac, running_operator
+from tests.support.operator import RunningOperator
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
 INDEX = "batch.kubernetes.io/job-completion-index"
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Cluster, crds: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningOperator]:
-    install_rbac(cluster)
-    with running_operator(cluster, tmp_path_factory.mktemp("operator"), resync_seconds=1.0) as running:
-        yield running
 
 
 def trainer_args(pod_or_job: dict[str, Any]) -> list[str]:

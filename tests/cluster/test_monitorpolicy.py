@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,18 +27,14 @@ import pytest
 
 from recops.api import contracts
 from recops.train.traffic import ShopWorld, TrafficStats, drive
-from tests.support.cluster import Cluster, wait_until
+from tests.support.cluster import ON_PROCESS_NODE, Cluster, wait_for_status, wait_until
 from tests.support.models import tiny_served_model
-from tests.support.operator import RunningOperator, install_rbac, running_operator
+from tests.support.operator import RunningOperator, running_operator
 from tests.support.prometheus import PrometheusServer, running_prometheus
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(420)]
 
 MODEL_VERSION = "ranker-v1-0a1b2c3d"
-ON_PROCESS_NODE = {
-    "nodeSelector": {"kubernetes.io/hostname": "recops-local"},
-    "tolerations": [{"key": "recops.dev/process-node", "operator": "Exists", "effect": "NoSchedule"}],
-}
 FEEDBACK_KEY = secrets.token_urlsafe(24)
 
 
@@ -55,19 +50,9 @@ def world() -> ShopWorld:
 
 
 @pytest.fixture(scope="module")
-def prometheus(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    sd_file = cluster.dir / "process-node" / "prometheus-sd.json"
-    with running_prometheus(tmp_path_factory.mktemp("prometheus"), file_sd=[sd_file]) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Cluster, crds: list[str], prometheus: PrometheusServer,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningOperator]:
-    install_rbac(cluster)
-    with running_operator(cluster, tmp_path_factory.mktemp("operator"),
-                          extra_args=["--prometheus-url", prometheus.url]) as running:
-        yield running
+def operator_options(prometheus: PrometheusServer) -> dict[str, Any]:
+    """The module's operator (tests/cluster/conftest.py) asks this Prometheus."""
+    return {"extra_args": ["--prometheus-url", prometheus.url]}
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -186,16 +171,7 @@ def status_of(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
 def wait_status(cluster: Cluster, namespace: str, name: str, predicate: Any, timeout: float, what: str,
                 extra: Any = None) -> dict[str, Any]:
     """The policy's status once `predicate(status)` holds; on timeout, fail showing the last status."""
-    deadline = time.monotonic() + timeout
-    while True:
-        status = status_of(cluster, namespace, name)
-        if predicate(status):
-            return status
-        if time.monotonic() > deadline:
-            more = f"\n{extra()}" if extra else ""
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; status:\n"
-                                 f"{json.dumps(status, indent=1)}{more}")
-        time.sleep(0.5)
+    return wait_for_status(lambda: status_of(cluster, namespace, name), predicate, timeout, what, details=extra)
 
 
 def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -17,15 +17,11 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from tests.support.cluster import REPO, Cluster, wait_until
+from tests.support.cluster import ON_PROCESS_NODE, REPO, Cluster, wait_until
 from tests.support.prometheus import running_prometheus
 
 pytestmark = pytest.mark.cluster
 
-ON_PROCESS_NODE = {
-    "nodeSelector": {"kubernetes.io/hostname": "recops-local"},
-    "tolerations": [{"key": "recops.dev/process-node", "operator": "Exists", "effect": "NoSchedule"}],
-}
 
 
 def local_pod(name: str, command: list[str], restart: str = "Never", **spec) -> dict:

@@ -26,17 +26,13 @@ from typing import Any
 import pytest
 
 from recops.api import contracts
-from tests.support.cluster import Cluster, wait_until
+from tests.support.cluster import ON_PROCESS_NODE, Cluster, wait_for_status, wait_until
 from tests.support.models import tiny_served_model
-from tests.support.operator import RunningOperator, install_rbac, running_operator, settle
-from tests.support.prometheus import PrometheusServer, running_prometheus
+from tests.support.operator import RunningOperator, settle
+from tests.support.prometheus import PrometheusServer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
-ON_PROCESS_NODE = {
-    "nodeSelector": {"kubernetes.io/hostname": "recops-local"},
-    "tolerations": [{"key": "recops.dev/process-node", "operator": "Exists", "effect": "NoSchedule"}],
-}
 SERVER_ENV = [{"name": "RECOPS_TORCH_THREADS", "value": "1"}, {"name": "TOKENIZERS_PARALLELISM", "value": "false"}]
 SERVE_TIMEOUT = 240  # a `recops serve` process imports torch and loads a model on a busy 2-core machine
 
@@ -54,19 +50,9 @@ def models() -> Iterator[dict[str, Path]]:
 
 
 @pytest.fixture(scope="module")
-def prometheus(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    sd_file = cluster.dir / "process-node" / "prometheus-sd.json"
-    with running_prometheus(tmp_path_factory.mktemp("prometheus"), file_sd=[sd_file]) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Cluster, crds: list[str], prometheus: PrometheusServer,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningOperator]:
-    install_rbac(cluster)
-    with running_operator(cluster, tmp_path_factory.mktemp("operator"), resync_seconds=2.0,
-                          extra_args=["--prometheus-url", prometheus.url]) as running:
-        yield running
+def operator_options(prometheus: PrometheusServer) -> dict[str, Any]:
+    """The module's operator (tests/cluster/conftest.py) asks this Prometheus."""
+    return {"resync_seconds": 2.0, "extra_args": ["--prometheus-url", prometheus.url]}
 
 
 @pytest.fixture
@@ -121,17 +107,14 @@ def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def wait_status(cluster: Cluster, namespace: str, name: str, predicate: Callable[[dict[str, Any]], Any],
                 timeout: float, what: str, operator: RunningOperator | None = None) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = status_of(cluster, namespace, name)
-        if predicate(status):
-            return status
-        if time.monotonic() > deadline:
-            pods = cluster.kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout
-            tail = operator.log_tail(3000) if operator else ""
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; status:\n"
-                                 f"{json.dumps(status, indent=1)}\n{pods}\n{tail}")
-        time.sleep(0.5)
+    """The deployment's status once `predicate(status)` holds; on timeout, fail showing the last
+    status, the namespace's pods and the operator's log."""
+    def pods_and_log() -> str:
+        pods = cluster.kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout
+        tail = operator.log_tail(3000) if operator else ""
+        return f"{pods}\n{tail}"
+
+    return wait_for_status(lambda: status_of(cluster, namespace, name), predicate, timeout, what, details=pods_and_log)
 
 
 def serving(version: str) -> Callable[[dict[str, Any]], bool]:

@@ -39,6 +39,30 @@ def wait_until(check: Callable[[], T], timeout: float = 60, what: str = "conditi
         time.sleep(interval)
 
 
+def wait_for_status(read_status: Callable[[], dict[str, Any]], predicate: Callable[[dict[str, Any]], Any],
+                    timeout: float, what: str, details: Callable[[], str] | None = None) -> dict[str, Any]:
+    """An object's status once `predicate(status)` holds; on timeout, fail showing the last status
+    and `details()` (e.g. the pods or the operator's log)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = read_status()
+        if predicate(status):
+            return status
+        if time.monotonic() > deadline:
+            more = f"\n{details()}" if details else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; status:\n"
+                                 f"{json.dumps(status, indent=1)}{more}")
+        time.sleep(0.5)
+
+
+# Pod spec fields that put a pod on the process node (hack/cluster --process-node), where it runs
+# as a real local process: its hostname, and the toleration of its taint.
+ON_PROCESS_NODE = {
+    "nodeSelector": {"kubernetes.io/hostname": "recops-local"},
+    "tolerations": [{"key": "recops.dev/process-node", "operator": "Exists", "effect": "NoSchedule"}],
+}
+
+
 @dataclass
 class Cluster:
     dir: Path

@@ -22,6 +22,7 @@ from tests.support.ports import free_port
 RBAC = REPO / "config" / "rbac"
 OPERATOR_NAMESPACE = "recops-system"
 TRAINER_IMAGE = "recops-trainer:test"
+RESYNC_SECONDS = 1.0  # how often the tests' operators resync (running_operator's default)
 
 
 def _rbac_docs(*names: str) -> list[dict]:
@@ -86,7 +87,7 @@ def _healthy(url: str) -> bool:
 
 @contextmanager
 def running_operator(cluster: Cluster, workdir: Path, *, service_account: str = "recops-operator",
-                     namespaces: Sequence[str] = (), resync_seconds: float = 1.0,
+                     namespaces: Sequence[str] = (), resync_seconds: float = RESYNC_SECONDS,
                      extra_args: Sequence[str] = (), operator_namespace: str = OPERATOR_NAMESPACE,
                      extra_env: Mapping[str, str] | None = None) -> Iterator[RunningOperator]:
     """`extra_env`: settings as environment variables (e.g. those of the chart's Deployment); the
@@ -131,4 +132,4 @@ def settle(seconds: float) -> None:
     time.sleep(seconds)
 
 
-__all__ = ["OPERATOR_NAMESPACE", "TRAINER_IMAGE", "RunningOperator", "install_rbac", "running_operator"]
+__all__ = ["OPERATOR_NAMESPACE", "RESYNC_SECONDS", "TRAINER_IMAGE", "RunningOperator", "install_rbac", "running_operator"]
