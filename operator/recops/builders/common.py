@@ -33,6 +33,7 @@ HF_HOME = "/var/cache/huggingface"
 SCRATCH_DIR = "/var/lib/recops/scratch"
 SCRATCH_ENV = "RECOPS_SCRATCH_DIR"  # not (yet) in the Contracts: where a workload may write big temporary files
 RUN_AS_USER = 1000
+GPU_RESOURCE = "nvidia.com/gpu"
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,25 @@ def container_security_context() -> dict[str, Any]:
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def container_resources(cpu: str | None, memory: str | None, gpus: int | str | None) -> dict[str, Any]:
+    """A container's `resources`: cpu and memory as both request and limit, GPUs (an extended
+    resource, whose request defaults to its limit) as a limit only; {} when nothing is set."""
+    requests: dict[str, Any] = {}
+    if cpu is not None:
+        requests["cpu"] = cpu
+    if memory is not None:
+        requests["memory"] = memory
+    limits = dict(requests)
+    if gpus:
+        limits[GPU_RESOURCE] = gpus
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
 
 
 def scratch_volumes() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:

@@ -17,8 +17,10 @@ from recops.api.common import API_VERSION, GROUP
 from recops.api.finetunejob import KIND, PLURAL, FineTuneJob
 from recops.builders.common import (
     COMPONENT_LABEL,
+    GPU_RESOURCE,
     BuilderSettings,
     child_name,
+    container_resources,
     container_security_context,
     env_from_secrets,
     label_value,
@@ -41,7 +43,6 @@ CONTAINER_NAME = "trainer"
 CONFIG_KEY = "job.yaml"
 CONFIG_DIR = contracts.JOB_CONFIG_PATH.rsplit("/", 1)[0]
 CONFIG_VOLUME = "job-config"
-GPU_RESOURCE = "nvidia.com/gpu"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 MODEL_VERSION_ANNOTATION = f"{GROUP}/model-version"
 # Kept on the Job and its pods until the operator has recorded the Job's outcome in the FineTuneJob's
@@ -289,24 +290,6 @@ def current_model_of(job: dict[str, Any]) -> str | None:
     return None
 
 
-def _resources(ftj: FineTuneJob) -> dict[str, Any]:
-    res = ftj.spec.resources
-    requests: dict[str, Any] = {}
-    limits: dict[str, Any] = {}
-    if res.cpu is not None:
-        requests["cpu"] = limits["cpu"] = res.cpu
-    if res.memory is not None:
-        requests["memory"] = limits["memory"] = res.memory
-    if res.gpus_per_worker:
-        limits[GPU_RESOURCE] = res.gpus_per_worker  # extended resources: the request defaults to the limit
-    out: dict[str, Any] = {}
-    if requests:
-        out["requests"] = requests
-    if limits:
-        out["limits"] = limits
-    return out
-
-
 def _tolerations(ftj: FineTuneJob) -> list[dict[str, Any]]:
     tolerations = [dict(t) for t in ftj.spec.resources.tolerations]
     # GPU nodes carry the nvidia.com/gpu taint; a pod asking for GPUs tolerates it (as the
@@ -398,7 +381,7 @@ def trainer_job(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: 
     )
     if env_from:
         container["envFrom"] = env_from
-    resources = _resources(ftj)
+    resources = container_resources(res.cpu, res.memory, res.gpus_per_worker)
     if resources:
         container["resources"] = resources
     if res.workers > 1:

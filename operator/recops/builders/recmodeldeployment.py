@@ -21,6 +21,7 @@ from recops.api.recmodeldeployment import KIND, RecModelDeployment
 from recops.builders.common import (
     BuilderSettings,
     child_name,
+    container_resources,
     container_security_context,
     env_from_secrets,
     label_value,
@@ -42,7 +43,6 @@ TRACK_LABEL = f"{GROUP}/track"
 MODEL_VERSION_LABEL = f"{GROUP}/model-version"
 HTTP_PORT = 8080
 SERVICE_PORT = 80
-GPU_RESOURCE = "nvidia.com/gpu"
 # s3:// models are downloaded by an init container into this emptyDir, mounted read-only in the server.
 MODEL_VOLUME = "model"
 MODEL_DIR = "/var/lib/recops/model"
@@ -168,24 +168,6 @@ def _serving_args(rmd: RecModelDeployment) -> list[str]:
     return args
 
 
-def _resources(rmd: RecModelDeployment) -> dict[str, Any]:
-    r = rmd.spec.resources
-    amounts: dict[str, str] = {}
-    if r.cpu is not None:
-        amounts["cpu"] = str(r.cpu)
-    if r.memory is not None:
-        amounts["memory"] = str(r.memory)
-    limits = dict(amounts)
-    if r.gpus:
-        limits[GPU_RESOURCE] = str(r.gpus)
-    out: dict[str, Any] = {}
-    if amounts:
-        out["requests"] = amounts
-    if limits:
-        out["limits"] = limits
-    return out
-
-
 def pod_template(rmd: RecModelDeployment, track: str, model: TrackModel, settings: BuilderSettings) -> dict[str, Any]:
     name, namespace = name_of(rmd), namespace_of(rmd)
     spec = rmd.spec
@@ -269,7 +251,8 @@ def pod_template(rmd: RecModelDeployment, track: str, model: TrackModel, setting
     env_from = env_from_secrets(credentials)
     if env_from:
         container["envFrom"] = env_from
-    resources = _resources(rmd)
+    res = rmd.spec.resources
+    resources = container_resources(res.cpu, res.memory, str(res.gpus) if res.gpus else None)
     if resources:
         container["resources"] = resources
 
