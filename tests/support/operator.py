@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from tests.support.cluster import REPO, Cluster, wait_until
-from tests.support.ports import free_port
+from tests.support.local_servers import free_port, stop_process
 
 RBAC = REPO / "config" / "rbac"
 OPERATOR_NAMESPACE = "recops-system"
@@ -118,12 +118,7 @@ def running_operator(cluster: Cluster, workdir: Path, *, service_account: str = 
             raise AssertionError(f"recops operator exited with {process.returncode}:\n{running.log_tail()}")
         yield running
     finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop_process(process, timeout=20, kill_timeout=10)
         print(f"--- recops operator log ({log}) ---\n{running.log_tail()}")
 
 

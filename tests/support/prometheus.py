@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.ports import free_port, wait_for_http
+from tests.support.local_servers import free_port, stop_process, wait_for_http
 
 
 @dataclass
@@ -85,9 +85,4 @@ def running_prometheus(
             raise RuntimeError(f"Prometheus did not start: {log.read_text()[-2000:]}")
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=10)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.ports import free_port, wait_for_http
+from tests.support.local_servers import free_port, stop_process, wait_for_http
 
 
 @contextmanager
@@ -29,9 +29,4 @@ def running_moto() -> Iterator[str]:
             pytest.fail(f"moto_server did not start on {endpoint}")
         yield endpoint
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=10)

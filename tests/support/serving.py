@@ -16,7 +16,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.ports import free_port
+from tests.support.local_servers import free_port
 
 FEEDBACK_KEY = "test-feedback-key-0123456789abcdef"
 

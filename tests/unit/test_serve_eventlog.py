@@ -50,7 +50,7 @@ def test_s3_hour_files_are_uploaded_whole(monkeypatch: pytest.MonkeyPatch) -> No
     import boto3
     from moto.server import ThreadedMotoServer
 
-    from tests.support.ports import free_port
+    from tests.support.local_servers import free_port
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

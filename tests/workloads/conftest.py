@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.local_servers import free_port
 from tests.support.models import tiny_base_model
-from tests.support.ports import free_port
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from recops.api.finetunejob import DatasetSpec
 from recops.train import baselines, data
 from recops.train.errors import DataError
 from recops.train.synth import generate_shop, write_shop
-from tests.support.ports import free_port
+from tests.support.local_servers import free_port
 from tests.support.s3 import running_moto
 
 pytestmark = pytest.mark.workload

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from recops.monitor.prometheus import Prometheus, PrometheusError
-from tests.support.ports import free_port
+from tests.support.local_servers import free_port
 from tests.support.prometheus import running_prometheus
 
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from recops.api.contracts import MODEL_MANIFEST
+from tests.support.local_servers import free_port
 from tests.support.models import tiny_served_model
-from tests.support.ports import free_port
 from tests.support.serving import ServeProcess, candidates
 
 pytestmark = [pytest.mark.workload, pytest.mark.timeout(600)]

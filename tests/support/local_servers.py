@@ -1,5 +1,5 @@
-"""Local servers that tests start on the loopback interface: a free port to put one on, and a
-wait until it answers HTTP."""
+"""Local servers that tests start as processes on the loopback interface: a free port to put one
+on, a wait until it answers HTTP, and a stop that does not leave it behind."""
 
 from __future__ import annotations
 
@@ -27,3 +27,13 @@ def wait_for_http(url: str, process: subprocess.Popen, *, timeout: float = 30, r
             if process.poll() is not None or time.monotonic() > deadline:
                 return False
             time.sleep(0.2)
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 10, kill_timeout: float | None = None) -> None:
+    """SIGTERM, then SIGKILL if it has not exited after `timeout` seconds; wait for it either way."""
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(kill_timeout)
