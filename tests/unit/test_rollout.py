@@ -68,10 +68,15 @@ def test_lineage_picks_newest_completed_that_passed_and_is_newer_than_stable() -
     picked = r.select_lineage("shop", jobs, STABLE_A, set())
     assert picked.candidate is not None and picked.candidate.version == "b"
     assert picked.candidate.fine_tune_job == "j2"
-    # A rejected model is skipped: the next newest that is still newer than stable.
-    assert r.select_lineage("shop", jobs, STABLE_A, {"b"}).candidate.version == "f"  # type: ignore[union-attr]
-    nothing = r.select_lineage("shop", jobs, STABLE_A, {"b", "f"})
-    assert nothing.candidate is None and nothing.reason is None and "rolled back: b, f" in nothing.message
+    # A rejected newest model stops the lineage there: the older f (superseded by b) never rolls out
+    # by itself, e.g. after b's canary is aborted.
+    nothing = r.select_lineage("shop", jobs, STABLE_A, {"b"})
+    assert nothing.candidate is None and nothing.reason is None
+    assert "newer than a" in nothing.message and "the newest, b, was rolled back" in nothing.message
+    # A newer model than the rejected one is a candidate again; retrying b (off the list) too.
+    newer = [*jobs, ftj("j7", "g", "2026-11-29T11:00:00Z")]
+    assert r.select_lineage("shop", newer, STABLE_A, {"b"}).candidate.version == "g"  # type: ignore[union-attr]
+    assert r.select_lineage("shop", jobs, STABLE_A, set()).candidate.version == "b"  # type: ignore[union-attr]
 
 
 def test_lineage_never_goes_back_to_an_older_model() -> None:

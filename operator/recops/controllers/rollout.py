@@ -142,24 +142,25 @@ def _completed(candidate: Candidate) -> datetime:
 
 def select_lineage(lineage: str, ftjs: Sequence[Mapping[str, Any]], stable: Mapping[str, Any] | None,
                    rejected: set[str]) -> Selection:
-    """The newest FineTuneJob of the lineage (by completion time) that succeeded, passed its gate,
-    completed after the stable model and was not rolled back."""
+    """The newest FineTuneJob of the lineage (by completion time) that succeeded, passed its gate and
+    completed after the stable model, unless it was rolled back: then there is none, since the models
+    before it are superseded (an abort must not roll out an older model that was never asked for)."""
     models = [m for m in (ftj_model(f) for f in ftjs
                           if (f["metadata"].get("labels") or {}).get(LINEAGE_LABEL) == lineage) if m is not None]
     stable_version = (stable or {}).get("modelVersion")
     stable_done = parse_time((stable or {}).get("completedAt"))
     newer = [m for m in models if m.version != stable_version
              and (stable_done is None or stable is None or _completed(m) > stable_done)]
-    usable = [m for m in newer if m.version not in rejected]
-    if usable:
-        return Selection(max(usable, key=lambda m: (_completed(m), m.fine_tune_job or "")))
+    newest = max(newer, key=lambda m: (_completed(m), m.fine_tune_job or "")) if newer else None
+    if newest is not None and newest.version not in rejected:
+        return Selection(newest)
     if stable is not None:
-        skipped = sorted(m.version for m in newer if m.version in rejected)
-        note = f" (rolled back: {', '.join(skipped)})" if skipped else ""
+        note = f" (the newest, {newest.version}, was rolled back)" if newest is not None else ""
         return Selection(None, None, f"no model of lineage {lineage} newer than {stable_version}{note}")
-    if models and not usable:
+    if newest is not None:
         return Selection(None, c.WAITING_FOR_MODEL,
-                         f"every model of lineage {lineage} was rolled back; set {RETRY_MODEL_ANNOTATION} to retry one")
+                         f"the newest model of lineage {lineage}, {newest.version}, was rolled back; "
+                         f"set {RETRY_MODEL_ANNOTATION} to retry it")
     return Selection(None, c.WAITING_FOR_MODEL,
                      f"waiting for a FineTuneJob labelled {LINEAGE_LABEL}={lineage} to succeed and pass its gate")
 
