@@ -373,6 +373,11 @@ def test_worse_canary_rolled_back_not_retried_until_asked(
     assert not status.get("canary") and [r["modelVersion"] for r in status["rejectedModels"]] == ["ranker-b"]
     assert status["handledAnnotations"][contracts.ABORT_ANNOTATION] == "1"
     wait_until(lambda: get(cluster, "deployment", namespace, "shop-canary") is None, 60, "canary Deployment gone")
+    # ... and ranker-c, older than the aborted ranker-b (superseded, never rejected), does not take its place.
+    settle(6)
+    status = status_of(cluster, namespace, "shop")
+    assert not status.get("canary") and conditions(status)["Degraded"]["reason"] == "Aborted", status
+    assert get(cluster, "deployment", namespace, "shop-canary") is None
 
 
 def test_operator_leaves_hpa_replicas_alone(cluster: Cluster, operator: RunningOperator, namespace: str,
