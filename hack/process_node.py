@@ -1123,6 +1123,9 @@ def launch(spec_file: str) -> None:
     status = Path(spec["statusFile"])
     status_dir = os.open(status.parent, os.O_PATH)
     sources = [(m, os.open(m["source"], os.O_PATH), os.path.isdir(m["source"])) for m in spec["mounts"]]
+    # The checkout (its .venv holds `recops`) must stay visible: a volume over one of its parents
+    # (an emptyDir at /tmp, with the checkout under /tmp) gets the checkout bound back inside it.
+    repo_fd = os.open(REPO, os.O_PATH)
 
     def fail(reason: str, message: str, code: int) -> None:
         fd = os.open(status.name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=status_dir)
@@ -1141,14 +1144,25 @@ def launch(spec_file: str) -> None:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 if not dst.exists():
                     dst.touch()
-            src = f"/proc/{os.getpid()}/fd/{fd}"  # the source opened above, wherever it is now
-            subprocess.run(["mount", "--bind", src, str(dst)], check=True, capture_output=True, text=True)
+            # The source opened above, wherever it is now (not canonicalised: mount would resolve
+            # the fd's link to a path that an earlier mount may hide).
+            src = f"/proc/{os.getpid()}/fd/{fd}"
+            subprocess.run(["mount", "--no-canonicalize", "--bind", src, str(dst)], check=True, capture_output=True,
+                           text=True)
             if m["readOnly"]:
                 subprocess.run(["mount", "-o", "remount,bind,ro", str(dst)], check=True, capture_output=True,
                                text=True)
         except (OSError, subprocess.CalledProcessError) as e:
             err = getattr(e, "stderr", "") or str(e)
             fail("CreateContainerError", f"cannot mount {m['source']} at {dst}: {err.strip()}", 128)
+    if any(REPO.is_relative_to(m["target"]) and REPO != Path(m["target"]) for m in spec["mounts"]):
+        try:
+            REPO.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["mount", "--no-canonicalize", "--bind", f"/proc/{os.getpid()}/fd/{repo_fd}", str(REPO)],
+                           check=True, capture_output=True, text=True)
+        except (OSError, subprocess.CalledProcessError) as e:
+            fail("CreateContainerError", f"cannot keep {REPO} visible: {getattr(e, 'stderr', '') or e}", 128)
+    os.close(repo_fd)
     for _, fd, _ in sources:
         os.close(fd)
     env = spec["env"]

@@ -189,6 +189,19 @@ def test_unknown_executable_fails_with_clear_reason(cluster: Cluster, namespace:
     assert terminated(p).reason == "ExecutableNotFound"
 
 
+@pytest.mark.skipif(REPO.parent == Path("/"), reason="a checkout at the root has no parent to mount over")
+def test_a_volume_over_the_checkouts_parent_leaves_the_checkout_visible(cluster: Cluster, namespace: str) -> None:
+    # As the builders' emptyDir at /tmp does to a checkout under /tmp: `recops` (in its .venv) still runs.
+    script = f'(recops version && ls -A {REPO.parent}) > /dev/termination-log 2>&1'
+    cluster.apply(local_pod("over-parent", ["sh", "-c", script], volumes=[{"name": "cover", "emptyDir": {}}],
+                            container={"volumeMounts": [{"name": "cover", "mountPath": str(REPO.parent)}]}), namespace)
+    p = cluster.wait_pod_phase(namespace, "over-parent", {"Succeeded", "Failed"})
+    assert p.status.phase == "Succeeded", terminated(p).message
+    version, *listed = terminated(p).message.split()
+    assert version.count(".") == 2
+    assert listed == [REPO.name]  # the volume hides the parent's other entries: it is mounted over it
+
+
 def test_service_account_token_reaches_apiserver(cluster: Cluster, namespace: str) -> None:
     """The projected token authenticates the pod as its ServiceAccount (in-cluster config)."""
     code = (
