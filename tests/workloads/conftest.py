@@ -1,5 +1,5 @@
 """Fixtures shared by the workload tests: the inputs of `recops train` (a tiny base model and a
-small synthetic shop, made once a session) and an S3-compatible store (moto, in-process)."""
+small synthetic shop, made once a session) and an S3-compatible store (a moto server)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.local_servers import free_port
 from tests.support.models import tiny_base_model
+from tests.support.s3 import running_moto
 
 
 @pytest.fixture(scope="session")
@@ -31,14 +31,7 @@ def shop_events(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def s3_store() -> Iterator[dict[str, str]]:
-    """A moto server on a free port; yields the AWS_* environment that points a process at it."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
-               "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
-    finally:
-        server.stop()
+    """A moto server (tests/support/s3.py); yields the AWS_* environment that points a process at it."""
+    with running_moto() as endpoint:
+        yield {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+               "AWS_REGION": "us-east-1"}

@@ -8,14 +8,12 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from recops.api.contracts import ModelManifest
-from tests.support.s3 import running_moto
 from tests.workloads.train_support import RECOPS, job_manifest, run_train, train_env, write_config
 
 pytestmark = [pytest.mark.workload, pytest.mark.timeout(900)]
@@ -23,12 +21,9 @@ BUCKET = "shop-models"
 
 
 @pytest.fixture
-def s3_env() -> Iterator[dict[str, str]]:
-    with running_moto() as endpoint:
-        env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-               "AWS_REGION": "us-east-1"}
-        client(env).create_bucket(Bucket=BUCKET)
-        yield env
+def s3_env(s3_store: dict[str, str]) -> dict[str, str]:
+    client(s3_store).create_bucket(Bucket=BUCKET)
+    return s3_store
 
 
 def client(env: dict[str, str]) -> Any:

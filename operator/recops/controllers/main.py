@@ -47,6 +47,7 @@ from recops.controllers.kube import Kube, load_api_client
 from recops.controllers.leader import LeaseElector
 from recops.controllers.metrics import OperatorMetrics
 from recops.controllers.monitorpolicy import MonitorMetrics, MonitorPolicyController
+from recops.controllers.recmodeldeployment import PassResult as RmdPassResult
 from recops.controllers.recmodeldeployment import RecModelDeploymentController, rmds_following
 from recops.controllers.work import Coalescer
 
@@ -150,38 +151,44 @@ class Operator:
         # A context of a Kopf resource handler (with Kopf's event queue), for passes Kopf did not start.
         self.kopf_context: contextvars.Context | None = None
 
-    def reconcile_ftj(self, namespace: str, name: str, trigger: str, apply_children: bool = False) -> None:
-        key = (FTJ_KIND, namespace, name)
+    def _pass(self, kind: str, namespace: str, name: str, trigger: str, apply_children: bool,
+              reconcile: Callable[..., Any], record: Callable[[Any], None]) -> None:
+        """One coalesced, counted pass of `reconcile(namespace, name, apply_children=...)`; `record`
+        takes its result (a PassResult of that controller)."""
+        key = (kind, namespace, name)
         if apply_children:
             # Read by whichever pass runs next, so a request that coalesces into a running pass keeps it.
             with self.apply_lock:
                 self.apply_wanted.add(key)
 
-        def one_pass() -> PassResult:
+        def one_pass() -> None:
             start = time.monotonic()
-            self.metrics.reconciles.labels(kind=FTJ_KIND, trigger=trigger).inc()
+            self.metrics.reconciles.labels(kind=kind, trigger=trigger).inc()
             with self.apply_lock:
                 apply = key in self.apply_wanted
                 self.apply_wanted.discard(key)
             try:
-                result = self.finetunejobs.reconcile(namespace, name, apply_children=apply)
+                result = reconcile(namespace, name, apply_children=apply)
             except Exception as error:
-                self.metrics.errors.labels(kind=FTJ_KIND, error=type(error).__name__).inc()
+                self.metrics.errors.labels(kind=kind, error=type(error).__name__).inc()
                 if apply:
                     with self.apply_lock:
                         self.apply_wanted.add(key)
                 raise
             finally:
-                self.metrics.duration.labels(kind=FTJ_KIND).observe(time.monotonic() - start)
+                self.metrics.duration.labels(kind=kind).observe(time.monotonic() - start)
             if result.status_written:
-                self.metrics.status_writes.labels(kind=FTJ_KIND).inc()
-            if result.gone:
-                self.metrics.set_phase(namespace, name, None)
-            elif result.phase:
-                self.metrics.set_phase(namespace, name, result.phase)
-            return result
+                self.metrics.status_writes.labels(kind=kind).inc()
+            record(result)
 
         self.coalescer.run(key, one_pass)
+
+    def reconcile_ftj(self, namespace: str, name: str, trigger: str, apply_children: bool = False) -> None:
+        def record(result: PassResult) -> None:
+            if result.gone or result.phase:
+                self.metrics.set_phase(namespace, name, None if result.gone else result.phase)
+
+        self._pass(FTJ_KIND, namespace, name, trigger, apply_children, self.finetunejobs.reconcile, record)
 
     def post_rmd_event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """Post a RecModelDeployment's Event; a rollback also counts in recops_operator_rollbacks_total."""
@@ -191,35 +198,13 @@ class Operator:
         post_event(body, type_, reason, message)
 
     def reconcile_rmd(self, namespace: str, name: str, trigger: str, apply_children: bool = False) -> None:
-        key = (RMD_KIND, namespace, name)
-        if apply_children:
-            with self.apply_lock:
-                self.apply_wanted.add(key)
-
-        def one_pass() -> None:
-            start = time.monotonic()
-            self.metrics.reconciles.labels(kind=RMD_KIND, trigger=trigger).inc()
-            with self.apply_lock:
-                apply = key in self.apply_wanted
-                self.apply_wanted.discard(key)
-            try:
-                result = self.rmds.reconcile(namespace, name, apply_children=apply)
-            except Exception as error:
-                self.metrics.errors.labels(kind=RMD_KIND, error=type(error).__name__).inc()
-                if apply:
-                    with self.apply_lock:
-                        self.apply_wanted.add(key)
-                raise
-            finally:
-                self.metrics.duration.labels(kind=RMD_KIND).observe(time.monotonic() - start)
-            if result.status_written:
-                self.metrics.status_writes.labels(kind=RMD_KIND).inc()
+        def record(result: RmdPassResult) -> None:
             if result.gone:
                 self.known_rmds.pop((namespace, name), None)
             else:
                 self.known_rmds[(namespace, name)] = result.active
 
-        self.coalescer.run(key, one_pass)
+        self._pass(RMD_KIND, namespace, name, trigger, apply_children, self.rmds.reconcile, record)
 
     async def rollouts_forever(self) -> None:
         """A pass every tick for RecModelDeployments in a rollout, every resync period for the others."""
