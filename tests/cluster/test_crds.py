@@ -70,13 +70,17 @@ TEMPLATE = "spec.retrain.template.spec"
 # (kind, changes to its example, what the apiserver must say)
 INVALID = {
     # CEL rules
-    "gate-both-bounds": (FTJ, {"spec.evaluation.gate.maximum": 0.9}, "exactly one of minimum, maximum must be set"),
-    "gate-no-bound": (FTJ, {"spec.evaluation.gate.minimum": DELETE}, "exactly one of minimum, maximum must be set"),
+    "gate-both-bounds": (FTJ, {"spec.evaluation.gate.minimum": 0.1, "spec.evaluation.gate.maximum": 0.9},
+                         "at most one of minimum, maximum may be set"),
+    "gate-judges-nothing": (FTJ, {"spec.evaluation.gate.beatBaselines": DELETE, "spec.evaluation.gate.beatCurrent": DELETE},
+                            "a gate needs minimum, maximum, beatBaselines or beatCurrent"),
+    "gate-bm25-logloss": (FTJ, {"spec.evaluation.gate.metric": "logloss"},
+                          "beatBaselines: popularity and bm25 have only auc, mrr, ndcg@K and recall@K"),
     "workers-zero": (FTJ, {"spec.resources.workers": 0}, "spec.resources: Invalid value: workers must be at least 1"),
     "gpus-negative": (FTJ, {"spec.resources.gpusPerWorker": -1}, "gpusPerWorker must be a non-negative integer"),
     "dataset-uri-missing": (FTJ, {"spec.dataset.uri": DELETE}, "dataset.uri is required"),
-    "template-gate-both-bounds": (MP, {f"{TEMPLATE}.evaluation.gate.maximum": 0.9},
-                                  "exactly one of minimum, maximum must be set"),
+    "template-gate-both-bounds": (MP, {f"{TEMPLATE}.evaluation.gate.minimum": 0.1, f"{TEMPLATE}.evaluation.gate.maximum": 0.9},
+                                  "at most one of minimum, maximum may be set"),
     "template-workers-zero": (MP, {f"{TEMPLATE}.resources.workers": 0}, "workers must be at least 1"),
     "model-two-sources": (RMD, {"spec.model.uri": "s3://models/x"},
                           "exactly one of fineTuneJobRef, uri, lineage must be set"),

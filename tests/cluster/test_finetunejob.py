@@ -142,6 +142,8 @@ def test_create_to_succeeded_with_the_termination_message(cluster: Cluster, name
     assert status["model"] == {"uri": message["modelUri"], "version": message["modelVersion"]}
     assert status["metrics"] == message["metrics"] and status["baseline"] == message["baseline"]
     assert status["gatePassed"] is True and status["keyMetric"] == "auc=0.83"
+    header, row = cluster.kubectl("get", "finetunejob", name, "-n", namespace).stdout.splitlines()[:2]
+    assert [row[header.index(column):].split()[0] for column in ("METRIC", "GATE")] == ["auc=0.83", "true"]
     assert status["observedGeneration"] == obj["metadata"]["generation"]
     assert status["attempts"] == 1 and status["startTime"] and status["completionTime"]
     conds = conditions(obj)

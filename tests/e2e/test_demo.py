@@ -60,7 +60,8 @@ def test_make_demo_runs_the_whole_loop_and_demo_down_leaves_no_process(demo_dir:
     output = up.stdout + up.stderr
     print(output)
     logs = "".join(f"\n--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in (demo_dir / "logs").glob("*.log"))
-    assert up.returncode in (0, 2), output[-6000:] + logs  # 2: the canary was rolled back, said in the summary
+    # 2: the canary was rolled back; 3: the retrain did not pass its gate (the stable model kept); both said.
+    assert up.returncode in (0, 2, 3), output[-6000:] + logs
     summary = json.loads((demo_dir / "summary.json").read_text())
 
     # A first model really trained and served, then retrained on the event log after the shift.
@@ -78,9 +79,15 @@ def test_make_demo_runs_the_whole_loop_and_demo_down_leaves_no_process(demo_dir:
     assert after["clicks"] / after["impressions"] < before["clicks"] / before["impressions"], phases
     assert summary["ctrAtBreach"] < 0.8 * summary["ctrBaseline"], summary
 
-    # The canary was decided by analysis, and the terminal said so.
-    assert summary["outcome"] in ("Promoted", "RolledBack")
+    # The retrain's gate names BM25 and popularity; the summary shows each model against its baselines.
+    assert summary["retrainedGatePassed"] in (True, False) and set(summary["retrainedBaseline"]) >= {"bm25", "popularity"}
+    assert "bm25" in output and "popularity" in output
+    # A model that failed its gate never reached a canary; otherwise analysis decided, and the terminal said so.
+    assert (summary["outcome"] == "GateFailed") == (summary["retrainedGatePassed"] is False)
+    assert summary["outcome"] in ("Promoted", "RolledBack", "GateFailed")
     assert f"canary:          {summary['outcome']}" in output
+    if summary["outcome"] == "GateFailed":
+        assert f"keeps serving {first['version']}; no canary" in output
     if summary["outcome"] == "Promoted":  # the policy measured the promoted model's own baseline
         assert summary["ctrPromoted"] is not None, summary
     for line in ("==== recops demo summary ====", "phases:", "model cards and training curves"):

@@ -72,11 +72,15 @@ def test_threshold_has_exactly_one_bound(threshold: dict[str, float]) -> None:
     assert "exactly one of below, above, relativeDecrease, relativeIncrease" in message
 
 
-@pytest.mark.parametrize("gate", [{"metric": "auc"}, {"metric": "auc", "minimum": 0.5, "maximum": 0.9}])
-def test_gate_has_exactly_one_bound(gate: dict[str, Any]) -> None:
+@pytest.mark.parametrize("gate, message", [
+    ({"metric": "auc"}, "a gate needs minimum, maximum, beatBaselines or beatCurrent"),
+    ({"metric": "auc", "minimum": 0.5, "maximum": 0.9}, "at most one of minimum, maximum may be set"),
+    ({"metric": "logloss", "beatBaselines": ["bm25"]}, "beatBaselines: bm25 has no meaningful logloss"),
+])
+def test_a_gate_judges_something_it_can(gate: dict[str, Any], message: str) -> None:
     manifest = example("finetunejob.yaml")
     manifest["spec"]["evaluation"]["gate"] = gate
-    assert "spec.evaluation.gate: exactly one of minimum, maximum must be set" in rejected(manifest)
+    assert f"spec.evaluation.gate: {message}" in rejected(manifest)
 
 
 def test_gate_metric_must_be_a_contract_metric() -> None:

@@ -161,11 +161,29 @@ def test_gate_not_passed_is_complete_but_not_ready() -> None:
     assert conditions_of(status)["Ready"] == ("False", c.GATE_NOT_MET)
 
 
+def test_a_gate_on_baselines_decided_from_the_report_by_the_trainers_function() -> None:
+    b = body(gate={"metric": "auc", "beatBaselines": ["bm25", "popularity"]})
+    done = job([{"type": "Complete", "status": "True"}], succeeded=1)
+    lost = report(baseline={"popularity": {"auc": 0.6}, "bm25": {"auc": 0.85}})
+    status = compute(b, done, [pod("j-abc", "Succeeded", {"exitCode": 0, "message": lost})])
+    assert status["gatePassed"] is False and "auc 0.8100 vs bm25 0.8500: does not beat it" in status["message"]
+    assert conditions_of(status)["Ready"] == ("False", c.GATE_NOT_MET)
+    won = report(baseline={"popularity": {"auc": 0.6}, "bm25": {"auc": 0.7}})
+    status = compute(b, done, [pod("j-abc", "Succeeded", {"exitCode": 0, "message": won})])
+    assert status["gatePassed"] is True and conditions_of(status)["Ready"] == ("True", c.GATE_MET)
+    # A baseline missing from the report (e.g. dropped to fit 4 KB) proves nothing: closed, unless the trainer said.
+    slim = report(baseline={})
+    status = compute(b, done, [pod("j-abc", "Succeeded", {"exitCode": 0, "message": slim})])
+    assert status["gatePassed"] is False
+    status = compute(b, done, [pod("j-abc", "Succeeded", {"exitCode": 0, "message": report(baseline={}, gatePassed=True)})])
+    assert status["gatePassed"] is True and "the trainer's gate on auc passed" in status["message"]
+
+
 def test_gate_decided_from_metrics_when_the_report_has_no_verdict() -> None:
     b = body(gate={"metric": "logloss", "maximum": 0.3})
     done = job([{"type": "Complete", "status": "True"}], succeeded=1)
     status = compute(b, done, [pod("j-abc", "Succeeded", {"exitCode": 0, "message": report()})])
-    assert status["gatePassed"] is False and "logloss 0.4 > maximum 0.3" in status["message"]
+    assert status["gatePassed"] is False and "logloss 0.4000 > maximum 0.3" in status["message"]
 
 
 def test_no_gate_is_ready_without_a_gate_condition() -> None:

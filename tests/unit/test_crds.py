@@ -98,7 +98,9 @@ def test_every_cel_rule_is_present() -> None:
     threshold = rules_at("MonitorPolicy", ".spec.rules[].threshold")
     assert any("relativeDecrease" in r and "relativeIncrease" in r for r in threshold)
     assert threshold == rules_at("RecModelDeployment", ".spec.rollout.canary.analysis.rules[].threshold")
-    assert any("has(self.minimum) != has(self.maximum)" in r for r in rules_at("FineTuneJob", ".spec.evaluation.gate"))
+    gate = rules_at("FineTuneJob", ".spec.evaluation.gate")
+    assert "!(has(self.minimum) && has(self.maximum))" in gate
+    assert any("'constant' in self.beatBaselines" in r for r in gate) and any("'bm25' in self.beatBaselines" in r for r in gate)
     resources = rules_at("FineTuneJob", ".spec.resources")
     assert "self.workers >= 1" in resources and "self.gpusPerWorker >= 0" in resources
     spec_rules = rules_at("FineTuneJob", ".spec")

@@ -291,6 +291,17 @@ def test_max_rows_keeps_the_newest() -> None:
     assert sorted(all_rows(prepared)["timestamp"]) == [float(t) for t in newest]
 
 
+def test_max_rows_without_times_keeps_a_seeded_random_sample() -> None:
+    frame = rows().drop(columns=["timestamp"]).sort_values("product_id", kind="stable").reset_index(drop=True)
+    prepared = prepare(frame, maxRows=20, split={"by": "random"})
+    assert steps(prepared)["max_rows_random_sample"] == len(frame) - 20
+    kept = all_rows(prepared)
+    assert len(kept) == 20 and set(kept["product_id"]) != set(frame["product_id"].head(20))  # not the first rows
+    again = all_rows(prepare(frame, maxRows=20, split={"by": "random"}))
+    assert sorted(kept["product_id"]) == sorted(again["product_id"])  # the same sample every time
+    assert "max_rows_random_sample" in prepared.report.to_markdown()
+
+
 def test_report_counts_add_up_and_render() -> None:
     frame = pd.concat([rows(), rows().iloc[:3]], ignore_index=True)
     frame.loc[5, "event"] = "hover"

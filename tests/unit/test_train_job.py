@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from recops.api.finetunejob import Gate
-from recops.train.job import JobError, decide_gate, planned_metrics, resolve_job
+from recops.api.gate import decide_gate
+from recops.train.job import JobError, planned_metrics, resolve_job
 from recops.train.progress import Progress, StatusReporter, format_duration, progress_line
 
 SPEC = {"task": "click-through", "dataset": {"uri": "/data/events.jsonl"}, "output": {"uri": "s3://models/recops"}}
@@ -59,7 +60,7 @@ def test_without_uid_the_version_is_stable_for_one_spec_and_differs_for_another(
     ({**SPEC, "training": {"epochs": 0}}, "spec.training.epochs"),
     ({**SPEC, "task": "clustering"}, "spec.task"),
     ({"apiVersion": "recops.dev/v1alpha1", "kind": "MonitorPolicy", "metadata": {}, "spec": {}}, "MonitorPolicy"),
-    ({**SPEC, "evaluation": {"gate": {"metric": "auc"}}}, "exactly one of minimum, maximum"),
+    ({**SPEC, "evaluation": {"gate": {"metric": "auc"}}}, "a gate needs minimum, maximum, beatBaselines or beatCurrent"),
     ({**SPEC, "task": "embedding", "evaluation": {"gate": {"metric": "rmse", "minimum": 1}}}, "cannot judge a embedding"),
 ])
 def test_bad_configs_are_refused_with_a_one_line_cause(tmp_path: Path, document: dict[str, Any], cause: str) -> None:
@@ -88,6 +89,10 @@ def gate(**fields: Any) -> Gate:
     return Gate.model_validate(fields)
 
 
+BASELINE = {"constant": {"logloss": 0.45, "rmse": 0.9}, "popularity": {"ndcg@10": 0.40, "auc": 0.6},
+            "bm25": {"ndcg@10": 0.50, "auc": 0.7}}
+
+
 @pytest.mark.parametrize("the_gate, metrics, current, passed", [
     (None, {"auc": 0.1}, None, None),
     (gate(metric="auc", minimum=0.7), {"auc": 0.71}, None, True),
@@ -95,18 +100,38 @@ def gate(**fields: Any) -> Gate:
     (gate(metric="logloss", maximum=0.5), {"logloss": 0.4}, None, True),
     (gate(metric="logloss", maximum=0.5), {"logloss": 0.6}, None, False),
     (gate(metric="auc", minimum=0.5), {}, None, False),  # not computable: never deployable
+    (gate(metric="auc", minimum=0.5), {"auc": float("nan")}, None, False),
     (gate(metric="auc", minimum=0.5, beatCurrent=True), {"auc": 0.8}, {"auc": 0.75}, True),
     (gate(metric="auc", minimum=0.5, beatCurrent=True), {"auc": 0.8}, {"auc": 0.85}, False),
     (gate(metric="auc", minimum=0.5, beatCurrent=True), {"auc": 0.8}, {"auc": 0.8}, False),  # a tie does not beat
     (gate(metric="rmse", maximum=1.0, beatCurrent=True), {"rmse": 0.6}, {"rmse": 0.7}, True),  # lower is better
-    (gate(metric="rmse", maximum=1.0, beatCurrent=True), {"rmse": 0.6}, {"auc": 0.7}, False),
+    (gate(metric="rmse", maximum=1.0, beatCurrent=True), {"rmse": 0.6}, {"auc": 0.7}, False),  # fails closed
+    (gate(metric="rmse", maximum=1.0, beatCurrent=True), {"rmse": 0.6}, {"rmse": float("nan")}, False),
     (gate(metric="auc", minimum=0.5, beatCurrent=True), {"auc": 0.8}, None, True),  # nothing serves yet
+    (gate(metric="ndcg@10", beatBaselines=["bm25", "popularity"]), {"ndcg@10": 0.55}, None, True),
+    (gate(metric="ndcg@10", beatBaselines=["bm25", "popularity"]), {"ndcg@10": 0.45}, None, False),  # bm25 wins
+    (gate(metric="ndcg@10", beatBaselines=["bm25"]), {"ndcg@10": 0.50}, None, False),  # a tie does not beat
+    (gate(metric="ndcg@10", beatBaselines=["bm25"], beatCurrent=True), {"ndcg@10": 0.55}, {"ndcg@10": 0.6}, False),
+    (gate(metric="logloss", beatBaselines=["constant"]), {"logloss": 0.44}, None, True),
+    (gate(metric="rmse", beatBaselines=["constant"]), {"rmse": 0.95}, None, False),
+    (gate(metric="recall@10", beatBaselines=["bm25"]), {"recall@10": 0.9}, None, False),  # bm25 lacks it: closed
 ])
 def test_the_gate(the_gate: Gate | None, metrics: dict[str, float], current: dict[str, float] | None,
                   passed: bool | None) -> None:
-    verdict, reasons = decide_gate(the_gate, metrics, current)
-    assert verdict is passed
-    assert reasons
+    decision = decide_gate(the_gate, metrics, BASELINE, current)
+    assert decision.passed is passed
+    assert decision.reasons
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"metric": "auc"}, "a gate needs minimum, maximum, beatBaselines or beatCurrent"),
+    ({"metric": "auc", "minimum": 0.5, "maximum": 0.9}, "at most one of minimum, maximum"),
+    ({"metric": "rmse", "beatBaselines": ["bm25"]}, "bm25 has no meaningful rmse"),
+    ({"metric": "ndcg@10", "beatBaselines": ["constant"]}, "constant has no meaningful ndcg@10"),
+])
+def test_a_gate_that_cannot_judge_is_refused(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        gate(**fields)
 
 
 def test_progress_lines_and_the_status_patch() -> None:

@@ -31,9 +31,11 @@ def test_the_server_scores_the_trained_model_as_the_evaluation_did(task: str, tm
     location = locate(str(model_dir(output)))
     scorer = Scorer(location, device="cpu")
     test = prepare(DatasetSpec.model_validate({"uri": str(shop_events)}), task).test.head(40)
-    served = np.array(scorer.score([list(zip(test["context"], test["product_text"], strict=True))])[0])
+    served = np.array(scorer.score([list(zip(test["context"], test["product_text"], test["product_id"], strict=True))])[0])
     evaluated = score(load_model(model_dir(output)), test)
     manifest = location.manifest
+    if task == "relevance":  # a cross-encoder is served fused with BM25 and popularity, as it was evaluated
+        assert manifest.fusion is not None and scorer.fusion is not None
     as_served = [unit_score(float(v) * (manifest.max_grade if manifest.score_transform == "grade" else 1.0),
                             manifest.score_transform, manifest.max_grade) for v in evaluated]
     np.testing.assert_allclose(served, as_served, atol=1e-5)

@@ -48,7 +48,13 @@ def test_each_task_writes_a_complete_model_and_its_termination_message(
     assert manifest.max_grade == (3.0 if task == "relevance" else 1.0)  # the default event grades top out at 3
     assert present <= set(manifest.metrics), manifest.metrics
     assert not absent & set(manifest.metrics)
-    assert set(manifest.baseline) == {"popularity", "bm25"}
+    # Each baseline only with the metrics that mean something for it: a constant has no ranking.
+    assert set(manifest.baseline) == ({"constant", "popularity", "bm25"} if task in ("click-through", "relevance")
+                                      else {"popularity", "bm25"})
+    assert set(manifest.baseline.get("constant", {})) <= {"logloss", "rmse", "loss"}
+    assert not {"logloss", "rmse", "loss"} & {*manifest.baseline["bm25"], *manifest.baseline["popularity"]}
+    assert set(manifest.ties) >= {"model", "popularity", "bm25"}
+    assert (manifest.fusion is not None) == (task in ("click-through", "relevance"))
     assert manifest.gate is None and manifest.gate_passed is None
     assert manifest.data_fingerprint and len(manifest.data_fingerprint) == 64
     assert {"recops", "torch", "transformers"} <= set(manifest.versions)
@@ -58,8 +64,10 @@ def test_each_task_writes_a_complete_model_and_its_termination_message(
         assert (model / name).is_file(), name
     assert (model / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     card = (model / "README.md").read_text()
-    for section in ("## Intended use", "## Data", "### Cleaning", "## Evaluation", "popularity", "bm25", "## Limits"):
+    for section in ("## Intended use", "## Data", "### Cleaning", "## Evaluation", "popularity", "bm25", "## Limits",
+                    "Tied scores"):
         assert section in card, section
+    assert ("does not beat" in card) != ("beats every baseline" in card)
     # Only the model is left: no checkpoints, no staging directory.
     assert leftovers(output) == ["shop", "shop/ftj-01234567", *sorted(f"shop/ftj-01234567/{p.name}" for p in model.iterdir())]
 
@@ -88,11 +96,30 @@ def test_click_through_learns_and_the_gate_beats_the_current_model(tmp_path: Pat
     written = ModelManifest.model_validate_json((model_dir(output) / "recops.json").read_text())
     assert written.current_model is not None and set(written.current_model) == {"auc", "ndcg@10"}
     assert written.metrics["auc"] > written.current_model["auc"]
-    assert written.gate == {"metric": "auc", "minimum": 0.55, "beatCurrent": True}
+    assert written.gate == {"metric": "auc", "minimum": 0.55, "beatCurrent": True, "beatBaselines": []}
     assert written.gate_passed is True
     assert run.termination is not None and run.termination["gatePassed"] is True
     assert run.termination["currentModel"] == written.current_model
     assert "current model" in (model_dir(output) / "README.md").read_text()
+
+
+def test_a_gate_on_baselines_agrees_with_the_figures_it_reports(tmp_path: Path, tiny_base: Path, shop_events: Path) -> None:
+    from recops.api.gate import better
+
+    output = tmp_path / "models"
+    gate = {"metric": "ndcg@10", "beatBaselines": ["bm25", "popularity"]}
+    manifest = job_manifest("click-through", tiny_base, shop_events, output,
+                            evaluation={"metrics": ["auc", "logloss", "ndcg@10"], "gate": gate})
+    run = run_train(write_config(tmp_path, manifest), tmp_path / "termination-log")
+    assert run.returncode == 0, run.stderr[-3000:]
+    written = ModelManifest.model_validate_json((model_dir(output) / "recops.json").read_text())
+    value = written.metrics["ndcg@10"]
+    beats = all(better("ndcg@10", value, written.baseline[name]["ndcg@10"]) for name in ("bm25", "popularity"))
+    assert written.gate_passed is beats and run.termination is not None and run.termination["gatePassed"] is beats
+    card = (model_dir(output) / "README.md").read_text()
+    assert ("does not beat" in card) or beats
+    for name in ("bm25", "popularity"):
+        assert f"vs {name} {written.baseline[name]['ndcg@10']:.4f}" in card  # the gate's reasons, figure by figure
 
 
 def test_a_failed_gate_still_writes_the_model_with_gate_passed_false(tmp_path: Path, tiny_base: Path, shop_events: Path) -> None:

@@ -97,6 +97,18 @@ def context_text(query: str | None, user_context: str | None) -> str:
     return ""
 
 
+HISTORY_PREFIX = "; liked: "
+HISTORY_SEPARATOR = "; "
+
+
+def with_history(user_context: str | None, liked_texts: list[str]) -> str:
+    """A user context with the product texts of the user's last liked items (dataset.userHistory)."""
+    if not liked_texts:
+        return user_context or ""
+    history = HISTORY_SEPARATOR.join(liked_texts)
+    return f"{user_context}{HISTORY_PREFIX}{history}" if user_context else f"{HISTORY_PREFIX.lstrip('; ')}{history}"
+
+
 ScoreTransform = Literal["sigmoid", "grade", "cosine"]
 
 
@@ -117,6 +129,11 @@ class ModelManifest(_Contract):
     gate: dict[str, Any] | None = None
     gate_passed: bool | None = Field(default=None, alias="gatePassed")
     data_fingerprint: str | None = Field(default=None, alias="dataFingerprint")
+    # A file beside the weights with the learnt fusion of the raw output with BM25 and popularity
+    # (recops.fusion), applied before scoreTransform by the evaluation and the server alike.
+    fusion: str | None = None
+    # Per scorer (model, baselines): the share of test rows whose score ties another row of their group.
+    ties: dict[str, float] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
     created_at: str | None = Field(default=None, alias="createdAt")
 

@@ -15,7 +15,8 @@ from pydantic import ValidationError
 
 from recops.api import conditions as c
 from recops.api.contracts import TerminationMessage
-from recops.api.finetunejob import FineTuneJob, Gate
+from recops.api.finetunejob import FineTuneJob
+from recops.api.gate import decide_gate
 from recops.builders import finetunejob as ftj_builder
 from recops.controllers.conditions import find, is_true, ordered, set_condition
 
@@ -216,25 +217,6 @@ class Observed:
         return None
 
 
-# --- the gate --------------------------------------------------------------------------------------
-def decide_gate(gate: Gate, metrics: dict[str, float], current: dict[str, float] | None) -> tuple[bool, str]:
-    """The gate's verdict from the metrics, for a trainer report that carries none."""
-    value = metrics.get(gate.metric)
-    if value is None:
-        return False, f"{gate.metric} was not measured"
-    higher_is_better = gate.minimum is not None
-    if gate.minimum is not None and value < gate.minimum:
-        return False, f"{gate.metric} {value:.4g} < minimum {gate.minimum:g}"
-    if gate.maximum is not None and value > gate.maximum:
-        return False, f"{gate.metric} {value:.4g} > maximum {gate.maximum:g}"
-    if gate.beat_current and current and gate.metric in current:
-        now_serving = current[gate.metric]
-        beats = value > now_serving if higher_is_better else value < now_serving
-        if not beats:
-            return False, f"{gate.metric} {value:.4g} does not beat the current model's {now_serving:.4g}"
-    return True, f"{gate.metric} {value:.4g} meets the gate"
-
-
 def key_metric(ftj: FineTuneJob | None, metrics: dict[str, float]) -> str | None:
     if not metrics:
         return None
@@ -412,14 +394,14 @@ def _succeeded(status: dict[str, Any], ftj: FineTuneJob, observed: Observed, com
         set_(c.READY, True, c.NO_GATE, message + "; no gate")
         status["message"] = message
         return
-    passed, why = decide_gate(gate, report.metrics, report.current_model)
-    if report.gate_passed is not None:
+    decision = decide_gate(gate, report.metrics, report.baseline, report.current_model)
+    passed, why = bool(decision.passed), decision.summary
+    if report.gate_passed is not None and report.gate_passed != passed:
+        # The trainer judged on everything; its message may have dropped the baseline to stay under 4 KB.
         passed = report.gate_passed
-        why = f"the trainer's gate on {gate.metric} " + ("passed" if passed else "did not pass") + (
-            f" ({report.metrics[gate.metric]:.4g})" if gate.metric in report.metrics else ""
-        )
+        why = f"the trainer's gate on {gate.metric} " + ("passed" if passed else "did not pass")
     status["gatePassed"] = passed
-    status["message"] = f"{message}; {why}"
+    status["message"] = clip(f"{message}; {why}")
     reason = c.GATE_MET if passed else c.GATE_NOT_MET
     set_(c.GATE_PASSED, passed, reason, why)
     set_(c.READY, passed, reason, why)

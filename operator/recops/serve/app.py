@@ -213,7 +213,7 @@ class Server:
         metrics = self._require_ready()
         ranked = parse_rank(await self._body(request), self.limits)
         context = context_text(ranked.query, ranked.user_context)
-        scores: list[float] = await self._submit("score", [(context, c.text) for c in ranked.candidates])
+        scores: list[float] = await self._submit("score", [(context, c.text, c.id) for c in ranked.candidates])
         metrics.observe_scores(scores)
         # Highest score first; ties keep the caller's order.
         order = sorted(range(len(scores)), key=lambda i: -scores[i])[:ranked.top_k]

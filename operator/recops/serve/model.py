@@ -16,11 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from recops.api.contracts import MODEL_MANIFEST, ModelManifest, unit_score
+from recops.fusion import Fusion
 from recops.uris import filesystem, local_path, parse
 
 log = logging.getLogger("recops.serve.model")
 
 Pair = tuple[str, str]
+# A pair, or a pair and the item's id (what the fusion's popularity needs; recops.fusion).
+Candidate = tuple[str, str] | tuple[str, str, str]
 
 
 class ModelLoadError(RuntimeError):
@@ -118,6 +121,10 @@ class Scorer:
                         model, {torch.nn.Linear}, dtype=torch.qint8)
         self.model = model.to(self.device)
         self.embedding_dim = int(getattr(model.config, "hidden_size", 0))
+        try:
+            self.fusion = Fusion.load(location.directory) if self.manifest.fusion else None
+        except (OSError, ValueError, TypeError) as err:
+            raise ModelLoadError(f"{location.directory}: cannot load the fusion {self.manifest.fusion}: {err}") from None
 
     # --- batching entry point --------------------------------------------------------------
     def run_batch(self, kind: str, payloads: list[Any]) -> list[Any]:
@@ -159,12 +166,16 @@ class Scorer:
                 out[indices] = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu()
         return out
 
-    def score(self, requests: list[list[Pair]]) -> list[list[float]]:
-        pairs = [pair for request in requests for pair in request]
-        if not pairs:
+    def score(self, requests: list[list[Candidate]]) -> list[list[float]]:
+        candidates = [candidate for request in requests for candidate in request]
+        if not candidates:
             return [[] for _ in requests]
+        pairs: list[Pair] = [(candidate[0], candidate[1]) for candidate in candidates]
         if self.cross_encoder:
             raw = self._cross_encode(pairs)
+            if self.fusion is not None:
+                ids = [candidate[2] if len(candidate) > 2 else None for candidate in candidates]
+                raw = self.fusion.apply(raw, [c for c, _ in pairs], [t for _, t in pairs], ids)
         else:
             # Each distinct text is embedded once per batch (contexts repeat across candidates).
             texts = list(dict.fromkeys(text for pair in pairs for text in pair))

@@ -16,7 +16,9 @@ Cleaning steps, in order (a step switched off in `dataset.cleaning` is not liste
   impossible_values     labels that are not finite non-negative numbers; times that cannot be parsed
                         or lie before 1970
   before_since          rows older than dataset.since (or without a time when since is set)
-  max_rows              rows beyond dataset.maxRows (the oldest go first when the data is timed)
+  max_rows              rows beyond dataset.maxRows, the oldest first (timed data)
+  max_rows_random_sample  rows beyond dataset.maxRows, untimed data: a random sample seeded by
+                        dataset.split.seed is kept (the first rows of an export are often sorted)
 
 With `dataset.since`, whole event-log partitions (`dt=YYYY-MM-DD[/hour=HH]`) that end before it
 are not even read.
@@ -646,15 +648,25 @@ def _clean(
         cleaner.drop("before_since", ~(f["timestamp"] >= since_epoch(dataset.since)).to_numpy())
         f = cleaner.frame
 
-    # 6. At most max_rows rows, the newest when the data is timed.
+    if dataset.user_history:
+        if not time_col or f["_user"].isna().all():
+            raise DataError("dataset.userHistory needs a user and a timestamp column (fields.user, fields.timestamp)")
+        f = f.assign(_context=_with_history(f, dataset.user_history))
+        cleaner.frame = f
+
+    # 6. At most max_rows rows: the newest when the data is timed, else a random sample seeded by
+    # split.seed (the first rows of an export sorted by product or query would be a biased sample).
     if dataset.max_rows is not None and len(f) > dataset.max_rows:
+        step = "max_rows"
         if time_col:
             order = f["timestamp"].rank(method="first", ascending=False, na_option="bottom")
             over = (order > dataset.max_rows).to_numpy()
         else:
-            over = np.arange(len(f)) >= dataset.max_rows
+            step = "max_rows_random_sample"
+            over = np.ones(len(f), dtype=bool)
+            over[np.random.default_rng(dataset.split.seed).choice(len(f), dataset.max_rows, replace=False)] = False
         cleaner.frame = f
-        cleaner.drop("max_rows", over)
+        cleaner.drop(step, over)
         f = cleaner.frame
 
     if f.empty:
@@ -690,6 +702,24 @@ def _clean(
     f["_key_group"] = ("q:" + f["query"]).fillna("u:" + users).fillna("c:" + f["context"]).astype(str)
     f["_key_user"] = ("u:" + users).fillna(f["_key_group"]).astype(str)
     return f, cleaner.steps, pseudonymised
+
+
+def _with_history(f: pd.DataFrame, items: int) -> pd.Series:
+    """Each row's user context with the product texts of the user's last `items` liked items strictly before the
+    row's time (rows at the same time never see each other). Liked: a grade of at least max(1, median grade)."""
+    import pandas as pd
+
+    liked = (f["grade"] >= max(1.0, float(f["grade"].median()))).to_numpy()
+    out = f["_context"].astype(object).to_numpy().copy()
+    order = f.assign(_liked=liked, _row=range(len(f))).sort_values(["_user", "timestamp"], kind="stable")
+    for _, rows in order.groupby("_user", sort=False, dropna=True):
+        recent: list[str] = []
+        for _, same_time in rows.groupby("timestamp", sort=True):
+            for row in same_time["_row"]:
+                context = out[row]
+                out[row] = contracts.with_history(None if pd.isna(context) else str(context), recent[::-1])
+            recent = (recent + same_time.loc[same_time["_liked"], "product_text"].astype(str).tolist())[-items:]
+    return pd.Series(out, index=f.index, dtype="string")
 
 
 def _summary(steps: list[tuple[str, int]]) -> str:

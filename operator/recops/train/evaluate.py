@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from recops.api.contracts import MODEL_MANIFEST, ModelManifest
+from recops.fusion import Fusion, fit_fusion
 from recops.train.job import metric_applies
 from recops.train.trainer import EMBEDDING_SCALE, mean_pool, positive_pairs, product_texts
 
@@ -38,6 +39,7 @@ class LoadedModel:
     tokenizer: Any
     model: Any
     device: torch.device
+    fusion: Fusion | None = None
 
     @property
     def task(self) -> str:
@@ -61,7 +63,8 @@ def load_model(directory: Path, manifest: ModelManifest | None = None) -> Loaded
     else:
         model = AutoModel.from_pretrained(str(directory))
     model.to(device).eval()
-    return LoadedModel(directory, manifest, tokenizer, model, device)
+    fusion = Fusion.load(directory) if manifest.fusion else None
+    return LoadedModel(directory, manifest, tokenizer, model, device, fusion)
 
 
 def _autocast(device: torch.device) -> Any:
@@ -110,6 +113,8 @@ def score(loaded: LoadedModel, frame: Any) -> np.ndarray:
     products = frame["product_text"].astype(str).tolist()
     if loaded.manifest.architecture == "cross-encoder":
         raw = cross_encoder_logits(loaded, contexts, products)
+        if loaded.fusion is not None:
+            raw = np.asarray(loaded.fusion.apply(raw, contexts, products, frame["product_id"].astype(str).tolist()))
         if loaded.manifest.score_transform == "sigmoid":
             probabilities: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(raw, -60, 60)))
             return probabilities
@@ -123,6 +128,27 @@ def score(loaded: LoadedModel, frame: Any) -> np.ndarray:
     cosine = (context_vectors[context_index] * product_vectors[product_index]).sum(dim=-1)
     result: np.ndarray = cosine.numpy().astype(np.float64)
     return result
+
+
+MIN_FUSION_ROWS = 50
+
+
+def fit_validation_fusion(directory: Path, manifest: ModelManifest, data: Any) -> Fusion | None:
+    """The fusion of the trained cross-encoder with BM25 and popularity (recops.fusion), fitted on the
+    validation split; None where there is nothing to fit it on."""
+    frame = data.validation
+    kind = {"click-through": "logistic", "relevance": "linear"}.get(manifest.task)
+    if kind is None or len(frame) < MIN_FUSION_ROWS or frame["label"].nunique() < 2:
+        return None
+    loaded = load_model(directory, manifest.model_copy(update={"fusion": None}))
+    contexts = frame["context"].astype(str).tolist()
+    texts = frame["product_text"].astype(str).tolist()
+    raw = cross_encoder_logits(loaded, contexts, texts)
+    corpus = {*data.train["product_text"], *data.validation["product_text"], *data.test["product_text"]}
+    return fit_fusion(kind, raw, contexts, texts, frame["product_id"].astype(str).tolist(),
+                      frame["label"].to_numpy(dtype=float), frame["group"].astype(str).tolist(), corpus=corpus,
+                      train_items=data.train["product_id"].astype(str).tolist(),
+                      train_targets=data.train["label"].astype(float).tolist())
 
 
 def in_batch_loss(loaded: LoadedModel, frame: Any, batch_size: int) -> float | None:
@@ -188,9 +214,16 @@ def own_metric(name: str, loaded: LoadedModel, frame: Any, scores: np.ndarray, b
     return masked_lm_loss(loaded.directory, frame, loaded.manifest.max_length)
 
 
-def evaluate(loaded: LoadedModel, frame: Any, names: list[str], batch_size: int = 32) -> tuple[dict[str, float], dict[str, str]]:
-    """(metrics, skipped metric -> why) of `loaded` on `frame`."""
-    from recops.train.metrics import compute_metrics
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    skipped: dict[str, str]  # metric -> why it was not computed
+    ties: float | None = None  # the share of rows whose score ties another row of their group
+
+
+def evaluate(loaded: LoadedModel, frame: Any, names: list[str], batch_size: int = 32) -> Evaluation:
+    """The metrics of `loaded` on `frame`."""
+    from recops.train.metrics import compute_metrics, tie_share
 
     skipped: dict[str, str] = {}
     applicable = []
@@ -201,7 +234,7 @@ def evaluate(loaded: LoadedModel, frame: Any, names: list[str], batch_size: int 
         else:
             applicable.append(name)
     if len(frame) == 0:
-        return {}, {name: "the test split is empty" for name in names}
+        return Evaluation({}, {name: "the test split is empty" for name in names})
     scores = score(loaded, frame)
     metrics: dict[str, float] = {}
     shared = [n for n in applicable if n not in OWN_METRICS]
@@ -217,4 +250,4 @@ def evaluate(loaded: LoadedModel, frame: Any, names: list[str], batch_size: int 
         if value is None or not math.isfinite(value):
             metrics.pop(name, None)
             skipped[name] = "undefined on this test split (e.g. a single class or no positives)"
-    return {k: metrics[k] for k in names if k in metrics}, skipped
+    return Evaluation({k: metrics[k] for k in names if k in metrics}, skipped, tie_share(frame, scores))

@@ -17,7 +17,7 @@ import yaml
 
 from recops import uris
 from recops.api.contracts import ENV_FTJ_NAME, ENV_FTJ_NAMESPACE, TERMINATION_MESSAGE_PATH, model_version
-from recops.api.finetunejob import FineTuneJob, FineTuneJobSpec, Gate
+from recops.api.finetunejob import FineTuneJob, FineTuneJobSpec
 from recops.api.validation import InvalidResource, validate_manifest, validate_spec
 
 
@@ -32,7 +32,6 @@ _VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 # Which metrics a task's scores can support. Ranking metrics and auc need only an order;
 # logloss and accuracy need probabilities (click-through); rmse needs predicted labels or grades.
 RANKING_PREFIXES = ("ndcg@", "recall@")
-LOWER_IS_BETTER = {"logloss", "rmse", "loss"}
 TASK_ONLY_METRICS = {
     "logloss": ("click-through",),
     "accuracy": ("click-through",),
@@ -191,40 +190,3 @@ def check_gate_applies(spec: FineTuneJobSpec) -> None:
     reason = metric_applies(gate.metric, spec.task)
     if reason is not None:
         raise JobError(f"evaluation.gate.metric {gate.metric} cannot judge a {spec.task} model: {reason}")
-
-
-def better(metric: str, candidate: float, reference: float) -> bool:
-    return candidate < reference if metric in LOWER_IS_BETTER else candidate > reference
-
-
-def decide_gate(
-    gate: Gate | None, metrics: dict[str, float], current: dict[str, float] | None
-) -> tuple[bool | None, list[str]]:
-    """(gatePassed, the reasons a person reads). None without a gate."""
-    if gate is None:
-        return None, ["no gate: every complete model may be deployed"]
-    value = metrics.get(gate.metric)
-    if value is None or value != value:  # missing or NaN
-        return False, [f"{gate.metric} could not be computed on the test split"]
-    reasons = []
-    passed = True
-    if gate.minimum is not None:
-        ok = value >= gate.minimum
-        reasons.append(f"{gate.metric} {value:.4f} {'>=' if ok else '<'} minimum {gate.minimum}")
-        passed &= ok
-    if gate.maximum is not None:
-        ok = value <= gate.maximum
-        reasons.append(f"{gate.metric} {value:.4f} {'<=' if ok else '>'} maximum {gate.maximum}")
-        passed &= ok
-    if gate.beat_current:
-        reference = (current or {}).get(gate.metric)
-        if current is None:
-            reasons.append("beatCurrent: no model serves now (no --current-model), nothing to beat")
-        elif reference is None or reference != reference:
-            reasons.append(f"beatCurrent: the current model has no {gate.metric}; nothing to compare")
-            passed = False
-        else:
-            ok = better(gate.metric, value, reference)
-            reasons.append(f"beatCurrent: {gate.metric} {value:.4f} vs current {reference:.4f}: {'better' if ok else 'not better'}")
-            passed &= ok
-    return passed, reasons

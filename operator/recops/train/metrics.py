@@ -94,6 +94,17 @@ def _ranked(frame: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
     return table
 
 
+def tie_share(frame: pd.DataFrame, scores: np.ndarray) -> float:
+    """The share of a group's distinct products whose score equals another product's in the group: how much
+    of a ranking the fixed tie-break decides (a constant scorer: 1.0)."""
+    import pandas as pd
+
+    table = pd.DataFrame({"group": frame["group"].astype(str).to_numpy(),
+                          "product": frame["product_id"].astype(str).to_numpy(), "score": scores})
+    table = table.drop_duplicates(["group", "product"])
+    return float(table.duplicated(["group", "score"], keep=False).mean()) if len(table) else 0.0
+
+
 def _ranking(kind: str, k: int | None, table: pd.DataFrame) -> float:
     import numpy as np
 

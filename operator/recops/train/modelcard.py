@@ -60,6 +60,8 @@ class CardInputs:
     current_model: dict[str, float] | None
     current_model_uri: str | None
     skipped: dict[str, str]
+    ties: dict[str, float]
+    fusion: str | None
     gate: dict[str, Any] | None
     gate_passed: bool | None
     gate_reasons: list[str]
@@ -94,9 +96,22 @@ def describe_gate(gate: dict[str, Any]) -> str:
         bounds.append(f"{gate['metric']} >= {gate['minimum']:g}")
     if gate.get("maximum") is not None:
         bounds.append(f"{gate['metric']} <= {gate['maximum']:g}")
+    if gate.get("beatBaselines"):
+        bounds.append(f"{gate['metric']} better than {', '.join(gate['beatBaselines'])}")
     if gate.get("beatCurrent"):
         bounds.append("better than the model serving now")
     return " and ".join(bounds)
+
+
+def verdict(metrics: dict[str, float], baseline: dict[str, dict[str, float]],
+            current: dict[str, float] | None) -> list[str]:
+    """What the model beats and, plainly, what it does not."""
+    from recops.api.gate import unbeaten
+
+    lost = unbeaten(metrics, baseline, current)
+    if not lost:
+        return ["The model beats every baseline shown (and the current model, where given) on every metric shown."]
+    return ["**The model does not beat** (a tie does not beat):", ""] + [f"- {line}" for line in lost]
 
 
 def render(inputs: CardInputs) -> str:
@@ -146,7 +161,19 @@ def render(inputs: CardInputs) -> str:
         "",
         metrics_table(inputs),
         "",
+        "Baselines, fitted on the train split: constant = the base rate or mean grade (for rmse, logloss, loss, "
+        "accuracy); popularity = each product's smoothed positive rate and bm25 = Okapi BM25 of the query against the "
+        "product text (for auc and the ranking metrics). A baseline has no figure for a metric that means nothing for "
+        "it. Tied scores are ordered by one fixed pseudo-random order, the same for every scorer.",
+        "",
+        *verdict(inputs.metrics, inputs.baseline, inputs.current_model),
+        "",
     ]
+    if inputs.ties:
+        parts += ["Tied scores (share of a group's distinct products whose score ties another's): "
+                  + ", ".join(f"{name} {share:.2f}" for name, share in inputs.ties.items()) + ".", ""]
+    if inputs.fusion:
+        parts += [inputs.fusion, ""]
     if inputs.current_model_uri:
         parts += [f"Current model: `{inputs.current_model_uri}`, scored on the same test split.", ""]
     if inputs.skipped:

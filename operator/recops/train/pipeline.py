@@ -14,6 +14,8 @@ from typing import Any
 import recops
 from recops import uris
 from recops.api.contracts import MODEL_MANIFEST, ModelManifest, TerminationMessage
+from recops.api.gate import decide_gate
+from recops.fusion import FUSION_FILE
 from recops.train import output
 from recops.train.job import TASK_ARCHITECTURE, Distributed, Job, planned_metrics, spec_digest
 from recops.train.progress import StatusReporter
@@ -97,20 +99,19 @@ def run(job: Job) -> TerminationMessage | None:
             base_model=spec.base_model.uri, data_fingerprint=data.fingerprint,
             versions=_versions(spec.training.lora is not None),
         )
-        metrics, baseline, current, skipped = evaluate_all(job, manifest, stage, current_dir, data, names, skipped)
-        from recops.train.job import decide_gate
-
-        gate_passed, reasons = decide_gate(spec.evaluation.gate, metrics, current)
-        for reason in reasons:
+        manifest = fuse(manifest, stage, data)
+        metrics, baseline, current, skipped, ties = evaluate_all(job, manifest, stage, current_dir, data, names, skipped)
+        decision = decide_gate(spec.evaluation.gate, metrics, baseline, current)
+        for reason in decision.reasons:
             log.info("gate: %s", reason)
-        if gate_passed is not None:
-            log.info("gate %s", "passed" if gate_passed else "failed")
+        if decision.passed is not None:
+            log.info("gate %s", "passed" if decision.passed else "failed")
         manifest = manifest.model_copy(update={
-            "metrics": metrics, "baseline": baseline, "current_model": current,
-            "gate": spec.evaluation.gate.to_api() if spec.evaluation.gate else None, "gate_passed": gate_passed,
+            "metrics": metrics, "baseline": baseline, "current_model": current, "ties": ties,
+            "gate": spec.evaluation.gate.to_api() if spec.evaluation.gate else None, "gate_passed": decision.passed,
             "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         })
-        write_card(job, manifest, stage, data, sizes, result, skipped, reasons, dist.world_size)
+        write_card(job, manifest, stage, data, sizes, result, skipped, decision.reasons, dist.world_size)
         (stage / MODEL_MANIFEST).write_text(manifest.to_json())  # last: it marks the model complete
         output.publish(stage, job.model_uri)
         stage = None
@@ -118,7 +119,7 @@ def run(job: Job) -> TerminationMessage | None:
         output.remove_tree(job.checkpoints_uri)  # the model is complete: its checkpoints are not needed
         return TerminationMessage(
             modelUri=job.model_uri, modelVersion=job.model_version, metrics=metrics, baseline=baseline,
-            currentModel=current, gatePassed=gate_passed,
+            currentModel=current, gatePassed=decision.passed,
         )
     finally:
         if reporter is not None:
@@ -128,30 +129,59 @@ def run(job: Job) -> TerminationMessage | None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def fuse(manifest: ModelManifest, stage: Path, data: Any) -> ModelManifest:
+    """Fit the fusion with BM25 and popularity on the validation split (recops.fusion) and name it in the manifest."""
+    from recops.train.evaluate import fit_validation_fusion
+
+    fusion = fit_validation_fusion(stage, manifest, data)
+    if fusion is None:
+        return manifest
+    fusion.save(stage)
+    log.info("fusion fitted on %d validation rows: %s (bias %.3f)", fusion.fitted_on["rows"], fusion.describe(),
+             fusion.bias)
+    return manifest.model_copy(update={"fusion": FUSION_FILE})
+
+
 def evaluate_all(
     job: Job, manifest: ModelManifest, stage: Path, current_dir: Path | None, data: Any, names: list[str],
     skipped: dict[str, str],
-) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, float] | None, dict[str, str]]:
-    from recops.train.baselines import baseline_metrics
-    from recops.train.evaluate import OWN_METRICS, evaluate, load_model
+) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, float] | None, dict[str, str], dict[str, float]]:
+    """(metrics, baseline, current model's metrics, skipped metric -> why, tie share per scorer) on the test split."""
+    from recops.train.baselines import baseline_metrics, baseline_scores
+    from recops.train.evaluate import evaluate, load_model
+    from recops.train.metrics import tie_share
 
     batch = job.spec.training.batch_size
     log.info("evaluating on the test split (%d rows): %s", len(data.test), ", ".join(names))
-    metrics, not_computed = evaluate(load_model(stage, manifest), data.test, names, batch)
-    skipped = {**skipped, **not_computed}
+    evaluation = evaluate(load_model(stage, manifest), data.test, names, batch)
+    metrics, skipped = evaluation.metrics, {**skipped, **evaluation.skipped}
     for name, why in skipped.items():
         log.info("metric %s not computed: %s", name, why)
-    shared = [n for n in names if n not in OWN_METRICS]
-    baseline = {kind: {k: float(v) for k, v in values.items() if v == v} for kind, values in
-                baseline_metrics(shared, data).items()} if shared else {}
+    scores_by_baseline = baseline_scores(data)
+    baseline = baseline_metrics(names, data, job.spec.task, scores_by_baseline)
+    ties = {"model": evaluation.ties} if evaluation.ties is not None else {}
+    ties.update({name: tie_share(data.test, scores) for name, scores in scores_by_baseline.items() if name in baseline})
     current = None
     if current_dir is not None:
-        current, current_skipped = evaluate(load_model(current_dir), data.test, names, batch)
-        for name, why in current_skipped.items():
+        current_evaluation = evaluate(load_model(current_dir), data.test, names, batch)
+        current = current_evaluation.metrics
+        for name, why in current_evaluation.skipped.items():
             log.info("current model: %s not computed: %s", name, why)
+        if current_evaluation.ties is not None:
+            ties["current model"] = current_evaluation.ties
     for label, values in [("model", metrics), *baseline.items(), *([("current", current)] if current else [])]:
         log.info("%s: %s", label, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
-    return metrics, baseline, current, skipped
+    return metrics, baseline, current, skipped, ties
+
+
+def _describe_fusion(stage: Path) -> str:
+    from recops.fusion import Fusion
+
+    fusion = Fusion.load(stage)
+    return (f"The served score fuses the fine-tuned model's output with BM25 and popularity ({fusion.kind}, fitted on "
+            f"{fusion.fitted_on.get('rows')} validation rows; weights of the standardised features: "
+            f"{fusion.describe()}). "
+            "The figures above are those of the fused model, as served.")
 
 
 def write_card(job: Job, manifest: ModelManifest, stage: Path, data: Any, sizes: dict[str, int], result: Any,
@@ -178,7 +208,8 @@ def write_card(job: Job, manifest: ModelManifest, stage: Path, data: Any, sizes:
         precision=result.precision, world_size=world_size, train_seconds=result.seconds,
         total_steps=result.total_steps, resumed_from=result.resumed_from, metrics=manifest.metrics,
         baseline=manifest.baseline, current_model=manifest.current_model, current_model_uri=job.current_model,
-        skipped=skipped, gate=manifest.gate, gate_passed=manifest.gate_passed, gate_reasons=reasons,
+        skipped=skipped, ties=manifest.ties, fusion=_describe_fusion(stage) if manifest.fusion else None,
+        gate=manifest.gate, gate_passed=manifest.gate_passed, gate_reasons=reasons,
         versions=manifest.versions, created_at=manifest.created_at or "", has_curves=has_curves,
     )
     (stage / "README.md").write_text(render(inputs))

@@ -318,6 +318,39 @@ def generate_shop(
     return {"events": events, "catalogue": catalogue.frame, "users": users_frame, "queries": queries_frame}
 
 
+def generate_graded(*, products: int = 600, queries: int = 200, per_query: int = 30, seed: int = 0) -> pd.DataFrame:
+    """Search-relevance judgements like a human-graded export: (query, product_id, title, grade 1-3), for
+    each query `per_query` products from its candidate pool (good text matches and some others). The grade
+    bins the hidden relevance (text match + the colour and feature trends + noise) at its terciles; rows are
+    sorted by product, as exports often are."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    catalogue = _catalogue(rng, products)
+    qs = _queries(rng, queries, catalogue)
+    n_q = len(qs["text"])
+    _, _, features = _vocabulary()
+    trend = rng.normal(0.0, 0.9, len(COLOURS))
+    style = rng.normal(0.0, 0.5, len(features))
+    k = min(per_query, products)
+    match_all = _match(qs, catalogue, np.repeat(np.arange(n_q), products), np.tile(np.arange(products), n_q))
+    noisy = match_all.reshape(n_q, products) + rng.gumbel(0.0, 1.5, (n_q, products))
+    shown = np.argsort(-noisy, axis=1, kind="stable")[:, :k]
+    q = np.repeat(np.arange(n_q), k)
+    p = shown.reshape(-1)
+    relevance = (_match(qs, catalogue, q, p) + trend[catalogue.colour[p]] + style[catalogue.feature_id[p]]
+                 + rng.normal(0.0, 0.8, len(p)))
+    low, high = np.quantile(relevance, [1 / 3, 2 / 3])
+    frame = pd.DataFrame({
+        "query": qs["text"][q].astype(str),
+        "product_id": catalogue.frame["product_id"].to_numpy()[p],
+        "title": catalogue.frame["title"].to_numpy()[p],
+        "grade": 1 + (relevance > low).astype(int) + (relevance > high).astype(int),
+    })
+    return frame.sort_values(["product_id", "query"], kind="stable").reset_index(drop=True)
+
+
 def write_shop(
     shop: dict[str, pd.DataFrame], out: str, fmt: str = "parquet", *, partition_by_day: bool = False
 ) -> list[str]:
