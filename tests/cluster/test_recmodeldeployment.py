@@ -82,14 +82,16 @@ def canary_rollout(**analysis: Any) -> dict[str, Any]:
     }}
 
 
-def finetunejob(name: str, lineage: str, model: Path) -> dict[str, Any]:
+def finetunejob(name: str, lineage: str, model: Path, **report: Any) -> dict[str, Any]:
     message = {"schemaVersion": 1, "modelUri": str(model), "modelVersion": model.name, "metrics": {"auc": 0.8},
-               "baseline": {}, "currentModel": None, "gatePassed": None, "error": None}
+               "baseline": {}, "currentModel": None, "gatePassed": None, "error": None, **report}
+    spec: dict[str, Any] = {
+        "task": "click-through", "dataset": {"uri": "/data/events.jsonl"}, "output": {"uri": "/models"},
+        "backoffLimit": 0, "podTemplate": {"annotations": {contracts.TEST_TERMINATION_MESSAGE_ANNOTATION: json.dumps(message)}}}
+    if report.get("gatePassed") is not None:
+        spec["evaluation"] = {"gate": {"metric": "auc", "beatBaselines": ["bm25"]}}
     return {"apiVersion": "recops.dev/v1alpha1", "kind": "FineTuneJob",
-            "metadata": {"name": name, "labels": {contracts.LINEAGE_LABEL: lineage}},
-            "spec": {"task": "click-through", "dataset": {"uri": "/data/events.jsonl"}, "output": {"uri": "/models"},
-                     "backoffLimit": 0, "podTemplate": {"annotations": {
-                         contracts.TEST_TERMINATION_MESSAGE_ANNOTATION: json.dumps(message)}}}}
+            "metadata": {"name": name, "labels": {contracts.LINEAGE_LABEL: lineage}}, "spec": spec}
 
 
 def get(cluster: Cluster, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -274,8 +276,18 @@ def test_waits_for_a_lineage_then_canary_promotes(
     cluster.apply(finetunejob("train-a", "ranker", models["ranker-a"]), namespace)
     wait_status(cluster, namespace, "ranker", serving("ranker-a"), SERVE_TIMEOUT, "ranker-a serving", operator)
 
-    # A newer FineTuneJob of the lineage: a canary at 50% (one canary pod next to the one stable pod).
+    # A newer model that loses to BM25 fails its gate: it never reaches a canary; ranker-a serves on.
     time.sleep(1.1)  # completion times have a resolution of seconds
+    cluster.apply(finetunejob("train-worse", "ranker", models["ranker-b"], baseline={"bm25": {"auc": 0.9}},
+                              gatePassed=False), namespace)
+    wait_until(lambda: ((get(cluster, "finetunejob", namespace, "train-worse") or {}).get("status") or {}).get(
+        "gatePassed") is False, 60, "train-worse GatePassed=False")
+    settle(3)
+    status = status_of(cluster, namespace, "ranker")
+    assert serving("ranker-a")(status) and not status.get("canary"), status
+
+    # A newer FineTuneJob of the lineage: a canary at 50% (one canary pod next to the one stable pod).
+    time.sleep(1.1)
     cluster.apply(finetunejob("train-b", "ranker", models["ranker-b"]), namespace)
     status = wait_status(cluster, namespace, "ranker", lambda s: (s.get("canary") or {}).get("modelVersion")
                          == "ranker-b", 90, "canary ranker-b", operator)

@@ -52,11 +52,10 @@ def baseline_scores(data: PreparedData, frame: pd.DataFrame | None = None) -> di
     import numpy as np
 
     frame = data.test if frame is None else frame
-    corpus = {*data.train["product_text"], *data.validation["product_text"], *data.test["product_text"]}
     return {
         "constant": np.full(len(frame), constant_score(data.train, data.max_grade)),
         "popularity": popularity_scores(data.train, frame),
-        "bm25": bm25_scores(frame, corpus),
+        "bm25": bm25_scores(frame, data.product_texts()),
     }
 
 

@@ -119,6 +119,10 @@ class PreparedData:
     fingerprint: str  # sha256 of the cleaned data and its split; independent of the salt
     max_grade: float  # the largest label value the task can have (1.0 for binary tasks)
 
+    def product_texts(self) -> set[str]:
+        """Every split's product texts: the corpus of BM25's statistics (no labels, so no leak)."""
+        return {*self.train["product_text"], *self.validation["product_text"], *self.test["product_text"]}
+
     def split(self, name: str) -> pd.DataFrame:
         frame: pd.DataFrame = getattr(self, name)
         return frame

@@ -144,9 +144,8 @@ def fit_validation_fusion(directory: Path, manifest: ModelManifest, data: Any) -
     contexts = frame["context"].astype(str).tolist()
     texts = frame["product_text"].astype(str).tolist()
     raw = cross_encoder_logits(loaded, contexts, texts)
-    corpus = {*data.train["product_text"], *data.validation["product_text"], *data.test["product_text"]}
     return fit_fusion(kind, raw, contexts, texts, frame["product_id"].astype(str).tolist(),
-                      frame["label"].to_numpy(dtype=float), frame["group"].astype(str).tolist(), corpus=corpus,
+                      frame["label"].to_numpy(dtype=float), frame["group"].astype(str).tolist(), corpus=data.product_texts(),
                       train_items=data.train["product_id"].astype(str).tolist(),
                       train_targets=data.train["label"].astype(float).tolist())
 
