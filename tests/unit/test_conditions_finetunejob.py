@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from recops.api import conditions as c
 from recops.api.finetunejob import FineTuneJob
 from recops.controllers import conditions as cond
 from recops.controllers import finetunejob_status as st
+from recops.controllers.finetunejob import FineTuneJobController
 
 UID = "0123abcd-4567-89ef-0123-456789abcdef"
 T0, T1, T2 = "2026-11-29T08:00:00Z", "2026-11-29T08:01:00Z", "2026-11-29T08:02:00Z"
@@ -248,3 +251,15 @@ def test_parse_reports_unsupported_specs_as_invalid() -> None:
     assert ftj is None and invalid is not None and "DNS label" in invalid
     b["spec"]["resources"] = {"unknownField": 1}
     assert "unknown field" in (parse(b)[1] or "")
+
+
+@pytest.mark.parametrize("next_phase", ["Pending", "Running", "Succeeded"])
+def test_a_resume_is_an_event_whatever_the_first_pass_after_it_sees(next_phase: str) -> None:
+    # Under load the first pass after `suspend: false` may find the pod already Running, or done.
+    posted: list[str] = []
+    controller = FineTuneJobController(None, None, lambda body, kind, reason, message: posted.append(reason))  # type: ignore[arg-type]
+    controller._post_transition_events(body(status={"phase": "Suspended"}), {"phase": next_phase, "conditions": []})
+    assert posted[0] == c.RESUMED and len(posted) == (1 if next_phase == "Pending" else 2)
+    posted.clear()
+    controller._post_transition_events(body(suspend=True, status={"phase": "Suspended"}), {"phase": "Failed", "conditions": []})
+    assert c.RESUMED not in posted  # still suspended (a deadline passed): no resume

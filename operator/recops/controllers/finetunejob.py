@@ -304,6 +304,10 @@ class FineTuneJobController:
             return
         message = str(new.get("message") or "")
         ready: dict[str, Any] = next((x for x in new.get("conditions", []) if x["type"] == c.READY), {})
+        if old_phase == "Suspended" and phase != "Suspended" and not (body.get("spec") or {}).get("suspend"):
+            # Whatever the first pass after a resume sees (Pending, or already Running or Succeeded when the
+            # pod was quick), the resume itself is an Event: kubectl describe must not depend on timing.
+            self.post_event(body, "Normal", c.RESUMED, message)
         if phase == "Failed":
             failed: dict[str, Any] = next((x for x in new.get("conditions", []) if x["type"] == c.FAILED), {})
             self.post_event(body, "Warning", str(failed.get("reason") or c.TRAINER_FAILED), message)
@@ -315,8 +319,6 @@ class FineTuneJobController:
             self.post_event(body, "Normal", c.SPEC_SUSPENDED, message)
         elif phase == "Running":
             self.post_event(body, "Normal", c.RUNNING, message)
-        elif old_phase == "Suspended":
-            self.post_event(body, "Normal", c.RESUMED, message)
 
 
 def owned_by(child: dict[str, Any], owner: dict[str, Any]) -> bool:
