@@ -97,16 +97,13 @@ def context_text(query: str | None, user_context: str | None) -> str:
     return ""
 
 
-HISTORY_PREFIX = "; liked: "
-HISTORY_SEPARATOR = "; "
-
-
 def with_history(user_context: str | None, liked_texts: list[str]) -> str:
-    """A user context with the product texts of the user's last liked items (dataset.userHistory)."""
+    """A user context with the product texts of the user's last liked items (dataset.userHistory):
+    "<context>; liked: <text>; <text>"."""
     if not liked_texts:
         return user_context or ""
-    history = HISTORY_SEPARATOR.join(liked_texts)
-    return f"{user_context}{HISTORY_PREFIX}{history}" if user_context else f"{HISTORY_PREFIX.lstrip('; ')}{history}"
+    history = "liked: " + "; ".join(liked_texts)
+    return f"{user_context}; {history}" if user_context else history
 
 
 ScoreTransform = Literal["sigmoid", "grade", "cosine"]
