@@ -467,6 +467,9 @@ def up(args: argparse.Namespace) -> int:
                  on_tick=progress)
     progress(force=True)
     mark = phase_done("first fine-tune", mark)
+    if first.get("gatePassed") is False:
+        raise SystemExit(f"the first model did not pass its gate, so nothing will serve: {first.get('message')}\n"
+                         f"its model card: {(first.get('model') or {}).get('uri')}/README.md")
 
     wait(lambda: rmd_status(env).get("phase") == "Serving" and (rmd_status(env).get("stable") or {}).get("modelVersion"),
          settings.timeouts["serve"], "the first model serving", on_tick=progress)
