@@ -536,6 +536,7 @@ def up(args: argparse.Namespace) -> int:
         "firstBaseline": first.get("baseline"), "firstGatePassed": first.get("gatePassed"),
         "retrainedModel": second.get("model"), "retrainedMetrics": second.get("metrics"),
         "retrainedBaseline": second.get("baseline"), "retrainedGatePassed": second.get("gatePassed"),
+        "retrainedCurrentModel": second.get("currentModel"), "retrainedDebiased": second.get("debiased"),
         "ctrBaseline": ctr_before, "ctrAtBreach": ctr_breach,
         "ctrPromoted": ctr_now,
         "traffic": read_traffic(), "phasesSeconds": {k: round(v) for k, v in phases.items()},
@@ -611,6 +612,33 @@ def against_baselines(metrics: dict[str, float] | None, baseline: dict[str, dict
     return lines
 
 
+def against_current(summary: dict[str, Any]) -> list[str]:
+    """The retrained model against the model serving when it was trained, plain and debiased (the event log's
+    exploration slice), and whether each offline verdict agrees with the canary's online one."""
+    from recops.api.gate import better
+
+    online = {"Promoted": True, "RolledBack": False}.get(summary["outcome"])
+    debiased = summary.get("retrainedDebiased") or {}
+    lines = ["the retrained model against the model serving then (offline) and the canary's verdict (online):"]
+    for label, metrics, current in [
+        ("plain (the whole test split)", summary.get("retrainedMetrics"), summary.get("retrainedCurrentModel")),
+        (f"debiased ({debiased.get('rows', 0)} explored impressions)", debiased.get("metrics"),
+         debiased.get("currentModel")),
+    ]:
+        shared = [m for m in (metrics or {}) if m in (current or {})]
+        if not shared:
+            lines.append(f"  {label}: no comparison")
+            continue
+        lines.append(f"  {label}:")
+        for metric in shared:
+            wins = better(metric, metrics[metric], current[metric])
+            agreement = "" if online is None else ("  (agrees with the canary)" if wins == online
+                                                   else "  (DISAGREES with the canary)")
+            lines.append(f"    {metric:8} {metrics[metric]:.3f} vs {current[metric]:.3f}: "
+                         f"{'beats' if wins else 'does not beat'} it{agreement}")
+    return lines
+
+
 def gate_word(passed: bool | None) -> str:
     return {True: "passed", False: "FAILED", None: "none"}[passed]
 
@@ -623,9 +651,10 @@ def print_summary(summary: dict[str, Any]) -> None:
     print("\n".join(against_baselines(summary["firstMetrics"], summary.get("firstBaseline"))))
     print(f"retrained model: {summary['retrainedModel']}")
     print(f"  gate {gate_word(summary.get('retrainedGatePassed'))}; test split of the served event log, against the "
-          "baselines (plain figures: recops does not debias logged feedback yet):")
+          "baselines:")
     print("\n".join(against_baselines(summary["retrainedMetrics"], summary.get("retrainedBaseline"))))
     print(f"canary:          {summary['outcome']}")
+    print("\n".join(against_current(summary)))
     print(f"CTR measured by the MonitorPolicy: first model before the shift {fmt(summary['ctrBaseline'])}, "
           f"at the breach {fmt(summary['ctrAtBreach'])}; the promoted model after the shift (Prometheus, its last "
           f"window) {fmt(summary['ctrPromoted'])}")

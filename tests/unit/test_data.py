@@ -145,6 +145,23 @@ def test_event_records_written_twice_are_duplicates_not_feedback() -> None:
     assert prepared.report.rows_kept == 2
 
 
+def test_the_exploration_slice_of_an_event_log_is_marked_and_other_data_is_not() -> None:
+    def impression(request: str, product: str, explored: bool | None) -> dict[str, Any]:
+        return {"request_id": request, "event": "impression", "query": f"mug {request}", "product_id": product,
+                "title": f"mug {product}", "ts": "2026-01-01T00:00:00Z", "explored": explored}
+    records = [impression("r1", "a", True), impression("r1", "b", True), impression("r2", "a", False),
+               impression("r2", "b", False), impression("r3", "a", None),
+               {"request_id": "r1", "event": "click", "product_id": "b", "ts": "2026-01-01T00:01:00Z"}]
+    prepared = prepare(pd.DataFrame(records), split={"by": "random", "validation": 0.0, "test": 0.2})
+    assert prepared.logged
+    kept = all_rows(prepared).set_index(["query", "product_id"])
+    assert kept["explored"].to_dict() == {("mug r1", "a"): True, ("mug r1", "b"): True, ("mug r2", "a"): False,
+                                          ("mug r2", "b"): False, ("mug r3", "a"): False}
+    assert kept.loc[("mug r1", "b"), "label"] == 1.0  # the click merged onto its explored impression
+    plain = prepare(rows())
+    assert not plain.logged and not all_rows(plain)["explored"].any()
+
+
 def test_partitions_with_different_columns_and_types_read_as_one(tmp_path: Path) -> None:
     first = [{"request_id": "r1", "event": "impression", "product_id": "a", "title": "red mug", "query": None, "score": 1}]
     second = [

@@ -15,7 +15,8 @@ TS = 1_780_000_000.0  # 2026-05-28T20:26:40Z
 
 def test_records_have_exactly_the_contract_fields() -> None:
     impressions = impression_records(ts=TS, request_id="r", query="q", user_id="u_x", user_context=None,
-                                     items=[("a", "A", 0.9), ("b", "B", 0.1)], track="stable", model_version="m",
+                                     items=[("a", "A", 0.9, 0.9), ("b", "B", 0.1, 0.05)], explored=False,
+                                     track="stable", model_version="m",
                                      deployment="d", namespace="n")
     click = feedback_record(ts=TS, event="click", request_id="r", product_id="a", track="canary", model_version="m2",
                             deployment="d", namespace="n")
@@ -34,7 +35,7 @@ def test_user_ids_are_pseudonymised_or_left_out() -> None:
 def test_local_files_are_partitioned_by_day_and_hour(tmp_path: Path) -> None:
     log = EventLog(str(tmp_path), pod="pod-1")
     log.append(impression_records(ts=TS, request_id="r", query=None, user_id=None, user_context=None,
-                                  items=[("a", "A", 0.5)], track="stable", model_version="m", deployment="d",
+                                  items=[("a", "A", 0.5, 1.0)], explored=False, track="stable", model_version="m", deployment="d",
                                   namespace="n"))
     log.append([feedback_record(ts=TS + 3600, event="purchase", request_id="r", product_id="a", track="stable",
                                 model_version="m", deployment="d", namespace="n")])

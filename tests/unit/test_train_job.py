@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from recops.api.contracts import TERMINATION_MESSAGE_LIMIT, Debiased, TerminationMessage
 from recops.api.finetunejob import Gate
 from recops.api.gate import decide_gate
 from recops.train.job import JobError, planned_metrics, resolve_job
@@ -121,6 +122,39 @@ def test_the_gate(the_gate: Gate | None, metrics: dict[str, float], current: dic
     decision = decide_gate(the_gate, metrics, BASELINE, current)
     assert decision.passed is passed
     assert decision.reasons
+
+
+def test_on_an_event_log_beat_current_is_judged_on_the_exploration_slice_only() -> None:
+    beat_current = gate(metric="ndcg@10", beatBaselines=["bm25"], beatCurrent=True)
+    metrics, current = {"ndcg@10": 0.55}, {"ndcg@10": 0.60}  # the plain log favours the model that ranked it
+    slice_won = Debiased(rows=40, groups=9, metrics={"ndcg@10": 0.52}, currentModel={"ndcg@10": 0.47})
+    slice_lost = Debiased(rows=40, groups=9, metrics={"ndcg@10": 0.45}, currentModel={"ndcg@10": 0.47})
+    assert decide_gate(beat_current, metrics, BASELINE, current).passed is False  # not a log: plain
+    decision = decide_gate(beat_current, metrics, BASELINE, current, slice_won)
+    assert decision.passed is True and "debiased: 40 explored impressions" in decision.summary
+    assert decide_gate(beat_current, metrics, BASELINE, current, slice_lost).passed is False
+    # Baselines stay judged on the whole test split: the slice's model figure beats no bm25 here.
+    assert decide_gate(beat_current, {"ndcg@10": 0.45}, BASELINE, current, slice_won).passed is False
+    # A log without the slice cannot judge beatCurrent: fail closed and say why.
+    no_slice = decide_gate(beat_current, metrics, BASELINE, {"ndcg@10": 0.1}, Debiased())
+    assert no_slice.passed is False and "no exploration slice" in no_slice.summary
+    # The slice lacks the metric (e.g. no click in it): not shown to be beaten.
+    empty = Debiased(rows=3, groups=1, metrics={}, currentModel={})
+    assert decide_gate(beat_current, metrics, BASELINE, current, empty).passed is False
+    # Without beatCurrent the slice changes nothing.
+    assert decide_gate(gate(metric="ndcg@10", beatBaselines=["bm25"]), metrics, BASELINE, current, Debiased()).passed
+
+
+def test_the_termination_message_keeps_the_verdict_and_slims_the_rest_under_4_kb() -> None:
+    many = {f"ndcg@{k}": 0.5 for k in range(1, 51)}
+    message = TerminationMessage(metrics=many, baseline={"bm25": many, "popularity": many}, currentModel=many,
+                                 gatePassed=True, debiased=Debiased(rows=5, metrics=many, currentModel=many,
+                                                                    baseline={"bm25": many}))
+    text = message.to_json()
+    assert len(text.encode()) <= TERMINATION_MESSAGE_LIMIT
+    parsed = TerminationMessage.model_validate_json(text)
+    assert parsed.gate_passed is True and parsed.metrics == many
+    assert parsed.debiased is not None and parsed.debiased.current_model == many and not parsed.baseline
 
 
 @pytest.mark.parametrize("fields, message", [

@@ -58,3 +58,64 @@ def test_event_log_becomes_click_through_rows_labelled_by_feedback(tmp_path: Pat
         assert got[key] == (grade, 1.0 if grade >= 1 else 0.0), key
     assert sum(label for _, label in got.values()) == 30 + 10
     assert all(row["user"] and not str(row["user"]).startswith("user-") for row in rows)  # never the raw id
+
+
+def test_the_exploration_slice_is_logged_and_judges_the_current_model(tmp_path: Path, tiny_base: Path) -> None:
+    """`recops serve --exploration` shows a share of responses in a random order and logs every impression's
+    propensity; `recops train` on that log judges beatCurrent on the explored test rows only."""
+    import json
+
+    from recops.api.contracts import MODEL_MANIFEST, ModelManifest
+    from tests.workloads.train_support import job_manifest, model_dir, run_train, write_config
+
+    share, k = 0.5, 4
+    current = tiny_served_model(tmp_path / "current", "click-through", version="v-current")
+    log_dir = tmp_path / "events"
+    server = ServeProcess(current, "--event-log", str(log_dir), "--exploration", str(share),
+                          env={"RECOPS_PSEUDONYM_SALT": "salt", "RECOPS_POD_NAME": "pod-a"})
+    pool = candidates(16)
+    try:
+        server.wait_ready()
+        for i in range(160):
+            status, answer = server.post("/v1/rank", {"query": f"query {i % 20}", "candidates": pool[i % 8:i % 8 + 6],
+                                                      "topK": k})
+            assert status == 200, answer
+            # Shoppers like items with an even number: the label does not depend on where an item was shown.
+            for item in answer["items"]:
+                if int(item["id"].split("-")[1]) % 2 == 0 and (i + item["rank"]) % 3:
+                    assert server.post("/v1/feedback", {"requestId": answer["requestId"], "itemId": item["id"],
+                                                        "event": "click"})[0] == 200
+    finally:
+        server.stop()
+    records = [json.loads(line) for path in log_dir.glob("dt=*/hour=*/*.jsonl") for line in path.read_text().splitlines()]
+    impressions = [r for r in records if r["event"] == "impression"]
+    by_request: dict[str, list[dict[str, object]]] = {}
+    for record in impressions:
+        by_request.setdefault(str(record["request_id"]), []).append(record)
+    explored = [rows for rows in by_request.values() if rows[0]["explored"]]
+    assert 0.3 < len(explored) / len(by_request) < 0.7
+    for rows in by_request.values():
+        assert len({r["explored"] for r in rows}) == 1 and len(rows) == k
+        for record in rows:  # (1 - share) at the model's own position, plus share / k anywhere
+            assert record["propensity"] in (pytest.approx(share / k), pytest.approx(1 - share + share / k))
+    # A response in the model's order has the model's scores descending; an explored one is a permutation.
+    for rows in by_request.values():
+        scores = [float(str(r["score"])) for r in sorted(rows, key=lambda r: int(str(r["position"])))]
+        if not rows[0]["explored"]:
+            assert scores == sorted(scores, reverse=True)
+
+    output = tmp_path / "models"
+    manifest = job_manifest("click-through", tiny_base, log_dir, output,
+                            dataset={"format": "jsonl", "split": {"by": "random", "validation": 0.2, "test": 0.4}},
+                            evaluation={"metrics": ["auc", "ndcg@10"],
+                                        "gate": {"metric": "auc", "beatCurrent": True}})
+    run = run_train(write_config(tmp_path, manifest), tmp_path / "termination-log", "--current-model", str(current))
+    assert run.returncode == 0, run.stderr[-3000:]
+    written = ModelManifest.model_validate_json((model_dir(output) / MODEL_MANIFEST).read_text())
+    assert written.debiased is not None and written.current_model is not None
+    assert 0 < written.debiased.rows < sum(1 for _ in impressions)
+    assert set(written.debiased.metrics) == {"auc", "ndcg@10"} and written.debiased.current_model
+    assert run.termination is not None and run.termination["debiased"]["rows"] == written.debiased.rows
+    card = (model_dir(output) / "README.md").read_text()
+    assert "Debiased: the exploration slice" in card
+    assert f"the current model (debiased: {written.debiased.rows} explored impressions)" in card

@@ -59,6 +59,18 @@ class _Contract(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
 
+class Debiased(_Contract):
+    """The test split's exploration slice of a serving event log: impressions whose order was drawn at random
+    (eventLog.exploration), so their clicks do not favour the model that logged them. Present whenever the data is
+    a serving event log; rows 0 means the log has no such slice."""
+
+    rows: int = 0
+    groups: int = 0
+    metrics: dict[str, float] = Field(default_factory=dict)
+    baseline: dict[str, dict[str, float]] = Field(default_factory=dict)
+    current_model: dict[str, float] | None = Field(default=None, alias="currentModel")
+
+
 class TerminationMessage(_Contract):
     """What the trainer writes to its termination-message path (JSON, under 4 KB)."""
 
@@ -69,14 +81,18 @@ class TerminationMessage(_Contract):
     baseline: dict[str, dict[str, float]] = Field(default_factory=dict)
     current_model: dict[str, float] | None = Field(default=None, alias="currentModel")
     gate_passed: bool | None = Field(default=None, alias="gatePassed")
+    debiased: Debiased | None = None
     error: str | None = None
 
     def to_json(self) -> str:
-        text = self.model_dump_json(by_alias=True)
-        if len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
-            # Keep the verdict; drop the bulky parts first.
-            slim = self.model_copy(update={"baseline": {}, "current_model": None})
-            text = slim.model_dump_json(by_alias=True)
+        # Keep the verdict; drop the bulky parts first (the model card has everything).
+        debiased = self.debiased.model_copy(update={"baseline": {}}) if self.debiased else None
+        slimmers: list[dict[str, Any]] = [{}, {"baseline": {}, "debiased": debiased},
+                                          {"baseline": {}, "current_model": None, "debiased": None}]
+        for slimmer in slimmers:
+            text = self.model_copy(update=slimmer).model_dump_json(by_alias=True)
+            if len(text.encode()) <= TERMINATION_MESSAGE_LIMIT:
+                break
         return text
 
 
@@ -131,6 +147,7 @@ class ModelManifest(_Contract):
     fusion: str | None = None
     # Per scorer (model, baselines): the share of test rows whose score ties another row of their group.
     ties: dict[str, float] = Field(default_factory=dict)
+    debiased: Debiased | None = None
     versions: dict[str, str] = Field(default_factory=dict)
     created_at: str | None = Field(default=None, alias="createdAt")
 
@@ -173,6 +190,8 @@ EVENT_LOG_FIELDS = {
     "title": "the item's text as ranked (impressions only)",
     "position": "0-based rank in the response (impressions only)",
     "score": "the score in [0, 1] (impressions only)",
+    "explored": "whether the response's order was drawn at random (the exploration slice; impressions only)",
+    "propensity": "the probability that the serving policy showed this item at this position (impressions only)",
     "track": "stable or canary",
     "model_version": "the model that ranked",
     "deployment": "the RecModelDeployment",

@@ -278,6 +278,14 @@ class ModelRef(KubeModel):
     uri: str = Field(max_length=2048, description="Where the complete model is.")
     version: str = Field(max_length=253, description="<ftj-name>-<first 8 of uid>.")
 
+class DebiasedMetrics(KubeModel):
+    rows: int = Field(default=0, ge=0, description="Explored impressions in the test split (0: the log has none).")
+    groups: int = Field(default=0, ge=0, description="Their groups (queries, else users).")
+    metrics: dict[str, float] | None = Field(default=None, description="The model's metrics on them.")
+    baseline: dict[str, dict[str, float]] | None = Field(default=None, description="The baselines' on them.")
+    current_model: dict[str, float] | None = Field(default=None, description="The current model's on them.")
+
+
 class FineTuneJobStatus(KubeModel):
     phase: Phase | None = Field(default=None, description="Pending, Running, Succeeded, Failed or Suspended.")
     conditions: list[Condition] = conditions_field()
@@ -294,6 +302,11 @@ class FineTuneJobStatus(KubeModel):
     )
     current_model: dict[str, float] | None = Field(
         default=None, description="The same metrics for the model serving now (--current-model)."
+    )
+    debiased: DebiasedMetrics | None = Field(
+        default=None, description="On a serving event log: the same comparison on the test split's exploration slice "
+        "(responses shown in a random order), where clicks do not favour the model that ranked them. beatCurrent is "
+        "judged on it.",
     )
     key_metric: str | None = Field(default=None, max_length=64, description="The gate's metric (or first metric) and value.")
     gate_passed: bool | None = Field(default=None, description="The gate's verdict; unset without a gate.")

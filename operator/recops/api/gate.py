@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
+    from recops.api.contracts import Debiased
     from recops.api.finetunejob import Gate
 
 BaselineName = Literal["constant", "popularity", "bm25"]
@@ -58,12 +59,15 @@ def decide_gate(
     metrics: dict[str, float],
     baseline: dict[str, dict[str, float]] | None = None,
     current: dict[str, float] | None = None,
+    debiased: Debiased | None = None,
 ) -> GateDecision:
     """The gate's verdict on a model's test-split metrics.
 
     Fails closed: a gate metric that could not be computed, or a named baseline or current model that
     lacks it, does not pass (nothing was shown to be beaten). beatCurrent with no current model (the
-    first model of a lineage) has nothing to beat and passes that part.
+    first model of a lineage) has nothing to beat and passes that part. On a serving event log
+    (`debiased` given) beatCurrent is judged on the exploration slice only: elsewhere the log's clicks
+    went to what the current model put first, which favours it; a log without the slice cannot judge it.
     """
     if gate is None:
         return GateDecision(None, ["no gate: every complete model may be deployed"])
@@ -85,19 +89,29 @@ def decide_gate(
     references: list[tuple[str, float | None]] = [
         (name, (baseline or {}).get(name, {}).get(metric)) for name in gate.beat_baselines
     ]
+    judged: list[tuple[str, float | None, float | None]] = [(name, value, ref) for name, ref in references]
     if gate.beat_current:
         if current is None:
             reasons.append("beatCurrent: no model serves now, nothing to beat")
+        elif debiased is None:
+            judged.append(("the current model", value, current.get(metric)))
+        elif debiased.rows == 0:
+            reasons.append("beatCurrent: the event log's test split has no exploration slice (responses shown in a "
+                           "random order; RecModelDeployment serving.eventLog.exploration), and the rest of the log "
+                           "favours the model that ranked it: not shown to be beaten")
+            passed = False
         else:
-            references.append(("the current model", current.get(metric)))
-    for name, reference in references:
-        if not _finite(reference):
-            reasons.append(f"{name} has no {metric} on this test split: not shown to be beaten")
+            judged.append((f"the current model (debiased: {debiased.rows} explored impressions)",
+                           debiased.metrics.get(metric), (debiased.current_model or {}).get(metric)))
+    for name, own, reference in judged:
+        if not _finite(own) or not _finite(reference):
+            lacking = name if _finite(own) else "the model"
+            reasons.append(f"{lacking} has no {metric} on this test split: {name} not shown to be beaten")
             passed = False
             continue
-        assert reference is not None
-        ok = better(metric, value, reference)
-        reasons.append(f"{metric} {value:.4f} vs {name} {reference:.4f}: {'beats it' if ok else 'does not beat it'}")
+        assert own is not None and reference is not None
+        ok = better(metric, own, reference)
+        reasons.append(f"{metric} {own:.4f} vs {name} {reference:.4f}: {'beats it' if ok else 'does not beat it'}")
         passed &= ok
     return GateDecision(passed, reasons)
 

@@ -164,7 +164,7 @@ def _serving_args(rmd: RecModelDeployment) -> list[str]:
         "--drain-timeout", f"{DRAIN_TIMEOUT_SECONDS}s",
     ]
     if s.event_log is not None:
-        args += ["--event-log", s.event_log.uri]
+        args += ["--event-log", s.event_log.uri, "--exploration", f"{s.event_log.exploration:g}"]
     return args
 
 

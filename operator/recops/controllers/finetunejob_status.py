@@ -32,7 +32,7 @@ JOB_FAILURE_REASONS = {
 }
 OPERATOR_FIELDS = (
     "phase", "conditions", "observedGeneration", "startTime", "completionTime", "attempts", "model",
-    "metrics", "baseline", "currentModel", "keyMetric", "gatePassed", "message",
+    "metrics", "baseline", "currentModel", "debiased", "keyMetric", "gatePassed", "message",
 )
 
 
@@ -380,6 +380,7 @@ def _succeeded(status: dict[str, Any], ftj: FineTuneJob, observed: Observed, com
         metrics=report.metrics or None,
         baseline=report.baseline or None,
         currentModel=report.current_model,
+        debiased=report.debiased.model_dump(by_alias=True, exclude_none=True) if report.debiased else None,
         keyMetric=key_metric(ftj, report.metrics),
     )
     if not status.get("startTime"):
@@ -394,7 +395,7 @@ def _succeeded(status: dict[str, Any], ftj: FineTuneJob, observed: Observed, com
         set_(c.READY, True, c.NO_GATE, message + "; no gate")
         status["message"] = message
         return
-    decision = decide_gate(gate, report.metrics, report.baseline, report.current_model)
+    decision = decide_gate(gate, report.metrics, report.baseline, report.current_model, report.debiased)
     passed, why = bool(decision.passed), decision.summary
     if report.gate_passed is not None and report.gate_passed != passed:
         # The trainer judged on everything; its message may have dropped the baseline to stay under 4 KB.

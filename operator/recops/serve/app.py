@@ -22,6 +22,7 @@ import recops
 from recops.api.contracts import context_text
 from recops.serve.batcher import BatcherStopped, DynamicBatcher, QueueFull
 from recops.serve.eventlog import EventLog, feedback_record, impression_records, pseudonymous_user
+from recops.serve.exploration import Exploration
 from recops.serve.metrics import Identity, ServingMetrics
 from recops.serve.settings import ServeSettings
 from recops.serve.tokens import DuplicateFilter, TokenRejected, TokenSigner, new_request_id
@@ -74,6 +75,7 @@ class Server:
         self.scorer: Any = None
         self.batcher: DynamicBatcher | None = None
         self.event_log = EventLog(settings.event_log_uri, settings.pod_name) if settings.event_log_uri else None
+        self.exploration = Exploration(settings.exploration)
         self.ready = False
         self.draining = False
         self.in_flight = 0
@@ -216,20 +218,29 @@ class Server:
         scores: list[float] = await self._submit("score", [(context, c.text, c.id) for c in ranked.candidates])
         metrics.observe_scores(scores)
         # Highest score first; ties keep the caller's order.
-        order = sorted(range(len(scores)), key=lambda i: -scores[i])[:ranked.top_k]
+        ranking = sorted(range(len(scores)), key=lambda i: -scores[i])[:ranked.top_k]
+        # Only a logged response is explored: the slice exists to make the log unbiased.
+        display, explored = self.exploration.display_order(len(ranking)) if self.event_log is not None else (
+            list(range(len(ranking))), False)
+        order = [ranking[j] for j in display]
         request_id = new_request_id()
         shown = [ranked.candidates[i] for i in order]
         track = self.settings.track
         token = self.signer.issue(request_id, track, self.model_version, [c.id for c in shown])
         metrics.impressions.labels(**metrics.own).inc(len(shown))
         if self.event_log is not None:
+            k = len(order)
             self.event_log.append(impression_records(
                 ts=time.time(), request_id=request_id, query=ranked.query,
                 user_id=pseudonymous_user(ranked.user_id, self.settings.pseudonym_salt),
-                user_context=ranked.user_context, items=[(c.id, c.text, scores[i]) for c, i in zip(shown, order, strict=True)],
-                track=track, model_version=self.model_version, deployment=self.settings.deployment,
-                namespace=self.settings.namespace,
+                user_context=ranked.user_context,
+                items=[(c.id, c.text, scores[i], self.exploration.propensity(j, p, k))
+                       for p, (c, i, j) in enumerate(zip(shown, order, display, strict=True))],
+                explored=explored, track=track, model_version=self.model_version,
+                deployment=self.settings.deployment, namespace=self.settings.namespace,
             ))
+        if explored:
+            metrics.explored.labels(**metrics.own).inc()
         return json_response({
             "requestId": token, "modelVersion": self.model_version, "track": track,
             "items": [{"id": c.id, "score": scores[i], "rank": r} for r, (c, i) in enumerate(zip(shown, order, strict=True), 1)],

@@ -51,18 +51,19 @@ def pseudonymous_user(user_id: str | None, salt: str | None) -> str | None:
 
 def impression_records(
     *, ts: float, request_id: str, query: str | None, user_id: str | None, user_context: str | None,
-    items: Sequence[tuple[str, str, float]], track: str, model_version: str, deployment: str, namespace: str,
+    items: Sequence[tuple[str, str, float, float]], explored: bool, track: str, model_version: str,
+    deployment: str, namespace: str,
 ) -> list[Record]:
-    """One record per returned item; items are (product_id, text, unit score) in rank order."""
+    """One record per returned item; items are (product_id, text, unit score, propensity) in display order."""
     when = iso_utc(ts)
     return [
         {
             "ts": when, "event": "impression", "request_id": request_id, "product_id": product_id,
             "query": query or None, "user_id": user_id, "user_context": user_context or None, "title": text,
-            "position": position, "score": score, "track": track, "model_version": model_version,
-            "deployment": deployment, "namespace": namespace,
+            "position": position, "score": score, "explored": explored, "propensity": propensity, "track": track,
+            "model_version": model_version, "deployment": deployment, "namespace": namespace,
         }
-        for position, (product_id, text, score) in enumerate(items)
+        for position, (product_id, text, score, propensity) in enumerate(items)
     ]
 
 
@@ -73,7 +74,7 @@ def feedback_record(
     """Feedback carries no text: the trainer joins it to its impression on (request_id, product_id)."""
     return {
         "ts": iso_utc(ts), "event": event, "request_id": request_id, "product_id": product_id, "query": None,
-        "user_id": None, "user_context": None, "title": None, "position": None, "score": None, "track": track,
+        "user_id": None, "user_context": None, "title": None, "position": None, "score": None, "explored": None, "propensity": None, "track": track,
         "model_version": model_version, "deployment": deployment, "namespace": namespace,
     }
 

@@ -58,6 +58,8 @@ class ServingMetrics:
         self.score = Histogram(f"{p}score", "Scores of ranked candidates, mapped to [0, 1].",
                                ids, buckets=SCORE_BUCKETS, registry=reg)
         self.impressions = Counter(f"{p}impressions", "Items returned in ranked responses.", ids, registry=reg)
+        self.explored = Counter(f"{p}explored_responses", "Ranked responses shown in a random order "
+                                "(the exploration slice of the event log).", ids, registry=reg)
         self.feedback = {
             event: Counter(f"{p}{name}", f"Accepted {event} feedback, credited to the token's track and model.",
                            ids, registry=reg)
@@ -75,6 +77,7 @@ class ServingMetrics:
         self.batch_size.labels(**own)
         self.score.labels(**own)
         self.impressions.labels(**own)
+        self.explored.labels(**own)
         for counter in self.feedback.values():
             counter.labels(**own)
         for reason in REJECT_REASONS:

@@ -46,6 +46,7 @@ class ServeSettings:
     max_queue: int  # requests admitted and not yet answered
     max_text_length: int  # characters
     quantization: str  # none | int8
+    exploration: float  # share of logged responses shown in a random order
     feedback_token_ttl_s: float
     max_pairs_per_pass: int  # a batch's pairs run through the model in chunks of at most this many
     torch_threads: int
@@ -90,6 +91,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="longest accepted text in characters (default 2000)")
     add("--quantization", choices=("none", "int8"), default=_env("RECOPS_QUANTIZATION", "none"),
         help="int8: dynamic int8 quantisation of the Linear layers (CPU only; default none)")
+    add("--exploration", type=float, default=float(_env("RECOPS_EXPLORATION", "0") or 0),
+        help="with --event-log, the share of ranked responses whose top k is shown in a random order, so that the "
+             "log can judge models without the serving model's bias (default 0)")
     add("--feedback-token-ttl", default=_env("RECOPS_FEEDBACK_TOKEN_TTL", "1h"),
         help="how long feedback for a ranked response is accepted, a Go duration (default 1h)")
     add("--max-pairs-per-pass", type=int, default=int(_env("RECOPS_MAX_PAIRS_PER_PASS", "256") or 256),
@@ -133,6 +137,12 @@ def _namespace() -> str:
 def _positive(name: str, value: int) -> int:
     if value < 1:
         raise SettingsError(f"{name} must be at least 1, not {value}")
+    return value
+
+
+def _share(name: str, value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise SettingsError(f"{name} must be a share in [0, 1], not {value:g}")
     return value
 
 
@@ -180,6 +190,7 @@ def resolve(args: argparse.Namespace) -> ServeSettings:
         max_queue=_positive("--max-queue", args.max_queue),
         max_text_length=_positive("--max-text-length", args.max_text_length),
         quantization=args.quantization,
+        exploration=_share("--exploration", args.exploration),
         feedback_token_ttl_s=_seconds("--feedback-token-ttl", args.feedback_token_ttl),
         max_pairs_per_pass=_positive("--max-pairs-per-pass", args.max_pairs_per_pass),
         torch_threads=torch_threads,

@@ -60,18 +60,20 @@ def baseline_scores(data: PreparedData, frame: pd.DataFrame | None = None) -> di
 
 
 def baseline_metrics(names: list[str], data: PreparedData, task: str = "click-through",
-                     scores_by_baseline: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, float]]:
-    """{baseline: {metric: value}} on data.test, each baseline only with the metrics that apply to it (and
-    that are defined on the split). "loss" of the constant is the task's objective: BCE (click-through)
-    or the squared error in grades (relevance)."""
+                     scores_by_baseline: dict[str, np.ndarray] | None = None,
+                     frame: pd.DataFrame | None = None) -> dict[str, dict[str, float]]:
+    """{baseline: {metric: value}} on `frame` (default data.test), each baseline only with the metrics that apply
+    to it (and that are defined on the frame). "loss" of the constant is the task's objective: BCE
+    (click-through) or the squared error in grades (relevance)."""
     from recops.train.metrics import compute_metrics
 
+    frame = data.test if frame is None else frame
     result: dict[str, dict[str, float]] = {}
-    for name, scores in (scores_by_baseline or baseline_scores(data)).items():
+    for name, scores in (scores_by_baseline or baseline_scores(data, frame)).items():
         wanted = [m for m in names if baseline_applies(name, m)]
-        values = compute_metrics(wanted, data.test, scores, max_grade=data.max_grade)
+        values = compute_metrics(wanted, frame, scores, max_grade=data.max_grade)
         if name == "constant" and "loss" in wanted and len(scores):
-            loss = _constant_loss(task, data.test["label"].to_numpy(dtype=float), float(scores[0]) * data.max_grade)
+            loss = _constant_loss(task, frame["label"].to_numpy(dtype=float), float(scores[0]) * data.max_grade)
             if loss is not None:
                 values["loss"] = loss
         result[name] = {k: float(v) for k, v in values.items() if v == v}

@@ -45,12 +45,14 @@ if TYPE_CHECKING:
     from recops.api.finetunejob import DatasetSpec
 
 # Columns of every prepared frame, in this order.
-COLUMNS = ("group", "context", "query", "user", "product_id", "product_text", "grade", "label", "timestamp")
+COLUMNS = ("group", "context", "query", "user", "product_id", "product_text", "grade", "label", "timestamp", "explored")
 SPLITS = ("train", "validation", "test")
 TASKS = ("click-through", "relevance", "embedding", "domain-pretrain")
 # The request id of the serving event log: feedback rows join their impression on it.
 REQUEST_ID = "request_id"
 EVENT_LOG_TIMESTAMP = "ts"
+# Impressions of the event log's exploration slice (recops.serve.exploration): shown in a random order.
+EXPLORED = "explored"
 IMPRESSION = "impression"
 # Extensions of the formats `datasets` reads; compressed files keep their inner extension.
 FORMAT_EXTENSIONS = {
@@ -118,6 +120,8 @@ class PreparedData:
     report: CleaningReport
     fingerprint: str  # sha256 of the cleaned data and its split; independent of the salt
     max_grade: float  # the largest label value the task can have (1.0 for binary tasks)
+    # A serving event log: its rows were ranked by a served model (column `explored`: the exploration slice).
+    logged: bool = False
 
     def product_texts(self) -> set[str]:
         """Every split's product texts: the corpus of BM25's statistics (no labels, so no leak)."""
@@ -587,6 +591,8 @@ def _clean(
         index=raw.index,
     )
     frame["query"] = frame["query"].where(frame["query"] != "", pd.NA)
+    explored = raw[EXPLORED] if EXPLORED in raw.columns else pd.Series(False, index=raw.index)
+    frame["explored"] = explored.eq(True).astype(bool)
     if event_col:
         frame["_event"] = _text(raw[event_col])
     if label_col:
@@ -904,4 +910,5 @@ def prepare_frame(
         report=report,
         fingerprint=_fingerprint(frames, task),
         max_grade=max_grade,
+        logged=_is_event_log(raw, dataset),
     )

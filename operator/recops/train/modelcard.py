@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from recops.api.contracts import Debiased
 
 log = logging.getLogger("recops.train")
 
@@ -61,6 +64,7 @@ class CardInputs:
     current_model_uri: str | None
     skipped: dict[str, str]
     ties: dict[str, float]
+    debiased: Debiased | None
     fusion: str | None
     gate: dict[str, Any] | None
     gate_passed: bool | None
@@ -75,19 +79,41 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.4f}"
 
 
-def metrics_table(inputs: CardInputs) -> str:
-    columns = ["this model", *inputs.baseline.keys()]
-    if inputs.current_model is not None:
+def metrics_table(metrics: dict[str, float], baseline: dict[str, dict[str, float]],
+                  current: dict[str, float] | None) -> str:
+    columns = ["this model", *baseline.keys()]
+    if current is not None:
         columns.append("current model")
-    names = list(inputs.metrics) or sorted({n for m in inputs.baseline.values() for n in m})
+    names = list(metrics) or sorted({n for m in baseline.values() for n in m})
     lines = ["| metric | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name in names:
-        row = [_fmt(inputs.metrics.get(name))]
-        row += [_fmt(values.get(name)) for values in inputs.baseline.values()]
-        if inputs.current_model is not None:
-            row.append(_fmt(inputs.current_model.get(name)))
+        row = [_fmt(metrics.get(name))]
+        row += [_fmt(values.get(name)) for values in baseline.values()]
+        if current is not None:
+            row.append(_fmt(current.get(name)))
         lines.append(f"| {name} | " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def debiased_section(debiased: Debiased | None) -> list[str]:
+    """The exploration slice of a serving event log (recops.serve.exploration), or nothing for other data."""
+    if debiased is None:
+        return []
+    head = ["### Debiased: the exploration slice", ""]
+    if not debiased.rows:
+        return [*head, "The data is a serving event log without an exploration slice (no response was shown in a "
+                       "random order), so the comparison with the current model above favours it and "
+                       "`beatCurrent` cannot be judged.", ""]
+    return [
+        *head,
+        f"{debiased.rows} test impressions ({debiased.groups} groups) were shown in a uniformly random order. Their "
+        "clicks do not depend on where the logging model put each item, so on them no model is favoured:",
+        "",
+        metrics_table(debiased.metrics, debiased.baseline, debiased.current_model),
+        "",
+        *verdict(debiased.metrics, debiased.baseline, debiased.current_model),
+        "",
+    ]
 
 
 def describe_gate(gate: dict[str, Any]) -> str:
@@ -159,7 +185,7 @@ def render(inputs: CardInputs) -> str:
     parts += [
         "## Evaluation (test split)",
         "",
-        metrics_table(inputs),
+        metrics_table(inputs.metrics, inputs.baseline, inputs.current_model),
         "",
         "Baselines, fitted on the train split: constant = the base rate or mean grade (for rmse, logloss, loss, "
         "accuracy); popularity = each product's smoothed positive rate and bm25 = Okapi BM25 of the query against the "
@@ -169,6 +195,7 @@ def render(inputs: CardInputs) -> str:
         *verdict(inputs.metrics, inputs.baseline, inputs.current_model),
         "",
     ]
+    parts += debiased_section(inputs.debiased)
     if inputs.ties:
         parts += ["Tied scores (share of a group's distinct products whose score ties another's): "
                   + ", ".join(f"{name} {share:.2f}" for name, share in inputs.ties.items()) + ".", ""]

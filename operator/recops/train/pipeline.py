@@ -7,13 +7,14 @@ import logging
 import platform
 import shutil
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import recops
 from recops import uris
-from recops.api.contracts import MODEL_MANIFEST, ModelManifest, TerminationMessage
+from recops.api.contracts import MODEL_MANIFEST, Debiased, ModelManifest, TerminationMessage
 from recops.api.gate import decide_gate
 from recops.fusion import FUSION_FILE
 from recops.train import output
@@ -100,18 +101,20 @@ def run(job: Job) -> TerminationMessage | None:
             versions=_versions(spec.training.lora is not None),
         )
         manifest = fuse(manifest, stage, data)
-        metrics, baseline, current, skipped, ties = evaluate_all(job, manifest, stage, current_dir, data, names, skipped)
-        decision = decide_gate(spec.evaluation.gate, metrics, baseline, current)
+        plain, debiased = evaluate_all(job, manifest, stage, current_dir, data, names, skipped)
+        metrics, baseline, current = plain.metrics, plain.baseline, plain.current
+        decision = decide_gate(spec.evaluation.gate, metrics, baseline, current, debiased)
         for reason in decision.reasons:
             log.info("gate: %s", reason)
         if decision.passed is not None:
             log.info("gate %s", "passed" if decision.passed else "failed")
         manifest = manifest.model_copy(update={
-            "metrics": metrics, "baseline": baseline, "current_model": current, "ties": ties,
+            "metrics": metrics, "baseline": baseline, "current_model": current, "ties": plain.ties,
+            "debiased": debiased,
             "gate": spec.evaluation.gate.to_api() if spec.evaluation.gate else None, "gate_passed": decision.passed,
             "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         })
-        write_card(job, manifest, stage, data, sizes, result, skipped, decision.reasons, dist.world_size)
+        write_card(job, manifest, stage, data, sizes, result, plain.skipped, decision.reasons, dist.world_size)
         (stage / MODEL_MANIFEST).write_text(manifest.to_json())  # last: it marks the model complete
         output.publish(stage, job.model_uri)
         stage = None
@@ -119,7 +122,7 @@ def run(job: Job) -> TerminationMessage | None:
         output.remove_tree(job.checkpoints_uri)  # the model is complete: its checkpoints are not needed
         return TerminationMessage(
             modelUri=job.model_uri, modelVersion=job.model_version, metrics=metrics, baseline=baseline,
-            currentModel=current, gatePassed=decision.passed,
+            currentModel=current, gatePassed=decision.passed, debiased=debiased,
         )
     finally:
         if reporter is not None:
@@ -142,36 +145,73 @@ def fuse(manifest: ModelManifest, stage: Path, data: Any) -> ModelManifest:
     return manifest.model_copy(update={"fusion": FUSION_FILE})
 
 
-def evaluate_all(
-    job: Job, manifest: ModelManifest, stage: Path, current_dir: Path | None, data: Any, names: list[str],
-    skipped: dict[str, str],
-) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, float] | None, dict[str, str], dict[str, float]]:
-    """(metrics, baseline, current model's metrics, skipped metric -> why, tie share per scorer) on the test split."""
+@dataclass
+class Comparison:
+    """The model, the baselines and the current model on one test split (or its exploration slice)."""
+
+    metrics: dict[str, float]
+    baseline: dict[str, dict[str, float]]
+    current: dict[str, float] | None
+    skipped: dict[str, str]  # metric -> why the model has no value
+    ties: dict[str, float]  # scorer -> the share of rows whose score ties another of their group
+
+
+def compare(model: Any, current: Any, data: Any, frame: Any, names: list[str], task: str, batch: int) -> Comparison:
+    """Every scorer on `frame`, each only with the metrics that mean something for it."""
     from recops.train.baselines import baseline_metrics, baseline_scores
-    from recops.train.evaluate import evaluate, load_model
+    from recops.train.evaluate import evaluate
     from recops.train.metrics import tie_share
 
-    batch = job.spec.training.batch_size
-    log.info("evaluating on the test split (%d rows): %s", len(data.test), ", ".join(names))
-    evaluation = evaluate(load_model(stage, manifest), data.test, names, batch)
-    metrics, skipped = evaluation.metrics, {**skipped, **evaluation.skipped}
-    for name, why in skipped.items():
-        log.info("metric %s not computed: %s", name, why)
-    scores_by_baseline = baseline_scores(data)
-    baseline = baseline_metrics(names, data, job.spec.task, scores_by_baseline)
+    evaluation = evaluate(model, frame, names, batch)
+    scores_by_baseline = baseline_scores(data, frame) if len(frame) else {}
+    baseline = baseline_metrics(names, data, task, scores_by_baseline, frame) if len(frame) else {}
     ties = {"model": evaluation.ties} if evaluation.ties is not None else {}
-    ties.update({name: tie_share(data.test, scores) for name, scores in scores_by_baseline.items() if name in baseline})
-    current = None
-    if current_dir is not None:
-        current_evaluation = evaluate(load_model(current_dir), data.test, names, batch)
-        current = current_evaluation.metrics
+    ties.update({name: tie_share(frame, scores) for name, scores in scores_by_baseline.items() if name in baseline})
+    current_metrics = None
+    if current is not None:
+        current_evaluation = evaluate(current, frame, names, batch)
+        current_metrics = current_evaluation.metrics
         for name, why in current_evaluation.skipped.items():
             log.info("current model: %s not computed: %s", name, why)
         if current_evaluation.ties is not None:
             ties["current model"] = current_evaluation.ties
-    for label, values in [("model", metrics), *baseline.items(), *([("current", current)] if current else [])]:
-        log.info("%s: %s", label, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
-    return metrics, baseline, current, skipped, ties
+    return Comparison(evaluation.metrics, baseline, current_metrics, evaluation.skipped, ties)
+
+
+def evaluate_all(
+    job: Job, manifest: ModelManifest, stage: Path, current_dir: Path | None, data: Any, names: list[str],
+    skipped: dict[str, str],
+) -> tuple[Comparison, Debiased | None]:
+    """Every scorer on the test split and, for a serving event log, on its exploration slice."""
+    from recops.train.evaluate import load_model
+
+    batch, task = job.spec.training.batch_size, job.spec.task
+    model = load_model(stage, manifest)
+    current = load_model(current_dir) if current_dir is not None else None
+    log.info("evaluating on the test split (%d rows): %s", len(data.test), ", ".join(names))
+    plain = compare(model, current, data, data.test, names, task, batch)
+    plain.skipped = {**skipped, **plain.skipped}
+    for name, why in plain.skipped.items():
+        log.info("metric %s not computed: %s", name, why)
+    _log_figures("", plain)
+    if not data.logged:
+        return plain, None
+    explored = data.test[data.test["explored"]].reset_index(drop=True)
+    if explored.empty:
+        log.info("debiased: the test split has no exploration slice (impressions shown in a random order)")
+        return plain, Debiased()
+    log.info("debiased: evaluating on the test split's exploration slice (%d rows)", len(explored))
+    slice_ = compare(model, current, data, explored, names, task, batch)
+    _log_figures("debiased ", slice_)
+    return plain, Debiased(rows=len(explored), groups=int(explored["group"].nunique()), metrics=slice_.metrics,
+                           baseline=slice_.baseline, currentModel=slice_.current)
+
+
+def _log_figures(prefix: str, comparison: Comparison) -> None:
+    scorers = [("model", comparison.metrics), *comparison.baseline.items(),
+               *([("current", comparison.current)] if comparison.current else [])]
+    for label, values in scorers:
+        log.info("%s%s: %s", prefix, label, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
 
 
 def _describe_fusion(stage: Path) -> str:
@@ -208,7 +248,7 @@ def write_card(job: Job, manifest: ModelManifest, stage: Path, data: Any, sizes:
         precision=result.precision, world_size=world_size, train_seconds=result.seconds,
         total_steps=result.total_steps, resumed_from=result.resumed_from, metrics=manifest.metrics,
         baseline=manifest.baseline, current_model=manifest.current_model, current_model_uri=job.current_model,
-        skipped=skipped, ties=manifest.ties, fusion=_describe_fusion(stage) if manifest.fusion else None,
+        skipped=skipped, ties=manifest.ties, debiased=manifest.debiased, fusion=_describe_fusion(stage) if manifest.fusion else None,
         gate=manifest.gate, gate_passed=manifest.gate_passed, gate_reasons=reasons,
         versions=manifest.versions, created_at=manifest.created_at or "", has_curves=has_curves,
     )
