@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ FEEDBACK_KEY = "test-feedback-key-0123456789abcdef"
 
 class ServeProcess:
     def __init__(self, model: str | Path, *args: str, env: dict[str, str] | None = None,
-                 feedback_key: str | None = FEEDBACK_KEY) -> None:
+                 feedback_key: str | None = FEEDBACK_KEY, fd_limit: int | None = None) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self._log = tempfile.NamedTemporaryFile(prefix="recops-serve-", suffix=".log", delete=False)  # noqa: SIM115
@@ -36,6 +37,7 @@ class ServeProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "recops", "serve", "--model", str(model), "--port", str(self.port), *args],
             stdout=self._log, stderr=subprocess.STDOUT, env=full_env,
+            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))) if fd_limit else None,
         )
 
     @property

@@ -230,10 +230,23 @@ def test_user_context_is_the_context_without_a_query() -> None:
 
 def test_optional_roles_are_used_only_when_present() -> None:
     frame = rows().drop(columns=["query", "user_id", "timestamp"])
+    frame["user_context"] = "likes wool"
     prepared = prepare(frame, split={"by": "random"})
     everything = all_rows(prepared)
     assert everything["user"].isna().all() and everything["timestamp"].isna().all()
+    assert (everything["context"] == "user: likes wool").all()
     assert prepared.report.pseudonymised_users == 0
+
+
+def test_a_mapped_column_that_is_absent_is_an_error_naming_it() -> None:
+    with pytest.raises(DataError, match=r"column 'search_terms' \(fields.query\) is not in the data; columns are"):
+        prepare(rows(), fields={"query": "search_terms"})
+    with pytest.raises(DataError, match=r"'when' \(fields.timestamp\)"):
+        prepare(rows(), fields={"timestamp": "when"})
+    # Without any of query, user and user context there is nothing to rank for: say that, not a split error.
+    with pytest.raises(DataError, match="no query, user or user context column"):
+        prepare(rows().drop(columns=["query", "user_id"]))
+    assert len(all_rows(prepare(rows().drop(columns=["query", "user_id"]), "domain-pretrain", split={"by": "random"})))
 
 
 def test_timestamps_in_any_usual_shape_become_epoch_seconds() -> None:

@@ -80,15 +80,19 @@ def test_a_full_queue_refuses_at_once_and_recovers() -> None:
     assert results == ["score:0", "score:1", "score:3"] and depth == 2
 
 
-def test_a_failing_batch_fails_its_requests_only_and_stop_refuses_new_work() -> None:
+def test_a_failing_request_fails_alone_and_stop_refuses_new_work() -> None:
     recorder = Recorder()
 
     async def scenario() -> None:
-        batcher = DynamicBatcher(recorder, max_batch_size=2, max_wait_s=0.05, max_queue=10)
+        batcher = DynamicBatcher(recorder, max_batch_size=8, max_wait_s=0.05, max_queue=10)
         batcher.start()
-        outcomes = await asyncio.gather(batcher.submit("score", "boom"), batcher.submit("score", "x"),
+        outcomes = await asyncio.gather(*(batcher.submit("score", p) for p in ["a", "boom", "b", "c"]),
                                         return_exceptions=True)
-        assert all(isinstance(o, RuntimeError) for o in outcomes)
+        # The batch failed; each member was scored alone, so only the bad request fails.
+        assert outcomes[0] == "score:a" and outcomes[2:] == ["score:b", "score:c"]
+        assert isinstance(outcomes[1], RuntimeError)
+        assert recorder.batches[0] == ("score", ["a", "boom", "b", "c"])
+        assert [payloads for _, payloads in recorder.batches[1:]] == [["a"], ["boom"], ["b"], ["c"]]
         assert await batcher.submit("score", "fine") == "score:fine"
         await batcher.stop()
         with pytest.raises(BatcherStopped):

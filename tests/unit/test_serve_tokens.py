@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from recops.serve.tokens import DuplicateFilter, TokenRejected, TokenSigner
+from recops.serve.tokens import MAX_ITEMS, MAX_TOKEN_CHARS, DuplicateFilter, TokenRejected, TokenSigner
 
 KEY = b"k" * 32
 
@@ -34,14 +34,27 @@ def test_a_token_names_track_model_time_and_items() -> None:
     token = signer(clock).issue("rid-1", "canary", "m-1", ["a", "b"])
     verified = signer(clock).verify(token)
     assert (verified.request_id, verified.track, verified.model_version) == ("rid-1", "canary", "m-1")
-    assert verified.items == ("a", "b") and verified.issued_at == clock.now
+    assert verified.showed("a") and verified.showed("b") and not verified.showed("c")
+    assert verified.issued_at == clock.now
     assert (verified.namespace, verified.deployment) == ("shop", "ranker")
 
 
-@given(st.lists(st.text(min_size=1, max_size=30), max_size=50, unique=True))
-def test_any_item_ids_round_trip(items: list[str]) -> None:
+@given(st.lists(st.text(min_size=1, max_size=30), min_size=1, max_size=50, unique=True), st.text(min_size=1))
+def test_any_item_ids_round_trip(items: list[str], other: str) -> None:
     clock = Clock()
-    assert signer(clock).verify(signer(clock).issue("r", "stable", "m", items)).items == tuple(items)
+    verified = signer(clock).verify(signer(clock).issue("r", "stable", "m", items))
+    assert all(verified.showed(item) for item in items)
+    assert verified.showed(other) == (other in items)
+
+
+def test_every_issued_token_verifies_however_long_the_ids() -> None:
+    clock = Clock()
+    for items in ([f"{i:05d}" + "x" * 400 for i in range(200)], [f"item-{i}" for i in range(MAX_ITEMS)]):
+        token = signer(clock).issue("r", "stable", "m", items)
+        assert len(token) <= MAX_TOKEN_CHARS
+        assert signer(clock).verify(token).showed(items[-1])
+    with pytest.raises(ValueError, match="at most"):
+        signer(clock).issue("r", "stable", "m", [str(i) for i in range(MAX_ITEMS + 1)])
 
 
 def test_expired_future_forged_foreign_and_malformed_tokens_are_rejected() -> None:

@@ -40,6 +40,9 @@ def test_rank_request_defaults_and_id_normalisation() -> None:
     ({"user": {"context": 1}, "candidates": [{"id": "a", "text": "x"}]}, 400, "user.context"),
     ({"candidates": [{"id": "a", "text": "x"}], "topK": "3"}, 400, "topK must be a positive integer"),
     ({"candidates": [{"id": "a", "text": "x"}], "topK": True}, 400, "topK"),
+    ({"candidates": [{"id": "a", "text": "x\ud800"}]}, 400, "candidates[0].text is not valid Unicode text"),
+    ({"candidates": [{"id": "\udfff", "text": "x"}]}, 400, "candidates[0].id is not valid Unicode text"),
+    ({"query": "\ud800", "candidates": [{"id": "a", "text": "x"}]}, 400, "query is not valid Unicode"),
 ])
 def test_bad_rank_requests_say_what_is_wrong(body: dict[str, object], status: int, message: str) -> None:
     got_status, got = error(parse_rank, body, LIMITS)
@@ -51,6 +54,7 @@ def test_json_bodies_must_be_objects() -> None:
     assert error(parse_json, b"\xff")[1].startswith("malformed JSON")
     assert "not list" in error(parse_json, b"[]")[1]
     assert parse_json(b'{"a": 1}') == {"a": 1}
+    assert error(parse_json, b"[" * 100_000 + b"]" * 100_000)[0:2] == (400, "malformed JSON: nested too deeply")
 
 
 def test_feedback_fields() -> None:

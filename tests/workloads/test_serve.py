@@ -146,6 +146,41 @@ def test_user_context_without_a_query_is_ranked(ranker: ServeProcess) -> None:
     assert len(answer["items"]) == 4
 
 
+def test_bad_input_fails_only_its_own_request(ranker: ServeProcess) -> None:
+    """A lone surrogate (the tokenizer's failure in issue 19) and JSON nested 100k deep, sent among 20 good
+    requests at once: each bad one gets 400 naming its cause, every good one its ranking."""
+    good = [{"query": f"wool socks {i}", "candidates": candidates(6)} for i in range(20)]
+    bad_text = json.dumps({"query": "socks", "candidates": [{"id": "x", "text": "ok"}, {"id": "y", "text": "\ud800"}]})
+    deep = b"[" * 100_000 + b"]" * 100_000
+
+    async def all_at_once() -> list[tuple[int, dict[str, Any]]]:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            async def one(data: bytes) -> tuple[int, dict[str, Any]]:
+                async with session.post(ranker.base + "/v1/rank", data=data,
+                                        headers={"Content-Type": "application/json"}) as response:
+                    return response.status, await response.json()
+            bodies = [json.dumps(body).encode() for body in good]
+            return await asyncio.gather(*(one(data) for data in [*bodies[:10], bad_text.encode(), deep, *bodies[10:]]))
+
+    answers = asyncio.run(all_at_once())
+    assert answers[10] == (400, {"error": "candidates[1].text is not valid Unicode text: surrogates not allowed "
+                                          "at character 0"})
+    assert answers[11] == (400, {"error": "malformed JSON: nested too deeply"})
+    assert [status for status, _ in answers[:10] + answers[12:]] == [200] * 20
+
+
+def test_every_token_issued_verifies_however_long_the_item_ids(ranker: ServeProcess) -> None:
+    long_ids = [{"id": f"{i:03d}-" + "p" * 290, "text": "wool socks"} for i in range(50)]  # the ranker's limits
+    answer = rank(ranker, {"query": "socks", "candidates": long_ids})
+    assert len(answer["requestId"]) < 3000
+    for item in (answer["items"][0]["id"], answer["items"][-1]["id"]):
+        assert ranker.post("/v1/feedback", {"requestId": answer["requestId"], "itemId": item, "event": "click"})[0] == 200
+    status, refused = ranker.post("/v1/feedback", {"requestId": answer["requestId"], "itemId": "999-x", "event": "click"})
+    assert status == 422 and "was not among the items" in refused["error"]
+
+
 def test_batched_scores_equal_unbatched_ones_under_concurrency(ranker: ServeProcess) -> None:
     bodies = [{"query": f"query number {i} about shoes" + " and socks" * (i % 4), "candidates": candidates(5 + i % 7)}
               for i in range(12)]

@@ -181,3 +181,44 @@ def test_models_on_s3_are_downloaded_and_incomplete_ones_refused(model: Path, s3
         assert server.metric("recops_model_info", model_uri="s3://models/shop/v-stable") == 1
     finally:
         server.stop()
+
+
+def test_stalled_and_idle_connections_are_closed_and_probes_answered_under_a_flood(model: Path) -> None:
+    """Issue 19: under a descriptor limit of 256, 300 stalled sockets made the liveness probe time out."""
+    import socket
+
+    server = ServeProcess(model, "--idle-timeout", "3s", "--read-timeout", "2s", fd_limit=256).wait_ready()
+    flood: list[socket.socket] = []
+    try:
+        for i in range(300):  # nothing sent, or headers that never end: all within the idle timeout
+            try:
+                conn = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            except OSError:
+                continue
+            if i % 2:
+                conn.sendall(b"POST /v1/rank HTTP/1.1\r\nHost: x\r\n")
+            flood.append(conn)
+        for _ in range(5):
+            started = time.monotonic()
+            assert server.request("GET", "/v2/health/live")[0] == 200
+            assert time.monotonic() - started < 2
+        # A body that never completes gets 408 after the read timeout, not a socket held for ever.
+        stalled = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        stalled.sendall(b"POST /v1/rank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 1000\r\n\r\n{\"candidates\": ")
+        started = time.monotonic()
+        answer = stalled.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 2s" in answer
+        assert 1.5 < time.monotonic() - started < 8
+        stalled.close()
+        # An idle connection is closed by the server after the idle timeout.
+        idle = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        started = time.monotonic()
+        assert idle.recv(1) == b""
+        assert 2 < time.monotonic() - started < 8
+        idle.close()
+        assert "closed" in server.log and "idle ones" in server.log  # the flood was shed, and said so
+    finally:
+        for conn in flood:
+            conn.close()
+        server.stop()

@@ -53,11 +53,17 @@ def test_data_that_cannot_be_read(tmp_path: Path, tiny_base: Path) -> None:
     assert leftovers(tmp_path / "models") == []
 
 
-def test_data_without_the_mapped_columns(tmp_path: Path, tiny_base: Path, shop_events: Path) -> None:
-    manifest = job_manifest("click-through", tiny_base, shop_events, tmp_path / "models",
-                            dataset={"fields": {"productText": ["no_such_column"]}})
+@pytest.mark.parametrize("fields, named", [
+    ({"productText": ["no_such_column"]}, "no_such_column"),
+    # Issue 19: a misspelt query column trained without queries and reported ndcg@10 = 0.0.
+    ({"query": "search_terms"}, "column 'search_terms' (fields.query) is not in the data"),
+    ({"query": None, "user": None, "userContext": None}, "no query, user or user context column"),
+])
+def test_data_without_the_mapped_columns(tmp_path: Path, tiny_base: Path, shop_events: Path,
+                                         fields: dict[str, object], named: str) -> None:
+    manifest = job_manifest("click-through", tiny_base, shop_events, tmp_path / "models", dataset={"fields": fields})
     run = run_train(write_config(tmp_path, manifest), tmp_path / "termination-log")
-    assert_refused(run, "no_such_column")
+    assert_refused(run, named)
     assert leftovers(tmp_path / "models") == []
 
 

@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 import recops
 from recops.api.contracts import context_text
 from recops.serve.batcher import BatcherStopped, DynamicBatcher, QueueFull
+from recops.serve.connections import ConnectionGuard
 from recops.serve.eventlog import EventLog, feedback_record, impression_records, pseudonymous_user
 from recops.serve.exploration import Exploration
 from recops.serve.metrics import Identity, ServingMetrics
@@ -53,6 +54,17 @@ def json_response(payload: dict[str, Any], status: int = 200, headers: dict[str,
     return web.json_response(payload, status=status, headers=headers)
 
 
+# The largest request body read, whatever maxCandidates x maxTextLength would allow: one request never
+# holds more of a replica's memory than this (bigger ones get 413).
+MAX_BODY_BYTES = 64 << 20
+
+
+def body_limit(settings: ServeSettings) -> int:
+    """As large as the limits allow (ids and texts, JSON-escaped, up to 12 bytes a character), up to MAX_BODY_BYTES."""
+    wanted = settings.max_candidates * (12 * settings.max_text_length + 64) + (64 << 10)
+    return min(max(1 << 20, wanted), MAX_BODY_BYTES)
+
+
 def route_label(request: web.Request) -> str:
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else "other"
@@ -79,10 +91,9 @@ class Server:
         self.ready = False
         self.draining = False
         self.in_flight = 0
+        self.connections: ConnectionGuard | None = None  # set by the command once the runner exists
         self.downloaded_dir: str | None = None
-        # Bodies can be as large as the limits allow (ids and texts, JSON-escaped), not more.
-        client_max_size = max(1 << 20, settings.max_candidates * (12 * settings.max_text_length + 64) + (64 << 10))
-        self.app = web.Application(middlewares=[self._middleware], client_max_size=client_max_size)
+        self.app = web.Application(middlewares=[self._middleware], client_max_size=body_limit(settings))
         self._routes()
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -156,6 +167,8 @@ class Server:
         drained = route in DRAINED_ROUTES
         if drained:
             self.in_flight += 1
+        busy = self.connections.busy if self.connections is not None else set()
+        busy.add(request.protocol)  # a connection with a request in progress is never shed
         try:
             try:
                 response = await handler(request)
@@ -172,6 +185,7 @@ class Server:
                 log.exception("%s %s failed", request.method, request.path)
                 response = json_response({"error": f"internal error: {type(err).__name__}: {err}"}, 500)
         finally:
+            busy.discard(request.protocol)
             if drained:
                 self.in_flight -= 1
         if self.metrics is not None and route not in UNCOUNTED_ROUTES:
@@ -186,7 +200,11 @@ class Server:
         return self.metrics
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
-        return parse_json(await request.read())
+        try:
+            body = await asyncio.wait_for(request.read(), self.settings.read_timeout_s)
+        except TimeoutError:
+            raise ApiError(408, f"the request body did not arrive within {self.settings.read_timeout_s:g}s") from None
+        return parse_json(body)
 
     async def _submit(self, kind: str, payload: Any) -> Any:
         assert self.batcher is not None
@@ -269,7 +287,7 @@ class Server:
             metrics.reject_feedback(err.reason)
             raise ApiError(FEEDBACK_STATUS[err.reason], str(err)) from None
         reason, message = None, ""
-        if wanted.item_id not in token.items:
+        if not token.showed(wanted.item_id):
             reason, message = "not_shown", f"item {wanted.item_id!r} was not among the items this response showed"
         elif not self.duplicates.first_time((token.request_id, wanted.item_id, wanted.event)):
             reason, message = "duplicate", f"{wanted.event} on item {wanted.item_id!r} of this response was already recorded"

@@ -130,15 +130,36 @@ class DynamicBatcher:
             if self._on_batch is not None:
                 self._on_batch(len(batch))
             try:
-                results = await loop.run_in_executor(
-                    self._executor, self._run_batch, first.kind, [job.payload for job in batch])
-                if len(results) != len(batch):
-                    raise RuntimeError(f"the model returned {len(results)} results for {len(batch)} requests")
+                results = await self._run(loop, first.kind, batch)
             except Exception as err:  # one bad batch must not stop the server
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(err)
+                if len(batch) == 1:
+                    _settle(first, error=err)
+                else:  # nor one request's input fail the others: each alone, so only its own fails
+                    for job in batch:
+                        await self._run_alone(loop, job)
                 continue
             for job, result in zip(batch, results, strict=True):
-                if not job.future.done():
-                    job.future.set_result(result)
+                _settle(job, result)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, kind: str, batch: list[_Job]) -> list[Any]:
+        results = await loop.run_in_executor(self._executor, self._run_batch, kind, [job.payload for job in batch])
+        if len(results) != len(batch):
+            raise RuntimeError(f"the model returned {len(results)} results for {len(batch)} requests")
+        return results
+
+    async def _run_alone(self, loop: asyncio.AbstractEventLoop, job: _Job) -> None:
+        try:
+            [result] = await self._run(loop, job.kind, [job])
+        except Exception as err:
+            _settle(job, error=err)
+            return
+        _settle(job, result)
+
+
+def _settle(job: _Job, result: Any = None, error: Exception | None = None) -> None:
+    if job.future.done():  # the caller went away
+        return
+    if error is not None:
+        job.future.set_exception(error)
+    else:
+        job.future.set_result(result)

@@ -51,10 +51,17 @@ async def _serve(settings: serve_settings.ServeSettings) -> int:
     from aiohttp import web
 
     from recops.serve.app import Server
+    from recops.serve.connections import ConnectionGuard, default_limit, raise_fd_limit
 
     server = Server(settings)
-    runner = web.AppRunner(server.app, handle_signals=False, access_log=None)
+    fd_limit = raise_fd_limit()
+    guard = ConnectionGuard(settings.max_connections or default_limit(fd_limit))
+    server.connections = guard
+    # keepalive_timeout: aiohttp's timer that closes a connection with no request, stalled headers, or idle.
+    runner = web.AppRunner(server.app, handle_signals=False, access_log=None, keepalive_timeout=settings.idle_timeout_s)
     await runner.setup()
+    assert runner.server is not None
+    guard.attach(runner.server)
     site = web.TCPSite(runner, settings.host, settings.port, shutdown_timeout=5.0)
     try:
         await site.start()
@@ -65,7 +72,8 @@ async def _serve(settings: serve_settings.ServeSettings) -> int:
         return EXIT_USAGE
     sockets = getattr(site._server, "sockets", None) or []  # the real port when --port 0
     port = sockets[0].getsockname()[1] if sockets else settings.port
-    log.info("listening on http://%s:%d (track %s)", settings.host, port, settings.track)
+    log.info("listening on http://%s:%d (track %s; at most %d connections)", settings.host, port, settings.track,
+             guard.limit)
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

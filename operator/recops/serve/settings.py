@@ -22,6 +22,7 @@ from recops.api.contracts import (
     ENV_SERVE_HOST,
     ENV_TRACK,
 )
+from recops.serve.tokens import MAX_ITEMS
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 MIN_FEEDBACK_KEY_BYTES = 16
@@ -52,6 +53,9 @@ class ServeSettings:
     torch_threads: int
     device: str  # auto | cpu | cuda
     drain_timeout_s: float
+    idle_timeout_s: float  # a connection sending nothing (no request, stalled headers, idle) is closed after this
+    read_timeout_s: float  # a request body must arrive within this
+    max_connections: int  # 0: from the descriptor limit (recops.serve.connections)
     namespace: str
     deployment: str
     model_version: str | None  # from the environment; None: recops.json's modelVersion
@@ -104,6 +108,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where the model runs (default auto: cuda when available)")
     add("--drain-timeout", default=_env("RECOPS_DRAIN_TIMEOUT", "30s"),
         help="on SIGTERM, longest wait for in-flight requests, a Go duration (default 30s)")
+    add("--idle-timeout", default=_env("RECOPS_IDLE_TIMEOUT", "15s"),
+        help="close a connection that sends no request, stalls in its headers or idles this long (default 15s)")
+    add("--read-timeout", default=_env("RECOPS_READ_TIMEOUT", "30s"),
+        help="answer 408 to a request whose body has not arrived within this (default 30s)")
+    add("--max-connections", type=int, default=int(_env("RECOPS_MAX_CONNECTIONS", "0") or 0),
+        help="most open connections; beyond, the oldest idle ones are closed (default 0: the descriptor limit "
+             "less a reserve)")
     add("--insecure-random-feedback-key", action="store_true",
         help=f"without ${ENV_FEEDBACK_KEY}, sign feedback tokens with a random key: feedback then only "
              "verifies on this process. For local development only.")
@@ -137,6 +148,12 @@ def _namespace() -> str:
 def _positive(name: str, value: int) -> int:
     if value < 1:
         raise SettingsError(f"{name} must be at least 1, not {value}")
+    return value
+
+
+def _at_most(name: str, value: int, limit: int) -> int:
+    if value > limit:
+        raise SettingsError(f"{name} must be at most {limit}, not {value}")
     return value
 
 
@@ -186,7 +203,7 @@ def resolve(args: argparse.Namespace) -> ServeSettings:
         model_name=args.model_name or _env(ENV_DEPLOYMENT) or "model",
         max_batch_size=_positive("--max-batch-size", args.max_batch_size),
         max_batch_wait_s=_seconds("--max-batch-wait", args.max_batch_wait),
-        max_candidates=_positive("--max-candidates", args.max_candidates),
+        max_candidates=_at_most("--max-candidates", _positive("--max-candidates", args.max_candidates), MAX_ITEMS),
         max_queue=_positive("--max-queue", args.max_queue),
         max_text_length=_positive("--max-text-length", args.max_text_length),
         quantization=args.quantization,
@@ -196,6 +213,9 @@ def resolve(args: argparse.Namespace) -> ServeSettings:
         torch_threads=torch_threads,
         device=args.device,
         drain_timeout_s=_seconds("--drain-timeout", args.drain_timeout),
+        idle_timeout_s=_seconds("--idle-timeout", args.idle_timeout),
+        read_timeout_s=_seconds("--read-timeout", args.read_timeout),
+        max_connections=max(0, args.max_connections),
         namespace=_namespace(),
         deployment=deployment,
         model_version=_env(ENV_MODEL_VERSION),

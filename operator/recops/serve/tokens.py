@@ -25,7 +25,11 @@ from dataclasses import dataclass
 
 TOKEN_VERSION = "rt1"
 CLOCK_SKEW_S = 300.0  # replicas' clocks may differ this much
-MAX_TOKEN_CHARS = 64 * 1024
+# A token names each shown item by a fixed-size digest, so its length is bounded whatever the ids:
+# at most MAX_ITEMS items (the CRD's largest maxCandidates), each under ITEM_CHARS once compressed and encoded.
+MAX_ITEMS = 10_000
+ITEM_CHARS = 28
+MAX_TOKEN_CHARS = 2048 + ITEM_CHARS * MAX_ITEMS
 
 # recops_feedback_rejected_total{reason}
 REJECT_REASONS = ("invalid", "malformed", "forged", "expired", "foreign", "not_shown", "duplicate")
@@ -46,7 +50,16 @@ class FeedbackToken:
     track: str
     model_version: str
     issued_at: float  # unix seconds
-    items: tuple[str, ...]
+    item_digests: frozenset[str]
+
+    def showed(self, item_id: str) -> bool:
+        """Whether the response this token was issued for showed `item_id`."""
+        return item_digest(item_id) in self.item_digests
+
+
+def item_digest(item_id: str) -> str:
+    """64 bits of SHA-256: a fixed size per item, and collisions among one response's items are negligible."""
+    return hashlib.sha256(item_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def _b64encode(data: bytes) -> str:
@@ -76,9 +89,11 @@ class TokenSigner:
         return _b64encode(hmac.new(self._key, signed_part.encode(), hashlib.sha256).digest())
 
     def issue(self, request_id: str, track: str, model_version: str, items: Sequence[str]) -> str:
+        if len(items) > MAX_ITEMS:
+            raise ValueError(f"a token names at most {MAX_ITEMS} items, not {len(items)}")
         payload = {
             "r": request_id, "n": self.namespace, "d": self.deployment, "t": track, "m": model_version,
-            "iat": round(self._clock(), 3), "i": list(items),
+            "iat": round(self._clock(), 3), "i": [item_digest(item) for item in items],
         }
         body = _b64encode(zlib.compress(json.dumps(payload, separators=(",", ":")).encode(), 6))
         signed_part = f"{TOKEN_VERSION}.{body}"
@@ -101,7 +116,7 @@ class TokenSigner:
             token_content = FeedbackToken(
                 request_id=str(payload["r"]), namespace=str(payload["n"]), deployment=str(payload["d"]),
                 track=str(payload["t"]), model_version=str(payload["m"]), issued_at=float(payload["iat"]),
-                items=tuple(str(i) for i in payload["i"]),
+                item_digests=frozenset(str(i) for i in payload["i"]),
             )
         except (ValueError, KeyError, TypeError, zlib.error, binascii.Error) as err:
             raise TokenRejected("malformed", f"requestId's payload is unreadable: {err}") from None

@@ -54,6 +54,8 @@ def parse_json(body: bytes) -> dict[str, Any]:
         value = json.loads(body)
     except (ValueError, UnicodeDecodeError) as err:
         raise ApiError(400, f"malformed JSON: {err}") from None
+    except RecursionError:
+        raise ApiError(400, "malformed JSON: nested too deeply") from None
     if not isinstance(value, dict):
         raise ApiError(400, f"the body must be a JSON object, not {type(value).__name__}")
     return value
@@ -66,7 +68,16 @@ def _text(value: Any, where: str, limits: Limits, *, optional: bool = False) -> 
         raise ApiError(400, f"{where} must be a string" + (" or null" if optional else ""))
     if len(value) > limits.max_text_length:
         raise ApiError(413, f"{where} is {len(value)} characters long; the limit is {limits.max_text_length}")
-    return value
+    return _unicode(value, where)
+
+
+def _unicode(text: str, where: str) -> str:
+    """Text a tokenizer, the event log and a token can take: no lone surrogate (JSON's "\\ud800")."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ApiError(400, f"{where} is not valid Unicode text: {err.reason} at character {err.start}") from None
+    return text
 
 
 def _identifier(value: Any, where: str, limits: Limits) -> str:
@@ -78,7 +89,7 @@ def _identifier(value: Any, where: str, limits: Limits) -> str:
         raise ApiError(400, f"{where} must not be empty")
     if len(text) > limits.max_text_length:
         raise ApiError(413, f"{where} is {len(text)} characters long; the limit is {limits.max_text_length}")
-    return text
+    return _unicode(text, where)
 
 
 def _text_list(value: Any, where: str, limits: Limits) -> list[str]:

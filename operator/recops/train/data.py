@@ -557,6 +557,13 @@ def _clean(
     _require(raw, fields.product_id, "fields.productId")
     for name in fields.product_text:
         _require(raw, name, "fields.productText")
+    # A role mapped explicitly to a column the data lacks is an error (a misspelt name would otherwise train without
+    # it, e.g. without queries); a default mapping may be absent.
+    for attr, role in (("query", "fields.query"), ("user", "fields.user"), ("user_context", "fields.userContext"),
+                       ("timestamp", "fields.timestamp")):
+        name = getattr(fields, attr)
+        if name is not None and attr in fields.model_fields_set:
+            _require(raw, name, role)
     needs_target = task != "domain-pretrain"
     label_col = fields.label
     if label_col is not None:
@@ -570,6 +577,12 @@ def _clean(
     user_col = _column(raw, fields.user)
     context_col = _column(raw, fields.user_context)
     time_col = _column(raw, fields.timestamp)
+    if needs_target and not (query_col or user_col or context_col):
+        raise DataError(
+            "the data has no query, user or user context column (fields.query "
+            f"{fields.query!r}, fields.user {fields.user!r}, fields.userContext {fields.user_context!r}): a {task} "
+            "model ranks products for a query or a user; map the column that holds one"
+        )
     split_by: str = dataset.split.by
     if split_by == "time" and time_col is None:
         raise DataError(f"split.by is time but column {fields.timestamp!r} (fields.timestamp) is not in the data")
