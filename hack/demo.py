@@ -612,17 +612,34 @@ def against_baselines(metrics: dict[str, float] | None, baseline: dict[str, dict
     return lines
 
 
+def online_verdict(summary: dict[str, Any]) -> tuple[bool | None, str]:
+    """Whether the retrained model's shoppers clicked more than the first model's after the shift (a two-proportion
+    z-test over what the traffic generator counted), and how that was decided."""
+    first, second = (summary.get("firstModel") or {}).get("version"), (summary.get("retrainedModel") or {}).get("version")
+    models = (summary.get("traffic") or {}).get("models") or {}
+    a, b = models.get(f"after the shift, model {first}") or {}, models.get(f"after the shift, model {second}") or {}
+    if not a.get("impressions") or not b.get("impressions"):
+        return None, "no online verdict: the retrained model served no shopper"
+    p1, n1, p2, n2 = a["clicks"] / a["impressions"], a["impressions"], b["clicks"] / b["impressions"], b["impressions"]
+    pooled = (a["clicks"] + b["clicks"]) / (n1 + n2)
+    z = (p2 - p1) / max(math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2)), 1e-12)
+    word = "better" if z > 2 else ("worse" if z < -2 else "not clearly different")
+    return z > 2, (f"online, after the shift: the retrained model's CTR {p2:.3f} ({n2} impressions) vs the first "
+                   f"model's {p1:.3f} ({n1}): {word} (z = {z:.1f})")
+
+
 def against_current(summary: dict[str, Any]) -> list[str]:
     """The retrained model against the model serving when it was trained, plain and debiased (the event log's
-    exploration slice), and whether each offline verdict agrees with the canary's online one."""
+    exploration slice), and whether each offline verdict agrees with what the shoppers did online."""
     from recops.api.gate import better
 
-    online = {"Promoted": True, "RolledBack": False}.get(summary["outcome"])
+    online, how = online_verdict(summary)
     debiased = summary.get("retrainedDebiased") or {}
-    lines = ["the retrained model against the model serving then (offline) and the canary's verdict (online):"]
+    lines = ["the retrained model against the model serving then, offline (plain and debiased) and online:",
+             f"  {how}"]
     for label, metrics, current in [
-        ("plain (the whole test split)", summary.get("retrainedMetrics"), summary.get("retrainedCurrentModel")),
-        (f"debiased ({debiased.get('rows', 0)} explored impressions)", debiased.get("metrics"),
+        ("offline, plain (the whole test split)", summary.get("retrainedMetrics"), summary.get("retrainedCurrentModel")),
+        (f"offline, debiased ({debiased.get('rows', 0)} explored impressions)", debiased.get("metrics"),
          debiased.get("currentModel")),
     ]:
         shared = [m for m in (metrics or {}) if m in (current or {})]
@@ -632,8 +649,8 @@ def against_current(summary: dict[str, Any]) -> list[str]:
         lines.append(f"  {label}:")
         for metric in shared:
             wins = better(metric, metrics[metric], current[metric])
-            agreement = "" if online is None else ("  (agrees with the canary)" if wins == online
-                                                   else "  (DISAGREES with the canary)")
+            agreement = "" if online is None else ("  (agrees with online)" if wins == online
+                                                   else "  (DISAGREES with online)")
             lines.append(f"    {metric:8} {metrics[metric]:.3f} vs {current[metric]:.3f}: "
                          f"{'beats' if wins else 'does not beat'} it{agreement}")
     return lines

@@ -120,6 +120,24 @@ def test_finetunejob_requires_dataset_uri_but_a_policy_template_does_not() -> No
     validate_manifest(policy)
 
 
+@pytest.mark.parametrize("uri", ["pvc://models/../../x", "file:///../../etc/passwd", "s3://b/a/..", "../data"])
+def test_a_uri_with_a_dot_dot_segment_is_refused(uri: str) -> None:
+    manifest = example("finetunejob.yaml")
+    manifest["spec"]["output"]["uri"] = uri
+    assert "has a '..' segment" in rejected(manifest)
+    manifest["spec"]["output"]["uri"] = "s3://b/a..b/c"  # only whole segments climb
+    validate_manifest(manifest)
+
+
+def test_only_volume_types_of_the_restricted_profile_are_accepted() -> None:
+    manifest = example("finetunejob.yaml")
+    manifest["spec"]["podTemplate"] = {"volumes": [{"name": "cache", "emptyDir": {}},
+                                                   {"name": "root", "hostPath": {"path": "/"}}]}
+    assert "volumes[1] is a hostPath volume" in rejected(manifest)
+    manifest["spec"]["podTemplate"]["volumes"].pop()
+    validate_manifest(manifest)
+
+
 def test_query_rule_needs_its_query() -> None:
     manifest = example("monitorpolicy.yaml")
     broken = copy.deepcopy(manifest)

@@ -94,11 +94,12 @@ def test_the_exploration_slice_is_logged_and_judges_the_current_model(tmp_path: 
         by_request.setdefault(str(record["request_id"]), []).append(record)
     explored = [rows for rows in by_request.values() if rows[0]["explored"]]
     assert 0.3 < len(explored) / len(by_request) < 0.7
+    n = 6  # candidates per request
     for rows in by_request.values():
         assert len({r["explored"] for r in rows}) == 1 and len(rows) == k
-        for record in rows:  # (1 - share) at the model's own position, plus share / k anywhere
-            assert record["propensity"] in (pytest.approx(share / k), pytest.approx(1 - share + share / k))
-    # A response in the model's order has the model's scores descending; an explored one is a permutation.
+        for record in rows:  # (1 - share) at the model's own position, plus share / n for any candidate anywhere
+            assert record["propensity"] in (pytest.approx(share / n), pytest.approx(1 - share + share / n))
+    # A response in the model's order has the model's scores descending; an explored one is any k candidates.
     for rows in by_request.values():
         scores = [float(str(r["score"])) for r in sorted(rows, key=lambda r: int(str(r["position"])))]
         if not rows[0]["explored"]:

@@ -6,7 +6,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "recops.dev"
@@ -86,7 +86,26 @@ Quantity = Annotated[
     ),
 ]
 
-Uri = Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=URI_PATTERN)]
+DOT_DOT_SEGMENT = "(^|/)[.][.](/|$)"  # no backslash: the same text is a CEL string literal
+
+
+def _no_dot_dot(uri: str) -> str:
+    if re.search(DOT_DOT_SEGMENT, uri):
+        raise ValueError(f"{uri!r} has a '..' segment: a URI names its place directly")
+    return uri
+
+
+# A '..' segment would climb out of a claim's mount or the output prefix (pvc://models/../../x).
+Uri = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=1024, pattern=URI_PATTERN),
+    AfterValidator(_no_dot_dot),
+    WithJsonSchema({
+        "type": "string", "minLength": 1, "maxLength": 1024, "pattern": URI_PATTERN,
+        "x-kubernetes-validations": [{"rule": f"!self.matches('{DOT_DOT_SEGMENT}')",
+                                      "message": "a URI must not have a '..' segment"}],
+    }),
+]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)]
 LabelValue = Annotated[str, StringConstraints(max_length=63, pattern=LABEL_VALUE_PATTERN)]
 MetricName = Annotated[str, StringConstraints(max_length=32, pattern=METRIC_PATTERN)]
@@ -193,8 +212,14 @@ def conditions_field() -> Any:
     )
 
 
+# The volume types Pod Security's "restricted" profile admits (no hostPath, nfs, iscsi, ...).
+RESTRICTED_VOLUME_TYPES = ("configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                           "projected", "secret")
+
+
 class PodTemplate(KubeModel):
-    """Additions to the pods recops creates. Security settings stay restricted."""
+    """Additions to the pods recops creates. What Pod Security's restricted profile governs stays restricted:
+    security contexts are the builders' own, host namespaces cannot be asked for, volumes are of allowed types."""
 
     labels: dict[str, str] = Field(default_factory=dict, description="Extra pod labels.")
     annotations: dict[str, str] = Field(default_factory=dict, description="Extra pod annotations.")
@@ -206,7 +231,25 @@ class PodTemplate(KubeModel):
         default_factory=list, max_length=64,
         description="Extra core/v1 EnvVar entries; use valueFrom.secretKeyRef for credentials.",
     )
-    volumes: list[KubeObject] = Field(default_factory=list, max_length=32, description="Extra core/v1 Volumes.")
+    volumes: list[KubeObject] = Field(
+        default_factory=list, max_length=32,
+        description="Extra core/v1 Volumes, of the types Pod Security's restricted profile allows: "
+                    + ", ".join(RESTRICTED_VOLUME_TYPES) + ".",
+        json_schema_extra={"x-kubernetes-validations": [{
+            "rule": "self.all(v, v.all(k, k in " + repr(["name", *RESTRICTED_VOLUME_TYPES]).replace("'", '"') + "))",
+            "message": "volumes may only be of the types Pod Security's restricted profile allows: "
+                       + ", ".join(RESTRICTED_VOLUME_TYPES),
+        }]},
+    )
     volume_mounts: list[KubeObject] = Field(
         default_factory=list, max_length=32, description="Extra core/v1 VolumeMounts for the main container."
     )
+
+    @model_validator(mode="after")
+    def _restricted_volumes(self) -> PodTemplate:
+        for index, volume in enumerate(self.volumes):
+            kinds = sorted(set(volume) - {"name", *RESTRICTED_VOLUME_TYPES})
+            if kinds:
+                raise ValueError(f"volumes[{index}] is a {kinds[0]} volume: volumes may only be of the types Pod "
+                                 f"Security's restricted profile allows: {', '.join(RESTRICTED_VOLUME_TYPES)}")
+        return self

@@ -236,10 +236,11 @@ class Server:
         scores: list[float] = await self._submit("score", [(context, c.text, c.id) for c in ranked.candidates])
         metrics.observe_scores(scores)
         # Highest score first; ties keep the caller's order.
-        ranking = sorted(range(len(scores)), key=lambda i: -scores[i])[:ranked.top_k]
+        ranking = sorted(range(len(scores)), key=lambda i: -scores[i])
+        n, k = len(ranking), ranked.top_k
         # Only a logged response is explored: the slice exists to make the log unbiased.
-        display, explored = self.exploration.display_order(len(ranking)) if self.event_log is not None else (
-            list(range(len(ranking))), False)
+        display, explored = self.exploration.display_order(n, k) if self.event_log is not None else (
+            list(range(k)), False)
         order = [ranking[j] for j in display]
         request_id = new_request_id()
         shown = [ranked.candidates[i] for i in order]
@@ -247,12 +248,11 @@ class Server:
         token = self.signer.issue(request_id, track, self.model_version, [c.id for c in shown])
         metrics.impressions.labels(**metrics.own).inc(len(shown))
         if self.event_log is not None:
-            k = len(order)
             self.event_log.append(impression_records(
                 ts=time.time(), request_id=request_id, query=ranked.query,
                 user_id=pseudonymous_user(ranked.user_id, self.settings.pseudonym_salt),
                 user_context=ranked.user_context,
-                items=[(c.id, c.text, scores[i], self.exploration.propensity(j, p, k))
+                items=[(c.id, c.text, scores[i], self.exploration.propensity(j, p, n, k))
                        for p, (c, i, j) in enumerate(zip(shown, order, display, strict=True))],
                 explored=explored, track=track, model_version=self.model_version,
                 deployment=self.settings.deployment, namespace=self.settings.namespace,
