@@ -557,12 +557,13 @@ def _clean(
     _require(raw, fields.product_id, "fields.productId")
     for name in fields.product_text:
         _require(raw, name, "fields.productText")
-    # A role mapped explicitly to a column the data lacks is an error (a misspelt name would otherwise train without
-    # it, e.g. without queries); a default mapping may be absent.
+    # A role mapped to a column other than its default name must exist (a misspelt name would otherwise train without
+    # it, e.g. without queries); a role left at its default may be absent. (Not model_fields_set: the apiserver fills
+    # in the CRD's defaults, so in a cluster every field looks set.)
     for attr, role in (("query", "fields.query"), ("user", "fields.user"), ("user_context", "fields.userContext"),
                        ("timestamp", "fields.timestamp")):
         name = getattr(fields, attr)
-        if name is not None and attr in fields.model_fields_set:
+        if name is not None and name != type(fields).model_fields[attr].default:
             _require(raw, name, role)
     needs_target = task != "domain-pretrain"
     label_col = fields.label
