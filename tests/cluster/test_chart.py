@@ -140,6 +140,9 @@ def test_namespaced_install_reconcile_least_privilege_upgrade_uninstall(
         assert allowed(cluster, release, "patch", "finetunejobs", namespace, "recops.dev", "status")
         assert allowed(cluster, release, "create", "jobs", namespace, "batch")
         assert allowed(cluster, release, "create", "finetunejobs", namespace, "recops.dev")  # retraining
+        assert allowed(cluster, release, "list", "events", namespace)  # a trainer Job's FailedCreate
+        assert not allowed(cluster, release, "watch", "events", namespace)
+        assert not allowed(cluster, release, "list", "events", unwatched)
         assert not allowed(cluster, release, "list", "finetunejobs", unwatched, "recops.dev")
         assert not allowed(cluster, release, "list", "finetunejobs", None, "recops.dev")  # cluster-wide
         assert not allowed(cluster, release, "create", "jobs", unwatched, "batch")

@@ -146,6 +146,26 @@ def test_gpu_request_no_node_can_satisfy_until_a_node_joins(cluster: Cluster, na
     assert unschedulable and len(unschedulable) == len(set(unschedulable))
 
 
+def test_a_job_that_cannot_create_its_pod_says_why_then_recovers(cluster: Cluster, namespace: str,
+                                                                 operator: RunningOperator) -> None:
+    """Issue 19: a ResourceQuota (like Pod Security admission or a webhook) refusing the trainer pod left the job
+    "waiting for the trainer pod to start" for ever; now the Job controller's words are the condition."""
+    name = "quota"
+    cluster.apply({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-pods"},
+                   "spec": {"hard": {"pods": "0"}}}, namespace)
+    cluster.apply(finetunejob(name, message=report(name, namespace)), namespace)
+    obj = wait_reason(cluster, namespace, name, "PodCreateFailed", timeout=90)
+    assert obj["status"]["phase"] == "Pending"
+    message = obj["status"]["message"]
+    assert message.startswith("the Job cannot create the trainer pod: ") and "exceeded quota: no-pods" in message
+    assert any(t == "Warning" and r == "PodCreateFailed" for t, r, _ in event_reasons(cluster, namespace, name))
+
+    cluster.kubectl("delete", "resourcequota", "no-pods", "-n", namespace)
+    done = kubectl_wait(cluster, namespace, name, "Complete", "120s")  # the Job controller retries by itself
+    assert done.returncode == 0, done.stderr + operator.log_tail()
+    assert ftj(cluster, namespace, name)["status"]["phase"] == "Succeeded"
+
+
 def test_a_failed_attempt_is_retried_and_counted(cluster: Cluster, namespace: str, operator: RunningOperator) -> None:
     name = "flaky"
     node_key = uuid.uuid4().hex[:8]

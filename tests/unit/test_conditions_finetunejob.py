@@ -131,6 +131,32 @@ def test_unschedulable_pod_is_reported() -> None:
     assert "Insufficient nvidia.com/gpu" in status["message"]
 
 
+@pytest.mark.parametrize("reason, message", [
+    ("ImagePullBackOff", 'Back-off pulling image "registry.example/recops-trainer:nope"'),
+    ("CreateContainerConfigError", "couldn't find key aws-key in Secret shop/s3"),
+    ("InvalidImageName", 'Failed to apply default image tag "UPPER:case"'),
+])
+def test_a_container_that_cannot_start_is_named_with_the_kubelets_reason(reason: str, message: str) -> None:
+    p = pod("j-abc", "Pending")
+    p["status"]["containerStatuses"][0]["state"] = {"waiting": {"reason": reason, "message": message}}
+    status = compute(body(), job(active=1), [p])
+    assert status["phase"] == "Pending"
+    assert conditions_of(status)["Ready"] == ("False", reason)
+    assert status["message"] == f"trainer pod j-abc container trainer: {reason}: {message}"
+    # Still being created is no failure.
+    p["status"]["containerStatuses"][0]["state"] = {"waiting": {"reason": "ContainerCreating"}}
+    assert conditions_of(compute(body(), job(active=1), [p]))["Ready"] == ("False", c.PENDING)
+
+
+def test_a_job_that_cannot_create_its_pod_says_why() -> None:
+    b = body()
+    refused = 'pods "j-x" is forbidden: exceeded quota: shop, requested: requests.cpu=4, used: 0, limited: 2'
+    status = st.compute_status(b, model(b), st.Observed(job=job(), pods=[], create_failures=["older", refused]),
+                               now=T2)
+    assert conditions_of(status)["Ready"] == ("False", c.POD_CREATE_FAILED)
+    assert status["message"] == f"the Job cannot create the trainer pod: {refused}"
+
+
 def test_retry_after_a_failed_attempt_counts_attempts() -> None:
     failed = pod("j-1", "Failed", {"exitCode": 3, "message": report(error="CUDA out of memory"), "finishedAt": T1})
     status = compute(body(), job(failed=1, active=1), [failed, pod("j-2", "Running", created=T1)])

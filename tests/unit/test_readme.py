@@ -119,7 +119,8 @@ def test_every_linked_file_exists() -> None:
 def defined_reasons() -> set[str]:
     types = {"COMPLETE", "FAILED", "GATE_PASSED", "SUSPENDED", "READY", "AVAILABLE", "PROGRESSING", "DEGRADED",
              "HEALTHY", "RETRAINING", "METRICS_UNAVAILABLE"}
-    return {v for k, v in vars(conditions).items() if k.isupper() and isinstance(v, str) and k not in types}
+    return ({v for k, v in vars(conditions).items() if k.isupper() and isinstance(v, str) and k not in types}
+            | set(conditions.CONTAINER_START_FAILURES))  # the kubelet's reasons, passed through
 
 
 def test_troubleshooting_names_exactly_the_defined_reasons() -> None:

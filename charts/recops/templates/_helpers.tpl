@@ -103,9 +103,10 @@ in both modes. tests/unit/test_chart.py fails when these and config/rbac/ differ
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "patch"]
+# Events: posted; listed only to read a trainer Job's FailedCreate (why it has no pod).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create", "patch", "list"]
 # RecModelDeployment children; the headless Service of a multi-worker FineTuneJob.
 - apiGroups: [""]
   resources: ["services"]

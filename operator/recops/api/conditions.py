@@ -43,6 +43,10 @@ GATE_NOT_MET = "GateNotMet"  # The gate's metric missed its bound or did not bea
 NO_GATE = "NoGate"  # No gate is configured; a complete model is ready.
 MISSING_DEPENDENCY = "MissingDependency"  # A referenced Secret or PVC does not exist.
 UNSCHEDULABLE = "Unschedulable"  # No node can take the trainer pod (e.g. too many GPUs asked).
+# The trainer pod's container cannot start: the kubelet's own reason is the condition's reason.
+CONTAINER_START_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
+                            "CreateContainerConfigError", "CreateContainerError", "RunContainerError")
+POD_CREATE_FAILED = "PodCreateFailed"  # The Job controller cannot create the pod (quota, admission, a webhook).
 RETRYING = "Retrying"  # A trainer attempt failed and backoffLimit allows another; attempts counts them.
 DEADLINE_RAISED = "DeadlineRaised"  # The spec changed after DeadlineExceeded: a new Job resumes the training.
 

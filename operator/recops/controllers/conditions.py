@@ -15,6 +15,14 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def age_s(obj: dict[str, Any]) -> float:
+    """Seconds since the object's creationTimestamp (0 when it has none)."""
+    created = (obj.get("metadata") or {}).get("creationTimestamp")
+    if not created:
+        return 0.0
+    return (datetime.now(UTC) - datetime.fromisoformat(str(created).replace("Z", "+00:00"))).total_seconds()
+
+
 def find(conditions: Iterable[dict[str, Any]] | None, type_: str) -> dict[str, Any] | None:
     for condition in conditions or ():
         if condition.get("type") == type_:

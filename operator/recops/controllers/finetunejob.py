@@ -26,8 +26,11 @@ from recops.api.validation import format_errors
 from recops.builders import finetunejob as builders
 from recops.builders.common import BuilderSettings
 from recops.controllers import finetunejob_status as st
-from recops.controllers.conditions import now_rfc3339
+from recops.controllers.conditions import age_s, now_rfc3339
 from recops.controllers.kube import ApiError, Kube, object_path, resource_path
+
+# A Job without a pod after this long is asked why (its FailedCreate Events); before, it is just young.
+POD_CREATE_GRACE_S = 10.0
 
 log = logging.getLogger("recops.controllers.finetunejob")
 
@@ -35,7 +38,7 @@ log = logging.getLogger("recops.controllers.finetunejob")
 MUTABLE_JOB_FIELDS = ("suspend", "activeDeadlineSeconds")
 JOB_CREATED = "JobCreated"  # Event reason: the trainer Job was created.
 # Ready reasons that say something blocks the job; each transition into one is also a Warning Event.
-BLOCKED_REASONS = (c.MISSING_DEPENDENCY, c.UNSCHEDULABLE, c.RETRYING)
+BLOCKED_REASONS = (c.MISSING_DEPENDENCY, c.UNSCHEDULABLE, c.RETRYING, c.POD_CREATE_FAILED, *c.CONTAINER_START_FAILURES)
 INVALID_PREFIX = "invalid spec: "
 
 # (involved object, type Normal|Warning, reason, message)
@@ -132,6 +135,8 @@ class FineTuneJobController:
             job = None  # the old Job of a rerun: the new one is created once it is gone
         pods = self.labelled_pods(namespace, name) if job is not None else []
         observed = st.Observed(job=job, pods=of_job(pods, job), waiting=waiting)
+        if job is not None and not observed.pods and not job_deleting and age_s(job) > POD_CREATE_GRACE_S:
+            observed.create_failures = self.create_failures(job)
         if invalid is not None:
             ftj = None
         new_status = st.compute_status(body, ftj, observed, now=now_rfc3339(), invalid=invalid)
@@ -151,6 +156,19 @@ class FineTuneJobController:
                 p for p in pods if p["metadata"].get("deletionTimestamp") or p["metadata"]["uid"] not in current
             ])
         return result
+
+    def create_failures(self, job: dict[str, Any]) -> list[str]:
+        """The Job controller's FailedCreate Events for this Job (a ResourceQuota, Pod Security admission or a webhook
+        refusing its pod), oldest first; nothing if they cannot be read."""
+        meta = job["metadata"]
+        selector = f"involvedObject.kind=Job,involvedObject.name={meta['name']},involvedObject.uid={meta['uid']}," \
+                   "reason=FailedCreate"
+        try:
+            events = self.kube.list(resource_path("v1", "events", meta["namespace"]), field_selector=selector)
+        except ApiError:
+            return []
+        events.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+        return [str(e.get("message") or "") for e in events]
 
     def _apply_children(self, body: dict[str, Any], ftj: FineTuneJob, job: dict[str, Any] | None,
                         current_model: str | None, result: PassResult) -> dict[str, Any] | None:

@@ -162,6 +162,8 @@ def completion_index(pod: dict[str, Any]) -> int | None:
 class Observed:
     job: dict[str, Any] | None
     pods: list[dict[str, Any]] = field(default_factory=list)
+    # The Job controller's FailedCreate Event messages for the Job, newest last (read only while the Job has no pod).
+    create_failures: list[str] = field(default_factory=list)
     # Why the Job is not created yet (reason, message), e.g. a missing Secret.
     waiting: tuple[str, str] | None = None
 
@@ -206,6 +208,17 @@ class Observed:
     def first_start(self) -> str | None:
         times = [t for p in self.started_pods() if (t := (p.get("status") or {}).get("startTime"))]
         return min(times) if times else None
+
+    def start_failure(self) -> tuple[str, str] | None:
+        """(the kubelet's reason, a message naming the pod and container) when a container cannot start."""
+        for pod in self.pods_in_phase("Pending"):
+            status = pod.get("status") or {}
+            for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+                waiting = (container.get("state") or {}).get("waiting") or {}
+                if waiting.get("reason") in c.CONTAINER_START_FAILURES:
+                    return waiting["reason"], (f"trainer pod {pod['metadata']['name']} container {container.get('name')}: "
+                                               f"{waiting['reason']}: {waiting.get('message') or ''}").strip()[:1000]
+        return None
 
     def unschedulable(self) -> str | None:
         for pod in self.pods_in_phase("Pending"):
@@ -320,6 +333,10 @@ def _unfinished(ftj: FineTuneJob, observed: Observed) -> tuple[str, str, str]:
         return "Running", c.RUNNING, f"trainer pod {running[-1]['metadata']['name']} is running (attempt {attempt})"
     if unschedulable:
         return "Pending", c.UNSCHEDULABLE, unschedulable
+    if (start_failure := observed.start_failure()) is not None:
+        return "Pending", *start_failure
+    if observed.create_failures and not observed.pods:
+        return "Pending", c.POD_CREATE_FAILED, f"the Job cannot create the trainer pod: {observed.create_failures[-1]}"
     last_failure = _last_exit(observed, "Failed")
     if last_failure is not None:
         failed_attempts = max(int(((job.get("status") or {}).get("failed")) or 0),

@@ -114,11 +114,13 @@ class Kube:
                 return None
             raise
 
-    def list(self, path: str, label_selector: str | None = None) -> builtins.list[dict[str, Any]]:
+    def list(self, path: str, label_selector: str | None = None,
+             field_selector: str | None = None) -> builtins.list[dict[str, Any]]:
         items: builtins.list[dict[str, Any]] = []
         cont: str | None = None
         while True:
-            page = self.request("GET", path, query={"labelSelector": label_selector, "limit": 500, "continue": cont})
+            page = self.request("GET", path, query={"labelSelector": label_selector, "fieldSelector": field_selector,
+                                                    "limit": 500, "continue": cont})
             items += page.get("items") or []
             cont = (page.get("metadata") or {}).get("continue")
             if not cont:
