@@ -444,3 +444,40 @@ def test_pinned_fine_tune_job_waits_for_it(cluster: Cluster, operator: RunningOp
     assert job is not None and status["stable"]["completedAt"] == job["status"]["completionTime"]
     dep = get(cluster, "deployment", namespace, "pinned-stable")
     assert dep is not None and dep["spec"]["template"]["spec"]["containers"][0]["args"][1] == str(models["ranker-b"])
+
+
+def test_a_spec_that_cannot_be_built_is_invalid_once_not_retried(cluster: Cluster, operator: RunningOperator,
+                                                                 namespace: str, models: dict[str, Path]) -> None:
+    """Issue 19: a podTemplate volume named like the server's own got a 500 from the API server on every pass and
+    no status was ever written. Now: the builders name the collision; what only the API server refuses (a mount of a
+    volume that does not exist) is InvalidSpec with its words, asked once per generation."""
+    def invalid(status: dict[str, Any]) -> bool:
+        return conditions(status).get("Ready", {}).get("reason") == "InvalidSpec"
+
+    def warnings(name: str) -> list[tuple[str, int]]:
+        listed = cluster.kubectl("get", "events", "-n", namespace, "--field-selector",
+                                 f"involvedObject.name={name},reason=InvalidSpec", "-o", "json").stdout
+        return [(e["message"], int(e.get("count") or 1)) for e in json.loads(listed)["items"]]
+
+    model = {"uri": str(models["ranker-a"])}
+    cluster.apply(rmd("tmp-volume", model, process_node=False, podTemplate={
+        "volumes": [{"name": "tmp", "emptyDir": {}}]}), namespace)
+    status = wait_status(cluster, namespace, "tmp-volume", invalid, 60, "InvalidSpec", operator)
+    assert conditions(status)["Ready"]["message"] == "spec.podTemplate.volumes[0].name: 'tmp' is used by recops"
+    assert get(cluster, "deployment", namespace, "tmp-volume-stable") is None
+
+    cluster.apply(rmd("bad-mount", model, process_node=False, podTemplate={
+        "volumeMounts": [{"name": "nope", "mountPath": "/data"}]}), namespace)
+    status = wait_status(cluster, namespace, "bad-mount", invalid, 60, "InvalidSpec", operator)
+    message = conditions(status)["Ready"]["message"]
+    assert message.startswith("the API server rejected a child object: ") and "nope" in message
+    version = get(cluster, "recmodeldeployment", namespace, "bad-mount")["metadata"]["resourceVersion"]  # type: ignore[index]
+    settle(6)  # several rollout ticks: no new status write, no new Event
+    assert get(cluster, "recmodeldeployment", namespace, "bad-mount")["metadata"]["resourceVersion"] == version  # type: ignore[index]
+    assert [count for _, count in warnings("bad-mount")] == [1]
+
+    # A new generation that can be built serves.
+    cluster.apply(rmd("bad-mount", model, process_node=False, podTemplate={}), namespace)
+    wait_status(cluster, namespace, "bad-mount", lambda s: conditions(s).get("Ready", {}).get("reason") != "InvalidSpec",
+                60, "the fixed spec to be acted on", operator)
+    assert get(cluster, "deployment", namespace, "bad-mount-stable") is not None

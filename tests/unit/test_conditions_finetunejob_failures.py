@@ -113,7 +113,9 @@ def test_a_finished_trainer_stays_running_until_the_job_completes() -> None:
 def test_what_the_api_server_refuses_is_a_rejection_not_an_error() -> None:
     import json as json_
 
-    from recops.controllers.finetunejob import ApiError, is_rejection, rejection, stored_invalid
+    from recops.controllers.conditions import stored_invalid
+    from recops.controllers.finetunejob import INVALID_PREFIX
+    from recops.controllers.kube import ApiError, is_rejection, rejection
 
     invalid = ApiError(status=422, reason="Unprocessable Entity")
     invalid.body = json_.dumps({"message": 'Job.batch "j" is invalid: spec.template.spec.volumes[4].name: Invalid'})
@@ -127,8 +129,8 @@ def test_what_the_api_server_refuses_is_a_rejection_not_an_error() -> None:
     # Recorded for this generation, a rejection is not retried on resync; a new generation retries.
     b = body(generation=3)
     b["status"] = compute(b, None, [])
-    assert stored_invalid(b) is None
+    assert stored_invalid(b, c.FAILED, INVALID_PREFIX) is None
     b["status"] = st.compute_status(b, None, st.Observed(job=None), now=T2, invalid=rejection(invalid))
-    assert stored_invalid(b) == rejection(invalid)
+    assert stored_invalid(b, c.FAILED, INVALID_PREFIX) == rejection(invalid)
     b["metadata"]["generation"] = 4
-    assert stored_invalid(b) is None
+    assert stored_invalid(b, c.FAILED, INVALID_PREFIX) is None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from recops import uris
-from recops.api.common import API_VERSION, LocalObjectReference, SecretKeySelector
+from recops.api.common import API_VERSION, LocalObjectReference, PodTemplate, SecretKeySelector
 from recops.api.contracts import MANAGED_BY, owner_label
 
 APP_NAME = "recops"
@@ -171,6 +171,20 @@ def scratch_volumes() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[
         {"name": SCRATCH_ENV, "value": SCRATCH_DIR},
     ]
     return volumes, mounts, env
+
+
+def template_collisions(template: PodTemplate, names: set[str], paths: set[str]) -> list[str]:
+    """podTemplate volumes and mounts that collide with what recops adds (server-side apply refuses duplicate list
+    keys, and a second mount at one path would shadow recops' own)."""
+    found = []
+    for index, volume in enumerate(template.volumes):
+        if volume.get("name") in names:
+            found.append(f"spec.podTemplate.volumes[{index}].name: {volume.get('name')!r} is used by recops")
+    for index, mount in enumerate(template.volume_mounts):
+        if mount.get("mountPath") in paths:
+            found.append(f"spec.podTemplate.volumeMounts[{index}].mountPath: {mount.get('mountPath')!r} "
+                         "is used by recops")
+    return found
 
 
 # --- Secrets -------------------------------------------------------------------------------------

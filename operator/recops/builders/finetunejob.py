@@ -34,6 +34,7 @@ from recops.builders.common import (
     scratch_volumes,
     secret_key_env,
     standard_labels,
+    template_collisions,
     without_forbidden,
 )
 
@@ -99,16 +100,7 @@ def problems(ftj: FineTuneJob) -> list[str]:
                 f"DNS label (lower case letters, digits and '-', starting with a letter, at most "
                 f"{MAX_HOSTNAME_LENGTH} characters)"
             )
-    # podTemplate additions must not collide with what recops adds (server-side apply refuses
-    # duplicate list keys, and a second mount at one path would shadow the trainer's).
-    own_volumes, own_mounts = _own_volumes(ftj)
-    for index, volume in enumerate(ftj.spec.pod_template.volumes):
-        if volume.get("name") in own_volumes:
-            found.append(f"spec.podTemplate.volumes[{index}].name: {volume.get('name')!r} is used by recops")
-    for index, mount in enumerate(ftj.spec.pod_template.volume_mounts):
-        if mount.get("mountPath") in own_mounts:
-            found.append(f"spec.podTemplate.volumeMounts[{index}].mountPath: {mount.get('mountPath')!r} "
-                         "is used by recops")
+    found += template_collisions(ftj.spec.pod_template, *_own_volumes(ftj))
     for field, uri in (("spec.baseModel.uri", ftj.spec.base_model.uri), ("spec.dataset.uri", ftj.spec.dataset.uri),
                        ("spec.output.uri", ftj.spec.output.uri)):
         if uri:

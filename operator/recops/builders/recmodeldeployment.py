@@ -33,6 +33,7 @@ from recops.builders.common import (
     scratch_volumes,
     secret_key_env,
     standard_labels,
+    template_collisions,
     without_forbidden,
 )
 
@@ -381,4 +382,13 @@ def problems(rmd: RecModelDeployment) -> list[str]:
             uris.parse(rmd.spec.serving.event_log.uri)
         except ValueError as error:
             found.append(f"spec.serving.eventLog.uri: {error}")
-    return found
+    # The claims of a lineage's models are known only per model: a collision with one is the API server's to refuse.
+    scratch_vols, scratch_mounts, _ = scratch_volumes()
+    try:
+        claim_vols, claim_mounts = pvc_volumes([(source.uri, True), (
+            rmd.spec.serving.event_log.uri if rmd.spec.serving.event_log else None, False)])
+    except ValueError:  # reported above
+        claim_vols, claim_mounts = [], []
+    names = {MODEL_VOLUME, *(v["name"] for v in scratch_vols + claim_vols)}
+    paths = {MODEL_DIR, *(m["mountPath"] for m in scratch_mounts + claim_mounts)}
+    return found + template_collisions(rmd.spec.pod_template, names, paths)

@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from recops.api.conditions import INVALID_SPEC
+
 
 def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -75,3 +77,14 @@ def ordered(conditions: list[dict[str, Any]], order: Iterable[str]) -> list[dict
     """Conditions in a fixed type order (stable output, so equal states compare equal)."""
     rank = {t: i for i, t in enumerate(order)}
     return sorted(conditions, key=lambda c: (rank.get(c.get("type", ""), len(rank)), c.get("type", "")))
+
+
+def stored_invalid(body: dict[str, Any], condition_type: str, prefix: str = "") -> str | None:
+    """The InvalidSpec message that `condition_type` records for the object's current generation, if any: a spec
+    the API server refused is asked about again only for a new generation (or after an operator start)."""
+    condition = find((body.get("status") or {}).get("conditions"), condition_type)
+    if condition is None or condition.get("reason") != INVALID_SPEC:
+        return None
+    if condition.get("observedGeneration") != body["metadata"].get("generation"):
+        return None
+    return str(condition.get("message") or "").removeprefix(prefix) or "rejected"

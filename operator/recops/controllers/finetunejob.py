@@ -8,7 +8,6 @@ changed. A finished FineTuneJob's status is final: no Job is ever created for it
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,8 +25,8 @@ from recops.api.validation import format_errors
 from recops.builders import finetunejob as builders
 from recops.builders.common import BuilderSettings
 from recops.controllers import finetunejob_status as st
-from recops.controllers.conditions import age_s, now_rfc3339
-from recops.controllers.kube import ApiError, Kube, object_path, resource_path
+from recops.controllers.conditions import age_s, now_rfc3339, stored_invalid
+from recops.controllers.kube import ApiError, Kube, is_rejection, object_path, rejection, resource_path
 
 # A Job without a pod after this long is asked why (its FailedCreate Events); before, it is just young.
 POD_CREATE_GRACE_S = 10.0
@@ -102,7 +101,7 @@ class FineTuneJobController:
         if invalid is None and not apply_children:
             # The API server rejected this generation's children once: do not retry every resync. The
             # spec handlers (a new generation, an operator restart or upgrade) try again.
-            invalid = stored_invalid(body)
+            invalid = stored_invalid(body, c.FAILED, INVALID_PREFIX)
         result = PassResult()
         if job is not None and not owned_by(job, body):
             # A Job of an earlier FineTuneJob of the same name, on its way out: let it go, wait for it.
@@ -350,37 +349,6 @@ def of_job(pods: list[dict[str, Any]], job: dict[str, Any] | None) -> list[dict[
         return []
     uid = job["metadata"].get("uid")
     return [p for p in pods if any(ref.get("uid") == uid for ref in p["metadata"].get("ownerReferences") or [])]
-
-
-def stored_invalid(body: dict[str, Any]) -> str | None:
-    """The InvalidSpec message recorded for the current generation, if any."""
-    status = body.get("status") or {}
-    failed: dict[str, Any] = next((x for x in status.get("conditions") or [] if x.get("type") == c.FAILED), {})
-    if failed.get("status") != "True" or failed.get("reason") != c.INVALID_SPEC:
-        return None
-    if failed.get("observedGeneration") != body["metadata"].get("generation"):
-        return None
-    return str(failed.get("message") or "").removeprefix(INVALID_PREFIX) or "rejected"
-
-
-def is_rejection(error: ApiError) -> bool:
-    """The API server refused a child as built from the spec (not a transient or permission problem).
-
-    400/422 are validation; server-side apply answers 500 "failed to create typed patch object"
-    for a manifest it cannot even type (e.g. duplicate list keys).
-    """
-    if error.status in (400, 422):
-        return True
-    return error.status == 500 and "failed to create typed patch object" in str(error.body or "")
-
-
-def rejection(error: ApiError) -> str:
-    """The API server's words for a child it refused (400/422): the spec cannot be built as given."""
-    try:
-        message = json.loads(error.body or "{}").get("message")
-    except ValueError:
-        message = None
-    return f"the API server rejected a child object: {message or error.reason}"
 
 
 def parse(body: dict[str, Any]) -> tuple[FineTuneJob | None, str | None]:

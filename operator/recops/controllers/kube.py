@@ -175,3 +175,23 @@ class Kube:
         if uid:
             body["preconditions"] = {"uid": uid}
         self.request("DELETE", path, body=body)
+
+
+def is_rejection(error: ApiError) -> bool:
+    """The API server refused a child as built from the spec (not a transient or permission problem).
+
+    400/422 are validation; server-side apply answers 500 "failed to create typed patch object"
+    for a manifest it cannot even type (e.g. duplicate list keys).
+    """
+    if error.status in (400, 422):
+        return True
+    return error.status == 500 and "failed to create typed patch object" in str(error.body or "")
+
+
+def rejection(error: ApiError) -> str:
+    """The API server's words for a child it refused: the spec cannot be built as given."""
+    try:
+        message = json.loads(error.body or "{}").get("message")
+    except ValueError:
+        message = None
+    return f"the API server rejected a child object: {message or error.reason}"

@@ -9,6 +9,7 @@ annotations. The FineTuneJob needs no finalizer: its children are owned and garb
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import logging
@@ -134,6 +135,9 @@ class Operator:
         self.coalescer = Coalescer()
         # RecModelDeployments seen on the watch stream -> whether a rollout is under way.
         self.known_rmds: dict[tuple[str, str], bool] = {}
+        # RecModelDeployments whose last tick pass failed -> (failures in a row, monotonic time of the next try):
+        # a failing object is retried 5s, 10s, 20s, ... later, not every tick.
+        self.rmd_backoff: dict[tuple[str, str], tuple[int, float]] = {}
         # FineTuneJobs seen on the watch stream -> whether their status is final.
         self.known_ftjs: dict[tuple[str, str], bool] = {}
         # Objects whose next pass must server-side apply every child (after a spec change or restart).
@@ -220,12 +224,19 @@ class Operator:
             for (namespace, name), active in list(self.known_rmds.items()):
                 if not (active or full) or self.coalescer.busy((RMD_KIND, namespace, name)):
                     continue
+                failures, next_try = self.rmd_backoff.get((namespace, name), (0, 0.0))
+                if time.monotonic() < next_try:
+                    continue
                 context = (self.kopf_context or contextvars.copy_context()).copy()
                 try:
                     await asyncio.to_thread(context.run, self.reconcile_rmd, namespace, name,
                                             "resync" if full else "rollout")
-                except Exception:  # logged and counted; the next tick retries
-                    log.exception("pass of RecModelDeployment %s/%s failed", namespace, name)
+                    self.rmd_backoff.pop((namespace, name), None)
+                except Exception:  # logged and counted; retried after a growing delay
+                    delay = retry_delay(failures)
+                    self.rmd_backoff[(namespace, name)] = (failures + 1, time.monotonic() + delay)
+                    log.exception("pass of RecModelDeployment %s/%s failed; next try in %.0fs", namespace, name,
+                                  delay)
 
     def child_changed(self, body: dict[str, Any], deleted: bool = False) -> bool:
         """Whether a Job or pod event changes anything a FineTuneJob pass reads (most of a Job's and
@@ -351,6 +362,19 @@ def retry_delay(retry: int) -> float:
     return float(min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** min(retry, 16)))
 
 
+@contextlib.contextmanager
+def backing_off(kind: str, namespace: str, name: str, retry: int) -> Iterator[None]:
+    """A spec handler's pass: transient API errors and missing permissions are retried with an exponential
+    back-off, never in a storm (an invalid spec never gets here: it is a status, not an error)."""
+    try:
+        yield
+    except Exception as error:
+        delay = retry_delay(retry)
+        log.warning("%s %s/%s: %s: %s; retry %d in %.0fs", kind, namespace, name, type(error).__name__,
+                    str(error).splitlines()[0] if str(error) else "", retry + 1, delay)
+        raise kopf.TemporaryError(f"{type(error).__name__}: {error}", delay=delay) from error
+
+
 def post_event(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
     try:
         kopf.event(cast(kopf.Body, body), type=type_, reason=reason, message=message[:1024])
@@ -387,15 +411,8 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     @kopf.on.update(**ftj, id="reconcile", backoff=5)  # type: ignore[arg-type]
     @kopf.on.resume(**ftj, id="reconcile", backoff=5)  # type: ignore[arg-type]
     def reconcile_finetunejob(namespace: str, name: str, retry: int = 0, **_: Any) -> None:
-        try:
+        with backing_off(FTJ_KIND, namespace, name, retry):
             operator.reconcile_ftj(namespace, name, "spec", apply_children=True)
-        except Exception as error:
-            # Transient API errors and missing permissions: retried with an exponential back-off,
-            # never in a storm (an invalid spec never gets here: it is a status, not an error).
-            delay = retry_delay(retry)
-            log.warning("FineTuneJob %s/%s: %s: %s; retry %d in %.0fs", namespace, name, type(error).__name__,
-                        str(error).splitlines()[0] if str(error) else "", retry + 1, delay)
-            raise kopf.TemporaryError(f"{type(error).__name__}: {error}", delay=delay) from error
 
     @kopf.on.event(**ftj, id="track")  # type: ignore[arg-type]
     def track_finetunejob(type: str | None, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
@@ -429,8 +446,9 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     @kopf.on.create(**rmd, id="reconcile", backoff=5)  # type: ignore[arg-type]
     @kopf.on.update(**rmd, id="reconcile", backoff=5)  # type: ignore[arg-type]
     @kopf.on.resume(**rmd, id="reconcile", backoff=5)  # type: ignore[arg-type]
-    def reconcile_recmodeldeployment(namespace: str, name: str, **_: Any) -> None:
-        operator.reconcile_rmd(namespace, name, "spec", apply_children=True)
+    def reconcile_recmodeldeployment(namespace: str, name: str, retry: int = 0, **_: Any) -> None:
+        with backing_off(RMD_KIND, namespace, name, retry):
+            operator.reconcile_rmd(namespace, name, "spec", apply_children=True)
 
     @kopf.on.event(**rmd, id="track")  # type: ignore[arg-type]
     def track_recmodeldeployment(type: str | None, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:

@@ -31,8 +31,8 @@ from recops.api.validation import format_errors
 from recops.builders import recmodeldeployment as builders
 from recops.builders.common import BuilderSettings
 from recops.controllers import rollout
-from recops.controllers.conditions import set_condition
-from recops.controllers.kube import ApiError, Kube, object_path, resource_path
+from recops.controllers.conditions import set_condition, stored_invalid
+from recops.controllers.kube import ApiError, Kube, is_rejection, object_path, rejection, resource_path
 from recops.monitor.promql import TrackSelector, builtin_query
 
 log = logging.getLogger("recops.controllers.recmodeldeployment")
@@ -96,7 +96,10 @@ class RecModelDeploymentController:
             self.forget(namespace, name)
         now = self.now()
         rmd, invalid = parse(body)
-        if rmd is None:
+        if invalid is None and not apply_children:
+            # The API server refused this generation's children once: not asked again on every tick.
+            invalid = stored_invalid(body, c.READY)
+        if rmd is None or invalid is not None:
             return self._invalid(body, invalid or "invalid spec", now)
 
         annotations = dict(body["metadata"].get("annotations") or {})
@@ -113,7 +116,12 @@ class RecModelDeploymentController:
             analysis = self.analyse(rmd, status)
         plan = rollout.decide(rmd.spec, annotations, body["metadata"].get("generation"), status, selection,
                               observed, analysis, now, endpoint=builders.endpoint(rmd))
-        self.apply(rmd, plan, observed)
+        try:
+            self.apply(rmd, plan, observed)
+        except ApiError as error:
+            if not is_rejection(error):  # transient or a permission problem: backed off and retried
+                raise
+            return self._invalid(body, rejection(error), now)
         written = self.write_status(body, plan.status)
         for type_, reason, message in events + plan.events:
             self.post_event(body, type_, reason, message)
