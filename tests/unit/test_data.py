@@ -160,6 +160,10 @@ def test_the_exploration_slice_of_an_event_log_is_marked_and_other_data_is_not()
     assert kept.loc[("mug r1", "b"), "label"] == 1.0  # the click merged onto its explored impression
     plain = prepare(rows())
     assert not plain.logged and not all_rows(plain)["explored"].any()
+    # Event data with request ids that no recops server wrote (a shop's own log, `recops data synth`) was ranked by
+    # something else: it is not a served log.
+    foreign = [{k: v for k, v in r.items() if k != "explored"} for r in records]
+    assert not prepare(pd.DataFrame(foreign), split={"by": "random", "validation": 0.0, "test": 0.2}).logged
 
 
 def test_partitions_with_different_columns_and_types_read_as_one(tmp_path: Path) -> None:

@@ -53,6 +53,7 @@ REQUEST_ID = "request_id"
 EVENT_LOG_TIMESTAMP = "ts"
 # Impressions of the event log's exploration slice (recops.serve.exploration): shown in a random order.
 EXPLORED = "explored"
+SERVED_BY = "model_version"  # the model that ranked a logged response
 IMPRESSION = "impression"
 # Extensions of the formats `datasets` reads; compressed files keep their inner extension.
 FORMAT_EXTENSIONS = {
@@ -120,7 +121,7 @@ class PreparedData:
     report: CleaningReport
     fingerprint: str  # sha256 of the cleaned data and its split; independent of the salt
     max_grade: float  # the largest label value the task can have (1.0 for binary tasks)
-    # A serving event log: its rows were ranked by a served model (column `explored`: the exploration slice).
+    # Logged by `recops serve` (_served_log): ranked by a served model; column `explored` marks the exploration slice.
     logged: bool = False
 
     def product_texts(self) -> set[str]:
@@ -924,5 +925,11 @@ def prepare_frame(
         report=report,
         fingerprint=_fingerprint(frames, task),
         max_grade=max_grade,
-        logged=_is_event_log(raw, dataset),
+        logged=_served_log(raw, dataset),
     )
+
+
+def _served_log(raw: pd.DataFrame, dataset: DatasetSpec) -> bool:
+    """Rows that `recops serve` logged (contracts.EVENT_LOG_FIELDS: each names the model that ranked it), whose
+    clicks favour that model; other event data (a shop's own logs, `recops data synth`) was ranked by something else."""
+    return _is_event_log(raw, dataset) and bool({EXPLORED, SERVED_BY} & set(raw.columns))
