@@ -6,8 +6,10 @@ renewed for `lease_seconds` (judged by the local clock from when this replica la
 record change, so clock skew between nodes does not matter), takes it with an optimistic-
 concurrency update (`resourceVersion`: of two replicas racing, one gets 409), and renews it
 every `lease_seconds / 3`. A leader that cannot renew within `renew_deadline` stops the process
-at once (it must not act while another replica may already lead); on a clean shutdown it
-releases the Lease so a standby takes over without waiting for it to expire.
+at once (it must not act while another replica may already lead): every Lease request is bounded
+by the renew deadline, and a watchdog that waits on no request checks the deadline, so a request
+that hangs (an API server that accepts and never answers) cannot keep a stale leader acting. On a
+clean shutdown it releases the Lease so a standby takes over without waiting for it to expire.
 
 Chosen over Kopf peering, which needs Kopf's own cluster-wide CRDs (KopfPeering,
 ClusterKopfPeering) installed and RBAC on them, and which pauses replicas rather than
@@ -30,6 +32,12 @@ log = logging.getLogger("recops.leader")
 LEASE_API_VERSION = "coordination.k8s.io/v1"
 
 
+def lease_client(kube: Kube, lease_seconds: float) -> Kube:
+    """A client for the Lease alone whose requests time out within the renew deadline (the operator's own may take
+    longer)."""
+    return Kube(kube.api_client, kube.field_manager, request_timeout=lease_seconds / 3)
+
+
 def micro_time(now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -37,13 +45,13 @@ def micro_time(now: datetime | None = None) -> str:
 class LeaseElector:
     def __init__(self, kube: Kube, namespace: str, name: str, identity: str, *, lease_seconds: float = 15.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.kube = kube
+        self.renew_deadline = lease_seconds * 2 / 3
+        self.kube = kube  # its requests should time out within the renew deadline (lease_client)
         self.namespace = namespace
         self.name = name
         self.identity = identity
         self.lease_seconds = lease_seconds
         self.renew_seconds = max(lease_seconds / 3, 0.2)
-        self.renew_deadline = lease_seconds * 2 / 3
         self.retry_seconds = max(lease_seconds / 7, 0.2)
         self.clock = clock
         self._observed: tuple[str | None, str | None] | None = None  # (holder, renewTime) last seen
@@ -128,24 +136,33 @@ class LeaseElector:
             self._stop.wait(self.retry_seconds)
 
     def keep_renewing(self, on_lost: Callable[[], None]) -> None:
-        """Renew in a daemon thread; call `on_lost` when the Lease could not be renewed in time."""
+        """Renew in a daemon thread; call `on_lost` (once) when the Lease is taken or was not renewed within the
+        renew deadline, whether or not a renewal request is still hanging."""
+        lost = threading.Lock()
 
-        def loop() -> None:
+        def lose(why: str) -> None:
+            if lost.acquire(blocking=False) and not self._stop.is_set():
+                log.error("leader election: %s", why)
+                on_lost()
+
+        def renew() -> None:
             while not self._stop.wait(self.renew_seconds):
                 try:
-                    if self.try_acquire_or_renew():
-                        continue
-                    log.error("leader election: the Lease was taken by %s", (self._observed or (None,))[0])
+                    if not self.try_acquire_or_renew():
+                        lose(f"the Lease was taken by {(self._observed or (None,))[0]}")
+                        return
                 except Exception as error:
                     log.warning("leader election: renewing failed: %s", error)
-                    if self.clock() - self._last_renewed < self.renew_deadline:
-                        continue
-                if not self._stop.is_set():
-                    on_lost()
+
+        def watch() -> None:
+            while not self._stop.wait(min(self.retry_seconds, self.renew_deadline / 4)):
+                if self.clock() - self._last_renewed > self.renew_deadline:
+                    lose(f"the Lease was not renewed for {self.renew_deadline:.1f}s")
                     return
 
-        self._thread = threading.Thread(target=loop, name="lease-renewal", daemon=True)
+        self._thread = threading.Thread(target=renew, name="lease-renewal", daemon=True)
         self._thread.start()
+        threading.Thread(target=watch, name="lease-deadline", daemon=True).start()
 
     def release(self) -> None:
         """Stop renewing and hand the Lease back (best effort), so a standby need not wait."""

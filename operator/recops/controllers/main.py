@@ -45,7 +45,7 @@ from recops.builders.common import MANAGED_BY_LABEL, MAX_NAME_LENGTH, BuilderSet
 from recops.controllers import finetunejob_status
 from recops.controllers.finetunejob import FineTuneJobController, PassResult
 from recops.controllers.kube import Kube, load_api_client
-from recops.controllers.leader import LeaseElector
+from recops.controllers.leader import LeaseElector, lease_client
 from recops.controllers.metrics import OperatorMetrics
 from recops.controllers.monitorpolicy import MonitorMetrics, MonitorPolicyController
 from recops.controllers.recmodeldeployment import PassResult as RmdPassResult
@@ -552,8 +552,9 @@ def run(config: OperatorConfig, ready: Callable[[], None] | None = None) -> None
     elector = None
     if config.leader_election:
         identity = f"{config.instance}_{uuid.uuid4().hex[:12]}"
-        elector = LeaseElector(operator.kube, operator_namespace(config), config.leader_election_lease, identity,
-                               lease_seconds=config.leader_election_lease_seconds)
+        lease_seconds = config.leader_election_lease_seconds
+        elector = LeaseElector(lease_client(operator.kube, lease_seconds), operator_namespace(config),
+                               config.leader_election_lease, identity, lease_seconds=lease_seconds)
         with standby_health(config.liveness_endpoint):
             elector.acquire()
         elector.keep_renewing(lost_leadership)
