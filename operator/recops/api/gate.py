@@ -86,10 +86,10 @@ def decide_gate(
         ok = value <= gate.maximum
         reasons.append(f"{metric} {value:.4f} {'<=' if ok else '>'} maximum {gate.maximum:g}")
         passed &= ok
-    references: list[tuple[str, float | None]] = [
-        (name, (baseline or {}).get(name, {}).get(metric)) for name in gate.beat_baselines
+    # (reference, the model's figure, the reference's figure)
+    judged: list[tuple[str, float | None, float | None]] = [
+        (name, value, (baseline or {}).get(name, {}).get(metric)) for name in gate.beat_baselines
     ]
-    judged: list[tuple[str, float | None, float | None]] = [(name, value, ref) for name, ref in references]
     if gate.beat_current:
         if current is None:
             reasons.append("beatCurrent: no model serves now, nothing to beat")
