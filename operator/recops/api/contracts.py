@@ -190,7 +190,7 @@ EVENT_LOG_FIELDS = {
     "title": "the item's text as ranked (impressions only)",
     "position": "0-based rank in the response (impressions only)",
     "score": "the score in [0, 1] (impressions only)",
-    "explored": "whether the response's order was drawn at random (the exploration slice; impressions only)",
+    "explored": "whether the response's items and order were drawn at random (the exploration slice; impressions only)",
     "propensity": "the probability that the serving policy showed this item at this position (impressions only)",
     "track": "stable or canary",
     "model_version": "the model that ranked",

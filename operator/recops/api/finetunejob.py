@@ -305,7 +305,7 @@ class FineTuneJobStatus(KubeModel):
     )
     debiased: DebiasedMetrics | None = Field(
         default=None, description="On a serving event log: the same comparison on the test split's exploration slice "
-        "(responses shown in a random order), where clicks do not favour the model that ranked them. beatCurrent is "
+        "(responses showing random candidates in a random order), where clicks do not favour the model that ranked them. beatCurrent is "
         "judged on it.",
     )
     key_metric: str | None = Field(default=None, max_length=64, description="The gate's metric (or first metric) and value.")

@@ -96,8 +96,8 @@ def decide_gate(
         elif debiased is None:
             judged.append(("the current model", value, current.get(metric)))
         elif debiased.rows == 0:
-            reasons.append("beatCurrent: the event log's test split has no exploration slice (responses shown in a "
-                           "random order; RecModelDeployment serving.eventLog.exploration), and the rest of the log "
+            reasons.append("beatCurrent: the event log's test split has no exploration slice (responses showing "
+                           "random candidates in a random order; RecModelDeployment serving.eventLog.exploration), and the rest of the log "
                            "favours the model that ranked it: not shown to be beaten")
             passed = False
         else:

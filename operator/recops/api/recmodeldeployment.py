@@ -95,7 +95,7 @@ class EventLogSpec(KubeModel):
     uri: Uri = Field(description="Prefix of the jsonl event log (impressions and feedback).")
     exploration: float = Field(
         default=0.05, ge=0.0, le=0.5,
-        description="Share of ranked responses whose top k is shown in a uniformly random order: the slice of the "
+        description="Share of ranked responses that show k of the candidates drawn at random, in a random order: the slice of the "
                     "log on which a retrain is judged against the serving model without that model's position bias "
                     "(a FineTuneJob's gate.beatCurrent on an event log needs it). 0 turns it off.",
     )

@@ -201,10 +201,14 @@ class Operator:
             self.metrics.rollbacks.labels(namespace=meta.get("namespace", ""), deployment=meta.get("name", "")).inc()
         post_event(body, type_, reason, message)
 
+    def forget_rmd(self, namespace: str, name: str) -> None:
+        self.known_rmds.pop((namespace, name), None)
+        self.rmd_backoff.pop((namespace, name), None)
+
     def reconcile_rmd(self, namespace: str, name: str, trigger: str, apply_children: bool = False) -> None:
         def record(result: RmdPassResult) -> None:
             if result.gone:
-                self.known_rmds.pop((namespace, name), None)
+                self.forget_rmd(namespace, name)
             else:
                 self.known_rmds[(namespace, name)] = result.active
 
@@ -455,7 +459,7 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
         if operator.kopf_context is None:
             operator.kopf_context = contextvars.copy_context()
         if type == "DELETED":
-            operator.known_rmds.pop((namespace, name), None)
+            operator.forget_rmd(namespace, name)
             operator.rmds.forget(namespace, name)
             return
         key = (namespace, name)

@@ -58,7 +58,7 @@ class ServingMetrics:
         self.score = Histogram(f"{p}score", "Scores of ranked candidates, mapped to [0, 1].",
                                ids, buckets=SCORE_BUCKETS, registry=reg)
         self.impressions = Counter(f"{p}impressions", "Items returned in ranked responses.", ids, registry=reg)
-        self.explored = Counter(f"{p}explored_responses", "Ranked responses shown in a random order "
+        self.explored = Counter(f"{p}explored_responses", "Ranked responses showing random candidates in a random order "
                                 "(the exploration slice of the event log).", ids, registry=reg)
         self.feedback = {
             event: Counter(f"{p}{name}", f"Accepted {event} feedback, credited to the token's track and model.",

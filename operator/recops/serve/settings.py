@@ -47,7 +47,7 @@ class ServeSettings:
     max_queue: int  # requests admitted and not yet answered
     max_text_length: int  # characters
     quantization: str  # none | int8
-    exploration: float  # share of logged responses shown in a random order
+    exploration: float  # share of logged responses showing random candidates in a random order
     feedback_token_ttl_s: float
     max_pairs_per_pass: int  # a batch's pairs run through the model in chunks of at most this many
     torch_threads: int
@@ -96,8 +96,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--quantization", choices=("none", "int8"), default=_env("RECOPS_QUANTIZATION", "none"),
         help="int8: dynamic int8 quantisation of the Linear layers (CPU only; default none)")
     add("--exploration", type=float, default=float(_env("RECOPS_EXPLORATION", "0") or 0),
-        help="with --event-log, the share of ranked responses whose top k is shown in a random order, so that the "
-             "log can judge models without the serving model's bias (default 0)")
+        help="with --event-log, the share of ranked responses that show k random candidates in a random order, "
+             "so that the log can judge models without the serving model's bias (default 0)")
     add("--feedback-token-ttl", default=_env("RECOPS_FEEDBACK_TOKEN_TTL", "1h"),
         help="how long feedback for a ranked response is accepted, a Go duration (default 1h)")
     add("--max-pairs-per-pass", type=int, default=int(_env("RECOPS_MAX_PAIRS_PER_PASS", "256") or 256),

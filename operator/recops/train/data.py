@@ -51,7 +51,7 @@ TASKS = ("click-through", "relevance", "embedding", "domain-pretrain")
 # The request id of the serving event log: feedback rows join their impression on it.
 REQUEST_ID = "request_id"
 EVENT_LOG_TIMESTAMP = "ts"
-# Impressions of the event log's exploration slice (recops.serve.exploration): shown in a random order.
+# Impressions of the event log's exploration slice (recops.serve.exploration): random candidates in a random order.
 EXPLORED = "explored"
 SERVED_BY = "model_version"  # the model that ranked a logged response
 IMPRESSION = "impression"

@@ -101,13 +101,14 @@ def debiased_section(debiased: Debiased | None) -> list[str]:
         return []
     head = ["### Debiased: the exploration slice", ""]
     if not debiased.rows:
-        return [*head, "The data is a serving event log without an exploration slice (no response was shown in a "
-                       "random order), so the comparison with the current model above favours it and "
+        return [*head, "The data is a serving event log without an exploration slice (no response showed random "
+                       "candidates in a random order), so the comparison with the current model above favours it and "
                        "`beatCurrent` cannot be judged.", ""]
     return [
         *head,
-        f"{debiased.rows} test impressions ({debiased.groups} groups) were shown in a uniformly random order. Their "
-        "clicks do not depend on where the logging model put each item, so on them no model is favoured:",
+        f"{debiased.rows} test impressions ({debiased.groups} groups) were random candidates shown in a random order. "
+        "Their clicks depend neither on which items the logging model chose nor where it put them, so on them no model "
+        "is favoured:",
         "",
         metrics_table(debiased.metrics, debiased.baseline, debiased.current_model),
         "",

@@ -198,7 +198,7 @@ def evaluate_all(
         return plain, None
     explored = data.test[data.test["explored"]].reset_index(drop=True)
     if explored.empty:
-        log.info("debiased: the test split has no exploration slice (impressions shown in a random order)")
+        log.info("debiased: the test split has no exploration slice (random candidates shown in a random order)")
         return plain, Debiased()
     log.info("debiased: evaluating on the test split's exploration slice (%d rows)", len(explored))
     slice_ = compare(model, current, data, explored, names, task, batch)
