@@ -149,11 +149,7 @@ class FineTuneJobController:
             # the Job and its pods may now be deleted.
             self.release(namespace, name, job, pods)
         else:
-            # Pods deleted one by one (evicted, or of an earlier Job) are not needed for the outcome.
-            current = {p["metadata"]["uid"] for p in observed.pods}
-            self.release(namespace, name, None, [
-                p for p in pods if p["metadata"].get("deletionTimestamp") or p["metadata"]["uid"] not in current
-            ])
+            self.release(namespace, name, None, unneeded_pods(pods, observed.pods))
         return result
 
     def create_failures(self, job: dict[str, Any]) -> list[str]:
@@ -341,6 +337,20 @@ class FineTuneJobController:
 def owned_by(child: dict[str, Any], owner: dict[str, Any]) -> bool:
     uid = owner["metadata"].get("uid")
     return any(ref.get("uid") == uid for ref in child["metadata"].get("ownerReferences") or [])
+
+
+def unneeded_pods(pods: list[dict[str, Any]], current: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pods whose finalizer may go before the outcome is recorded: those of an earlier Job, and those of the current
+    Job being deleted before they finished (evicted). A finished pod keeps it even while being deleted: its
+    termination message may be the outcome (a TTL of 0 deletes a Job, and with it its pods, the moment it
+    completes, possibly before a pass has seen the Job complete)."""
+    current_uids = {p["metadata"]["uid"] for p in current}
+    return [
+        p for p in pods
+        if p["metadata"]["uid"] not in current_uids or (
+            p["metadata"].get("deletionTimestamp") and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+        )
+    ]
 
 
 def of_job(pods: list[dict[str, Any]], job: dict[str, Any] | None) -> list[dict[str, Any]]:
