@@ -318,7 +318,8 @@ def quickstart_values(settings: Settings, base_model: str) -> dict[str, str]:
 def render(name: str, values: dict[str, str], settings: Settings) -> str:
     """One file of examples/quickstart/ with its placeholders filled and the mode's numbers."""
     text = string.Template((REPO / "examples" / "quickstart" / name).read_text()).substitute(values)
-    return yaml.safe_dump_all([settings.tune(doc) for doc in yaml.safe_load_all(text) if doc], sort_keys=False)
+    # JSON documents: kubectl's YAML parser would read some strings PyYAML leaves unquoted as numbers.
+    return "\n---\n".join(json.dumps(settings.tune(doc)) for doc in yaml.safe_load_all(text) if doc)
 
 
 def start_afresh(env: dict[str, str]) -> None:

@@ -113,8 +113,10 @@ class Cluster:
 
     def apply(self, manifest: dict | list | str, namespace: str | None = None) -> subprocess.CompletedProcess:
         """Server-side apply of one manifest, a list of them, or YAML text."""
-        text = manifest if isinstance(manifest, str) else yaml.safe_dump_all(
-            manifest if isinstance(manifest, list) else [manifest])
+        # JSON, not PyYAML's YAML 1.1: a string such as "585590e4" goes out unquoted there and
+        # kubectl's YAML parser reads it as a number.
+        text = manifest if isinstance(manifest, str) else "\n---\n".join(
+            json.dumps(doc) for doc in (manifest if isinstance(manifest, list) else [manifest]))
         ns = ["-n", namespace] if namespace else []
         return self.kubectl("apply", "--server-side", *ns, "-f", "-", input=text)
 
