@@ -176,11 +176,18 @@ def stop_background(name: str) -> None:
 
 
 def free_port() -> int:
+    """A free port below Linux's ephemeral range, whose ports outgoing connections take (as hack/cluster's)."""
+    import random
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    for port in random.sample(range(20000, 32768), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32767")
 
 
 # --- setup -------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.test_finetunejob import finetunejob, ftj, get, kubectl_wait, report
+from tests.cluster.test_finetunejob import finetunejob, ftj, get, kubectl_wait, pods_of, report
 from tests.cluster.test_monitorpolicy import conditions, policy, wait_status
 from tests.support.cluster import Cluster, wait_until
 from tests.support.helm import CHART, helm, set_args
@@ -96,7 +96,13 @@ def assert_cannot_touch_what_it_does_not_manage(cluster: Cluster, release: Relea
         ("bind", "roles", watched, "rbac.authorization.k8s.io", ""),
         ("create", "pods", watched, "", "exec"),
         ("delete", "pods", watched, "", ""),
+        ("patch", "pods", watched, "", ""),  # no finalizer on trainer pods: read only
         ("delete", "configmaps", watched, "", ""),
+        # A FineTuneJob's ConfigMap, ServiceAccount, Role and RoleBinding are created once, never changed.
+        ("patch", "configmaps", watched, "", ""),
+        ("patch", "serviceaccounts", watched, "", ""),
+        ("patch", "roles", watched, "rbac.authorization.k8s.io", ""),
+        ("patch", "rolebindings", watched, "rbac.authorization.k8s.io", ""),
         ("create", "persistentvolumeclaims", watched, "", ""),
         ("create", "statefulsets", watched, "apps", ""),
         ("delete", "recmodeldeployments", watched, "recops.dev", ""),
@@ -173,6 +179,10 @@ def test_namespaced_install_reconcile_least_privilege_upgrade_uninstall(
             assert get(cluster, "job", namespace, "charted") is not None
             assert get(cluster, "job", unwatched, "ignored") is None
             assert "status" not in ftj(cluster, unwatched, "ignored")
+            # One left unfinished at uninstall: its pod waits for a node that never comes.
+            cluster.apply(finetunejob("unfinished", message=report("unfinished", namespace),
+                                      resources={"nodeSelector": {"recops.dev/no-such-node": "x"}}), namespace)
+            wait_until(lambda: pods_of(cluster, namespace, "unfinished"), 60, "the unfinished job's pod")
 
             # A RecModelDeployment (kwok pods: this is about what the operator may create, not serving).
             model = tiny_served_model(tmp_path / "ranker-a", "click-through", version="ranker-a")
@@ -233,6 +243,12 @@ def test_namespaced_install_reconcile_least_privilege_upgrade_uninstall(
         assert get(cluster, "deployment", release.namespace, f"{release.name}-operator") is None
         # The feedback key outlives the release (helm.sh/resource-policy: keep): served tokens stay valid.
         assert get(cluster, "secret", namespace, "recops-feedback-key") is not None
+
+        # Nothing is left stuck without an operator: the namespace, with the unfinished FineTuneJob's Job and
+        # pod, the finished one's and the RecModelDeployment's children, deletes.
+        deleted = cluster.kubectl("delete", "namespace", namespace, "--timeout=120s", check=False)
+        assert deleted.returncode == 0, deleted.stderr
+        assert cluster.kubectl("get", "namespace", namespace, check=False).returncode != 0
     finally:
         uninstall(cluster, release)
 

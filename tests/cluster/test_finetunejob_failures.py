@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from recops.api import contracts
+from recops.builders import finetunejob as builders
 from tests.cluster.test_finetunejob import (
     children,
     conditions,
@@ -121,6 +122,27 @@ def test_missing_secret_and_claim_wait_then_recover(cluster: Cluster, namespace:
     assert job is not None
     volumes = job["spec"]["template"]["spec"]["volumes"]
     assert {"claimName": "shop-data", "readOnly": True} in [v.get("persistentVolumeClaim") for v in volumes]
+
+
+def test_someone_elses_object_under_a_childs_name_waits_then_recovers(cluster: Cluster, namespace: str,
+                                                                     operator: RunningOperator) -> None:
+    # The ConfigMap, ServiceAccount, Role and RoleBinding are created once, never patched: a foreign object of
+    # the same name is neither taken over nor used.
+    name = "taken"
+    config_map = builders.config_map_name(name)
+    cluster.kubectl("create", "configmap", config_map, "-n", namespace, "--from-literal=job.yaml=not ours")
+    cluster.apply(finetunejob(name, message=report(name, namespace)), namespace)
+    obj = wait_reason(cluster, namespace, name, "ChildConflict")
+    assert obj["status"]["phase"] == "Pending"
+    assert f"ConfigMap {config_map} exists and is not owned by this FineTuneJob" in obj["status"]["message"]
+    assert get(cluster, "job", namespace, name) is None
+    assert ("Warning", "ChildConflict", obj["status"]["message"]) in event_reasons(cluster, namespace, name)
+    assert_quiet(cluster, namespace, name, operator)
+    assert get(cluster, "configmap", namespace, config_map)["data"] == {"job.yaml": "not ours"}
+
+    cluster.kubectl("delete", "configmap", config_map, "-n", namespace)
+    done = kubectl_wait(cluster, namespace, name, "Complete", "90s")
+    assert done.returncode == 0, done.stderr + operator.log_tail()
 
 
 def test_gpu_request_no_node_can_satisfy_until_a_node_joins(cluster: Cluster, namespace: str,

@@ -145,12 +145,12 @@ def test_job_fields_backoff_deadline_suspend_ttl() -> None:
     assert spec["backoffLimit"] == 2
     assert spec["activeDeadlineSeconds"] == 7200
     assert spec["suspend"] is True
-    assert spec["ttlSecondsAfterFinished"] == 30
     assert spec["template"]["spec"]["restartPolicy"] == "Never"
-    default_ttl = b.trainer_job(minimal(), SETTINGS)["spec"]
-    assert default_ttl["ttlSecondsAfterFinished"] == 600 and default_ttl["suspend"] is False
-    assert "activeDeadlineSeconds" not in default_ttl
-    assert "ttlSecondsAfterFinished" not in b.trainer_job(minimal(), BuilderSettings())["spec"]
+    assert b.job_ttl_seconds(ftj(ttlSecondsAfterFinished=30), SETTINGS) == 30  # set once the outcome is recorded
+    default = b.trainer_job(minimal(), SETTINGS)["spec"]
+    assert default["suspend"] is False and "activeDeadlineSeconds" not in default
+    assert b.job_ttl_seconds(minimal(), SETTINGS) == 600
+    assert b.job_ttl_seconds(minimal(), BuilderSettings()) is None
 
 
 def test_kueue_queue_label_and_no_suspend() -> None:
@@ -254,10 +254,13 @@ def test_progress_role_allows_patch_on_this_status_only() -> None:
     assert pod["automountServiceAccountToken"] is True
 
 
-def test_job_keeps_a_finalizer_until_its_outcome_is_recorded() -> None:
-    job = b.trainer_job(ftj(), SETTINGS)
-    assert job["metadata"]["finalizers"] == [contracts.FINALIZER]
-    assert job["spec"]["template"]["metadata"]["finalizers"] == [contracts.FINALIZER]
+def test_the_job_gets_no_finalizer_and_no_ttl_until_its_outcome_is_recorded() -> None:
+    # No finalizer: nothing stays stuck when the operator is uninstalled. No TTL yet: the TTL controller
+    # must not delete the Job (and its pods' termination messages) before the outcome is read.
+    job = b.trainer_job(ftj(ttlSecondsAfterFinished=0), SETTINGS)
+    assert "finalizers" not in job["metadata"] and "finalizers" not in job["spec"]["template"]["metadata"]
+    assert "ttlSecondsAfterFinished" not in job["spec"]
+    assert b.job_ttl_seconds(ftj(ttlSecondsAfterFinished=0), SETTINGS) == 0
     assert job["metadata"]["annotations"][b.MODEL_VERSION_ANNOTATION] == "shop-ctr-2026-11-29-0123abcd"
 
 
@@ -284,7 +287,10 @@ def test_expected_model_uri() -> None:
 
 
 def test_operator_rbac_covers_what_the_builders_apply() -> None:
-    """Every kind the FineTuneJob controller server-side applies is allowed to the operator, in both variants."""
+    """Every kind the FineTuneJob controller creates or server-side applies is allowed to the operator, in both
+    variants, and nothing more is needed: no patch where a child is created once, no patch on pods."""
+    from recops.controllers.finetunejob import CREATE_ONCE_KINDS
+
     rbac = Path(__file__).resolve().parents[2] / "config" / "rbac"
     plural = {"ConfigMap": "configmaps", "ServiceAccount": "serviceaccounts", "Role": "roles",
               "RoleBinding": "rolebindings", "Job": "jobs"}
@@ -296,13 +302,18 @@ def test_operator_rbac_covers_what_the_builders_apply() -> None:
 
         for manifest in b.children(ftj(), SETTINGS):
             group = manifest["apiVersion"].rpartition("/")[0]
-            assert allowed(group, plural[manifest["kind"]], "patch"), (role_file, manifest["kind"])
+            resource = plural[manifest["kind"]]
+            if manifest["kind"] in CREATE_ONCE_KINDS:
+                assert allowed(group, resource, "create") and allowed(group, resource, "get"), (role_file, resource)
+                assert not allowed(group, resource, "patch"), (role_file, resource)
+            else:
+                assert allowed(group, resource, "patch"), (role_file, resource)
         # What the per-job Role grants, the operator must hold itself (no escalate/bind).
         for rule in b.role(ftj())["rules"]:
             for verb in rule["verbs"]:
                 assert allowed("recops.dev", rule["resources"][0], verb)
         assert not any(v in r["verbs"] for r in rules for v in ("escalate", "bind", "*"))
-        assert allowed("", "pods", "watch") and allowed("", "pods", "patch") and allowed("batch", "jobs", "watch")
+        assert allowed("", "pods", "watch") and not allowed("", "pods", "patch") and allowed("batch", "jobs", "watch")
         assert allowed("recops.dev", "finetunejobs", "watch") and allowed("recops.dev", "finetunejobs/status", "patch")
 
 

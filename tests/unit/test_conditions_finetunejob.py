@@ -157,6 +157,36 @@ def test_a_job_that_cannot_create_its_pod_says_why() -> None:
     assert status["message"] == f"the Job cannot create the trainer pod: {refused}"
 
 
+def test_a_trainer_kept_from_starting_fails_after_the_start_timeout_unless_it_may_change_by_itself() -> None:
+    b = body()
+    p = pod("j-abc", "Pending", created=T0)
+    p["status"]["containerStatuses"][0]["state"] = {"waiting": {"reason": "ImagePullBackOff", "message": "nope"}}
+    observed = st.Observed(job=job(active=1), pods=[p])
+    # T2 is 120 s after the pod was created: within a 180 s timeout it waits, past 60 s it fails for good.
+    assert st.compute_status(b, model(b), observed, now=T2, start_timeout_s=180)["phase"] == "Pending"
+    assert st.compute_status(b, model(b), observed, now=T2)["phase"] == "Pending"  # no timeout: waits for ever
+    failed = st.compute_status(b, model(b), observed, now=T2, start_timeout_s=60)
+    assert failed["phase"] == "Failed" and failed["completionTime"] == T2
+    assert conditions_of(failed)["Failed"] == ("True", "ImagePullBackOff")
+    assert conditions_of(failed)["Ready"] == ("False", "ImagePullBackOff")
+    assert failed["message"].startswith("trainer pod j-abc container trainer: ImagePullBackOff: nope (for more than 60 s")
+    assert st.is_final(failed)
+
+    refused = 'pods "j-x" is forbidden: maximum cpu usage per Container is 1m, but limit is 2'
+    created_t0 = {**job(), "metadata": {**job()["metadata"], "creationTimestamp": T0}}
+    no_pod = st.Observed(job=created_t0, pods=[], create_failures=[refused])
+    assert conditions_of(st.compute_status(b, model(b), no_pod, now=T2, start_timeout_s=60))["Failed"] == (
+        "True", c.POD_CREATE_FAILED)
+    # A quota frees up as other pods finish; a node may join: those wait on.
+    quota = st.Observed(job=created_t0, pods=[], create_failures=["pods is forbidden: exceeded quota: q"])
+    assert st.compute_status(b, model(b), quota, now=T2, start_timeout_s=60)["phase"] == "Pending"
+    unschedulable = pod("j-abc", "Pending")
+    unschedulable["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                              "message": "0/3 nodes are available"}]
+    assert st.compute_status(b, model(b), st.Observed(job=job(active=1), pods=[unschedulable]), now=T2,
+                             start_timeout_s=60)["phase"] == "Pending"
+
+
 def test_retry_after_a_failed_attempt_counts_attempts() -> None:
     failed = pod("j-1", "Failed", {"exitCode": 3, "message": report(error="CUDA out of memory"), "finishedAt": T1})
     status = compute(body(), job(failed=1, active=1), [failed, pod("j-2", "Running", created=T1)])

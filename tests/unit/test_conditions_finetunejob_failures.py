@@ -134,23 +134,3 @@ def test_what_the_api_server_refuses_is_a_rejection_not_an_error() -> None:
     assert stored_invalid(b, c.FAILED, INVALID_PREFIX) == rejection(invalid)
     b["metadata"]["generation"] = 4
     assert stored_invalid(b, c.FAILED, INVALID_PREFIX) is None
-
-
-def test_a_finished_pod_keeps_its_finalizer_until_the_outcome_is_recorded() -> None:
-    """The race behind a flaky test_ttl_deleting_the_job_does_not_retrain: a pass read the Job still running, then
-    listed its pod already Succeeded and deleted (a TTL of 0 had removed the Job meanwhile), and let the pod go; the
-    next pass found the Job complete and no pod, so the model's metrics were lost."""
-    from recops.controllers.finetunejob import unneeded_pods
-
-    def with_uid(p: dict[str, Any], uid: str, deleting: bool = False) -> dict[str, Any]:
-        p["metadata"]["uid"] = uid
-        if deleting:
-            p["metadata"]["deletionTimestamp"] = T1
-        return p
-
-    finished = with_uid(pod("j-done", "Succeeded", {"exitCode": 0, "message": report()}), "u1", deleting=True)
-    failed = with_uid(pod("j-failed", "Failed", {"exitCode": 1}), "u2", deleting=True)
-    evicted = with_uid(pod("j-evicted", "Running"), "u3", deleting=True)
-    earlier = with_uid(pod("j-earlier", "Succeeded", {"exitCode": 0}), "u4")
-    current = [finished, failed, evicted]
-    assert unneeded_pods([*current, earlier], current) == [evicted, earlier]

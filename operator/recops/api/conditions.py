@@ -46,6 +46,7 @@ UNSCHEDULABLE = "Unschedulable"  # No node can take the trainer pod (e.g. too ma
 # The trainer pod's container cannot start: the kubelet's own reason is the condition's reason.
 CONTAINER_START_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
                             "CreateContainerConfigError", "CreateContainerError", "RunContainerError")
+CHILD_CONFLICT = "ChildConflict"  # An object of a child's name exists and belongs to something else.
 POD_CREATE_FAILED = "PodCreateFailed"  # The Job controller cannot create the pod (quota, admission, a webhook).
 RETRYING = "Retrying"  # A trainer attempt failed and backoffLimit allows another; attempts counts them.
 DEADLINE_RAISED = "DeadlineRaised"  # The spec changed after DeadlineExceeded: a new Job resumes the training.

@@ -14,7 +14,6 @@ from recops.api.common import GROUP
 LINEAGE_LABEL = f"{GROUP}/lineage"
 MANAGED_BY = "recops"
 FIELD_MANAGER = "recops"
-FINALIZER = f"{GROUP}/finalizer"
 PROMOTE_ANNOTATION = f"{GROUP}/promote"
 ABORT_ANNOTATION = f"{GROUP}/abort"
 RETRY_MODEL_ANNOTATION = f"{GROUP}/retry-model"

@@ -246,7 +246,7 @@ class FineTuneJobTemplateSpec(KubeModel):
         default=None, ge=1, description="Fail the job when it runs longer than this (mutable)."
     )
     ttl_seconds_after_finished: int | None = Field(
-        default=None, ge=0, description="Delete the finished Job after this; the FineTuneJob's status stays."
+        default=None, ge=0, description="Delete the Job this long after it finished (set once its outcome is in status, which stays)."
     )
     suspend: bool = Field(default=False, description="Stop (or hold) the job's pods; mutable.")
 

@@ -46,9 +46,6 @@ CONFIG_DIR = contracts.JOB_CONFIG_PATH.rsplit("/", 1)[0]
 CONFIG_VOLUME = "job-config"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 MODEL_VERSION_ANNOTATION = f"{GROUP}/model-version"
-# Kept on the Job and its pods until the operator has recorded the Job's outcome in the FineTuneJob's
-# status, so a TTL (even 0) cannot delete them before the termination message is read.
-JOB_FINALIZER = contracts.FINALIZER
 CURRENT_MODEL_FLAG = "--current-model"
 # Many workers (as Kubeflow Trainer runs torchrun): an Indexed Job whose pods get stable hostnames
 # <job>-<index> under a headless Service; torchrun reads its rendezvous from PET_* variables.
@@ -342,6 +339,15 @@ def claims(ftj: FineTuneJob, current_model_uri: str | None = None) -> list[str]:
     return referenced_claims(uri for uri, _ in _uri_uses(ftj, current_model_uri))
 
 
+def job_ttl_seconds(ftj: FineTuneJob, settings: BuilderSettings) -> int | None:
+    """The Job's ttlSecondsAfterFinished. The operator sets it only once the Job's outcome is recorded in the
+    FineTuneJob's status: a TTL (even 0) can then never delete the Job and its pods, whose termination message is
+    the outcome, before it is read. No finalizer is needed for that, so nothing is left stuck when the operator
+    is uninstalled."""
+    spec = ftj.spec
+    return spec.ttl_seconds_after_finished if spec.ttl_seconds_after_finished is not None else settings.job_ttl_seconds
+
+
 def trainer_job(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: str | None = None) -> dict[str, Any]:
     spec = ftj.spec
     res = spec.resources
@@ -403,12 +409,7 @@ def trainer_job(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: 
     if pod_template.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": s.name} for s in pod_template.image_pull_secrets]
 
-    # The pods too keep the finalizer until the outcome is recorded: a TTL deletes a finished Job in
-    # the foreground, so its pods (and their termination messages) would otherwise go first.
-    pod_meta: dict[str, Any] = {
-        "labels": merge_user_labels(own_labels, pod_template.labels),
-        "finalizers": [JOB_FINALIZER],
-    }
+    pod_meta: dict[str, Any] = {"labels": merge_user_labels(own_labels, pod_template.labels)}
     pod_annotations = without_forbidden(pod_template.annotations)
     if pod_annotations:
         pod_meta["annotations"] = pod_annotations
@@ -430,15 +431,11 @@ def trainer_job(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: 
         job_spec["suspend"] = spec.suspend
     if spec.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
-    ttl = spec.ttl_seconds_after_finished if spec.ttl_seconds_after_finished is not None else settings.job_ttl_seconds
-    if ttl is not None:
-        job_spec["ttlSecondsAfterFinished"] = ttl
     job_spec["template"] = {"metadata": pod_meta, "spec": pod_spec}
 
     metadata = object_meta(
         job_name(name), owner_body(ftj), job_labels, annotations={MODEL_VERSION_ANNOTATION: model_version(ftj)}
     )
-    metadata["finalizers"] = [JOB_FINALIZER]
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
 
 

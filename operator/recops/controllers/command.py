@@ -25,6 +25,9 @@ _SETTINGS: dict[str, tuple[str, str | None, str]] = {
     "--job-ttl-seconds": ("RECOPS_JOB_TTL_SECONDS", None,
                           "ttlSecondsAfterFinished of trainer Jobs whose FineTuneJob sets none (unset: keep them)"),
     "--resync-seconds": ("RECOPS_RESYNC_SECONDS", "60", "period of the level-based resync of unfinished objects"),
+    "--start-timeout-seconds": ("RECOPS_START_TIMEOUT_SECONDS", "900",
+                                "how long a FineTuneJob whose trainer cannot start (image, Secret key, admission) "
+                                "waits before it fails; 0: for ever"),
     "--metrics-port": ("RECOPS_METRICS_PORT", "8080", "port of /metrics (0: off)"),
     "--metrics-address": ("RECOPS_METRICS_ADDRESS", "0.0.0.0", "address /metrics binds"),
     "--liveness": ("RECOPS_LIVENESS_ENDPOINT", "http://0.0.0.0:8081/healthz",
@@ -71,6 +74,7 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
         namespaces=tuple(n.strip() for n in (args.namespaces or "").split(",") if n.strip()),
         prometheus_url=args.prometheus_url or None,
         resync_seconds=float(args.resync_seconds),
+        start_timeout_seconds=float(args.start_timeout_seconds or 0),
         metrics_port=int(args.metrics_port or 0),
         metrics_address=args.metrics_address,
         liveness_endpoint=args.liveness or None,

@@ -17,12 +17,13 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def age_s(obj: dict[str, Any]) -> float:
-    """Seconds since the object's creationTimestamp (0 when it has none)."""
+def age_s(obj: dict[str, Any], now: str | None = None) -> float:
+    """Seconds from the object's creationTimestamp to `now` (RFC 3339; default: this moment); 0 without one."""
     created = (obj.get("metadata") or {}).get("creationTimestamp")
     if not created:
         return 0.0
-    return (datetime.now(UTC) - datetime.fromisoformat(str(created).replace("Z", "+00:00"))).total_seconds()
+    reference = datetime.fromisoformat(now.replace("Z", "+00:00")) if now else datetime.now(UTC)
+    return (reference - datetime.fromisoformat(str(created).replace("Z", "+00:00"))).total_seconds()
 
 
 def find(conditions: Iterable[dict[str, Any]] | None, type_: str) -> dict[str, Any] | None:

@@ -26,18 +26,21 @@ from recops.builders import finetunejob as builders
 from recops.builders.common import BuilderSettings
 from recops.controllers import finetunejob_status as st
 from recops.controllers.conditions import age_s, now_rfc3339, stored_invalid
-from recops.controllers.kube import ApiError, Kube, is_rejection, object_path, rejection, resource_path
+from recops.controllers.kube import PLURALS, ApiError, Kube, is_rejection, object_path, rejection, resource_path
 
 # A Job without a pod after this long is asked why (its FailedCreate Events); before, it is just young.
 POD_CREATE_GRACE_S = 10.0
 
 log = logging.getLogger("recops.controllers.finetunejob")
 
+# Children that never change for a FineTuneJob (its spec is immutable but for suspend and deadlines): created
+# once, never patched, so the operator needs no patch permission on them.
+CREATE_ONCE_KINDS = ("ConfigMap", "ServiceAccount", "Role", "RoleBinding")
 # Fields of a batch/v1 Job that may change while it exists (those FineTuneJob lets users change).
 MUTABLE_JOB_FIELDS = ("suspend", "activeDeadlineSeconds")
 JOB_CREATED = "JobCreated"  # Event reason: the trainer Job was created.
 # Ready reasons that say something blocks the job; each transition into one is also a Warning Event.
-BLOCKED_REASONS = (c.MISSING_DEPENDENCY, c.UNSCHEDULABLE, c.RETRYING, c.POD_CREATE_FAILED, *c.CONTAINER_START_FAILURES)
+BLOCKED_REASONS = (c.MISSING_DEPENDENCY, c.CHILD_CONFLICT, c.UNSCHEDULABLE, c.RETRYING, c.POD_CREATE_FAILED, *c.CONTAINER_START_FAILURES)
 INVALID_PREFIX = "invalid spec: "
 
 # (involved object, type Normal|Warning, reason, message)
@@ -69,10 +72,12 @@ class PassResult:
 
 
 class FineTuneJobController:
-    def __init__(self, kube: Kube, settings: BuilderSettings, post_event: EventPoster = _ignore_event) -> None:
+    def __init__(self, kube: Kube, settings: BuilderSettings, post_event: EventPoster = _ignore_event,
+                 start_timeout_s: float | None = None) -> None:
         self.kube = kube
         self.settings = settings
         self.post_event = post_event
+        self.start_timeout_s = start_timeout_s  # see st.start_given_up; None: wait for ever
 
     # --- one pass ---------------------------------------------------------------------------
     def reconcile(self, namespace: str, name: str, *, apply_children: bool = False) -> PassResult:
@@ -83,9 +88,7 @@ class FineTuneJobController:
         """
         body = self.kube.get(ftj_path(namespace, name))
         if body is None or body["metadata"].get("deletionTimestamp"):
-            # Children go with their owner (garbage collection); only recops' finalizers must go.
-            self.release(namespace, name, self.kube.get(job_path(namespace, name)), self.labelled_pods(namespace, name))
-            return PassResult(gone=True)
+            return PassResult(gone=True)  # its children go with it (garbage collection)
 
         job = self.kube.get(job_path(namespace, name))
         if st.is_final(body.get("status")):
@@ -104,8 +107,7 @@ class FineTuneJobController:
             invalid = stored_invalid(body, c.FAILED, INVALID_PREFIX)
         result = PassResult()
         if job is not None and not owned_by(job, body):
-            # A Job of an earlier FineTuneJob of the same name, on its way out: let it go, wait for it.
-            self.release(namespace, name, job, [])
+            # A Job of an earlier FineTuneJob of the same name, on its way out: wait for it.
             job = None
             if not invalid:
                 stale = PassResult()
@@ -125,6 +127,9 @@ class FineTuneJobController:
             else:
                 try:
                     job = self._apply_children(body, ftj, job, current_model, result)
+                except ChildConflict as conflict:
+                    # Someone else's object under a child's name: nothing is created until it goes.
+                    waiting = (c.CHILD_CONFLICT, str(conflict))
                 except ApiError as error:
                     if not is_rejection(error):  # transient or a permission problem: back off, retry
                         raise
@@ -138,18 +143,18 @@ class FineTuneJobController:
             observed.create_failures = self.create_failures(job)
         if invalid is not None:
             ftj = None
-        new_status = st.compute_status(body, ftj, observed, now=now_rfc3339(), invalid=invalid)
+        new_status = st.compute_status(body, ftj, observed, now=now_rfc3339(), invalid=invalid,
+                                       start_timeout_s=self.start_timeout_s)
         result.status_written = self.write_status(body, new_status)
         result.phase = new_status.get("phase")
         result.final = st.is_final(new_status)
         if result.status_written:
             self._post_transition_events(body, new_status)
-        if result.final or job_deleting:
-            # The outcome is recorded (or the Job is going away unfinished and will be recreated):
-            # the Job and its pods may now be deleted.
-            self.release(namespace, name, job, pods)
-        else:
-            self.release(namespace, name, None, unneeded_pods(pods, observed.pods))
+        if result.final and job is not None and not (observed.job_condition("Complete") or observed.job_condition("Failed")):
+            # Given up on a trainer that could not start (st.start_given_up): its pod must not hold resources.
+            self._delete_job(namespace, name, job)
+        elif result.final and ftj is not None:
+            self.expire(job, builders.job_ttl_seconds(ftj, self.settings))
         return result
 
     def create_failures(self, job: dict[str, Any]) -> list[str]:
@@ -176,9 +181,15 @@ class FineTuneJobController:
         second = ("RoleBinding", "Job")
         first_round = [m for m in manifests if m["kind"] not in second]
         second_round = [m for m in manifests if m["kind"] == "RoleBinding"]
+        def put(manifest: dict[str, Any]) -> None:
+            if manifest["kind"] in CREATE_ONCE_KINDS:
+                self.create_once(body, manifest)
+            else:
+                self.kube.apply(manifest)
+
         with ThreadPoolExecutor(max(len(first_round), 1)) as pool:
-            list(pool.map(self.kube.apply, first_round))
-            pending = [pool.submit(self.kube.apply, m) for m in second_round]
+            list(pool.map(put, first_round))
+            pending = [pool.submit(put, m) for m in second_round]
             for manifest in (m for m in manifests if m["kind"] == "Job"):
                 if job is not None:
                     job = self._apply_existing_job(body, manifest)
@@ -192,6 +203,24 @@ class FineTuneJobController:
             self.post_event(body, "Normal", JOB_CREATED,
                             f"created Job {builders.job_name(name)} for model {builders.model_version(ftj)}")
         return job
+
+    def create_once(self, body: dict[str, Any], manifest: dict[str, Any]) -> None:
+        """Create a child of CREATE_ONCE_KINDS unless this FineTuneJob's already exists (ChildConflict if someone
+        else's does)."""
+        meta = manifest["metadata"]
+        try:
+            self.kube.create(resource_path(manifest["apiVersion"], PLURALS[manifest["kind"]], meta["namespace"]),
+                             manifest)
+            return
+        except ApiError as error:
+            if error.status != 409:
+                raise
+            existing = self.kube.get(object_path(manifest))
+            if existing is None:
+                raise  # gone again in between: the next pass creates it
+        if not owned_by(existing, body):
+            raise ChildConflict(f"{manifest['kind']} {meta['name']} exists and is not owned by this FineTuneJob: "
+                                "delete or rename it")
 
     def missing_dependencies(self, ftj: FineTuneJob, current_model: str | None) -> list[str]:
         """The Secrets and PersistentVolumeClaims the trainer pod needs that do not exist."""
@@ -228,7 +257,6 @@ class FineTuneJobController:
             except ApiError as error:
                 if error.status not in (404, 409):  # gone, or a different Job by now
                     raise
-        self.release(namespace, name, job, of_job(self.labelled_pods(namespace, name), job))
 
     def _apply_existing_job(self, body: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
         """Apply the Job again; if its (immutable) template no longer matches what this operator
@@ -254,7 +282,8 @@ class FineTuneJobController:
         if status.get("observedGeneration") != generation:
             self.kube.merge_patch(ftj_path(namespace, name, "status"), {"status": {"observedGeneration": generation}})
             written = True
-        self.release(namespace, name, job, self.labelled_pods(namespace, name))
+        ftj, _ = parse(body)
+        self.expire(job, builders.job_ttl_seconds(ftj, self.settings) if ftj is not None else self.settings.job_ttl_seconds)
         return PassResult(phase=status.get("phase"), final=True, status_written=written)
 
     # --- reads ------------------------------------------------------------------------------
@@ -287,31 +316,27 @@ class FineTuneJobController:
         self.kube.merge_patch(ftj_path(meta["namespace"], meta["name"], "status"), {"status": patch})
         return True
 
-    def release(self, namespace: str, name: str, job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> None:
-        """Remove recops' finalizer from the Job (if given) and the pods, so they can go."""
-        for obj, path in [(job, job_path(namespace, name)), *(
-            (p, resource_path("v1", "pods", namespace, p["metadata"]["name"])) for p in pods
-        )]:
-            if obj is not None and builders.JOB_FINALIZER in (obj["metadata"].get("finalizers") or []):
-                try:
-                    # Strategic merge: removes just our entry, whatever else the list holds; idempotent.
-                    self.kube.strategic_merge_patch(
-                        path, {"metadata": {"$deleteFromPrimitiveList/finalizers": [builders.JOB_FINALIZER]}}
-                    )
-                except ApiError as error:
-                    if error.status != 404:  # gone already: nothing to release
-                        raise
+    def expire(self, job: dict[str, Any] | None, ttl: int | None) -> None:
+        """Give a finished FineTuneJob's Job its TTL (see builders.job_ttl_seconds); a TTL changed later follows."""
+        if job is None or ttl is None or job["metadata"].get("deletionTimestamp") or \
+                (job.get("spec") or {}).get("ttlSecondsAfterFinished") == ttl:
+            return
+        try:
+            self.kube.merge_patch(object_path(job), {"spec": {"ttlSecondsAfterFinished": ttl}})
+        except ApiError as error:
+            if error.status != 404:  # gone already
+                raise
 
     def _post_transition_events(self, body: dict[str, Any], new: dict[str, Any]) -> None:
         old_phase = (body.get("status") or {}).get("phase")
         phase = new.get("phase")
         old_ready: dict[str, Any] = next((x for x in (body.get("status") or {}).get("conditions") or [] if x["type"] == c.READY), {})
         new_ready: dict[str, Any] = next((x for x in new.get("conditions") or [] if x["type"] == c.READY), {})
-        if new_ready.get("reason") in BLOCKED_REASONS and (
+        if new_ready.get("reason") in BLOCKED_REASONS and new.get("phase") != "Failed" and (
             (old_ready.get("reason"), old_ready.get("message")) != (new_ready.get("reason"), new_ready.get("message"))
         ):
             # Each new cause (another failed attempt, another missing object) is one Event; an unchanged
-            # one is not repeated on resync.
+            # one is not repeated on resync. Giving up on it is the Failed Event below.
             self.post_event(body, "Warning", str(new_ready["reason"]), str(new_ready.get("message") or ""))
         if phase == old_phase:
             return
@@ -334,23 +359,13 @@ class FineTuneJobController:
             self.post_event(body, "Normal", c.RUNNING, message)
 
 
+class ChildConflict(Exception):
+    """An object of a child's name exists and is not this FineTuneJob's."""
+
+
 def owned_by(child: dict[str, Any], owner: dict[str, Any]) -> bool:
     uid = owner["metadata"].get("uid")
     return any(ref.get("uid") == uid for ref in child["metadata"].get("ownerReferences") or [])
-
-
-def unneeded_pods(pods: list[dict[str, Any]], current: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Pods whose finalizer may go before the outcome is recorded: those of an earlier Job, and those of the current
-    Job being deleted before they finished (evicted). A finished pod keeps it even while being deleted: its
-    termination message may be the outcome (a TTL of 0 deletes a Job, and with it its pods, the moment it
-    completes, possibly before a pass has seen the Job complete)."""
-    current_uids = {p["metadata"]["uid"] for p in current}
-    return [
-        p for p in pods
-        if p["metadata"]["uid"] not in current_uids or (
-            p["metadata"].get("deletionTimestamp") and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-        )
-    ]
 
 
 def of_job(pods: list[dict[str, Any]], job: dict[str, Any] | None) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from recops.api.contracts import TerminationMessage
 from recops.api.finetunejob import FineTuneJob
 from recops.api.gate import decide_gate
 from recops.builders import finetunejob as ftj_builder
-from recops.controllers.conditions import find, is_true, ordered, set_condition
+from recops.controllers.conditions import age_s, find, is_true, ordered, set_condition
 
 CONDITION_ORDER = (c.COMPLETE, c.FAILED, c.GATE_PASSED, c.SUSPENDED, c.READY)
 MESSAGE_LIMIT = 1024
@@ -251,8 +251,10 @@ def compute_status(
     *,
     now: str,
     invalid: str | None = None,
+    start_timeout_s: float | None = None,
 ) -> dict[str, Any]:
-    """The operator's part of the FineTuneJob's status for what is observed now."""
+    """The operator's part of the FineTuneJob's status for what is observed now (`start_given_up` for
+    `start_timeout_s`)."""
     old = operator_status(body.get("status"))
     generation = body.get("metadata", {}).get("generation")
     status: dict[str, Any] = {k: v for k, v in old.items() if k in ("startTime", "attempts")}
@@ -289,17 +291,43 @@ def compute_status(
         _failed(status, observed, failed, set_, now)
     else:
         phase, reason, message = _unfinished(ftj, observed)
-        status.update(phase=phase, message=message)
-        set_(c.COMPLETE, False, reason, message)
-        set_(c.FAILED, False, reason, message)
-        set_(c.READY, False, reason, message)
-        if phase == "Suspended":
-            set_(c.SUSPENDED, True, c.SPEC_SUSPENDED, message)
+        gave_up = start_given_up(observed, reason, message, now=now, timeout_s=start_timeout_s)
+        if gave_up is not None:
+            status.update(phase="Failed", completionTime=now, message=clip(gave_up))
+            for type_, value in ((c.COMPLETE, False), (c.FAILED, True), (c.SUSPENDED, False), (c.READY, False)):
+                set_(type_, value, reason, gave_up)
         else:
-            set_(c.SUSPENDED, False, c.RESUMED if was_suspended else reason, message)
+            status.update(phase=phase, message=message)
+            set_(c.COMPLETE, False, reason, message)
+            set_(c.FAILED, False, reason, message)
+            set_(c.READY, False, reason, message)
+            if phase == "Suspended":
+                set_(c.SUSPENDED, True, c.SPEC_SUSPENDED, message)
+            else:
+                set_(c.SUSPENDED, False, c.RESUMED if was_suspended else reason, message)
         conditions = [x for x in conditions if x.get("type") != c.GATE_PASSED]
     status["conditions"] = ordered(conditions, CONDITION_ORDER)
     return _clean(status)
+
+
+def start_given_up(observed: Observed, reason: str, message: str, *, now: str,
+                   timeout_s: float | None) -> str | None:
+    """The Failed message when the trainer has been kept from starting for longer than `timeout_s` by what does
+    not change by itself: a container that cannot start (image, Secret key, config) since its pod was created, or a
+    Job that cannot create its pod (admission, a webhook, a LimitRange) since it was created. A ResourceQuota frees
+    up as other pods finish, so a job waiting on one waits on, as one waiting for a node does."""
+    if not timeout_s:
+        return None
+    if reason in c.CONTAINER_START_FAILURES:
+        blocked = observed.pods_in_phase("Pending")
+    elif reason == c.POD_CREATE_FAILED and "exceeded quota" not in message and observed.job is not None:
+        blocked = [observed.job]
+    else:
+        return None
+    if not blocked or min(age_s(o, now) for o in blocked) <= timeout_s:
+        return None
+    return f"{message} (for more than {timeout_s:g} s, the operator's --start-timeout-seconds: gave up; fix the " \
+           "cause and create the FineTuneJob again)"
 
 
 def _unfinished(ftj: FineTuneJob, observed: Observed) -> tuple[str, str, str]:

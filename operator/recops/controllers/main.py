@@ -78,6 +78,7 @@ class OperatorConfig:
     namespaces: tuple[str, ...] = ()  # empty: cluster-wide
     prometheus_url: str | None = None
     resync_seconds: float = 60.0
+    start_timeout_seconds: float = 900.0  # 0: a trainer that cannot start is waited for for ever
     metrics_port: int = 8080  # 0: no /metrics
     metrics_address: str = "0.0.0.0"
     liveness_endpoint: str | None = "http://0.0.0.0:8081/healthz"
@@ -129,7 +130,8 @@ class Operator:
         self.config = config
         self.kube = kube or Kube(load_api_client(config.kubeconfig))
         self.metrics = metrics or OperatorMetrics()
-        self.finetunejobs = FineTuneJobController(self.kube, config.builder, post_event=post_event)
+        self.finetunejobs = FineTuneJobController(self.kube, config.builder, post_event=post_event,
+                                                  start_timeout_s=config.start_timeout_seconds)
         self.rmds = RecModelDeploymentController(self.kube, config.builder, post_event=self.post_rmd_event,
                                                  prometheus_url=config.prometheus_url)
         self.coalescer = Coalescer()
