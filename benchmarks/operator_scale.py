@@ -68,8 +68,8 @@ def ftj_manifest(name: str) -> dict[str, Any]:
 
 
 def direct_job(namespace: str, name: str) -> dict[str, Any]:
-    """The trainer Job the builders make for such a FineTuneJob, without owner or finalizers (nothing
-    would release them): what creating the Jobs without an operator costs."""
+    """The trainer Job the builders make for such a FineTuneJob, without an owner: what creating the Jobs without
+    an operator costs."""
     from recops.api.finetunejob import FineTuneJob
     from recops.builders import finetunejob as builders
     from recops.builders.common import BuilderSettings
@@ -78,8 +78,6 @@ def direct_job(namespace: str, name: str) -> dict[str, Any]:
     manifest["metadata"].update(namespace=namespace, uid=str(uuid.uuid4()))
     job = builders.trainer_job(FineTuneJob.model_validate(manifest), BuilderSettings(trainer_image="bench:1"))
     job["metadata"].pop("ownerReferences")
-    job["metadata"].pop("finalizers")
-    job["spec"]["template"]["metadata"].pop("finalizers")
     job["spec"]["template"]["spec"]["serviceAccountName"] = "default"
     job["spec"]["template"]["spec"]["automountServiceAccountToken"] = False
     return job

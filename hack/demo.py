@@ -545,6 +545,8 @@ def up(args: argparse.Namespace) -> int:
         "retrainedModel": second.get("model"), "retrainedMetrics": second.get("metrics"),
         "retrainedBaseline": second.get("baseline"), "retrainedGatePassed": second.get("gatePassed"),
         "retrainedCurrentModel": second.get("currentModel"), "retrainedDebiased": second.get("debiased"),
+        "firstOptimization": first.get("optimization"), "retrainedOptimization": second.get("optimization"),
+        "servedFormats": served_formats(prometheus_url),
         "ctrBaseline": ctr_before, "ctrAtBreach": ctr_breach,
         "ctrPromoted": ctr_now,
         "traffic": read_traffic(), "phasesSeconds": {k: round(v) for k, v in phases.items()},
@@ -578,6 +580,20 @@ def prometheus_ctr(url: str, model_version: str | None, window: str) -> float | 
         return None
     value = float(result[0]["value"][1]) if result else math.nan
     return None if math.isnan(value) else value
+
+
+def served_formats(url: str) -> dict[str, str]:
+    """{model version: the format its servers reported} (recops_model_info over the last hour, from Prometheus)."""
+    import urllib.parse
+
+    query = f'last_over_time(recops_model_info{{recops_namespace="{NAMESPACE}",recops_deployment="{RMD}"}}[1h])'
+    try:
+        with urllib.request.urlopen(f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": query}),
+                                    timeout=10) as response:
+            result = json.loads(response.read())["data"]["result"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    return {series["metric"].get("model_version", ""): series["metric"].get("format", "") for series in result}
 
 
 def promoted_pod_ready(env: dict[str, str], version: str | None) -> bool:
@@ -664,6 +680,20 @@ def against_current(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def served_as(summary: dict[str, Any], which: str) -> str:
+    """How a model is served: the optimised or the full-precision form, why, and what its servers reported."""
+    optimization = summary.get(f"{which}Optimization")
+    version = (summary.get(f"{which}Model") or {}).get("version")
+    reported = (summary.get("servedFormats") or {}).get(version)
+    seen = f"; its servers reported format {reported}" if reported else ""
+    if not optimization:
+        return f"  served in full precision (no spec.optimize){seen}"
+    latency = optimization.get("latencyMsPer100") or {}
+    form = f"{optimization['format']}-{optimization['quantization']}" if optimization.get("served") else "torch"
+    return (f"  served as {form}: {optimization.get('reason', '')}; {latency.get('optimized', 0):.0f} ms vs "
+            f"{latency.get('fullPrecision', 0):.0f} ms in full precision per 100 pairs on one thread{seen}")
+
+
 def gate_word(passed: bool | None) -> str:
     return {True: "passed", False: "FAILED", None: "none"}[passed]
 
@@ -674,10 +704,12 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"  gate {gate_word(summary.get('firstGatePassed'))}; test split of the synthetic shop's history, "
           "against the baselines:")
     print("\n".join(against_baselines(summary["firstMetrics"], summary.get("firstBaseline"))))
+    print(served_as(summary, "first"))
     print(f"retrained model: {summary['retrainedModel']}")
     print(f"  gate {gate_word(summary.get('retrainedGatePassed'))}; test split of the served event log, against the "
           "baselines:")
     print("\n".join(against_baselines(summary["retrainedMetrics"], summary.get("retrainedBaseline"))))
+    print(served_as(summary, "retrained"))
     print(f"canary:          {summary['outcome']}")
     print("\n".join(against_current(summary)))
     print(f"CTR measured by the MonitorPolicy: first model before the shift {fmt(summary['ctrBaseline'])}, "

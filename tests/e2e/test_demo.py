@@ -90,6 +90,15 @@ def test_make_demo_runs_the_whole_loop_and_demo_down_leaves_no_process(demo_dir:
         assert f"keeps serving {first['version']}; no canary" in output
     if summary["outcome"] == "Promoted":  # the policy measured the promoted model's own baseline
         assert summary["ctrPromoted"] is not None, summary
+    # spec.optimize: each model says which form serves it, and its servers' recops_model_info agrees (Prometheus).
+    formats = summary["servedFormats"]
+    assert formats.get(first["version"]), formats  # the first model always served
+    for which, model in (("first", first), ("retrained", retrained)):
+        optimization = summary[f"{which}Optimization"]
+        assert optimization is not None and optimization["reason"], summary
+        expected = f"onnx-{optimization['quantization']}" if optimization["served"] else "torch"
+        assert formats.get(model["version"], expected) == expected, (which, formats, optimization)
+        assert f"served as {expected}: " in output
     for line in ("==== recops demo summary ====", "phases:", "model cards and training curves"):
         assert line in output
     assert "ctr stable" in output  # the live table's header

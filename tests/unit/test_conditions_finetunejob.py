@@ -193,6 +193,17 @@ def test_retry_after_a_failed_attempt_counts_attempts() -> None:
     assert status["phase"] == "Running" and status["attempts"] == 2
 
 
+def test_a_failed_last_attempt_stays_running_until_the_job_fails() -> None:
+    """benchmarks/chaos.py saw Running -> Pending (Retrying, "backoffLimit 0") -> Failed: no retry was left."""
+    failed = pod("j-1", "Failed", {"exitCode": 3, "message": report(error="boom"), "finishedAt": T1})
+    retrying = {**job(failed=1), "spec": {"suspend": False, "backoffLimit": 1}}
+    assert conditions_of(compute(body(), retrying, [failed]))["Ready"] == ("False", c.RETRYING)
+    last = {**job(failed=1), "spec": {"suspend": False, "backoffLimit": 0}}
+    status = compute(body(), last, [failed])
+    assert status["phase"] == "Running" and conditions_of(status)["Ready"] == ("False", c.RUNNING)
+    assert status["message"].startswith("the trainer failed; waiting for the Job to fail: ")
+
+
 # --- finished -------------------------------------------------------------------------------------
 def test_succeeded_reads_the_termination_message() -> None:
     b = body(gate={"metric": "auc", "minimum": 0.7})
@@ -208,6 +219,27 @@ def test_succeeded_reads_the_termination_message() -> None:
                                      "GatePassed": ("True", c.GATE_MET), "Suspended": ("False", c.SUCCEEDED),
                                      "Ready": ("True", c.GATE_MET)}
     assert st.is_final(status)
+
+
+def test_the_optimisation_verdict_is_a_condition_and_in_status() -> None:
+    done = job([{"type": "Complete", "status": "True", "lastTransitionTime": T1}], succeeded=1, completionTime=T1)
+    optimization = {"format": "onnx", "quantization": "int8", "file": None, "spearman": 0.95, "top10Overlap": 0.8,
+                    "reason": "not served, the full-precision model is: Spearman 0.9500 (at least 0.99) ...",
+                    "latencyMsPer100": {"fullPrecision": 300.0, "optimized": 90.0},
+                    "metrics": {"auc": 0.7}, "fullPrecisionMetrics": {"auc": 0.81}}
+    status = compute(body(), done, [pod("j-abc", "Succeeded", {"exitCode": 0,
+                                                              "message": report(optimization=optimization)})])
+    assert conditions_of(status)["Optimized"] == ("False", c.FULL_PRECISION_KEPT)
+    assert status["optimization"] == {"format": "onnx", "quantization": "int8", "served": False, "spearman": 0.95,
+                                      "top10Overlap": 0.8, "latencyMsPer100": {"fullPrecision": 300.0, "optimized": 90.0},
+                                      "fullPrecisionMetrics": {"auc": 0.81}, "reason": optimization["reason"]}
+    optimization.update(file="onnx/model.onnx", reason="served: ...")
+    status = compute(body(), done, [pod("j-abc", "Succeeded", {"exitCode": 0,
+                                                              "message": report(optimization=optimization)})])
+    assert conditions_of(status)["Optimized"] == ("True", c.OPTIMIZED_SERVED) and status["optimization"]["served"]
+    # Without spec.optimize: no such condition.
+    assert "Optimized" not in conditions_of(compute(body(), done, [pod("j-abc", "Succeeded", {"exitCode": 0,
+                                                                                            "message": report()})]))
 
 
 def test_gate_not_passed_is_complete_but_not_ready() -> None:

@@ -117,7 +117,7 @@ def test_every_linked_file_exists() -> None:
 
 
 def defined_reasons() -> set[str]:
-    types = {"COMPLETE", "FAILED", "GATE_PASSED", "SUSPENDED", "READY", "AVAILABLE", "PROGRESSING", "DEGRADED",
+    types = {"COMPLETE", "FAILED", "GATE_PASSED", "OPTIMIZED", "SUSPENDED", "READY", "AVAILABLE", "PROGRESSING", "DEGRADED",
              "HEALTHY", "RETRAINING", "METRICS_UNAVAILABLE"}
     return ({v for k, v in vars(conditions).items() if k.isupper() and isinstance(v, str) and k not in types}
             | set(conditions.CONTAINER_START_FAILURES))  # the kubelet's reasons, passed through

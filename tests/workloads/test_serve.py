@@ -50,7 +50,7 @@ def servers(models: dict[str, Path], event_log_dir: Path) -> Iterator[dict[str, 
         "ranker": ServeProcess(
             models["click-through"], "--model-name", "ranker", "--max-candidates", "50", "--max-text-length", "300",
             "--max-batch-size", "16", "--max-batch-wait", "100ms", "--max-pairs-per-pass", "64",
-            "--event-log", str(event_log_dir), env=IDENTITY),
+            "--event-log", str(event_log_dir), "--score-cache-entries", "0", env=IDENTITY),  # batching is under test
         "embedder": ServeProcess("pvc://models-claim/shop/emb", "--model-name", "embedder", "--track", "canary",
                                  env={"RECOPS_NAMESPACE": NAMESPACE, "RECOPS_DEPLOYMENT": "embedder",
                                       "RECOPS_PVC_ROOT": str(models["pvc-root"])}),
@@ -209,6 +209,26 @@ def test_batched_scores_equal_unbatched_ones_under_concurrency(ranker: ServeProc
     assert multi_after > multi_before
 
 
+def test_repeated_queries_are_scored_once_from_the_cache(models: dict[str, Path]) -> None:
+    server = ServeProcess(models["click-through"], "--model-name", "ranker", env=IDENTITY)  # the default cache
+    try:
+        server.wait_ready()
+        body = {"query": "red running shoes", "candidates": candidates(8), "topK": 8}
+        first = {e["id"]: e["score"] for e in rank(server, body)["items"]}
+        assert server.metric("recops_score_cache_misses_total") == 8
+        assert server.metric("recops_score_cache_hits_total") == 0
+        assert {e["id"]: e["score"] for e in rank(server, body)["items"]} == first
+        assert server.metric("recops_score_cache_hits_total") == 8
+        # A changed text or another query is scored afresh.
+        changed = [{**c, "text": c["text"] + " (new)"} if i == 0 else c for i, c in enumerate(body["candidates"])]
+        rank(server, {**body, "candidates": changed})
+        assert server.metric("recops_score_cache_hits_total") == 8 + 7
+        rank(server, {**body, "query": "blue kettle"})
+        assert server.metric("recops_score_cache_misses_total") == 8 + 1 + 8
+    finally:
+        server.stop()
+
+
 # --- embeddings ----------------------------------------------------------------------------
 def test_embed_returns_unit_vectors_and_cosine_ranks(embedder: ServeProcess) -> None:
     status, answer = embedder.post("/v1/embed", {"texts": ["red shoes", "blue hat", "red shoes"]})
@@ -340,7 +360,7 @@ CONTRACT_METRICS = {  # sample name -> labels beyond the identity labels
     "recops_add_to_carts_total": set(),
     "recops_purchases_total": set(),
     "recops_feedback_rejected_total": {"reason"},
-    "recops_model_info": {"model_uri", "task"},
+    "recops_model_info": {"model_uri", "task", "format"},
 }
 
 
@@ -357,7 +377,7 @@ def test_metrics_carry_every_name_and_label_of_the_contracts(ranker: ServeProces
         assert any(all(labels[k] == v for k, v in identity.items()) for labels, _ in samples[name]), name
     [(info_labels, info)] = samples["recops_model_info"]
     assert info == 1 and info_labels["model_uri"] == str(models["click-through"])
-    assert info_labels["task"] == "click-through"
+    assert info_labels["task"] == "click-through" and info_labels["format"] == "torch"
     # The score histogram has 20 buckets of 0.05 over [0, 1] (MonitorPolicy's PSI uses them).
     bounds = sorted(float(labels["le"]) for labels, _ in samples["recops_score_bucket"] if labels["le"] != "+Inf")
     assert bounds == pytest.approx([0.05 * i for i in range(1, 21)])

@@ -10,6 +10,7 @@ documented in the README's troubleshooting section.
 COMPLETE = "Complete"  # True once the trainer wrote a complete model (status is then final).
 FAILED = "Failed"  # True once the job failed for good (retries or deadline exhausted, invalid spec).
 GATE_PASSED = "GatePassed"  # True/False once the evaluation gate was decided; absent without a gate.
+OPTIMIZED = "Optimized"  # True/False once spec.optimize decided whether the optimised model is served.
 SUSPENDED = "Suspended"  # True while spec.suspend is set and no pod runs.
 READY = "Ready"  # All kinds: the resource did its job (FTJ: complete and the gate passed or none).
 
@@ -41,6 +42,8 @@ RESUMED = "Resumed"  # spec.suspend went back to false.
 GATE_MET = "GateMet"  # The gate's metric met its bound (and beat the current model if asked).
 GATE_NOT_MET = "GateNotMet"  # The gate's metric missed its bound or did not beat the current model.
 NO_GATE = "NoGate"  # No gate is configured; a complete model is ready.
+OPTIMIZED_SERVED = "OptimizedServed"  # The optimised (ONNX) model ranks as the full one does and is the one served.
+FULL_PRECISION_KEPT = "FullPrecisionKept"  # The optimised model broke spec.optimize's bounds (or its export failed).
 MISSING_DEPENDENCY = "MissingDependency"  # A referenced Secret or PVC does not exist.
 UNSCHEDULABLE = "Unschedulable"  # No node can take the trainer pod (e.g. too many GPUs asked).
 # The trainer pod's container cannot start: the kubelet's own reason is the condition's reason.

@@ -70,6 +70,25 @@ class Debiased(_Contract):
     current_model: dict[str, float] | None = Field(default=None, alias="currentModel")
 
 
+class Optimization(_Contract):
+    """spec.optimize's outcome: the optimised (ONNX) model against the full-precision one on the test split. The
+    manifest's and the report's `metrics` are those of the model served: this one's when `file` is set."""
+
+    format: str = "onnx"
+    quantization: str = "int8"
+    file: str | None = None  # the ONNX file served, relative to the model directory; None: full precision is
+    reason: str = ""
+    spearman: float | None = None
+    top10_overlap: float | None = Field(default=None, alias="top10Overlap")
+    latency_ms_per100: dict[str, float] = Field(default_factory=dict, alias="latencyMsPer100")
+    metrics: dict[str, float] = Field(default_factory=dict)  # the optimised model's
+    full_precision_metrics: dict[str, float] = Field(default_factory=dict, alias="fullPrecisionMetrics")
+
+    @property
+    def served(self) -> bool:
+        return self.file is not None
+
+
 class TerminationMessage(_Contract):
     """What the trainer writes to its termination-message path (JSON, under 4 KB)."""
 
@@ -81,13 +100,16 @@ class TerminationMessage(_Contract):
     current_model: dict[str, float] | None = Field(default=None, alias="currentModel")
     gate_passed: bool | None = Field(default=None, alias="gatePassed")
     debiased: Debiased | None = None
+    optimization: Optimization | None = None
     error: str | None = None
 
     def to_json(self) -> str:
         # Keep the verdict; drop the bulky parts first (the model card has everything).
         debiased = self.debiased.model_copy(update={"baseline": {}}) if self.debiased else None
-        slimmers: list[dict[str, Any]] = [{}, {"baseline": {}, "debiased": debiased},
-                                          {"baseline": {}, "current_model": None, "debiased": None}]
+        optimization = self.optimization.model_copy(update={"metrics": {}}) if self.optimization else None
+        slimmers: list[dict[str, Any]] = [{}, {"baseline": {}, "debiased": debiased, "optimization": optimization},
+                                          {"baseline": {}, "current_model": None, "debiased": None,
+                                           "optimization": optimization}]
         for slimmer in slimmers:
             text = self.model_copy(update=slimmer).model_dump_json(by_alias=True)
             if len(text.encode()) <= TERMINATION_MESSAGE_LIMIT:
@@ -147,6 +169,7 @@ class ModelManifest(_Contract):
     # Per scorer (model, baselines): the share of test rows whose score ties another row of their group.
     ties: dict[str, float] = Field(default_factory=dict)
     debiased: Debiased | None = None
+    optimization: Optimization | None = None
     versions: dict[str, str] = Field(default_factory=dict)
     created_at: str | None = Field(default=None, alias="createdAt")
 

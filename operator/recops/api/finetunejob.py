@@ -230,8 +230,30 @@ class EvaluationSpec(KubeModel):
     )
     gate: Gate | None = Field(default=None, description="Deployment gate; without one every complete model passes.")
 
+class OptimizeSpec(KubeModel):
+    """After evaluation: export the trained cross-encoder (and its fusion) to ONNX, graph-optimised for ONNX Runtime,
+    quantise it, score the test split with it, and serve it only if it ranks as the full-precision model does."""
+
+    format: Literal["onnx"] = Field(default="onnx", description="onnx: served with ONNX Runtime on the CPU.")
+    quantization: Literal["int8", "none"] = Field(
+        default="int8", description="int8: dynamic quantisation of the weights (per channel); none: float32.")
+    min_spearman: float = Field(
+        default=0.99, ge=0, le=1, description="Serve the optimised model only if the Spearman correlation of its "
+        "scores with the full-precision model's, per group of the test split (then averaged), is at least this.")
+    min_top10_overlap: float = Field(
+        default=0.9, ge=0, le=1, description="... and the share of each group's top 10 that both models put "
+        "there (averaged) is at least this.")
+
+
+OPTIMIZE_RULE: dict[str, str] = {
+    "rule": "!has(self.optimize) || self.task in ['click-through', 'relevance']",
+    "message": "optimize needs a cross-encoder task: click-through or relevance", "fieldPath": ".optimize"}
+
+
 class FineTuneJobTemplateSpec(KubeModel):
     """The FineTuneJob spec. MonitorPolicy templates use it as is (dataset.uri filled in by the policy)."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [dict(OPTIMIZE_RULE)]})
 
     task: Task = Field(description="click-through, relevance, embedding or domain-pretrain.")
     base_model: BaseModelSpec = Field(default_factory=BaseModelSpec, description="Pretrained starting point.")
@@ -241,6 +263,8 @@ class FineTuneJobTemplateSpec(KubeModel):
     pod_template: PodTemplate = Field(default_factory=PodTemplate, description="Additions to the trainer pods.")
     output: OutputSpec = Field(description="Where models are written.")
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec, description="Metrics and gate.")
+    optimize: OptimizeSpec | None = Field(
+        default=None, description="Serve an ONNX (int8) form of the model when it ranks as the full model does.")
     backoff_limit: int = Field(default=2, ge=0, le=100, description="Retries before the job fails.")
     active_deadline_seconds: int | None = Field(
         default=None, ge=1, description="Fail the job when it runs longer than this (mutable)."
@@ -250,6 +274,12 @@ class FineTuneJobTemplateSpec(KubeModel):
     )
     suspend: bool = Field(default=False, description="Stop (or hold) the job's pods; mutable.")
 
+    @model_validator(mode="after")
+    def _optimize_needs_a_cross_encoder(self) -> FineTuneJobTemplateSpec:
+        if self.optimize is not None and self.task not in ("click-through", "relevance"):
+            raise ValueError(OPTIMIZE_RULE["message"])
+        return self
+
 MUTABLE_SPEC_FIELDS = ("suspend", "activeDeadlineSeconds")
 DATASET_URI_RULE: dict[str, str] = {"rule": "has(self.dataset.uri)", "message": "dataset.uri is required", "fieldPath": ".dataset.uri"}
 
@@ -257,7 +287,8 @@ DATASET_URI_RULE: dict[str, str] = {"rule": "has(self.dataset.uri)", "message": 
 class FineTuneJobSpec(FineTuneJobTemplateSpec):
     """Immutable after creation except suspend and activeDeadlineSeconds, as batch/v1 Job."""
 
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [dict(DATASET_URI_RULE)]})
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [dict(OPTIMIZE_RULE),
+                                                                              dict(DATASET_URI_RULE)]})
 
     @model_validator(mode="after")
     def _dataset_uri_required(self) -> FineTuneJobSpec:
@@ -286,6 +317,20 @@ class DebiasedMetrics(KubeModel):
     current_model: dict[str, float] | None = Field(default=None, description="The current model's on them.")
 
 
+class OptimizationStatus(KubeModel):
+    format: str = Field(max_length=32, description="onnx.")
+    quantization: str = Field(max_length=32, description="int8 or none.")
+    served: bool = Field(description="Whether the optimised model is the one served (else the full-precision one).")
+    spearman: float | None = Field(default=None, description="Mean per-group Spearman correlation of the two "
+                                   "models' scores on the test split.")
+    top10_overlap: float | None = Field(default=None, description="Mean share of each group's top 10 both share.")
+    latency_ms_per100: dict[str, float] | None = Field(
+        default=None, description="Milliseconds to score 100 test pairs on one CPU thread: fullPrecision, optimized.")
+    full_precision_metrics: dict[str, float] | None = Field(
+        default=None, description="The full-precision model's metrics on the test split.")
+    reason: str | None = Field(default=None, max_length=1024, description="Why it is or is not served.")
+
+
 class FineTuneJobStatus(KubeModel):
     phase: Phase | None = Field(default=None, description="Pending, Running, Succeeded, Failed or Suspended.")
     conditions: list[Condition] = conditions_field()
@@ -308,6 +353,9 @@ class FineTuneJobStatus(KubeModel):
         "(responses showing random candidates in a random order), where clicks do not favour the model that ranked them. beatCurrent is "
         "judged on it.",
     )
+    optimization: OptimizationStatus | None = Field(
+        default=None, description="With spec.optimize: the optimised model against the full-precision one on the "
+        "test split, and which of them is served (metrics are the served one's).")
     key_metric: str | None = Field(default=None, max_length=64, description="The gate's metric (or first metric) and value.")
     gate_passed: bool | None = Field(default=None, description="The gate's verdict; unset without a gate.")
     message: str | None = Field(default=None, max_length=4096, description="Last error or state detail.")

@@ -104,6 +104,13 @@ class EventLogSpec(KubeModel):
     )
 
 
+class ScoreCacheSpec(KubeModel):
+    entries: int = Field(default=100000, ge=0, le=10000000,
+                         description="(context, candidate) scores kept per replica for repeated queries; 0: none.")
+    ttl: Duration = Field(default="10m", description="How long a kept score stays (a score never changes while its "
+                          "model does not: this only bounds what cold entries cost).")
+
+
 class ServingSpec(KubeModel):
     max_batch_size: int = Field(default=32, ge=1, le=1024, description="Most requests scored in one forward pass.")
     max_batch_wait: Duration = Field(default="5ms", description="Longest a request waits for a batch to fill.")
@@ -111,6 +118,10 @@ class ServingSpec(KubeModel):
     max_queue: int = Field(default=256, ge=1, le=100000, description="Queued requests beyond which the server answers 503.")
     max_text_length: int = Field(default=2000, ge=1, le=100000, description="Longest accepted text (characters).")
     quantization: Literal["none", "int8"] = Field(default="none", description="int8: dynamic quantisation on CPU.")
+    runtime: Literal["auto", "torch", "onnx"] = Field(
+        default="auto", description="auto: ONNX Runtime when the model has an optimised form (FineTuneJob "
+        "spec.optimize), else torch; torch: always the full-precision model; onnx: the optimised form or not ready.")
+    score_cache: ScoreCacheSpec = Field(default_factory=ScoreCacheSpec, description="Scores kept for head queries.")
     feedback_key_secret_ref: SecretKeySelector | None = Field(
         default=None, description="HMAC key that signs requestIds; the operator's default Secret when unset."
     )

@@ -161,6 +161,9 @@ def _serving_args(rmd: RecModelDeployment) -> list[str]:
         "--max-queue", str(s.max_queue),
         "--max-text-length", str(s.max_text_length),
         "--quantization", s.quantization,
+        "--runtime", s.runtime,
+        "--score-cache-entries", str(s.score_cache.entries),
+        "--score-cache-ttl", s.score_cache.ttl,
         "--feedback-token-ttl", s.feedback_token_ttl,
         "--drain-timeout", f"{DRAIN_TIMEOUT_SECONDS}s",
     ]

@@ -14,13 +14,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from recops.api import conditions as c
-from recops.api.contracts import TerminationMessage
+from recops.api.contracts import Optimization, TerminationMessage
 from recops.api.finetunejob import FineTuneJob
 from recops.api.gate import decide_gate
 from recops.builders import finetunejob as ftj_builder
 from recops.controllers.conditions import age_s, find, is_true, ordered, set_condition
 
-CONDITION_ORDER = (c.COMPLETE, c.FAILED, c.GATE_PASSED, c.SUSPENDED, c.READY)
+CONDITION_ORDER = (c.COMPLETE, c.FAILED, c.GATE_PASSED, c.OPTIMIZED, c.SUSPENDED, c.READY)
+VERDICT_CONDITIONS = (c.GATE_PASSED, c.OPTIMIZED)  # only a succeeded job has them
 MESSAGE_LIMIT = 1024
 # Reasons the batch/v1 Job controller gives its Failed condition, mapped to ours.
 JOB_FAILURE_REASONS = {
@@ -32,7 +33,7 @@ JOB_FAILURE_REASONS = {
 }
 OPERATOR_FIELDS = (
     "phase", "conditions", "observedGeneration", "startTime", "completionTime", "attempts", "model",
-    "metrics", "baseline", "currentModel", "debiased", "keyMetric", "gatePassed", "message",
+    "metrics", "baseline", "currentModel", "debiased", "optimization", "keyMetric", "gatePassed", "message",
 )
 
 
@@ -81,7 +82,7 @@ def rerun_status(body: dict[str, Any], *, now: str) -> dict[str, Any]:
     for type_ in (c.COMPLETE, c.FAILED, c.SUSPENDED, c.READY):
         conditions = set_condition(conditions, type_, False, c.DEADLINE_RAISED, message, generation=generation,
                                    now=now)
-    status["conditions"] = ordered([x for x in conditions if x.get("type") != c.GATE_PASSED], CONDITION_ORDER)
+    status["conditions"] = ordered([x for x in conditions if x.get("type") not in VERDICT_CONDITIONS], CONDITION_ORDER)
     return status
 
 
@@ -271,7 +272,7 @@ def compute_status(
         for type_ in (c.COMPLETE, c.READY, c.SUSPENDED):
             set_(type_, False, c.INVALID_SPEC, message)
         set_(c.FAILED, True, c.INVALID_SPEC, message)
-        conditions = [x for x in conditions if x.get("type") != c.GATE_PASSED]
+        conditions = [x for x in conditions if x.get("type") not in VERDICT_CONDITIONS]
         status["conditions"] = ordered(conditions, CONDITION_ORDER)
         return _clean(status)
 
@@ -305,7 +306,7 @@ def compute_status(
                 set_(c.SUSPENDED, True, c.SPEC_SUSPENDED, message)
             else:
                 set_(c.SUSPENDED, False, c.RESUMED if was_suspended else reason, message)
-        conditions = [x for x in conditions if x.get("type") != c.GATE_PASSED]
+        conditions = [x for x in conditions if x.get("type") not in VERDICT_CONDITIONS]
     status["conditions"] = ordered(conditions, CONDITION_ORDER)
     return _clean(status)
 
@@ -369,6 +370,11 @@ def _unfinished(ftj: FineTuneJob, observed: Observed) -> tuple[str, str, str]:
     if last_failure is not None:
         failed_attempts = max(int(((job.get("status") or {}).get("failed")) or 0),
                               len(observed.pods_in_phase("Failed")))
+        limit = _backoff_limit(job)
+        if workers == 1 and isinstance(limit, int) and failed_attempts > limit:
+            # No retry is left: the Job controller is about to mark the Job Failed. Still Running, so that the
+            # phase never steps back to Pending on the way to Failed.
+            return "Running", c.RUNNING, f"the trainer failed; waiting for the Job to fail: {_describe_failure(last_failure)}"
         return "Pending", c.RETRYING, (
             f"retrying after {failed_attempts} failed attempt(s), backoffLimit {_backoff_limit(job)}: "
             f"{_describe_failure(last_failure)}"
@@ -426,8 +432,12 @@ def _succeeded(status: dict[str, Any], ftj: FineTuneJob, observed: Observed, com
         baseline=report.baseline or None,
         currentModel=report.current_model,
         debiased=report.debiased.model_dump(by_alias=True, exclude_none=True) if report.debiased else None,
+        optimization=optimization_status(report.optimization),
         keyMetric=key_metric(ftj, report.metrics),
     )
+    if report.optimization is not None:
+        served = report.optimization.served
+        set_(c.OPTIMIZED, served, c.OPTIMIZED_SERVED if served else c.FULL_PRECISION_KEPT, report.optimization.reason)
     if not status.get("startTime"):
         status["startTime"] = job_status.get("startTime") or status["completionTime"]
     message = f"model {version} written to {uri}"
@@ -451,6 +461,18 @@ def _succeeded(status: dict[str, Any], ftj: FineTuneJob, observed: Observed, com
     reason = c.GATE_MET if passed else c.GATE_NOT_MET
     set_(c.GATE_PASSED, passed, reason, why)
     set_(c.READY, passed, reason, why)
+
+
+def optimization_status(optimization: Optimization | None) -> dict[str, Any] | None:
+    """status.optimization: what spec.optimize decided (the served model's metrics are status.metrics)."""
+    if optimization is None:
+        return None
+    return {k: v for k, v in {
+        "format": optimization.format, "quantization": optimization.quantization, "served": optimization.served,
+        "spearman": optimization.spearman, "top10Overlap": optimization.top10_overlap,
+        "latencyMsPer100": optimization.latency_ms_per100 or None,
+        "fullPrecisionMetrics": optimization.full_precision_metrics or None, "reason": clip(optimization.reason),
+    }.items() if v is not None}
 
 
 def _failed(status: dict[str, Any], observed: Observed, failed: dict[str, Any], set_: Any, now: str) -> None:

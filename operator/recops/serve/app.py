@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 import recops
 from recops.api.contracts import context_text
 from recops.serve.batcher import BatcherStopped, DynamicBatcher, QueueFull
+from recops.serve.cache import ScoreCache
 from recops.serve.connections import ConnectionGuard
 from recops.serve.eventlog import EventLog, feedback_record, impression_records, pseudonymous_user
 from recops.serve.exploration import Exploration
@@ -86,6 +87,7 @@ class Server:
         self.embedding_dim = 0
         self.scorer: Any = None
         self.batcher: DynamicBatcher | None = None
+        self.cache: ScoreCache | None = None  # once the model version is known
         self.event_log = EventLog(settings.event_log_uri, settings.pod_name) if settings.event_log_uri else None
         self.exploration = Exploration(settings.exploration)
         self.ready = False
@@ -105,6 +107,7 @@ class Server:
         self.task, self.architecture = task, architecture
         identity = Identity(self.settings.namespace, self.settings.deployment, self.settings.track, self.model_version)
         self.metrics = ServingMetrics(identity, self.settings.model_uri, task)
+        self.cache = ScoreCache(self.model_version, self.settings.score_cache_entries, self.settings.score_cache_ttl_s)
 
     def attach_scorer(self, scorer: Any) -> None:
         """Start batching on this loop; call warm_up before marking ready."""
@@ -112,6 +115,7 @@ class Server:
         self.embedding_dim = scorer.embedding_dim
         metrics = self.metrics
         assert metrics is not None
+        metrics.serving(scorer.format)
         batch_histogram = metrics.batch_size.labels(**metrics.own)
         depth_gauge = metrics.queue_depth.labels(**metrics.own)
         self.batcher = DynamicBatcher(
@@ -215,6 +219,22 @@ class Server:
         except BatcherStopped as err:
             raise ApiError(503, str(err)) from None
 
+    async def _scores(self, context: str, candidates: list[tuple[str, str | None]]) -> list[float]:
+        """Each (text, id) candidate's score for `context`: kept ones from the cache, the rest in one batch item."""
+        assert self.cache is not None and self.metrics is not None
+        keys = self.cache.keys(context, candidates)
+        scores = self.cache.get(keys)
+        missing = [i for i, score in enumerate(scores) if score is None]
+        if missing:
+            fresh: list[float] = await self._submit("score", [
+                (context, text, item_id) if item_id is not None else (context, text)
+                for text, item_id in (candidates[i] for i in missing)])
+            for i, score in zip(missing, fresh, strict=True):
+                scores[i] = score
+            self.cache.put([keys[i] for i in missing], fresh)
+        self.metrics.count_cache(hits=len(candidates) - len(missing), misses=len(missing))
+        return [float(score) for score in scores if score is not None]
+
     def _check_model_name(self, request: web.Request) -> None:
         name = request.match_info["name"]
         if name != self.settings.model_name:
@@ -233,7 +253,7 @@ class Server:
         metrics = self._require_ready()
         ranked = parse_rank(await self._body(request), self.limits)
         context = context_text(ranked.query, ranked.user_context)
-        scores: list[float] = await self._submit("score", [(context, c.text, c.id) for c in ranked.candidates])
+        scores = await self._scores(context, [(c.text, c.id) for c in ranked.candidates])
         metrics.observe_scores(scores)
         # Highest score first; ties keep the caller's order.
         ranking = sorted(range(len(scores)), key=lambda i: -scores[i])
@@ -349,7 +369,7 @@ class Server:
         outputs: list[dict[str, Any]]
         if wanted.candidates is not None:
             context = context_text(wanted.query, wanted.user_context)
-            scores = await self._submit("score", [(context, text) for text in wanted.candidates])
+            scores = await self._scores(context, [(text, None) for text in wanted.candidates])
             metrics.observe_scores(scores)
             outputs = [{"name": "scores", "datatype": "FP32", "shape": [len(scores)], "data": scores}]
         else:

@@ -110,12 +110,13 @@ async def _load(server: object, settings: serve_settings.ServeSettings) -> None:
         server.downloaded_dir = str(location.directory)
     manifest = location.manifest
     server.attach_manifest(manifest.model_version, manifest.task, manifest.architecture)
-    log.info("loading %s (%s %s, version %s, quantization %s, %d torch threads)", settings.model_uri,
-             manifest.task, manifest.architecture, server.model_version, settings.quantization,
+    log.info("loading %s (%s %s, version %s, runtime %s, quantization %s, %d threads)", settings.model_uri,
+             manifest.task, manifest.architecture, server.model_version, settings.runtime, settings.quantization,
              settings.torch_threads)
     scorer = await loop.run_in_executor(None, lambda: Scorer(
-        location, quantization=settings.quantization, device=settings.device,
+        location, quantization=settings.quantization, device=settings.device, runtime=settings.runtime,
         max_pairs_per_pass=settings.max_pairs_per_pass, torch_threads=settings.torch_threads))
+    log.info("scoring with %s", scorer.format)
     server.attach_scorer(scorer)
     await loop.run_in_executor(None, server.warm_up)
     server.ready = True

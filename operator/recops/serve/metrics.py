@@ -67,22 +67,32 @@ class ServingMetrics:
         }
         self.feedback_rejected = Counter(f"{p}feedback_rejected", "Feedback refused, by reason.",
                                          [*ids, "reason"], registry=reg)
-        self.model_info = Gauge(f"{p}model_info", "The model this process serves (always 1).",
-                                [*ids, "model_uri", "task"], registry=reg)
+        self.model_info = Gauge(f"{p}model_info", "The model this process serves (always 1), and in which format "
+                                "(torch, torch-int8, onnx-int8, onnx-none) once loaded.",
+                                [*ids, "model_uri", "task", "format"], registry=reg)
+        self.cache_hits = Counter(f"{p}score_cache_hits", "Candidates whose score came from the score cache.", ids,
+                                  registry=reg)
+        self.cache_misses = Counter(f"{p}score_cache_misses", "Candidates the model scored (not in the score cache).",
+                                    ids, registry=reg)
         self.queue_depth = Gauge(f"{p}queue_depth", "Requests admitted and not yet answered.", ids, registry=reg)
 
         own = identity.labels()
-        self.model_info.labels(**own, model_uri=model_uri, task=task).set(1)
+        self.model_uri, self.task = model_uri, task
         # Zero-valued series from the start, so rates and ratios exist before the first event.
         self.batch_size.labels(**own)
         self.score.labels(**own)
         self.impressions.labels(**own)
         self.explored.labels(**own)
+        self.cache_hits.labels(**own)
+        self.cache_misses.labels(**own)
         for counter in self.feedback.values():
             counter.labels(**own)
         for reason in REJECT_REASONS:
             self.feedback_rejected.labels(**own, reason=reason)
         self.queue_depth.labels(**own).set(0)
+
+    def serving(self, format_: str) -> None:
+        self.model_info.labels(**self.own, model_uri=self.model_uri, task=self.task, format=format_).set(1)
 
     @property
     def own(self) -> dict[str, str]:
@@ -91,6 +101,10 @@ class ServingMetrics:
     def observe_request(self, route: str, code: int, seconds: float) -> None:
         self.requests.labels(**self.own, route=route, code=str(code)).inc()
         self.request_duration.labels(**self.own, route=route).observe(seconds)
+
+    def count_cache(self, hits: int, misses: int) -> None:
+        self.cache_hits.labels(**self.own).inc(hits)
+        self.cache_misses.labels(**self.own).inc(misses)
 
     def observe_scores(self, scores: list[float]) -> None:
         histogram = self.score.labels(**self.own)

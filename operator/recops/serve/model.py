@@ -17,6 +17,7 @@ from typing import Any
 
 from recops.api.contracts import MODEL_MANIFEST, ModelManifest, unit_score
 from recops.fusion import Fusion
+from recops.optimized import OnnxCrossEncoder, PairTokenizer
 from recops.uris import filesystem, local_path, parse
 
 log = logging.getLogger("recops.serve.model")
@@ -89,21 +90,40 @@ class Scorer:
     """A loaded model. Every method runs on the single inference thread."""
 
     def __init__(self, location: ModelLocation, *, quantization: str = "none", device: str = "auto",
-                 max_pairs_per_pass: int = 256, torch_threads: int | None = None) -> None:
-        import torch
-        from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
-
-        self._torch = torch
+                 max_pairs_per_pass: int = 256, torch_threads: int | None = None, runtime: str = "auto") -> None:
         self.manifest = location.manifest
         self._torch_threads = torch_threads
         self._threads_configured = False
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
         self.max_pairs_per_pass = max_pairs_per_pass
         self.max_length = self.manifest.max_length
         self.cross_encoder = self.manifest.architecture == "cross-encoder"
         directory = str(location.directory)
+        try:
+            self.fusion = Fusion.load(location.directory) if self.manifest.fusion else None
+        except (OSError, ValueError, TypeError) as err:
+            raise ModelLoadError(f"{location.directory}: cannot load the fusion {self.manifest.fusion}: {err}") from None
+        optimization = self.manifest.optimization
+        self.onnx: OnnxCrossEncoder | None = None
+        if runtime != "torch" and self.cross_encoder and optimization is not None and optimization.file:
+            # The optimised form the trainer checked and gated: ONNX Runtime and the tokenizers library, no torch.
+            try:
+                self.tokenizer: Any = PairTokenizer(location.directory)
+                self.onnx = OnnxCrossEncoder(location.directory / optimization.file, threads=torch_threads)
+            except Exception as err:  # onnxruntime's own errors are not OSErrors
+                raise ModelLoadError(f"{location.directory}: cannot load {optimization.file}: {err}") from None
+            self.format = f"onnx-{optimization.quantization}"
+            self.embedding_dim = 0  # a cross-encoder embeds nothing
+            return
+        if runtime == "onnx":
+            raise ModelLoadError(f"{location.directory}: --runtime onnx, but the model has no optimised form "
+                                 "(spec.optimize, served only when it ranks as the full-precision model does)")
+        import torch
+        from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+        self._torch = torch
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(directory)
             model_class = AutoModelForSequenceClassification if self.cross_encoder else AutoModel
@@ -121,17 +141,14 @@ class Scorer:
                         model, {torch.nn.Linear}, dtype=torch.qint8)
         self.model = model.to(self.device)
         self.embedding_dim = int(getattr(model.config, "hidden_size", 0))
-        try:
-            self.fusion = Fusion.load(location.directory) if self.manifest.fusion else None
-        except (OSError, ValueError, TypeError) as err:
-            raise ModelLoadError(f"{location.directory}: cannot load the fusion {self.manifest.fusion}: {err}") from None
+        self.format = "torch-int8" if quantization == "int8" and self.device.type == "cpu" else "torch"
 
     # --- batching entry point --------------------------------------------------------------
     def run_batch(self, kind: str, payloads: list[Any]) -> list[Any]:
         """kind "score": payloads are lists of (context, item text) pairs -> lists of unit scores.
         kind "embed": payloads are lists of texts -> lists of L2-normalised embeddings."""
         if not self._threads_configured:  # OpenMP thread counts are per calling thread
-            if self._torch_threads:
+            if self._torch_threads and self.onnx is None:
                 self._torch.set_num_threads(self._torch_threads)
             self._threads_configured = True
         if kind == "score":
@@ -143,13 +160,16 @@ class Scorer:
     # --- internals -----------------------------------------------------------------------
     def _passes(self, encodings: dict[str, list[list[int]]]) -> list[tuple[list[int], dict[str, Any]]]:
         """Length-sorted chunks of at most max_pairs_per_pass sequences, each padded to its
-        own longest: (indices into the input, tensors on the device)."""
+        own longest: (indices into the input, tensors on the device, or numpy arrays for ONNX Runtime)."""
         lengths = [len(ids) for ids in encodings["input_ids"]]
         order = sorted(range(len(lengths)), key=lengths.__getitem__)
         chunks = []
         for start in range(0, len(order), self.max_pairs_per_pass):
             indices = order[start:start + self.max_pairs_per_pass]
             features = {name: [values[i] for i in indices] for name, values in encodings.items()}
+            if self.onnx is not None:
+                chunks.append((indices, dict(self.tokenizer.pad(features, return_tensors="np"))))
+                continue
             padded = self.tokenizer.pad(features, return_tensors="pt")
             chunks.append((indices, {k: v.to(self.device) for k, v in padded.items()}))
         return chunks
@@ -193,10 +213,15 @@ class Scorer:
         return out
 
     def _cross_encode(self, pairs: list[Pair]) -> list[float]:
-        torch = self._torch
         encodings = self.tokenizer([c for c, _ in pairs], [t for _, t in pairs], truncation=True,
                                    max_length=self.max_length)
         raw = [0.0] * len(pairs)
+        if self.onnx is not None:
+            for indices, arrays in self._passes(dict(encodings)):
+                for i, value in zip(indices, self.onnx.raw(arrays).tolist(), strict=True):
+                    raw[i] = value
+            return raw
+        torch = self._torch
         with torch.inference_mode():
             for indices, tensors in self._passes(dict(encodings)):
                 logits = self.model(**tensors).logits.float()

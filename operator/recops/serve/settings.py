@@ -47,7 +47,10 @@ class ServeSettings:
     max_queue: int  # requests admitted and not yet answered
     max_text_length: int  # characters
     quantization: str  # none | int8
+    runtime: str  # auto (the model's optimised form when it has one) | torch | onnx
     exploration: float  # share of logged responses showing random candidates in a random order
+    score_cache_entries: int  # 0: no score cache (recops.serve.cache)
+    score_cache_ttl_s: float
     feedback_token_ttl_s: float
     max_pairs_per_pass: int  # a batch's pairs run through the model in chunks of at most this many
     torch_threads: int
@@ -95,6 +98,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="longest accepted text in characters (default 2000)")
     add("--quantization", choices=("none", "int8"), default=_env("RECOPS_QUANTIZATION", "none"),
         help="int8: dynamic int8 quantisation of the Linear layers (CPU only; default none)")
+    add("--runtime", choices=("auto", "torch", "onnx"), default=_env("RECOPS_RUNTIME", "auto"),
+        help="auto: ONNX Runtime when the model has an optimised form (FineTuneJob spec.optimize), else torch; "
+             "torch: always the full-precision model; onnx: the optimised form or refuse to start (default auto)")
+    add("--score-cache-entries", type=int, default=int(_env("RECOPS_SCORE_CACHE_ENTRIES", "100000") or 0),
+        help="(context, candidate) scores kept for repeated queries, least recently used out first; 0: none "
+             "(default 100000, some 20 MB)")
+    add("--score-cache-ttl", default=_env("RECOPS_SCORE_CACHE_TTL", "10m"),
+        help="how long a kept score stays, a Go duration (default 10m)")
     add("--exploration", type=float, default=float(_env("RECOPS_EXPLORATION", "0") or 0),
         help="with --event-log, the share of ranked responses that show k random candidates in a random order, "
              "so that the log can judge models without the serving model's bias (default 0)")
@@ -207,7 +218,10 @@ def resolve(args: argparse.Namespace) -> ServeSettings:
         max_queue=_positive("--max-queue", args.max_queue),
         max_text_length=_positive("--max-text-length", args.max_text_length),
         quantization=args.quantization,
+        runtime=args.runtime,
         exploration=_share("--exploration", args.exploration),
+        score_cache_entries=max(0, args.score_cache_entries),
+        score_cache_ttl_s=_seconds("--score-cache-ttl", args.score_cache_ttl),
         feedback_token_ttl_s=_seconds("--feedback-token-ttl", args.feedback_token_ttl),
         max_pairs_per_pass=_positive("--max-pairs-per-pass", args.max_pairs_per_pass),
         torch_threads=torch_threads,

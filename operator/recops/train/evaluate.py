@@ -21,6 +21,7 @@ from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceCl
 
 from recops.api.contracts import MODEL_MANIFEST, ModelManifest
 from recops.fusion import Fusion, fit_fusion
+from recops.optimized import OnnxCrossEncoder
 from recops.train.job import metric_applies
 from recops.train.trainer import EMBEDDING_SCALE, mean_pool, positive_pairs, product_texts
 
@@ -40,6 +41,7 @@ class LoadedModel:
     model: Any
     device: torch.device
     fusion: Fusion | None = None
+    onnx: OnnxCrossEncoder | None = None  # the optimised form, when the manifest serves it (recops.optimized)
 
     @property
     def task(self) -> str:
@@ -58,12 +60,16 @@ def load_model(directory: Path, manifest: ModelManifest | None = None) -> Loaded
     manifest = manifest or read_manifest(directory)
     device = _device()
     tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    fusion = Fusion.load(directory) if manifest.fusion else None
+    optimized = manifest.optimization.file if manifest.optimization else None
+    if optimized and manifest.architecture == "cross-encoder":  # as `recops serve` runs it
+        return LoadedModel(directory, manifest, tokenizer, None, torch.device("cpu"), fusion,
+                           OnnxCrossEncoder(directory / optimized))
     if manifest.architecture == "cross-encoder":
         model = AutoModelForSequenceClassification.from_pretrained(str(directory))
     else:
         model = AutoModel.from_pretrained(str(directory))
     model.to(device).eval()
-    fusion = Fusion.load(directory) if manifest.fusion else None
     return LoadedModel(directory, manifest, tokenizer, model, device, fusion)
 
 
@@ -85,6 +91,9 @@ def cross_encoder_logits(loaded: LoadedModel, contexts: list[str], products: lis
     out = np.zeros(len(contexts), dtype=np.float64)
     for batch in _batches_by_length([len(ids) for ids in encoded["input_ids"]], EVAL_BATCH):
         features = [{k: encoded[k][i] for k in encoded} for i in batch]
+        if loaded.onnx is not None:
+            out[batch] = loaded.onnx.raw(loaded.tokenizer.pad(features, padding=True, return_tensors="np"))
+            continue
         inputs = loaded.tokenizer.pad(features, padding=True, return_tensors="pt").to(loaded.device)
         with _autocast(loaded.device):
             logits = loaded.model(**inputs).logits[:, 0]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from recops.api.contracts import Debiased
+    from recops.api.contracts import Debiased, Optimization
 
 log = logging.getLogger("recops.train")
 
@@ -66,6 +66,7 @@ class CardInputs:
     ties: dict[str, float]
     debiased: Debiased | None
     fusion: str | None
+    optimization: Optimization | None
     gate: dict[str, Any] | None
     gate_passed: bool | None
     gate_reasons: list[str]
@@ -115,6 +116,25 @@ def debiased_section(debiased: Debiased | None) -> list[str]:
         *verdict(debiased.metrics, debiased.baseline, debiased.current_model),
         "",
     ]
+
+
+def optimization_section(optimization: Optimization | None) -> list[str]:
+    """spec.optimize: the ONNX form against the full-precision model, and which one is served."""
+    if optimization is None:
+        return []
+    served = "the optimised model" if optimization.served else "the full-precision model"
+    latency = optimization.latency_ms_per100
+    rows = [("full precision (torch)", optimization.full_precision_metrics, latency.get("fullPrecision")),
+            (f"{optimization.format} {optimization.quantization}", optimization.metrics, latency.get("optimized"))]
+    names = list(dict.fromkeys(name for _, metrics, _ in rows for name in metrics))
+    table = ["| model | " + " | ".join(names) + " | ms per 100 pairs (1 thread) |",
+             "|---|" + "---:|" * (len(names) + 1)]
+    for label, metrics, ms in rows:
+        cells = [f"{metrics[n]:.4f}" if n in metrics else "–" for n in names] + [f"{ms:.0f}" if ms is not None else "–"]
+        table.append(f"| {label} | " + " | ".join(cells) + " |")
+    return ["## Optimisation", "", f"Served: **{served}** ({optimization.reason}).", "",
+            *(table if optimization.full_precision_metrics else []), "",
+            "The evaluation above and the gate are those of the served model.", ""]
 
 
 def describe_gate(gate: dict[str, Any]) -> str:
@@ -206,6 +226,7 @@ def render(inputs: CardInputs) -> str:
         parts += [f"Current model: `{inputs.current_model_uri}`, scored on the same test split.", ""]
     if inputs.skipped:
         parts += ["Not computed:", ""] + [f"- {name}: {why}" for name, why in inputs.skipped.items()] + [""]
+    parts += optimization_section(inputs.optimization)
     parts += ["## Gate", "", gate, ""] + [f"- {reason}" for reason in inputs.gate_reasons] + [""]
     parts += ["## Limits", ""] + [f"- {limit}" for limit in LIMITS] + [""]
     if inputs.notes:

@@ -101,6 +101,12 @@ def run(job: Job) -> TerminationMessage | None:
             versions=_versions(spec.training.lora is not None),
         )
         manifest = fuse(manifest, stage, data)
+        if spec.optimize is not None:
+            from recops.train.optimize import optimize
+
+            manifest = manifest.model_copy(update={"optimization": optimize(spec.optimize, stage, manifest, data,
+                                                                             names)})
+        # The served model is evaluated and gated: the optimised one when the manifest names it.
         plain, debiased = evaluate_all(job, manifest, stage, current_dir, data, names, skipped)
         metrics, baseline, current = plain.metrics, plain.baseline, plain.current
         decision = decide_gate(spec.evaluation.gate, metrics, baseline, current, debiased)
@@ -122,7 +128,7 @@ def run(job: Job) -> TerminationMessage | None:
         output.remove_tree(job.checkpoints_uri)  # the model is complete: its checkpoints are not needed
         return TerminationMessage(
             modelUri=job.model_uri, modelVersion=job.model_version, metrics=metrics, baseline=baseline,
-            currentModel=current, gatePassed=decision.passed, debiased=debiased,
+            currentModel=current, gatePassed=decision.passed, debiased=debiased, optimization=manifest.optimization,
         )
     finally:
         if reporter is not None:
@@ -249,6 +255,7 @@ def write_card(job: Job, manifest: ModelManifest, stage: Path, data: Any, sizes:
         total_steps=result.total_steps, resumed_from=result.resumed_from, metrics=manifest.metrics,
         baseline=manifest.baseline, current_model=manifest.current_model, current_model_uri=job.current_model,
         skipped=skipped, ties=manifest.ties, debiased=manifest.debiased, fusion=_describe_fusion(stage) if manifest.fusion else None,
+        optimization=manifest.optimization,
         gate=manifest.gate, gate_passed=manifest.gate_passed, gate_reasons=reasons,
         versions=manifest.versions, created_at=manifest.created_at or "", has_curves=has_curves,
     )
