@@ -89,6 +89,14 @@ class Settings:
                    timeouts={"train": 600, "serve": 300, "baseline": 120, "breach": 180, "retrain": 600,
                              "rollout": 300})
 
+    @staticmethod
+    def float_onnx(spec: dict[str, Any]) -> None:
+        """The fast mode's tiny random-weight model ranks far from itself in int8 (a Spearman near 0, so the job
+        would keep it in full precision): it optimises to float32 ONNX, which ranks as the model does, so the
+        optimised form is what the cluster serves."""
+        if spec.get("optimize"):
+            spec["optimize"]["quantization"] = "none"
+
     def tune(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """The manifest with this mode's numbers (only those that are set)."""
         def put(obj: dict[str, Any], path: str, value: Any) -> None:
@@ -108,6 +116,7 @@ class Settings:
                 # A tiny random model on 1,500 rows cannot be expected to beat BM25, and without a first model
                 # nothing serves: the fast mode drops the first job's gate. The retrain keeps its gate.
                 spec.get("evaluation", {}).pop("gate", None)
+                self.float_onnx(spec)
         elif kind == "RecModelDeployment":
             put(spec, "rollout.canary.steps.0.pause", self.canary_pause)
             put(spec, "rollout.canary.analysis.minImpressions", self.canary_min_impressions)
@@ -120,6 +129,8 @@ class Settings:
             put(spec, "rules.0.minSamples", self.ctr_min_samples)
             put(spec, "retrain.template.spec.dataset.maxRows", self.max_rows)
             put(spec, "retrain.template.spec.training.maxLength", self.max_length)
+            if self.fast:
+                self.float_onnx(((spec.get("retrain") or {}).get("template") or {}).get("spec") or {})
         return manifest
 
 

@@ -14,7 +14,7 @@ from tests.cluster.test_finetunejob_failures import event_reasons, ready, wait_r
 from tests.support.cluster import Cluster, wait_until
 from tests.support.operator import RESYNC_SECONDS, RunningOperator, settle
 
-START_TIMEOUT_S = 15
+START_TIMEOUT_S = 30  # the Job controller's refusals are read once the Job is 10 s old: 20 s to see Pending first
 
 
 @contextmanager
@@ -35,6 +35,13 @@ def refusing_pods(cluster: Cluster, namespace: str) -> Iterator[None]:
                       "matchLabels": {"kubernetes.io/metadata.name": namespace}}}}},
     ])
     try:
+        # A new policy takes a moment to be enforced: until a server-side dry run of a pod is refused, the
+        # Job controller could still create the trainer pod.
+        def enforced() -> bool:
+            probe = cluster.kubectl("run", "probe", "--image=registry.invalid/probe", "-n", namespace,
+                                    "--dry-run=server", check=False)
+            return probe.returncode != 0 and "no pods here" in probe.stderr
+        wait_until(enforced, 60, "the admission policy to be enforced")
         yield
     finally:
         cluster.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", name, check=False)

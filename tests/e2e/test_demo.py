@@ -92,7 +92,8 @@ def test_make_demo_runs_the_whole_loop_and_demo_down_leaves_no_process(demo_dir:
         assert summary["ctrPromoted"] is not None, summary
     # spec.optimize: each model says which form serves it, and its servers' recops_model_info agrees (Prometheus).
     formats = summary["servedFormats"]
-    assert formats.get(first["version"]), formats  # the first model always served
+    # The fast mode optimises to float32 ONNX (its tiny model's int8 ranks far off): the cluster serves that form.
+    assert formats.get(first["version"]) == "onnx-none", (formats, summary["firstOptimization"])
     for which, model in (("first", first), ("retrained", retrained)):
         optimization = summary[f"{which}Optimization"]
         assert optimization is not None and optimization["reason"], summary
