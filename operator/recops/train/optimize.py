@@ -90,8 +90,9 @@ def agreement(reference: np.ndarray, other: np.ndarray, groups: np.ndarray) -> t
         if len(rows) > 1 and np.ptp(a) > 0 and np.ptp(b) > 0:
             ranks_a, ranks_b = pd.Series(a).rank().to_numpy(), pd.Series(b).rank().to_numpy()
             correlations.append(float(np.corrcoef(ranks_a, ranks_b)[0, 1]))
-    return (float(np.mean(correlations)) if correlations else None,
-            float(np.mean(overlaps)) if overlaps else None)
+    # Rounded: a mean of tenths is not exact in floating point (nine of ten shared must read 0.9, not 0.8999...).
+    return (round(float(np.mean(correlations)), 6) if correlations else None,
+            round(float(np.mean(overlaps)), 6) if overlaps else None)
 
 
 def latency_ms(score_pairs: Any, contexts: list[str], texts: list[str]) -> float:
