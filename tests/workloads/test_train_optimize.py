@@ -80,6 +80,20 @@ def test_an_optimised_model_is_checked_served_and_gated_as_evaluated(tmp_path: P
     assert Scorer(locate(str(directory)), device="cpu").format == "torch"
     assert "Served: **the full-precision model**" in (directory / "README.md").read_text()
 
+    # Bounds that let this int8 form through, and a gate the full-precision model just passes: the optimised
+    # model fails it (Spearman ~0.04 moves its auc), so the job serves and gates the full-precision one.
+    full_auc = written.metrics["auc"]
+    manifest["spec"]["optimize"] = {"quantization": "int8", "minSpearman": 0.0, "minTop10Overlap": 0.0}
+    manifest["spec"]["evaluation"] = {"metrics": ["auc", "ndcg@10"], "gate": {"metric": "auc", "minimum": full_auc - 1e-9}}
+    manifest["metadata"]["uid"] = "fedcba9876543210-uid"
+    run = run_train(write_config(tmp_path, manifest, "gated.yaml"), tmp_path / "termination-gated")
+    assert run.returncode == 0, run.stderr[-3000:]
+    written = ModelManifest.model_validate_json((model_dir(output, version="ftj-fedcba98") / "recops.json").read_text())
+    optimization = written.optimization
+    assert optimization is not None and optimization.metrics["auc"] < full_auc  # the int8 form fails the gate
+    assert optimization.file is None and written.gate_passed is True and written.metrics["auc"] == full_auc
+    assert optimization.reason.startswith("not served, the full-precision model is: it passes the gate")
+
 
 def test_agreement_is_per_group_spearman_and_top10_overlap() -> None:
     from recops.train.optimize import agreement

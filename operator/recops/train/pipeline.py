@@ -108,8 +108,11 @@ def run(job: Job) -> TerminationMessage | None:
                                                                              names)})
         # The served model is evaluated and gated: the optimised one when the manifest names it.
         plain, debiased = evaluate_all(job, manifest, stage, current_dir, data, names, skipped)
+        decision = decide_gate(spec.evaluation.gate, plain.metrics, plain.baseline, plain.current, debiased)
+        if decision.passed is False and manifest.optimization is not None and manifest.optimization.served:
+            manifest, plain, debiased, decision = _full_precision_if_it_passes(
+                job, manifest, stage, current_dir, data, names, skipped, (plain, debiased, decision))
         metrics, baseline, current = plain.metrics, plain.baseline, plain.current
-        decision = decide_gate(spec.evaluation.gate, metrics, baseline, current, debiased)
         for reason in decision.reasons:
             log.info("gate: %s", reason)
         if decision.passed is not None:
@@ -136,6 +139,25 @@ def run(job: Job) -> TerminationMessage | None:
         if stage is not None:
             shutil.rmtree(stage, ignore_errors=True)  # nothing half-written stays behind
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _full_precision_if_it_passes(job: Job, manifest: ModelManifest, stage: Path, current_dir: Path | None, data: Any,
+                                 names: list[str], skipped: dict[str, str], optimized: tuple[Any, Any, Any],
+                                 ) -> tuple[ModelManifest, Any, Any, Any]:
+    """The optimised model failed the gate: if the full-precision one passes it, that one is served instead."""
+    optimization = manifest.optimization
+    assert optimization is not None and optimization.file is not None
+    full = manifest.model_copy(update={"optimization": optimization.model_copy(update={"file": None})})
+    plain, debiased = evaluate_all(job, full, stage, current_dir, data, names, skipped)
+    decision = decide_gate(job.spec.evaluation.gate, plain.metrics, plain.baseline, plain.current, debiased)
+    if not decision.passed:
+        return (manifest, *optimized)
+    log.info("optimize: the optimised model fails the gate where the full-precision one passes: serving that one")
+    shutil.rmtree((stage / optimization.file).parent, ignore_errors=True)
+    reason = ("not served, the full-precision model is: it passes the gate and the optimised one does not "
+              f"({optimization.reason.removeprefix('served: ')})")
+    return (manifest.model_copy(update={"optimization": optimization.model_copy(update={"file": None, "reason": reason})}),
+            plain, debiased, decision)
 
 
 def fuse(manifest: ModelManifest, stage: Path, data: Any) -> ModelManifest:
