@@ -649,7 +649,7 @@ def against_baselines(metrics: dict[str, float] | None, baseline: dict[str, dict
 
 def online_verdict(summary: dict[str, Any]) -> tuple[bool | None, str]:
     """Whether the retrained model's shoppers clicked more than the first model's after the shift (a two-proportion
-    z-test over what the traffic generator counted), and how that was decided."""
+    z-test over what the traffic generator counted; None within noise), and how that was decided."""
     first, second = (summary.get("firstModel") or {}).get("version"), (summary.get("retrainedModel") or {}).get("version")
     models = (summary.get("traffic") or {}).get("models") or {}
     a, b = models.get(f"after the shift, model {first}") or {}, models.get(f"after the shift, model {second}") or {}
@@ -659,7 +659,8 @@ def online_verdict(summary: dict[str, Any]) -> tuple[bool | None, str]:
     pooled = (a["clicks"] + b["clicks"]) / (n1 + n2)
     z = (p2 - p1) / max(math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2)), 1e-12)
     word = "better" if z > 2 else ("worse" if z < -2 else "not clearly different")
-    return z > 2, (f"online, after the shift: the retrained model's CTR {p2:.3f} ({n2} impressions) vs the first "
+    verdict = True if z > 2 else (False if z < -2 else None)  # within noise: nothing to agree or disagree with
+    return verdict, (f"online, after the shift: the retrained model's CTR {p2:.3f} ({n2} impressions) vs the first "
                    f"model's {p1:.3f} ({n1}): {word} (z = {z:.1f})")
 
 
