@@ -115,6 +115,9 @@ def optimize(spec: OptimizeSpec, stage: Path, manifest: ModelManifest, data: Any
     from recops.train.evaluate import cross_encoder_logits, evaluate, load_model, score
 
     optimization = Optimization(format=spec.format, quantization=spec.quantization)
+    if len(data.test) == 0:
+        return optimization.model_copy(update={"reason": "not served: the test split is empty, so nothing can show "
+                                                         "that the optimised model ranks as the full one does"})
     target = stage / ONNX_FILE
     started = time.monotonic()
     try:
