@@ -13,7 +13,7 @@ import logging
 import shutil
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -233,7 +233,7 @@ class Server:
                 scores[i] = score
             self.cache.put([keys[i] for i in missing], fresh)
         self.metrics.count_cache(hits=len(candidates) - len(missing), misses=len(missing))
-        return [float(score) for score in scores if score is not None]
+        return cast(list[float], scores)  # every miss was filled in above
 
     def _check_model_name(self, request: web.Request) -> None:
         name = request.match_info["name"]

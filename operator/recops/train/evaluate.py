@@ -229,8 +229,9 @@ class Evaluation:
     ties: float | None = None  # the share of rows whose score ties another row of their group
 
 
-def evaluate(loaded: LoadedModel, frame: Any, names: list[str], batch_size: int = 32) -> Evaluation:
-    """The metrics of `loaded` on `frame`."""
+def evaluate(loaded: LoadedModel, frame: Any, names: list[str], batch_size: int = 32,
+             scores: np.ndarray | None = None) -> Evaluation:
+    """The metrics of `loaded` on `frame` (`scores`: its scores of `frame`, when already computed)."""
     from recops.train.metrics import compute_metrics, tie_share
 
     skipped: dict[str, str] = {}
@@ -243,7 +244,7 @@ def evaluate(loaded: LoadedModel, frame: Any, names: list[str], batch_size: int 
             applicable.append(name)
     if len(frame) == 0:
         return Evaluation({}, {name: "the test split is empty" for name in names})
-    scores = score(loaded, frame)
+    scores = score(loaded, frame) if scores is None else scores
     metrics: dict[str, float] = {}
     shared = [n for n in applicable if n not in OWN_METRICS]
     if shared:

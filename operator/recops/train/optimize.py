@@ -154,8 +154,8 @@ def optimize(spec: OptimizeSpec, stage: Path, manifest: ModelManifest, data: Any
         shutil.rmtree(target.parent, ignore_errors=True)
     return optimization.model_copy(update={
         "file": ONNX_FILE if ok else None, "reason": reason, "spearman": spearman, "top10_overlap": overlap,
-        "latency_ms_per100": latency, "metrics": evaluate(optimized, test, names).metrics,
-        "full_precision_metrics": evaluate(full, test, names).metrics,
+        "latency_ms_per100": latency, "metrics": evaluate(optimized, test, names, scores=optimized_scores).metrics,
+        "full_precision_metrics": evaluate(full, test, names, scores=full_scores).metrics,
     })
 
 
