@@ -10,4 +10,5 @@ RECOPS_BIN_CACHE="${RECOPS_BIN_CACHE:-$HOME/.cache/recops/bin}"
 K8S_BIN="$RECOPS_BIN_CACHE/k8s-$K8S_VERSION"
 ETCD_BIN="$RECOPS_BIN_CACHE/etcd-$ETCD_VERSION"
 KWOK_BIN="$RECOPS_BIN_CACHE/kwok-$KWOK_VERSION"
-HELM_BIN="$RECOPS_BIN_CACHE/helm-$HELM_VERSION"
+# helm is stamped with the Kubernetes version it assumes offline (build-binaries), so that is in its key.
+HELM_BIN="$RECOPS_BIN_CACHE/helm-$HELM_VERSION-kube$K8S_VERSION"

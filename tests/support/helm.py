@@ -12,8 +12,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "recops"
-# Helm's default Kubernetes version for `template` is whatever it was built with (v1.20 here);
-# the control plane of hack/ is v1.37.2.
+# The control plane of hack/. Without --kube-version, `helm template` assumes the version helm was
+# stamped with at build time (hack/build-binaries stamps this one, as helm's release builds do).
 KUBE_VERSION = "1.37.2"
 
 
