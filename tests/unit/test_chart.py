@@ -25,6 +25,7 @@ STANDARD_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.
                    "app.kubernetes.io/managed-by", "app.kubernetes.io/part-of", "helm.sh/chart")
 EVERYTHING_ON = {
     "feedbackKey": {"create": True},
+    "server": {"podMonitor": {"enabled": True}, "podMonitoring": {"enabled": True}},
     "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
     "grafana": {"dashboard": {"enabled": True}},
 }
@@ -204,6 +205,61 @@ def test_metrics_service_and_service_monitor_select_the_operator() -> None:
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     assert not of_kind(render(), "ServiceMonitor") and not of_kind(render(), "PrometheusRule")
+
+
+def server_pod() -> dict[str, Any]:
+    """The pod template of a model server as the operator builds it (builders/recmodeldeployment.py)."""
+    from recops.api.recmodeldeployment import RecModelDeployment
+    from recops.builders import recmodeldeployment as rmd_builders
+    from recops.builders.common import BuilderSettings
+
+    rmd = RecModelDeployment.model_validate({
+        "apiVersion": "recops.dev/v1alpha1", "kind": "RecModelDeployment",
+        "metadata": {"name": "shop", "namespace": "shop-a", "uid": "u-1", "generation": 1,
+                     "labels": {"app.kubernetes.io/instance": "shop-app"}},
+        "spec": {"model": {"uri": "pvc://models/shop/m-1"}, "podTemplate": {"labels": {"team": "search"}}},
+    })
+    model = rmd_builders.TrackModel(uri="pvc://models/shop/m-1", version="m-1")
+    return rmd_builders.deployment(rmd, "canary", model, BuilderSettings(), 1)["spec"]["template"]
+
+
+def test_server_pod_monitor_selects_the_model_servers_and_their_metrics_port() -> None:
+    assert not [d for d in render() if d["kind"] in ("PodMonitor", "PodMonitoring", "ClusterPodMonitoring")]
+    pod = server_pod()
+    ports = {p["name"]: p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+    annotations = pod["metadata"]["annotations"]
+
+    (monitor,) = of_kind(render({"server": {"podMonitor": {"enabled": True, "labels": {"release": "kps"}}}}),
+                         "PodMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["namespace"] == "recops-system"
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert ports[endpoint["port"]] == int(annotations["prometheus.io/port"])
+    assert endpoint["path"] == annotations["prometheus.io/path"] == "/metrics"
+    # The operator's own pods are not model servers.
+    operator_labels = deployment(render())["spec"]["template"]["metadata"]["labels"]
+    assert not monitor["spec"]["selector"]["matchLabels"].items() <= operator_labels.items()
+
+    (scoped,) = of_kind(render({"rbac": {"watchNamespaces": NAMESPACES},
+                                "server": {"podMonitor": {"enabled": True}}}), "PodMonitor")
+    assert scoped["spec"]["namespaceSelector"] == {"matchNames": NAMESPACES}
+
+
+def test_gke_managed_prometheus_pod_monitoring_selects_the_model_servers() -> None:
+    pod = server_pod()
+    gmp = {"server": {"podMonitoring": {"enabled": True, "interval": "15s"}}}
+    (cluster_wide,) = of_kind(render(gmp), "ClusterPodMonitoring")
+    assert cluster_wide["apiVersion"] == "monitoring.googleapis.com/v1"
+    assert "namespace" not in cluster_wide["metadata"]
+    assert not of_kind(render(gmp), "PodMonitoring")
+    namespaced = of_kind(render({"rbac": {"watchNamespaces": NAMESPACES}, **gmp}), "PodMonitoring")
+    assert sorted(m["metadata"]["namespace"] for m in namespaced) == NAMESPACES
+    for monitor in [cluster_wide, *namespaced]:
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
 
 
 def test_feedback_key_secret_in_each_watched_namespace() -> None:

@@ -128,3 +128,11 @@ in both modes. tests/unit/test_chart.py fails when these and config/rbac/ differ
   resources: ["leases"]
   verbs: ["get", "create", "update"]
 {{- end -}}
+
+{{/* Labels of every model-server pod the operator creates, of any RecModelDeployment (builders/common.py
+standard_labels with component "server"; tests/unit/test_chart.py checks them against the builder). */}}
+{{- define "recops.serverPodSelector" -}}
+app.kubernetes.io/name: recops
+app.kubernetes.io/component: server
+app.kubernetes.io/managed-by: recops
+{{- end -}}
