@@ -1,4 +1,6 @@
-"""Argo CD health checks, run by a real Lua 5.1 interpreter against sample statuses."""
+"""Argo CD health checks in Argo CD's own layout (argocd/resource_customizations/<group>/<Kind>/health.lua),
+run by a real Lua 5.1 interpreter against each case of the health_test.yaml beside them, as Argo CD's
+resource_customizations test does: the status and the message must both match."""
 
 from __future__ import annotations
 
@@ -9,15 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+CUSTOMIZATIONS = ROOT / "argocd" / "resource_customizations"
 _spec = importlib.util.spec_from_file_location("argocd_generate", ROOT / "argocd" / "generate.py")
 assert _spec and _spec.loader
 generate = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(generate)
 
-# Not skipped when missing: .ci/run installs Debian's lua5.1, and a silent skip would hide it.
-LUA = shutil.which("lua5.1") or "lua5.1-is-not-installed"
+# Not skipped when missing: a silent skip would hide it (`make test` installs Debian's lua5.1).
+LUA = shutil.which("lua5.1")
 
 
 def lua_literal(value: Any) -> str:
@@ -34,83 +38,53 @@ def lua_literal(value: Any) -> str:
     return "{" + ", ".join(f"[{lua_literal(k)}] = {lua_literal(v)}" for k, v in value.items()) + "}"
 
 
-def health(kind: str, obj: dict[str, Any]) -> tuple[str, str]:
-    program = (
-        f"obj = {lua_literal(obj)}\n"
-        f"local check = loadstring({lua_literal(generate.script(kind))})\n"
-        'local hs = check()\nio.write(hs.status .. "\\t" .. (hs.message or ""))\n'
-    )
-    out = subprocess.run([str(LUA), "-"], input=program, capture_output=True, text=True, check=True)
+def health(script: Path, obj: dict[str, Any]) -> dict[str, str]:
+    """Run a health.lua as Argo CD does: the live object in the global `obj`, the script returns the status."""
+    assert LUA, "lua5.1 is not installed: run hack/system-packages (or `make test`, which runs it)"
+    program = f"obj = {lua_literal(obj)}\nlocal hs = dofile({lua_literal(str(script))})\n" \
+              'io.write(hs.status .. "\\t" .. (hs.message or ""))\n'
+    out = subprocess.run([LUA, "-"], input=program, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
     status, _, message = out.stdout.partition("\t")
-    return status, message
+    return {"status": status, "message": message}
 
 
-def resource(generation: int = 1, observed: int | None = 1, **conditions: tuple[str, str]) -> dict[str, Any]:
-    obj: dict[str, Any] = {"metadata": {"name": "x", "generation": generation}}
-    if observed is not None:
-        obj["status"] = {
-            "observedGeneration": observed,
-            "phase": "Running",
-            "conditions": [{"type": t, "status": s, "reason": "R", "message": m} for t, (s, m) in conditions.items()],
-        }
-    return obj
+def cases() -> list[Any]:
+    found = []
+    for test_file in sorted(CUSTOMIZATIONS.glob("*/*/health_test.yaml")):
+        for case in yaml.safe_load(test_file.read_text())["tests"]:
+            kind_dir = test_file.parent
+            found.append(pytest.param(kind_dir, case, id=f"{kind_dir.name}/{Path(case['inputPath']).stem}"))
+    return found
 
 
-@pytest.mark.parametrize(
-    ("obj", "expected"),
-    [
-        (resource(observed=None), "Progressing"),
-        (resource(generation=2, Complete=("True", "done"), Ready=("True", "ok")), "Progressing"),
-        (resource(Complete=("True", ""), GatePassed=("True", ""), Ready=("True", "ok")), "Healthy"),
-        (resource(Complete=("True", ""), Ready=("True", "ok")), "Healthy"),
-        (resource(Complete=("True", ""), GatePassed=("False", "auc 0.51 < 0.6")), "Degraded"),
-        (resource(Failed=("True", "exit code 3: out of memory"), Complete=("False", "")), "Degraded"),
-        (resource(Suspended=("True", "spec.suspend is true")), "Suspended"),
-        (resource(Complete=("False", ""), Failed=("False", "")), "Progressing"),
-    ],
-)
-def test_finetunejob(obj: dict[str, Any], expected: str) -> None:
-    assert health("FineTuneJob", obj)[0] == expected
+@pytest.mark.parametrize(("kind_dir", "case"), cases())
+def test_health_check_case(kind_dir: Path, case: dict[str, Any]) -> None:
+    obj = yaml.safe_load((kind_dir / case["inputPath"]).read_text())
+    assert (obj["apiVersion"].split("/")[0], obj["kind"]) == (kind_dir.parent.name, kind_dir.name)
+    assert health(kind_dir / "health.lua", obj) == {"message": "", **case["healthStatus"]}
 
 
-def test_messages_come_from_conditions() -> None:
-    status, message = health("FineTuneJob", resource(Failed=("True", "exit code 3: out of memory")))
-    assert (status, message) == ("Degraded", "exit code 3: out of memory")
+def test_every_kind_has_a_check_and_tests_reaching_each_of_its_statuses() -> None:
+    wanted = {"FineTuneJob": {"Healthy", "Progressing", "Degraded", "Suspended"},
+              "RecModelDeployment": {"Healthy", "Progressing", "Degraded"},
+              "MonitorPolicy": {"Healthy", "Progressing", "Degraded"}}
+    for kind, statuses in wanted.items():
+        kind_dir = CUSTOMIZATIONS / "recops.dev" / kind
+        assert (kind_dir / "health.lua").is_file(), kind
+        tests = yaml.safe_load((kind_dir / "health_test.yaml").read_text())["tests"]
+        assert {t["healthStatus"]["status"] for t in tests} == statuses, kind
 
 
-@pytest.mark.parametrize(
-    ("obj", "expected"),
-    [
-        (resource(observed=None), "Progressing"),
-        (resource(Available=("True", ""), Ready=("True", ""), Progressing=("False", "")), "Healthy"),
-        (resource(Available=("True", ""), Progressing=("True", "canary at 10%")), "Progressing"),
-        (resource(Available=("True", ""), Degraded=("True", "ctr 0.02 below 0.05")), "Degraded"),
-        (resource(Ready=("False", "waiting for lineage shop")), "Progressing"),
-    ],
-)
-def test_recmodeldeployment(obj: dict[str, Any], expected: str) -> None:
-    assert health("RecModelDeployment", obj)[0] == expected
-
-
-def test_recmodeldeployment_without_ready_replicas_is_degraded() -> None:
-    obj = resource(Available=("False", "no ready replica"), Ready=("False", ""))
-    obj["status"]["stable"] = {"modelVersion": "m-1"}
-    assert health("RecModelDeployment", obj) == ("Degraded", "no ready replica")
-
-
-@pytest.mark.parametrize(
-    ("obj", "expected"),
-    [
-        (resource(observed=None), "Progressing"),
-        (resource(Healthy=("True", ""), Ready=("True", ""), MetricsUnavailable=("False", "")), "Healthy"),
-        (resource(Healthy=("False", "ctr breached"), MetricsUnavailable=("False", "")), "Degraded"),
-        (resource(Healthy=("False", ""), Retraining=("True", "retrain-1 running")), "Progressing"),
-        (resource(MetricsUnavailable=("True", "connection refused")), "Degraded"),
-    ],
-)
-def test_monitorpolicy(obj: dict[str, Any], expected: str) -> None:
-    assert health("MonitorPolicy", obj)[0] == expected
-
-
-def test_argocd_cm_is_generated_from_the_scripts() -> None:
-    assert (ROOT / "argocd" / "argocd-cm.yaml").read_text() == generate.render()
+def test_every_form_is_generated_from_the_sources_and_carries_the_same_scripts() -> None:
+    assert not generate.stale(), "run argocd/generate.py"
+    scripts = {kind: generate.script(kind) for kind in generate.KINDS}
+    for kind, text in scripts.items():
+        assert generate.health_lua_path(kind).read_text().endswith(text)
+    key = "resource.customizations.health.recops.dev_{}".format
+    cm = yaml.safe_load((ROOT / "argocd" / "argocd-cm.yaml").read_text())["data"]
+    assert cm == {key(kind): text for kind, text in scripts.items()}
+    values = yaml.safe_load((ROOT / "argocd" / "argocd-helm-values.yaml").read_text())
+    assert values == {"configs": {"cm": cm}}
+    checks = yaml.safe_load((ROOT / "argocd" / "argocd-operator-patch.yaml").read_text())["spec"]["resourceHealthChecks"]
+    assert checks == [{"group": "recops.dev", "kind": kind, "check": text} for kind, text in scripts.items()]
