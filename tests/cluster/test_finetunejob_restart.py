@@ -69,6 +69,11 @@ def metrics_or_none(op: Any) -> dict[str, float] | None:
         return None
 
 
+def leads(op: Any) -> bool:
+    """What the replica's own /metrics says: recops_operator_leader 1."""
+    return (metrics_or_none(op) or {}).get("recops_operator_leader") == 1
+
+
 def jobs_by_owner(cluster: Cluster, namespace: str) -> dict[str, list[str]]:
     items = json.loads(cluster.kubectl("get", "jobs", "-n", namespace, "-o", "json").stdout)["items"]
     owners: dict[str, list[str]] = defaultdict(list)
@@ -176,16 +181,18 @@ def test_two_replicas_only_the_lease_holder_acts(cluster: Cluster, crds: list[st
         return json.loads(res.stdout)["spec"].get("holderIdentity") if res.returncode == 0 else None
 
     with running_operator(cluster, tmp_path / "a", resync_seconds=1.0, extra_args=args) as first:
-        wait_until(lambda: metrics_or_none(first), 30, "the leader's /metrics")
+        wait_until(lambda: leads(first), 30, "the leader's /metrics to say it leads")
         leader = wait_until(holder, 30, "a Lease holder")
         with running_operator(cluster, tmp_path / "b", resync_seconds=1.0, extra_args=args) as second:
-            # The second replica stands by: alive, but without /metrics (Kopf has not started there).
+            # The second replica stands by: alive, and its /metrics answers (a scrape target that is up)
+            # saying it does not lead.
             assert "standing by" in wait_until(lambda: "standing by" in second.log_tail() and second.log_tail(), 30,
                                                "the second replica to stand by")
             cluster.apply(finetunejob("one", message=report("one", namespace)), namespace)
             assert kubectl_wait(cluster, namespace, "one", "Complete").returncode == 0
-            with pytest.raises(OSError):
-                second.metrics()
+            assert second.metrics()["recops_operator_leader"] == 0
+            assert not [k for k, v in second.metrics().items() if k.startswith("recops_operator_reconciles_total") and v]
+            assert first.metrics()["recops_operator_leader"] == 1
             assert holder() == leader
             assert "FineTuneJob" not in second.log_tail(100000).split("standing by", 1)[1]
 
@@ -193,7 +200,7 @@ def test_two_replicas_only_the_lease_holder_acts(cluster: Cluster, crds: list[st
             first.process.send_signal(signal.SIGKILL)
             first.process.wait(10)
             wait_until(lambda: holder() not in (None, leader), 30, "the standby to take the Lease")
-            wait_until(lambda: metrics_or_none(second), 30, "the new leader's /metrics")
+            wait_until(lambda: leads(second), 30, "the new leader's /metrics to say it leads")
             cluster.apply(finetunejob("two", message=report("two", namespace)), namespace)
             done = kubectl_wait(cluster, namespace, "two", "Complete")
             assert done.returncode == 0, done.stderr + second.log_tail()

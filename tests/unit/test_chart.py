@@ -195,6 +195,22 @@ def test_every_object_carries_the_standard_labels() -> None:
     assert all(label in pod_labels for label in STANDARD_LABELS)
 
 
+def test_operator_pod_disruption_budget_in_ha_mode_by_default_or_as_asked() -> None:
+    assert not of_kind(render(), "PodDisruptionBudget")  # one replica: a PDB would only block drains
+    ha = render({"operator": {"replicas": 2}})
+    (pdb,) = of_kind(ha, "PodDisruptionBudget")
+    assert pdb["metadata"]["namespace"] == "recops-system"
+    assert pdb["spec"]["maxUnavailable"] == 1 and "minAvailable" not in pdb["spec"]
+    pod_labels = deployment(ha)["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert pdb["spec"]["selector"]["matchLabels"] == deployment(ha)["spec"]["selector"]["matchLabels"]
+    assert not of_kind(render({"operator": {"replicas": 2, "podDisruptionBudget": {"enabled": False}}}),
+                       "PodDisruptionBudget")
+    (forced,) = of_kind(render({"operator": {"podDisruptionBudget": {"enabled": True, "maxUnavailable": "50%"}}}),
+                        "PodDisruptionBudget")
+    assert forced["spec"]["maxUnavailable"] == "50%"
+
+
 def test_metrics_service_and_service_monitor_select_the_operator() -> None:
     docs = render(EVERYTHING_ON)
     pod_labels = deployment(docs)["spec"]["template"]["metadata"]["labels"]
@@ -282,6 +298,7 @@ def test_feedback_key_secret_in_each_watched_namespace() -> None:
     ({"feedbackKey": {"value": "short"}}, "feedbackKey/value"),
     ({"rbac": {"watchNamespaces": ["Not_A_Namespace"]}}, "watchNamespaces"),
     ({"prometheus": {"url": "prometheus:9090"}}, "prometheus/url"),
+    ({"operator": {"podDisruptionBudget": {"maxUnavailable": "half"}}}, "podDisruptionBudget/maxUnavailable"),
 ])
 def test_schema_rejects_bad_values(values: dict[str, Any], error: str) -> None:
     res = helm("template", "recops", str(CHART), "--kube-version", KUBE_VERSION, *set_args(values), check=False)
@@ -411,13 +428,28 @@ def test_alerts_fire_under_promtool(tmp_path: Path) -> None:
         "rule_files": [str(rules)],
         "evaluation_interval": "1m",
         "tests": [
-            {   # The operator stops answering scrapes at minute 10.
+            {   # The operator stops leading at minute 10.
                 "interval": "1m",
-                "input_series": [{"series": f"up{{{job}}}", "values": "1x9 0x20"}],
+                "input_series": [{"series": f"recops_operator_leader{{{job}}}", "values": "1x9 0x20"}],
                 "alert_rule_test": [
                     {"eval_time": "9m", "alertname": "RecopsOperatorDown", "exp_alerts": []},
                     {"eval_time": "20m", "alertname": "RecopsOperatorDown",
                      "exp_alerts": [{"exp_labels": {"severity": "warning"}}]},
+                ],
+            },
+            {   # HA: the leader's series stops at minute 10 (pod gone); the standby answers, not leading,
+                # until it takes over at minute 30. A takeover within operatorDownFor raises nothing.
+                "interval": "1m",
+                "input_series": [
+                    {"series": f'recops_operator_leader{{{job}, pod="a"}}', "values": "1x10"},
+                    {"series": f'recops_operator_leader{{{job}, pod="b"}}', "values": "0x29 1x20"},
+                    {"series": f'recops_operator_leader{{{job}, pod="c"}}', "values": "0x50"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "12m", "alertname": "RecopsOperatorDown", "exp_alerts": []},
+                    {"eval_time": "25m", "alertname": "RecopsOperatorDown",
+                     "exp_alerts": [{"exp_labels": {"severity": "warning"}}]},
+                    {"eval_time": "35m", "alertname": "RecopsOperatorDown", "exp_alerts": []},
                 ],
             },
             {   # No operator target at all.

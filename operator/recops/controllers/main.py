@@ -399,8 +399,6 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
 
     @kopf.on.startup(registry=registry)
     async def startup(memo: kopf.Memo, **_: Any) -> None:
-        if operator.config.metrics_port:
-            operator.metrics.serve(operator.config.metrics_port, operator.config.metrics_address)
         # Started from a handler so that it inherits Kopf's context (event posting).
         memo["resync"] = asyncio.create_task(operator.resync_forever())
         memo["monitor"] = asyncio.create_task(operator.monitor_forever())
@@ -555,15 +553,21 @@ def run(config: OperatorConfig, ready: Callable[[], None] | None = None) -> None
     register(registry, operator)
     settings = kopf.OperatorSettings()
     configure(settings, config)
+    # Served before the election, so that a standby's scrape target is up (with recops_operator_leader 0)
+    # rather than down, which a ServiceMonitor over every replica would report as a failing target.
+    if config.metrics_port:
+        operator.metrics.serve(config.metrics_port, config.metrics_address)
     elector = None
     if config.leader_election:
         identity = f"{config.instance}_{uuid.uuid4().hex[:12]}"
         lease_seconds = config.leader_election_lease_seconds
         elector = LeaseElector(lease_client(operator.kube, lease_seconds), operator_namespace(config),
                                config.leader_election_lease, identity, lease_seconds=lease_seconds)
+        operator.metrics.leader.set(0)
         with standby_health(config.liveness_endpoint):
             elector.acquire()
         elector.keep_renewing(lost_leadership)
+    operator.metrics.leader.set(1)
     try:
         kopf.run(
             registry=registry,

@@ -51,6 +51,11 @@ class OperatorMetrics:
             "recops_operator_finetunejobs", "FineTuneJobs the operator watches, by phase.", ["phase"],
             registry=self.registry,
         )
+        # Every replica serves /metrics, a standby too (its scrape target is up, not down): this says which acts.
+        self.leader = Gauge(
+            "recops_operator_leader", "1 when this replica acts (it holds the leader Lease, or runs standalone), "
+            "0 while it stands by.", registry=self.registry,
+        )
         self._phases: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
         for phase in PHASES:
