@@ -163,6 +163,9 @@ def test_namespaced_install_reconcile_least_privilege_upgrade_uninstall(
             assert not allowed(cluster, release, verb, "secrets", namespace), verb
         assert_cannot_touch_what_it_does_not_manage(cluster, release, namespace)
 
+        # The chart renders no feedback key (a random one would differ on every render): the operator makes it.
+        assert get(cluster, "secret", namespace, "recops-feedback-key") is None
+
         # The operator, configured as the chart's Deployment configures it, authenticated as the
         # chart's ServiceAccount, runs a FineTuneJob in the watched namespace only.
         env = deployment_env(cluster, release)
@@ -170,6 +173,10 @@ def test_namespaced_install_reconcile_least_privilege_upgrade_uninstall(
         with running_operator(cluster, tmp_path / "operator", service_account=release.service_account,
                               namespaces=[namespace], operator_namespace=release.namespace,
                               extra_env=env) as operator:
+            feedback_key = wait_until(lambda: get(cluster, "secret", namespace, "recops-feedback-key"), 30,
+                                      "the operator to create the feedback key")
+            assert feedback_key["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "recops"
+            assert len(feedback_key["data"]["feedbackKey"]) >= 32
             message = report("charted", namespace, gatePassed=None)
             cluster.apply(finetunejob("charted", message=message), namespace)
             cluster.apply(finetunejob("ignored", message=report("ignored", unwatched)), unwatched)
@@ -232,6 +239,14 @@ def test_namespaced_install_reconcile_least_privilege_upgrade_uninstall(
                    "--timeout", "120s", *set_args(upgraded))
         assert identities() == before
         assert deployment_env(cluster, release)["RECOPS_LOG_LEVEL"] == "DEBUG"
+        # The upgraded operator starts again, finds the feedback key and keeps it as it is.
+        with running_operator(cluster, tmp_path / "operator-upgraded", service_account=release.service_account,
+                              namespaces=[namespace], operator_namespace=release.namespace,
+                              extra_env=deployment_env(cluster, release)) as operator:
+            wait_until(lambda: f"feedback-key Secret {namespace}/recops-feedback-key: kept" in operator.log_tail(),
+                       30, "the operator to find the feedback key")
+        assert identities() == before
+        assert (get(cluster, "secret", namespace, "recops-feedback-key") or {}).get("data") == feedback_key["data"]
 
         # helm uninstall removes the release's objects and leaves the CRDs and the recops objects.
         chart_helm(cluster, "uninstall", release.name, "-n", release.namespace, "--wait")

@@ -5,6 +5,7 @@ rules`, and the metric names of alerts and dashboard against the code that expor
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import re
@@ -186,7 +187,7 @@ def test_chart_app_version_is_the_package_version() -> None:
 def test_every_object_carries_the_standard_labels() -> None:
     docs = render({"rbac": {"watchNamespaces": NAMESPACES}, **EVERYTHING_ON})
     assert {d["kind"] for d in docs} >= {"ServiceAccount", "Role", "RoleBinding", "Deployment", "Service",
-                                         "ServiceMonitor", "PrometheusRule", "ConfigMap", "Secret"}
+                                         "ServiceMonitor", "PrometheusRule", "ConfigMap", "PodMonitor"}
     for doc in docs:
         labels = doc["metadata"]["labels"]
         assert all(label in labels for label in STANDARD_LABELS), (doc["kind"], labels)
@@ -278,18 +279,50 @@ def test_gke_managed_prometheus_pod_monitoring_selects_the_model_servers() -> No
         assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
 
 
-def test_feedback_key_secret_in_each_watched_namespace() -> None:
-    docs = render({"rbac": {"watchNamespaces": NAMESPACES}, "feedbackKey": {"create": True}})
+def test_feedback_key_is_left_to_the_operator_so_every_render_is_the_same() -> None:
+    """Argo CD renders without a cluster (`lookup` finds nothing): a random key rendered here would differ on every
+    render, and each sync would rotate it. Without a given value the operator creates the Secret instead."""
+    values = {"rbac": {"watchNamespaces": NAMESPACES}, "operator": {"replicas": 2}, **EVERYTHING_ON}
+    args = ["template", "recops", str(CHART), "-n", "recops-system", *set_args(values)]
+    first, second = helm(*args).stdout, helm(*args).stdout
+    assert first == second
+    docs = [d for d in yaml.safe_load_all(first) if d]
+    assert not of_kind(docs, "Secret")
+    env = container_env(docs)
+    assert env["RECOPS_FEEDBACK_KEY_SECRET"] == "recops-feedback-key"
+    assert env["RECOPS_FEEDBACK_KEY_SECRET_KEY"] == "feedbackKey"
+    assert env["RECOPS_FEEDBACK_KEY_NAMESPACES"] == ",".join(NAMESPACES)
+    # Cluster-wide: the release namespace, unless namespaces are named.
+    assert container_env(render({"feedbackKey": {"create": True}}))["RECOPS_FEEDBACK_KEY_NAMESPACES"] == "recops-system"
+    chosen = container_env(render({"feedbackKey": {"create": True, "namespaces": ["shop-c"], "key": "k"}}))
+    assert (chosen["RECOPS_FEEDBACK_KEY_NAMESPACES"], chosen["RECOPS_FEEDBACK_KEY_SECRET_KEY"]) == ("shop-c", "k")
+    # The operator reads these settings (and what it makes of them).
+    from recops.controllers import command
+
+    parser = argparse.ArgumentParser()
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        command.add_arguments(parser)
+        shared = command.config_from(parser.parse_args([])).feedback_key
+    assert shared is not None
+    assert (shared.secret, shared.key, shared.namespaces) == ("recops-feedback-key", "feedbackKey", tuple(NAMESPACES))
+    off = render()
+    assert not of_kind(off, "Secret") and "RECOPS_FEEDBACK_KEY_SECRET" not in container_env(off)
+
+
+def test_a_given_feedback_key_is_rendered_in_each_namespace() -> None:
+    docs = render({"rbac": {"watchNamespaces": NAMESPACES},
+                   "feedbackKey": {"create": True, "value": "x" * 32, "key": "k"}})
     secrets = of_kind(docs, "Secret")
     assert sorted(s["metadata"]["namespace"] for s in secrets) == NAMESPACES
-    keys = [base64.b64decode(s["data"]["feedbackKey"]) for s in secrets]
-    assert all(len(k) == 48 for k in keys) and keys[0] != keys[1]
-    (given,) = of_kind(render({"feedbackKey": {"create": True, "value": "x" * 32, "key": "k"}}), "Secret")
+    for secret in secrets:
+        assert base64.b64decode(secret["data"]["k"]) == b"x" * 32
+        assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert all(label in secret["metadata"]["labels"] for label in STANDARD_LABELS)
+    assert "RECOPS_FEEDBACK_KEY_SECRET" not in container_env(docs)  # Helm has it: nothing for the operator to do
+    (given,) = of_kind(render({"feedbackKey": {"create": True, "value": "y" * 16}}), "Secret")
     assert given["metadata"]["namespace"] == "recops-system"
-    assert base64.b64decode(given["data"]["k"]) == b"x" * 32
-    assert not of_kind(render(), "Secret")
-    chosen = of_kind(render({"feedbackKey": {"create": True, "namespaces": ["shop-c"]}}), "Secret")
-    assert [s["metadata"]["namespace"] for s in chosen] == ["shop-c"]
 
 
 @pytest.mark.parametrize("values, error", [

@@ -136,3 +136,9 @@ app.kubernetes.io/name: recops
 app.kubernetes.io/component: server
 app.kubernetes.io/managed-by: recops
 {{- end -}}
+
+{{/* The namespaces of the shared feedback-key Secret, comma-separated: feedbackKey.namespaces, else the watched
+ones, else the release's. */}}
+{{- define "recops.feedbackKeyNamespaces" -}}
+{{- .Values.feedbackKey.namespaces | default .Values.rbac.watchNamespaces | default (list .Release.Namespace) | join "," -}}
+{{- end -}}

@@ -19,6 +19,10 @@ from recops.api import contracts
 from recops.api.common import GROUP, SecretKeySelector
 from recops.api.recmodeldeployment import KIND, RecModelDeployment
 from recops.builders.common import (
+    APP_NAME,
+    COMPONENT_LABEL,
+    MANAGED_BY_LABEL,
+    NAME_LABEL,
     BuilderSettings,
     child_name,
     container_resources,
@@ -50,6 +54,7 @@ MODEL_DIR = "/var/lib/recops/model"
 # The default feedback-key Secret (created once by the operator, owned by the RecModelDeployment).
 FEEDBACK_KEY_KEY = "feedbackKey"
 PSEUDONYM_SALT_KEY = "pseudonymSalt"  # optional key of the same Secret: the event log's pseudonymisation salt
+SHARED_FEEDBACK_KEY_COMPONENT = "feedback-key"
 # The server drains for at most --drain-timeout (30s by default); the kubelet must wait longer.
 DRAIN_TIMEOUT_SECONDS = 30
 TERMINATION_GRACE_SECONDS = DRAIN_TIMEOUT_SECONDS + 15
@@ -368,6 +373,20 @@ def feedback_secret(rmd: RecModelDeployment, key: str, salt: str) -> dict[str, A
         "metadata": object_meta(feedback_secret_name(name), owner_body(rmd), standard_labels(KIND, name, COMPONENT)),
         "type": "Opaque",
         "stringData": {FEEDBACK_KEY_KEY: key, PSEUDONYM_SALT_KEY: salt},
+    }
+
+
+def shared_feedback_secret(namespace: str, name: str, key: str, value: str, salt: str) -> dict[str, Any]:
+    """A namespace's shared feedback-key Secret (the chart's feedbackKey.create), which RecModelDeployments name in
+    spec.serving.feedbackKeySecretRef. Owned by nothing: it outlives every deployment, as the tokens it signed do."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace, "labels": {
+            NAME_LABEL: APP_NAME, COMPONENT_LABEL: SHARED_FEEDBACK_KEY_COMPONENT, MANAGED_BY_LABEL: contracts.MANAGED_BY,
+        }},
+        "type": "Opaque",
+        "stringData": {key: value, PSEUDONYM_SALT_KEY: salt},
     }
 
 

@@ -41,6 +41,13 @@ _SETTINGS: dict[str, tuple[str, str | None, str]] = {
     "--leader-election-lease": ("RECOPS_LEADER_ELECTION_LEASE", "recops-operator", "name of the Lease"),
     "--leader-election-lease-seconds": ("RECOPS_LEADER_ELECTION_LEASE_SECONDS", "15",
                                         "how long a Lease that is not renewed stays taken"),
+    "--feedback-key-secret": ("RECOPS_FEEDBACK_KEY_SECRET", None,
+                              "a shared feedback-key Secret the operator creates, with a random key, where it is "
+                              "missing (never changed); empty: none"),
+    "--feedback-key-secret-key": ("RECOPS_FEEDBACK_KEY_SECRET_KEY", "feedbackKey", "the key inside that Secret"),
+    "--feedback-key-namespaces": ("RECOPS_FEEDBACK_KEY_NAMESPACES", "",
+                                  "comma-separated namespaces it is created in at start; empty: the watched "
+                                  "namespaces, else the operator's"),
     "--log-level": ("RECOPS_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
 }
 
@@ -60,8 +67,13 @@ def _optional_int(value: str | None) -> int | None:
     return int(value) if value not in (None, "") else None
 
 
+def _names(value: str | None) -> tuple[str, ...]:
+    return tuple(n.strip() for n in (value or "").split(",") if n.strip())
+
+
 def config_from(args: argparse.Namespace) -> OperatorConfig:
     from recops.builders.common import BuilderSettings
+    from recops.controllers.feedback_key import SharedFeedbackKey
     from recops.controllers.main import OperatorConfig
 
     return OperatorConfig(
@@ -71,7 +83,7 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
             image_pull_policy=args.image_pull_policy,
             job_ttl_seconds=_optional_int(args.job_ttl_seconds),
         ),
-        namespaces=tuple(n.strip() for n in (args.namespaces or "").split(",") if n.strip()),
+        namespaces=_names(args.namespaces),
         prometheus_url=args.prometheus_url or None,
         resync_seconds=float(args.resync_seconds),
         start_timeout_seconds=float(args.start_timeout_seconds or 0),
@@ -84,6 +96,8 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
         leader_election_namespace=args.leader_election_namespace or None,
         leader_election_lease=args.leader_election_lease,
         leader_election_lease_seconds=float(args.leader_election_lease_seconds),
+        feedback_key=SharedFeedbackKey(args.feedback_key_secret, args.feedback_key_secret_key or "feedbackKey",
+                                       _names(args.feedback_key_namespaces)) if args.feedback_key_secret else None,
     )
 
 

@@ -43,6 +43,7 @@ from recops.api.recmodeldeployment import KIND as RMD_KIND
 from recops.api.recmodeldeployment import PLURAL as RMD_PLURAL
 from recops.builders.common import MANAGED_BY_LABEL, MAX_NAME_LENGTH, BuilderSettings
 from recops.controllers import finetunejob_status
+from recops.controllers.feedback_key import SharedFeedbackKey, ensure_shared_feedback_secret
 from recops.controllers.finetunejob import FineTuneJobController, PassResult
 from recops.controllers.kube import Kube, load_api_client
 from recops.controllers.leader import LeaseElector, lease_client
@@ -90,6 +91,8 @@ class OperatorConfig:
     leader_election_namespace: str | None = None  # None: the pod's namespace, else recops-system
     leader_election_lease: str = "recops-operator"
     leader_election_lease_seconds: float = 15.0
+    # The shared feedback-key Secret the operator creates when missing (controllers/feedback_key.py); None: none.
+    feedback_key: SharedFeedbackKey | None = None
 
 
 def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
@@ -133,7 +136,8 @@ class Operator:
         self.finetunejobs = FineTuneJobController(self.kube, config.builder, post_event=post_event,
                                                   start_timeout_s=config.start_timeout_seconds)
         self.rmds = RecModelDeploymentController(self.kube, config.builder, post_event=self.post_rmd_event,
-                                                 prometheus_url=config.prometheus_url)
+                                                 prometheus_url=config.prometheus_url,
+                                                 shared_feedback_key=config.feedback_key)
         self.coalescer = Coalescer()
         # RecModelDeployments seen on the watch stream -> whether a rollout is under way.
         self.known_rmds: dict[tuple[str, str], bool] = {}
@@ -156,6 +160,19 @@ class Operator:
         self.child_signatures: dict[tuple[str, str, str, str], Any] = {}
         # A context of a Kopf resource handler (with Kopf's event queue), for passes Kopf did not start.
         self.kopf_context: contextvars.Context | None = None
+
+    def ensure_feedback_keys(self) -> None:
+        """At start (as the leader): the shared feedback-key Secret in each of its namespaces, created if missing."""
+        shared = self.config.feedback_key
+        if shared is None:
+            return
+        for namespace in shared.namespaces or self.config.namespaces or (operator_namespace(self.config),):
+            try:
+                outcome = ensure_shared_feedback_secret(self.kube, namespace, shared)
+            except Exception as error:  # not fatal: a RecModelDeployment naming it creates it later
+                log.warning("feedback-key Secret %s/%s: %s", namespace, shared.secret, error)
+            else:
+                log.info("feedback-key Secret %s/%s: %s", namespace, shared.secret, outcome.value)
 
     def _pass(self, kind: str, namespace: str, name: str, trigger: str, apply_children: bool,
               reconcile: Callable[..., Any], record: Callable[[Any], None]) -> None:
@@ -399,6 +416,7 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
 
     @kopf.on.startup(registry=registry)
     async def startup(memo: kopf.Memo, **_: Any) -> None:
+        await asyncio.to_thread(operator.ensure_feedback_keys)
         # Started from a handler so that it inherits Kopf's context (event posting).
         memo["resync"] = asyncio.create_task(operator.resync_forever())
         memo["monitor"] = asyncio.create_task(operator.monitor_forever())

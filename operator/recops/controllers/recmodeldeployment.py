@@ -32,6 +32,7 @@ from recops.builders import recmodeldeployment as builders
 from recops.builders.common import BuilderSettings
 from recops.controllers import rollout
 from recops.controllers.conditions import set_condition, stored_invalid
+from recops.controllers.feedback_key import Outcome, SharedFeedbackKey, ensure_shared_feedback_secret
 from recops.controllers.kube import ApiError, Kube, is_rejection, object_path, rejection, resource_path
 from recops.monitor.promql import TrackSelector, builtin_query
 
@@ -76,8 +77,10 @@ def _now() -> datetime:
 
 class RecModelDeploymentController:
     def __init__(self, kube: Kube, settings: BuilderSettings, post_event: EventPoster = _ignore_event,
-                 prometheus_url: str | None = None, now: Callable[[], datetime] = _now) -> None:
+                 prometheus_url: str | None = None, now: Callable[[], datetime] = _now,
+                 shared_feedback_key: SharedFeedbackKey | None = None) -> None:
         self.kube = kube
+        self.shared_feedback_key = shared_feedback_key
         self.settings = settings
         self.post_event = post_event
         self.prometheus_url = prometheus_url
@@ -253,8 +256,11 @@ class RecModelDeploymentController:
     # --- writes -----------------------------------------------------------------------------
     def apply(self, rmd: RecModelDeployment, plan: rollout.Plan, observed: rollout.Observed) -> None:
         name, namespace = builders.name_of(rmd), builders.namespace_of(rmd)
-        if rmd.spec.serving.feedback_key_secret_ref is None:
+        ref = rmd.spec.serving.feedback_key_secret_ref
+        if ref is None:
             self.ensure_feedback_secret(rmd)
+        elif self.shared_feedback_key is not None and self.shared_feedback_key.named_by(ref):
+            self.ensure_shared_feedback_secret(namespace, self.shared_feedback_key)
         self._apply(namespace, name, builders.service(rmd))
         if plan.stable is not None:
             self._apply(namespace, name, builders.deployment(rmd, "stable", plan.stable, self.settings,
@@ -320,6 +326,19 @@ class RecModelDeploymentController:
                 raise
         with self._lock:
             self._applied[key] = "created"
+
+    def ensure_shared_feedback_secret(self, namespace: str, shared: SharedFeedbackKey) -> None:
+        """The namespace's shared feedback key, when a deployment names it (its namespace may not have existed when
+        the operator started)."""
+        key = (namespace, "", "Secret", shared.secret)  # no owner: forget_all (drift repair) makes it checked again
+        with self._lock:
+            if key in self._applied:
+                return
+        outcome = ensure_shared_feedback_secret(self.kube, namespace, shared)
+        if outcome is Outcome.CREATED:
+            log.info("created the shared feedback-key Secret %s/%s", namespace, shared.secret)
+        with self._lock:
+            self._applied[key] = outcome.value
 
     def forget_all(self) -> None:
         """The next pass of every object applies all its children again (repairs edits made by others)."""
