@@ -278,6 +278,9 @@ def test_cluster_wide_install_reconciles_everywhere_and_lists_no_secrets(
         assert not allowed(cluster, release, "create", "leases", namespace, "coordination.k8s.io")
         assert not allowed(cluster, release, "delete", "leases", release.namespace, "coordination.k8s.io")
         assert get(cluster, "role", namespace, f"{release.name}-operator") is None
+        # HA mode: a PodDisruptionBudget over the operator's pods, which the disruption controller counts.
+        wait_until(lambda: (get(cluster, "pdb", release.namespace, f"{release.name}-operator") or {})
+                   .get("status", {}).get("expectedPods") == 2, 60, "the operator PDB to count both replicas")
         assert allowed(cluster, release, "list", "finetunejobs", None, "recops.dev")
         assert allowed(cluster, release, "create", "jobs", namespace, "batch")
         # Cluster-wide, Secrets can be read by name anywhere (a FineTuneJob's credentials must exist
