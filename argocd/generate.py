@@ -58,7 +58,7 @@ def helm_values() -> str:
 
 def operator_patch() -> str:
     lines = [f"# {GENERATED}", "# A merge patch of an argocd-operator ArgoCD resource (it writes argocd-cm itself):",
-             "#   kubectl -n argocd patch argocd argocd --type merge --patch-file argocd/argocd-operator-patch.yaml",
+             "#   kubectl -n argocd patch argocd NAME --type merge --patch-file argocd/argocd-operator-patch.yaml",
              "# This replaces spec.resourceHealthChecks: merge these entries with any you have.",
              "spec:", "  resourceHealthChecks:"]
     for kind in KINDS:

@@ -1,7 +1,8 @@
 """The objects a RecModelDeployment owns: a Deployment per track (stable, and a canary during a
 rollout) running `recops serve`, one Service selecting both tracks, an HPA when `autoscaling`
 is set, a PodDisruptionBudget when more than one replica may run, and the default
-feedback-key Secret when the spec names none.
+feedback-key Secret when the spec names none; also a namespace's shared feedback-key Secret,
+which no deployment owns.
 
 Pure functions of the RecModelDeployment (model + metadata), the model each track serves and
 the operator's `BuilderSettings`. No I/O.

@@ -9,7 +9,6 @@ and is kept as it is. This needs no permission beyond `create` on Secrets, which
 
 from __future__ import annotations
 
-import logging
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
@@ -17,8 +16,6 @@ from enum import StrEnum
 from recops.api.common import SecretKeySelector
 from recops.builders import recmodeldeployment as builders
 from recops.controllers.kube import ApiError, Kube, resource_path
-
-log = logging.getLogger("recops.feedback_key")
 
 
 @dataclass(frozen=True)
