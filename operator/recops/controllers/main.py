@@ -198,7 +198,7 @@ class Operator:
 
     def post_rmd_event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """Post a RecModelDeployment's Event; a rollback also counts in recops_operator_rollbacks_total."""
-        if reason == c.ROLLED_BACK:
+        if reason in (c.ROLLED_BACK, c.PROGRESS_DEADLINE_EXCEEDED):
             meta = body.get("metadata") or {}
             self.metrics.rollbacks.labels(namespace=meta.get("namespace", ""), deployment=meta.get("name", "")).inc()
         post_event(body, type_, reason, message)
