@@ -128,3 +128,24 @@ in both modes. tests/unit/test_chart.py fails when these and config/rbac/ differ
   resources: ["leases"]
   verbs: ["get", "create", "update"]
 {{- end -}}
+
+{{/* Non-empty when the operator needs the prometheus-auth volume (a credential or CA file). */}}
+{{- define "recops.prometheusAuthFiles" -}}
+{{- with .Values.prometheus.auth -}}
+{{- if or .bearerTokenSecretRef.name .serviceAccountTokenAudience (and .username .passwordSecretRef.name) .caConfigMapRef.name -}}
+true
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/* prometheus.auth.headers as RECOPS_PROMETHEUS_HEADERS: Name=Value,... (sorted, so renders are stable). */}}
+{{- define "recops.prometheusHeaders" -}}
+{{- $pairs := list -}}
+{{- range $name, $value := .headers -}}
+{{- if or (contains "," $value) (contains "," $name) (contains "=" $name) -}}
+{{- fail (printf "prometheus.auth.headers: %s: names may hold neither ',' nor '=', values no ','" $name) -}}
+{{- end -}}
+{{- $pairs = append $pairs (printf "%s=%s" $name $value) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end }}

@@ -51,6 +51,7 @@ from recops.controllers.monitorpolicy import MonitorMetrics, MonitorPolicyContro
 from recops.controllers.recmodeldeployment import PassResult as RmdPassResult
 from recops.controllers.recmodeldeployment import RecModelDeploymentController, rmds_following
 from recops.controllers.work import Coalescer
+from recops.monitor.prometheus import PrometheusAuth
 
 log = logging.getLogger("recops.operator")
 STEERING_ANNOTATIONS = (PROMOTE_ANNOTATION, ABORT_ANNOTATION, RETRY_MODEL_ANNOTATION)
@@ -77,6 +78,7 @@ class OperatorConfig:
     builder: BuilderSettings = field(default_factory=BuilderSettings)
     namespaces: tuple[str, ...] = ()  # empty: cluster-wide
     prometheus_url: str | None = None
+    prometheus_auth: PrometheusAuth | None = None  # credentials for prometheus_url only
     resync_seconds: float = 60.0
     start_timeout_seconds: float = 900.0  # 0: a trainer that cannot start is waited for for ever
     metrics_port: int = 8080  # 0: no /metrics
@@ -133,7 +135,8 @@ class Operator:
         self.finetunejobs = FineTuneJobController(self.kube, config.builder, post_event=post_event,
                                                   start_timeout_s=config.start_timeout_seconds)
         self.rmds = RecModelDeploymentController(self.kube, config.builder, post_event=self.post_rmd_event,
-                                                 prometheus_url=config.prometheus_url)
+                                                 prometheus_url=config.prometheus_url,
+                                                 prometheus_auth=config.prometheus_auth)
         self.coalescer = Coalescer()
         # RecModelDeployments seen on the watch stream -> whether a rollout is under way.
         self.known_rmds: dict[tuple[str, str], bool] = {}
@@ -146,7 +149,8 @@ class Operator:
         self.apply_wanted: set[tuple[str, str, str]] = set()
         self.apply_lock = threading.Lock()
         self.monitor = MonitorPolicyController(
-            self.kube, default_prometheus_url=config.prometheus_url, metrics=MonitorMetrics(self.metrics.registry),
+            self.kube, default_prometheus_url=config.prometheus_url, prometheus_auth=config.prometheus_auth,
+            metrics=MonitorMetrics(self.metrics.registry),
             instance=config.instance,
         )
         # MonitorPolicies seen on the watch stream -> (generation, monotonic time of the next evaluation).
