@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from recops.api import contracts
+from recops.controllers.rollout import parse_time
 from tests.support.cluster import ON_PROCESS_NODE, Cluster, wait_for_status, wait_until
 from tests.support.models import tiny_served_model
 from tests.support.operator import RunningOperator, settle
@@ -390,6 +391,40 @@ def test_worse_canary_rolled_back_not_retried_until_asked(
     status = status_of(cluster, namespace, "shop")
     assert not status.get("canary") and conditions(status)["Degraded"]["reason"] == "Aborted", status
     assert get(cluster, "deployment", namespace, "shop-canary") is None
+
+
+def test_a_canary_without_metrics_is_rolled_back_at_its_progress_deadline(
+        cluster: Cluster, operator: RunningOperator, restricted: str, models: dict[str, Path]) -> None:
+    namespace = restricted
+    deadline = 40
+    rollout = canary_rollout()
+    rollout["canary"]["progressDeadlineSeconds"] = deadline
+    cluster.apply(finetunejob("slow-a", "slow", models["ranker-a"]), namespace)
+    cluster.apply(rmd("slow", {"lineage": "slow"}, replicas=1, rollout=rollout), namespace)
+    wait_status(cluster, namespace, "slow", serving("ranker-a"), SERVE_TIMEOUT, "ranker-a serving", operator)
+    rollbacks_before = sum(v for k, v in operator.metrics().items()
+                           if k.startswith("recops_operator_rollbacks_total{") and 'deployment="slow"' in k)
+    time.sleep(1.1)
+    cluster.apply(finetunejob("slow-c", "slow", models["ranker-c"]), namespace)
+    # No traffic ever: no verdict. At the deadline the canary is rolled back, never promoted unmeasured.
+    status = wait_status(cluster, namespace, "slow", lambda s: conditions(s).get("Degraded", {}).get("status")
+                         == "True", SERVE_TIMEOUT + deadline, "rolled back at the progress deadline", operator)
+    degraded = conditions(status)["Degraded"]
+    assert degraded["reason"] == "ProgressDeadlineExceeded", degraded
+    assert f"no verdict for {deadline}s" in degraded["message"], degraded
+    # Its pods came up slowly on a busy machine, or (usually) every analysis lacked traffic: either way no verdict.
+    assert "analysis inconclusive: " in degraded["message"] or "waiting for its pods" in degraded["message"]
+    assert status["stable"]["modelVersion"] == "ranker-a" and not status.get("canary")
+    (rejected,) = status["rejectedModels"]
+    assert rejected["modelVersion"] == "ranker-c"
+    started = next(e for e in events(cluster, namespace, "slow") if e["reason"] == "CanaryStarted")
+    started_at = parse_time(started.get("eventTime") or started.get("lastTimestamp") or started.get("firstTimestamp"))
+    assert (parse_time(rejected["rejectedAt"]) - started_at).total_seconds() >= deadline - 1  # not before it
+    warning = next(e for e in events(cluster, namespace, "slow") if e["reason"] == "ProgressDeadlineExceeded")
+    assert warning["type"] == "Warning" and "progressDeadlineSeconds" in warning["message"]
+    wait_until(lambda: get(cluster, "deployment", namespace, "slow-canary") is None, 60, "canary Deployment gone")
+    assert sum(v for k, v in operator.metrics().items() if k.startswith("recops_operator_rollbacks_total{")
+               and 'deployment="slow"' in k) == rollbacks_before + 1
 
 
 def test_operator_leaves_hpa_replicas_alone(cluster: Cluster, operator: RunningOperator, namespace: str,
