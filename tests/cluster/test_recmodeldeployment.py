@@ -13,6 +13,7 @@ model URI of a tiny model made here).
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import tempfile
 import threading
@@ -30,11 +31,12 @@ from recops.controllers.rollout import parse_time
 from tests.support.cluster import ON_PROCESS_NODE, Cluster, wait_for_status, wait_until
 from tests.support.models import tiny_served_model
 from tests.support.operator import RunningOperator, settle
-from tests.support.prometheus import PrometheusServer
+from tests.support.prometheus import PrometheusServer, TokenProxy, token_proxy
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
 SERVER_ENV = [{"name": "RECOPS_TORCH_THREADS", "value": "1"}, {"name": "TOKENIZERS_PARALLELISM", "value": "false"}]
+PROMETHEUS_TOKEN = secrets.token_urlsafe(24)
 SERVE_TIMEOUT = 240  # a `recops serve` process imports torch and loads a model on a busy 2-core machine
 
 
@@ -51,9 +53,19 @@ def models() -> Iterator[dict[str, Path]]:
 
 
 @pytest.fixture(scope="module")
-def operator_options(prometheus: PrometheusServer) -> dict[str, Any]:
-    """The module's operator (tests/cluster/conftest.py) asks this Prometheus."""
-    return {"resync_seconds": 2.0, "extra_args": ["--prometheus-url", prometheus.url]}
+def prometheus_proxy(prometheus: PrometheusServer) -> Iterator[TokenProxy]:
+    """The module's Prometheus behind a proxy that demands a bearer token: canary analysis authenticates."""
+    with token_proxy(prometheus.url, [PROMETHEUS_TOKEN]) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def operator_options(prometheus_proxy: TokenProxy, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The module's operator (tests/cluster/conftest.py) asks this Prometheus, with a token from a file."""
+    token_file = tmp_path_factory.mktemp("prometheus-token") / "token"
+    token_file.write_text(PROMETHEUS_TOKEN)
+    return {"resync_seconds": 2.0, "extra_args": ["--prometheus-url", prometheus_proxy.url,
+                                                  "--prometheus-bearer-token-file", str(token_file)]}
 
 
 @pytest.fixture
@@ -263,7 +275,7 @@ def test_pinned_uri_rolling_update_printer_columns_and_deletion(
 
 def test_waits_for_a_lineage_then_canary_promotes(
         cluster: Cluster, operator: RunningOperator, restricted: str, models: dict[str, Path],
-        prometheus: PrometheusServer) -> None:
+        prometheus: PrometheusServer, prometheus_proxy: TokenProxy) -> None:
     namespace = restricted
     cluster.apply(rmd("ranker", {"lineage": "ranker"}, replicas=1, rollout=canary_rollout()), namespace)
     # A model that never appears: a clear waiting condition, and no Deployment.
@@ -307,6 +319,8 @@ def test_waits_for_a_lineage_then_canary_promotes(
                     print(track, metric, prometheus.query(
                         f'recops_{metric}{{recops_namespace="{namespace}",track="{track}",model_version="{version}"}}'))
     assert shoppers.counts["canary"] > 0, shoppers.errors
+    # Analysis reached Prometheus through the token-checking proxy, with the operator's token.
+    assert any(h.get("Authorization") == f"Bearer {PROMETHEUS_TOKEN}" for h in prometheus_proxy.seen)
     assert status.get("canary") is None
     assert [(p["modelVersion"], p["by"]) for p in status["promotions"]] == [
         ("ranker-a", "initial"), ("ranker-b", "analysis")]
