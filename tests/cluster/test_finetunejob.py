@@ -201,6 +201,39 @@ def test_create_to_succeeded_with_the_termination_message(cluster: Cluster, name
     assert ftj(cluster, namespace, name)["status"]["progress"]["percent"] == 50.0
 
 
+def test_a_named_service_account_runs_the_trainer_and_may_report_only_this_jobs_progress(
+        cluster: Cluster, namespace: str, operator: RunningOperator, tmp_path: Path) -> None:
+    name = "identity"
+    cluster.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {
+        "name": "shop-models", "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/m"}}},
+        namespace)
+    body = finetunejob(name, message=report(name, namespace))
+    body["spec"]["podTemplate"]["serviceAccountName"] = "shop-models"
+    cluster.apply(body, namespace)
+    pod = wait_until(lambda: next(iter(pods_of(cluster, namespace, name)), None), 30, "a trainer pod")
+    assert pod["spec"]["serviceAccountName"] == "shop-models"
+    done = kubectl_wait(cluster, namespace, name, "Complete")
+    assert done.returncode == 0, done.stderr + operator.log_tail()
+    found = children(cluster, namespace, name)
+    assert found["serviceaccount"] == []  # no per-job ServiceAccount beside the named one
+    (binding,) = found["rolebinding"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "shop-models", "namespace": namespace}]
+    # The named ServiceAccount may patch this job's progress (real RBAC), and nothing else.
+    kubeconfig = cluster.sa_kubeconfig(namespace, "shop-models", tmp_path / "identity.kubeconfig")
+    progress = json.dumps({"status": {"progress": {"step": 1, "totalSteps": 4, "percent": 25.0}}})
+    ok = cluster.kubectl("patch", "finetunejob", name, "-n", namespace, "--subresource=status", "--type=merge",
+                         "-p", progress, kubeconfig=kubeconfig, check=False)
+    assert ok.returncode == 0, ok.stderr
+    for forbidden in (["finetunejob", "someone-else", "--subresource=status"], ["finetunejob", name]):
+        denied = cluster.kubectl("patch", *forbidden, "-n", namespace, "--type=merge", "-p", progress,
+                                 kubeconfig=kubeconfig, check=False)
+        assert denied.returncode != 0 and "forbidden" in denied.stderr.lower(), denied.stderr
+    # Deleting the job takes the grant away from the ServiceAccount (the binding is owned by the job).
+    cluster.kubectl("delete", "finetunejob", name, "-n", namespace, "--wait=true")
+    wait_until(lambda: not children(cluster, namespace, name)["rolebinding"], 60, "the RoleBinding collected")
+    assert get(cluster, "serviceaccount", namespace, "shop-models") is not None  # the user's, left alone
+
+
 def test_gpu_job_runs_on_the_gpu_node(cluster: Cluster, namespace: str, operator: RunningOperator) -> None:
     name = "gpu"
     cluster.apply(finetunejob(name, message=report(name, namespace), resources={"gpusPerWorker": 1}), namespace)

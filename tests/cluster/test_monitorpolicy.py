@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,13 @@ from recops.train.traffic import ShopWorld, TrafficStats, drive
 from tests.support.cluster import ON_PROCESS_NODE, Cluster, wait_for_status, wait_until
 from tests.support.models import tiny_served_model
 from tests.support.operator import RunningOperator, running_operator
-from tests.support.prometheus import PrometheusServer, running_prometheus
+from tests.support.prometheus import PrometheusServer, TokenProxy, running_prometheus, token_proxy
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(420)]
 
 MODEL_VERSION = "ranker-v1-0a1b2c3d"
 FEEDBACK_KEY = secrets.token_urlsafe(24)
+PROMETHEUS_TOKEN = secrets.token_urlsafe(24)
 
 
 # --- fixtures -----------------------------------------------------------------------------
@@ -50,9 +52,21 @@ def world() -> ShopWorld:
 
 
 @pytest.fixture(scope="module")
-def operator_options(prometheus: PrometheusServer) -> dict[str, Any]:
-    """The module's operator (tests/cluster/conftest.py) asks this Prometheus."""
-    return {"extra_args": ["--prometheus-url", prometheus.url]}
+def prometheus_proxy(prometheus: PrometheusServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenProxy]:
+    """The module's Prometheus behind a proxy that demands a bearer token (as kube-rbac-proxy or a
+    managed Prometheus's frontend would): every evaluation of this module authenticates for real."""
+    with token_proxy(prometheus.url, [PROMETHEUS_TOKEN]) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def operator_options(prometheus_proxy: TokenProxy, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The module's operator (tests/cluster/conftest.py) asks this Prometheus, with the token from a file
+    (what a mounted Secret key or projected ServiceAccount token is)."""
+    token_file = tmp_path_factory.mktemp("prometheus-token") / "token"
+    token_file.write_text(PROMETHEUS_TOKEN)
+    return {"extra_args": ["--prometheus-url", prometheus_proxy.url,
+                           "--prometheus-bearer-token-file", str(token_file)]}
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -376,6 +390,39 @@ def test_prometheus_stopped_is_metrics_unavailable_and_never_retrains(
     time.sleep(5)
     assert finetunejobs(cluster, namespace) == []
     assert "QueryFailed" in [e["reason"] for e in events(cluster, namespace, "down-watch")]
+
+
+def test_prometheus_refusing_the_query_is_a_clear_condition_and_the_token_stays_with_the_operators_prometheus(
+    cluster: Cluster, namespace: str, operator: RunningOperator, prometheus_proxy: TokenProxy, model: Path,
+    tmp_path: Path,
+) -> None:
+    event_log = tmp_path / "events"
+    cluster.apply(rmd("guarded", event_log), namespace)
+    set_stable(cluster, namespace, "guarded", model)
+    rule = {"name": "ctr", "metric": "ctr", "window": "1m", "threshold": {"below": 0.5}, "minSamples": 0}
+    # The operator's Prometheus (no URL in the spec): the token goes with each query and it answers.
+    cluster.apply(policy("guarded-watch", "guarded", [rule]), namespace)
+    status = wait_status(cluster, namespace, "guarded-watch",
+                         lambda s: conditions(s).get("MetricsUnavailable", {}).get("status") == "False",
+                         60, "MetricsUnavailable=False through the authenticating proxy")
+    assert rule_of(status, "ctr")["state"] == "InsufficientData"
+    assert any(h.get("Authorization") == f"Bearer {PROMETHEUS_TOKEN}" for h in prometheus_proxy.seen)
+    # The same proxy under another origin, named in the spec: the operator's token is not sent there,
+    # so the proxy refuses, and the status says why.
+    other_origin = prometheus_proxy.url.replace("127.0.0.1", "localhost")
+    seen_before = len(prometheus_proxy.seen)
+    cluster.apply(policy("elsewhere-watch", "guarded", [rule], prometheus={"url": other_origin}), namespace)
+    status = wait_status(cluster, namespace, "elsewhere-watch",
+                         lambda s: conditions(s).get("MetricsUnavailable", {}).get("status") == "True",
+                         60, "MetricsUnavailable=True: Prometheus refused")
+    unavailable = conditions(status)["MetricsUnavailable"]
+    assert unavailable["reason"] == "QueryFailed", unavailable
+    assert "refused the query: HTTP 401 Unauthorized" in unavailable["message"], unavailable
+    assert "--prometheus-bearer-token-file" in unavailable["message"]
+    assert rule_of(status, "ctr")["state"] == "Error"
+    assert "QueryFailed" in [e["reason"] for e in events(cluster, namespace, "elsewhere-watch")]
+    refused = [h for h in prometheus_proxy.seen[seen_before:] if h.get("Host", "").startswith("localhost")]
+    assert refused and all("Authorization" not in h for h in refused)
 
 
 def test_missing_target_is_a_clear_condition_and_the_policy_waits(

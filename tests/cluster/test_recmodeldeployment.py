@@ -13,6 +13,7 @@ model URI of a tiny model made here).
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import tempfile
 import threading
@@ -26,14 +27,16 @@ from typing import Any
 import pytest
 
 from recops.api import contracts
+from recops.controllers.rollout import parse_time
 from tests.support.cluster import ON_PROCESS_NODE, Cluster, wait_for_status, wait_until
 from tests.support.models import tiny_served_model
 from tests.support.operator import RunningOperator, settle
-from tests.support.prometheus import PrometheusServer
+from tests.support.prometheus import PrometheusServer, TokenProxy, token_proxy
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
 SERVER_ENV = [{"name": "RECOPS_TORCH_THREADS", "value": "1"}, {"name": "TOKENIZERS_PARALLELISM", "value": "false"}]
+PROMETHEUS_TOKEN = secrets.token_urlsafe(24)
 SERVE_TIMEOUT = 240  # a `recops serve` process imports torch and loads a model on a busy 2-core machine
 
 
@@ -50,9 +53,19 @@ def models() -> Iterator[dict[str, Path]]:
 
 
 @pytest.fixture(scope="module")
-def operator_options(prometheus: PrometheusServer) -> dict[str, Any]:
-    """The module's operator (tests/cluster/conftest.py) asks this Prometheus."""
-    return {"resync_seconds": 2.0, "extra_args": ["--prometheus-url", prometheus.url]}
+def prometheus_proxy(prometheus: PrometheusServer) -> Iterator[TokenProxy]:
+    """The module's Prometheus behind a proxy that demands a bearer token: canary analysis authenticates."""
+    with token_proxy(prometheus.url, [PROMETHEUS_TOKEN]) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def operator_options(prometheus_proxy: TokenProxy, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The module's operator (tests/cluster/conftest.py) asks this Prometheus, with a token from a file."""
+    token_file = tmp_path_factory.mktemp("prometheus-token") / "token"
+    token_file.write_text(PROMETHEUS_TOKEN)
+    return {"resync_seconds": 2.0, "extra_args": ["--prometheus-url", prometheus_proxy.url,
+                                                  "--prometheus-bearer-token-file", str(token_file)]}
 
 
 @pytest.fixture
@@ -262,7 +275,7 @@ def test_pinned_uri_rolling_update_printer_columns_and_deletion(
 
 def test_waits_for_a_lineage_then_canary_promotes(
         cluster: Cluster, operator: RunningOperator, restricted: str, models: dict[str, Path],
-        prometheus: PrometheusServer) -> None:
+        prometheus: PrometheusServer, prometheus_proxy: TokenProxy) -> None:
     namespace = restricted
     cluster.apply(rmd("ranker", {"lineage": "ranker"}, replicas=1, rollout=canary_rollout()), namespace)
     # A model that never appears: a clear waiting condition, and no Deployment.
@@ -306,6 +319,8 @@ def test_waits_for_a_lineage_then_canary_promotes(
                     print(track, metric, prometheus.query(
                         f'recops_{metric}{{recops_namespace="{namespace}",track="{track}",model_version="{version}"}}'))
     assert shoppers.counts["canary"] > 0, shoppers.errors
+    # Analysis reached Prometheus through the token-checking proxy, with the operator's token.
+    assert any(h.get("Authorization") == f"Bearer {PROMETHEUS_TOKEN}" for h in prometheus_proxy.seen)
     assert status.get("canary") is None
     assert [(p["modelVersion"], p["by"]) for p in status["promotions"]] == [
         ("ranker-a", "initial"), ("ranker-b", "analysis")]
@@ -390,6 +405,40 @@ def test_worse_canary_rolled_back_not_retried_until_asked(
     status = status_of(cluster, namespace, "shop")
     assert not status.get("canary") and conditions(status)["Degraded"]["reason"] == "Aborted", status
     assert get(cluster, "deployment", namespace, "shop-canary") is None
+
+
+def test_a_canary_without_metrics_is_rolled_back_at_its_progress_deadline(
+        cluster: Cluster, operator: RunningOperator, restricted: str, models: dict[str, Path]) -> None:
+    namespace = restricted
+    deadline = 40
+    rollout = canary_rollout()
+    rollout["canary"]["progressDeadlineSeconds"] = deadline
+    cluster.apply(finetunejob("slow-a", "slow", models["ranker-a"]), namespace)
+    cluster.apply(rmd("slow", {"lineage": "slow"}, replicas=1, rollout=rollout), namespace)
+    wait_status(cluster, namespace, "slow", serving("ranker-a"), SERVE_TIMEOUT, "ranker-a serving", operator)
+    rollbacks_before = sum(v for k, v in operator.metrics().items()
+                           if k.startswith("recops_operator_rollbacks_total{") and 'deployment="slow"' in k)
+    time.sleep(1.1)
+    cluster.apply(finetunejob("slow-c", "slow", models["ranker-c"]), namespace)
+    # No traffic ever: no verdict. At the deadline the canary is rolled back, never promoted unmeasured.
+    status = wait_status(cluster, namespace, "slow", lambda s: conditions(s).get("Degraded", {}).get("status")
+                         == "True", SERVE_TIMEOUT + deadline, "rolled back at the progress deadline", operator)
+    degraded = conditions(status)["Degraded"]
+    assert degraded["reason"] == "ProgressDeadlineExceeded", degraded
+    assert f"no verdict for {deadline}s" in degraded["message"], degraded
+    # Its pods came up slowly on a busy machine, or (usually) every analysis lacked traffic: either way no verdict.
+    assert "analysis inconclusive: " in degraded["message"] or "waiting for its pods" in degraded["message"]
+    assert status["stable"]["modelVersion"] == "ranker-a" and not status.get("canary")
+    (rejected,) = status["rejectedModels"]
+    assert rejected["modelVersion"] == "ranker-c"
+    started = next(e for e in events(cluster, namespace, "slow") if e["reason"] == "CanaryStarted")
+    started_at = parse_time(started.get("eventTime") or started.get("lastTimestamp") or started.get("firstTimestamp"))
+    assert (parse_time(rejected["rejectedAt"]) - started_at).total_seconds() >= deadline - 1  # not before it
+    warning = next(e for e in events(cluster, namespace, "slow") if e["reason"] == "ProgressDeadlineExceeded")
+    assert warning["type"] == "Warning" and "progressDeadlineSeconds" in warning["message"]
+    wait_until(lambda: get(cluster, "deployment", namespace, "slow-canary") is None, 60, "canary Deployment gone")
+    assert sum(v for k, v in operator.metrics().items() if k.startswith("recops_operator_rollbacks_total{")
+               and 'deployment="slow"' in k) == rollbacks_before + 1
 
 
 def test_operator_leaves_hpa_replicas_alone(cluster: Cluster, operator: RunningOperator, namespace: str,

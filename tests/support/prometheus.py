@@ -1,19 +1,26 @@
-"""A real Prometheus (Debian's package) for tests: scrapes static targets and file_sd files."""
+"""A real Prometheus (Debian's package) for tests: scrapes static targets and file_sd files; and an
+authenticating reverse proxy to put in front of it."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import shutil
+import ssl
 import subprocess
+import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import yaml
+from aiohttp import web
 
 from tests.support.local_servers import free_port, stop_process, wait_for_http
 
@@ -86,3 +93,82 @@ def running_prometheus(
         yield server
     finally:
         stop_process(process, timeout=10)
+
+
+@dataclass
+class TokenProxy:
+    """A reverse proxy in front of Prometheus that forwards only requests carrying an accepted credential,
+    as an authenticating gateway (kube-rbac-proxy, a Mimir or managed-Prometheus frontend) would."""
+
+    url: str
+    tokens: set[str]  # accepted bearer tokens; change it to rotate
+    basic: tuple[str, str] | None = None  # an accepted (user, password)
+    required_headers: dict[str, str] = field(default_factory=dict)
+    seen: list[dict[str, str]] = field(default_factory=list)  # the headers of each request
+
+    def allowed(self, headers: Mapping[str, str]) -> bool:
+        auth = headers.get("Authorization", "")
+        if any(headers.get(k) != v for k, v in self.required_headers.items()):
+            return False
+        if auth.startswith("Bearer ") and auth.removeprefix("Bearer ") in self.tokens:
+            return True
+        if auth.startswith("Basic ") and self.basic is not None:
+            return base64.b64decode(auth.removeprefix("Basic ")).decode() == ":".join(self.basic)
+        return False
+
+
+def self_signed_certificate(workdir: Path) -> tuple[Path, Path]:
+    """(certificate, key) for 127.0.0.1, made with openssl; the certificate is its own CA bundle."""
+    cert, key = workdir / "tls.crt", workdir / "tls.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
+@contextmanager
+def token_proxy(upstream: str, tokens: Sequence[str] = (), *, basic: tuple[str, str] | None = None,
+                required_headers: Mapping[str, str] | None = None,
+                tls: tuple[Path, Path] | None = None) -> Iterator[TokenProxy]:
+    """Run the proxy on a free loopback port in a thread with its own event loop (https with `tls`)."""
+    port = free_port()
+    proxy = TokenProxy(f"{'https' if tls else 'http'}://127.0.0.1:{port}", set(tokens), basic,
+                       dict(required_headers or {}))
+    loop = asyncio.new_event_loop()
+    runner_box: list[web.AppRunner] = []
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        proxy.seen.append(dict(request.headers))
+        if not proxy.allowed(request.headers):
+            return web.Response(status=401, text="Unauthorized: a valid bearer token is required\n",
+                                headers={"WWW-Authenticate": "Bearer"})
+        body = await request.read()
+        async with aiohttp.ClientSession() as session, session.request(
+            request.method, upstream + request.rel_url.path_qs, data=body,
+            headers={"Content-Type": request.headers.get("Content-Type", "")},
+        ) as answer:
+            return web.Response(status=answer.status, body=await answer.read(),
+                                content_type=answer.content_type)
+
+    async def start() -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", forward)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        context = None
+        if tls:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(str(tls[0]), str(tls[1]))
+        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()
+        runner_box.append(runner)
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=30)
+    try:
+        yield proxy
+    finally:
+        asyncio.run_coroutine_threadsafe(runner_box[0].cleanup(), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()

@@ -254,6 +254,21 @@ def test_progress_role_allows_patch_on_this_status_only() -> None:
     assert pod["automountServiceAccountToken"] is True
 
 
+def test_a_user_named_service_account_runs_the_trainer_and_gets_only_this_jobs_progress_role() -> None:
+    job = ftj(podTemplate__serviceAccountName="shop-trainer-irsa")
+    kinds = [m["kind"] for m in b.children(job, SETTINGS)]
+    assert kinds == ["ConfigMap", "Role", "RoleBinding", "Job"]  # no per-job ServiceAccount
+    role, binding = b.role(job), b.role_binding(job)
+    assert role["rules"] == b.role(ftj())["rules"]  # the same single-object grant, nothing wider
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "shop-trainer-irsa", "namespace": "shop"}]
+    assert binding["metadata"]["ownerReferences"][0]["uid"] == UID  # collected with the job
+    pod = b.trainer_job(job, SETTINGS)["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "shop-trainer-irsa"
+    assert pod["automountServiceAccountToken"] is True  # the trainer still reports progress
+    with pytest.raises(ValueError, match="serviceAccountName"):
+        ftj(podTemplate__serviceAccountName="Not_A_Name")
+
+
 def test_the_job_gets_no_finalizer_and_no_ttl_until_its_outcome_is_recorded() -> None:
     # No finalizer: nothing stays stuck when the operator is uninstalled. No TTL yet: the TTL controller
     # must not delete the Job (and its pods' termination messages) before the outcome is read.

@@ -82,6 +82,15 @@ def test_restricted_pod_security_profile() -> None:
     assert {"/tmp", "/var/cache/huggingface"} <= mounts
 
 
+def test_servers_run_as_a_named_service_account_without_an_api_token() -> None:
+    assert "serviceAccountName" not in b.deployment(rmd(), "stable", MODEL, SETTINGS, 1)["spec"]["template"]["spec"]
+    named = rmd(podTemplate={"serviceAccountName": "ranker-gcs-reader"})
+    for track in ("stable", "canary"):
+        pod = b.deployment(named, track, MODEL, SETTINGS, 1)["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == "ranker-gcs-reader"
+        assert pod["automountServiceAccountToken"] is False  # workload identity needs no Kubernetes API token
+
+
 def test_pvc_model_is_mounted_read_only() -> None:
     dep = b.deployment(rmd(), "stable", MODEL, SETTINGS, 1)
     volumes = dep["spec"]["template"]["spec"]["volumes"]

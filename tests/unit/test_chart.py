@@ -178,6 +178,45 @@ def test_every_env_var_is_an_operator_setting_and_images_default_to_app_version(
     assert container["image"] == f"r/op@{digest}"
 
 
+def test_prometheus_credentials_are_mounted_files_from_secret_references() -> None:
+    from recops.controllers import command
+
+    assert "prometheus-auth" not in json.dumps(deployment(render()))  # nothing by default
+    docs = render({"prometheus": {"url": "https://prom.monitoring:9090", "auth": {
+        "bearerTokenSecretRef": {"name": "prom-token", "key": "token"},
+        "caConfigMapRef": {"name": "prom-ca", "key": "ca.crt"},
+        "headers": {"X-Scope-OrgID": "shop", "A": "b"}}}})
+    env = container_env(docs)
+    assert env["RECOPS_PROMETHEUS_BEARER_TOKEN_FILE"] == "/var/run/secrets/recops/prometheus/token"
+    assert env["RECOPS_PROMETHEUS_CA_FILE"] == "/var/run/secrets/recops/prometheus/ca.crt"
+    assert command.parse_headers(env["RECOPS_PROMETHEUS_HEADERS"]) == {"X-Scope-OrgID": "shop", "A": "b"}
+    pod = deployment(docs)["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "prometheus-auth"]
+    assert volume["projected"]["sources"] == [
+        {"secret": {"name": "prom-token", "items": [{"key": "token", "path": "token"}]}},
+        {"configMap": {"name": "prom-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "prometheus-auth"]
+    assert mount == {"name": "prometheus-auth", "mountPath": "/var/run/secrets/recops/prometheus", "readOnly": True}
+    # A projected ServiceAccount token (rotated by the kubelet), or basic auth with its password from a Secret.
+    projected = deployment(render({"prometheus": {"auth": {"serviceAccountTokenAudience": "prometheus"}}}))
+    (volume,) = [v for v in projected["spec"]["template"]["spec"]["volumes"] if v["name"] == "prometheus-auth"]
+    assert volume["projected"]["sources"] == [{"serviceAccountToken": {
+        "audience": "prometheus", "expirationSeconds": 3600, "path": "token"}}]
+    env = container_env(render({"prometheus": {"auth": {
+        "username": "recops", "passwordSecretRef": {"name": "prom-basic", "key": "password"}}}}))
+    assert env["RECOPS_PROMETHEUS_USERNAME"] == "recops"
+    assert env["RECOPS_PROMETHEUS_PASSWORD_FILE"] == "/var/run/secrets/recops/prometheus/password"
+    for wrong, error in (
+        ({"bearerTokenSecretRef": {"name": "t", "key": "k"}, "serviceAccountTokenAudience": "p"}, "not both"),
+        ({"serviceAccountTokenAudience": "p", "username": "u"}, "exclude each other"),
+        ({"headers": {"X": "a,b"}}, "values no ','"),
+        ({"password": "plain"}, "additional properties 'password'"),
+    ):
+        res = helm("template", "recops", str(CHART), "--kube-version", KUBE_VERSION,
+                   *set_args({"prometheus": {"auth": wrong}}), check=False)
+        assert res.returncode != 0 and error in res.stderr, (wrong, res.stderr)
+
+
 def test_chart_app_version_is_the_package_version() -> None:
     import recops
 

@@ -33,6 +33,30 @@ def test_settings_from_environment_and_flags(monkeypatch: pytest.MonkeyPatch) ->
     assert config.peering is None and config.prometheus_url is None
 
 
+def test_prometheus_credentials_are_files_and_go_only_to_the_operators_prometheus(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from recops.monitor.prometheus import auth_for
+
+    assert command.config_from(parse([])).prometheus_auth is None
+    monkeypatch.setenv("RECOPS_PROMETHEUS_BEARER_TOKEN_FILE", "/var/run/secrets/prometheus/token")
+    config = command.config_from(parse(["--prometheus-url", "https://prom.monitoring:9090/",
+                                        "--prometheus-headers", "X-Scope-OrgID=shop, X-Extra = a=b"]))
+    auth = config.prometheus_auth
+    assert auth is not None and auth.bearer_token_file == "/var/run/secrets/prometheus/token"
+    assert auth.headers == {"X-Scope-OrgID": "shop", "X-Extra": "a=b"}
+    # A MonitorPolicy naming another Prometheus must not collect the operator's token.
+    assert auth_for("https://prom.monitoring:9090/prometheus", config.prometheus_url, auth) is auth
+    assert auth_for("https://PROM.monitoring:9090", config.prometheus_url, auth) is auth
+    for elsewhere in ("http://prom.monitoring:9090", "https://prom.monitoring:9091", "https://evil.example:9090",
+                      "https://prom.monitoring.evil.example:9090"):
+        assert auth_for(elsewhere, config.prometheus_url, auth) is None, elsewhere
+    assert auth_for("https://prom:443", "https://prom", auth) is auth
+    with pytest.raises(SystemExit, match="Name=Value"):
+        command.config_from(parse(["--prometheus-headers", "no-equals-sign"]))
+    with pytest.raises(SystemExit, match="exclude each other"):
+        command.config_from(parse(["--prometheus-username", "recops"]))
+
+
 def test_defaults_are_cluster_wide() -> None:
     config = command.config_from(parse([]))
     assert config.namespaces == () and config.builder.job_ttl_seconds is None

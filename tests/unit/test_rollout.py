@@ -342,3 +342,58 @@ def test_no_server_errors_at_all_is_an_error_rate_of_zero() -> None:
     assert (result["state"], result["canary"], result["stable"]) == ("Pass", 0.0, 0.0)
     [idle] = r.evaluate_rules(rule, 100, {"errorRate": r.Measurement(None, None, 0, 200)})
     assert idle["state"] == "Inconclusive"
+
+
+def inconclusive_results() -> list[dict[str, Any]]:
+    return r.evaluate_rules([AnalysisRule(metric="ctr", threshold=Threshold(relative_decrease=0.1))], 100,
+                            {"ctr": "cannot query Prometheus at http://prom: refused"})
+
+
+def test_a_canary_without_a_verdict_is_rolled_back_at_its_progress_deadline() -> None:
+    deadline = spec(rollout={"strategy": "Canary", "canary": {
+        "steps": [{"weight": 20, "pause": "10s"}], "analysis": {"interval": "5s"}, "progressDeadlineSeconds": 60}})
+    assert spec().rollout.canary is not None and spec().rollout.canary.progress_deadline_seconds == 600  # the default
+    status = r.decide(deadline, {}, 1, {"stable": STABLE_A}, r.Selection(cand("b")), serving_observed("a"), None,
+                      at(0)).status
+    observed = serving_observed("a", "b")
+    plan = r.decide(deadline, {}, 1, status, r.Selection(cand("b")), observed, inconclusive_results(), at(5))
+    # No verdict since the canary started (its pods were not ready at 0 s).
+    assert plan.status["stalledSince"] == "2026-11-29T09:00:00Z" and plan.canary is not None
+    # A verdict is progress: a Pass clears the clock, so only an unbroken stretch without one counts.
+    plan = r.decide(deadline, {}, 1, plan.status, r.Selection(cand("b")), observed, pass_results(), at(9))
+    assert "stalledSince" not in plan.status and plan.canary is not None
+    for second in (20, 50, 79):
+        plan = r.decide(deadline, {}, 1, plan.status, r.Selection(cand("b")), observed, inconclusive_results(),
+                        at(second))
+        assert plan.canary is not None and cond(plan.status, "Progressing")["reason"] == "Inconclusive"
+    assert plan.status["stalledSince"] == "2026-11-29T09:00:20Z"
+    plan = r.decide(deadline, {}, 1, plan.status, r.Selection(cand("b")), observed, inconclusive_results(), at(80))
+    assert plan.canary is None and plan.stable is not None and plan.stable.version == "a"  # never promoted unmeasured
+    degraded = cond(plan.status, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "ProgressDeadlineExceeded")
+    assert "no verdict for 60s" in degraded["message"] and "refused" in degraded["message"]
+    assert cond(plan.status, "Progressing")["reason"] == "ProgressDeadlineExceeded"
+    assert plan.status["phase"] == "Failed" and "stalledSince" not in plan.status
+    assert plan.status["rejectedModels"][0]["modelVersion"] == "b"
+    warning = next(e for e in plan.events if e[1] == "ProgressDeadlineExceeded")
+    assert warning[0] == "Warning" and "progressDeadlineSeconds" in warning[2]
+
+
+def test_a_canary_whose_pods_never_get_ready_is_rolled_back_and_zero_waits_for_ever() -> None:
+    def with_deadline(seconds: int) -> RecModelDeploymentSpec:
+        return spec(rollout={"strategy": "Canary", "canary": {"steps": [{"weight": 20}],
+                                                               "progressDeadlineSeconds": seconds}})
+
+    for seconds, rolled_back in ((30, True), (0, False)):
+        status = r.decide(with_deadline(seconds), {}, 1, {"stable": STABLE_A}, r.Selection(cand("b")),
+                          serving_observed("a"), None, at(0)).status
+        crashing = r.Observed(stable_replicas=2, stable_ready=2, stable_version="a", stable_rolled_out=True,
+                              canary_ready=0, canary_version="b", problem="CrashLoopBackOff")
+        for second in (1, 29, 3600):
+            plan = r.decide(with_deadline(seconds), {}, 1, status, r.Selection(cand("b")), crashing, None, at(second))
+            status = plan.status
+            if plan.canary is None:
+                break
+        assert (plan.canary is None) == rolled_back, seconds
+        if rolled_back:
+            assert "CrashLoopBackOff" in cond(status, "Degraded")["message"]

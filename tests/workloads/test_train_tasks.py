@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -67,9 +68,22 @@ def test_each_task_writes_a_complete_model_and_its_termination_message(
     for section in ("## Intended use", "## Data", "### Cleaning", "## Evaluation", "popularity", "bm25", "## Limits",
                     "Tied scores"):
         assert section in card, section
+    # Hugging Face metadata: what the Hub and its tools read, with the evaluated metrics in model-index.
+    from huggingface_hub import ModelCard
+
+    hf = ModelCard.load(model / "README.md").data
+    assert hf.pipeline_tag == {"click-through": "text-ranking", "relevance": "text-ranking",
+                               "embedding": "sentence-similarity", "domain-pretrain": "fill-mask"}[task]
+    assert hf.library_name == ("sentence-transformers" if task == "embedding" else "transformers")
+    assert {"recops", task} <= set(hf.tags)
+    assert hf.base_model is None  # a local directory is no Hub id (the text names it)
+    assert {r.metric_type: r.metric_value for r in hf.eval_results} == {
+        k: round(v, 6) for k, v in manifest.metrics.items()}
+    assert {r.dataset_split for r in hf.eval_results} == {"test"}
     assert ("does not beat" in card) != ("beats every baseline" in card)
     # Only the model is left: no checkpoints, no staging directory.
-    assert leftovers(output) == ["shop", "shop/ftj-01234567", *sorted(f"shop/ftj-01234567/{p.name}" for p in model.iterdir())]
+    assert leftovers(output) == ["shop", "shop/ftj-01234567",
+                                 *sorted(f"shop/ftj-01234567/{p.relative_to(model)}" for p in model.rglob("*"))]
 
     message = TerminationMessage.model_validate_json(json.dumps(run.termination))
     assert message.error is None
@@ -151,3 +165,36 @@ def test_lora_adapters_are_merged_into_a_plain_model(tmp_path: Path, tiny_base: 
     assert "LoRA" in run.stderr
     manifest_written = ModelManifest.model_validate_json((model / "recops.json").read_text())
     assert "peft" in manifest_written.versions
+
+
+def test_an_embedding_model_loads_in_sentence_transformers_as_it_was_trained_and_is_served(
+    tmp_path: Path, tiny_base: Path, shop_events: Path
+) -> None:
+    import numpy as np
+    from huggingface_hub import ModelCard
+    from sentence_transformers import SentenceTransformer
+
+    from recops.serve.model import Scorer, locate
+
+    # A base model whose own card names its license: the fine-tuned model's card carries it on.
+    base = tmp_path / "base"
+    shutil.copytree(tiny_base, base)
+    (base / "README.md").write_text("---\nlicense: apache-2.0\n---\n\n# tiny base\n")
+    output = tmp_path / "models"
+    run = run_train(write_config(tmp_path, job_manifest("embedding", base, shop_events, output)),
+                    tmp_path / "termination-log")
+    assert run.returncode == 0, run.stderr[-3000:]
+    model = model_dir(output)
+    assert ModelCard.load(model / "README.md").data.license == "apache-2.0"
+
+    texts = ["red running shoes", "user: likes hiking boots and waterproof jackets",
+             "a very long product description " * 40]  # past maxLength (48 tokens): truncated the same way
+    loaded = SentenceTransformer(str(model), device="cpu", local_files_only=True)
+    assert loaded.max_seq_length == 48
+    ours = loaded.encode(texts, convert_to_numpy=True)
+    served = np.array(Scorer(locate(str(model)), device="cpu").embed([texts])[0])
+    assert ours.shape == served.shape
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)  # normalised
+    np.testing.assert_allclose(ours, served, atol=1e-5)  # mean pooling over the mask, as trained and served
+    similarity = loaded.similarity(ours, ours)
+    np.testing.assert_allclose(np.asarray(similarity), served @ served.T, atol=1e-5)  # cosine

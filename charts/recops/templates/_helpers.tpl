@@ -142,3 +142,24 @@ ones, else the release's. */}}
 {{- define "recops.feedbackKeyNamespaces" -}}
 {{- .Values.feedbackKey.namespaces | default .Values.rbac.watchNamespaces | default (list .Release.Namespace) | join "," -}}
 {{- end -}}
+
+{{/* Non-empty when the operator needs the prometheus-auth volume (a credential or CA file). */}}
+{{- define "recops.prometheusAuthFiles" -}}
+{{- with .Values.prometheus.auth -}}
+{{- if or .bearerTokenSecretRef.name .serviceAccountTokenAudience (and .username .passwordSecretRef.name) .caConfigMapRef.name -}}
+true
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/* prometheus.auth.headers as RECOPS_PROMETHEUS_HEADERS: Name=Value,... (sorted, so renders are stable). */}}
+{{- define "recops.prometheusHeaders" -}}
+{{- $pairs := list -}}
+{{- range $name, $value := .headers -}}
+{{- if or (contains "," $value) (contains "," $name) (contains "=" $name) -}}
+{{- fail (printf "prometheus.auth.headers: %s: names may hold neither ',' nor '=', values no ','" $name) -}}
+{{- end -}}
+{{- $pairs = append $pairs (printf "%s=%s" $name $value) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end }}

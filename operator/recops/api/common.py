@@ -258,6 +258,13 @@ class PodTemplate(KubeModel):
         default_factory=list, max_length=16, description="Secrets for pulling the image."
     )
     affinity: KubeObject | None = Field(default=None, description="A core/v1 Affinity for the pods.")
+    service_account_name: Name | None = Field(
+        default=None,
+        description="ServiceAccount (same namespace) the pods run as, e.g. one annotated for workload identity "
+                    "(IRSA, EKS Pod Identity, GKE Workload Identity). FineTuneJob: the operator binds the job's "
+                    "progress Role (patch of this job's status only) to it instead of creating a per-job "
+                    "ServiceAccount. RecModelDeployment: the servers run as it, still without a mounted API token.",
+    )
     env: list[KubeObject] = Field(
         default_factory=list, max_length=64,
         description="Extra core/v1 EnvVar entries; use valueFrom.secretKeyRef for credentials.",

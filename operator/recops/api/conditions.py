@@ -62,6 +62,7 @@ CANARY_STEP = "CanaryStep"  # The canary serves a step's weight and is being ana
 INCONCLUSIVE = "Inconclusive"  # Too little traffic to judge the canary step; it waits.
 PROMOTED = "Promoted"  # The candidate became the stable model.
 ROLLED_BACK = "RolledBack"  # The canary failed analysis failureLimit times and was removed.
+PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"  # The canary had no verdict for progressDeadlineSeconds.
 ABORTED = "Aborted"  # A person aborted the rollout with recops.dev/abort.
 MINIMUM_REPLICAS = "MinimumReplicasAvailable"  # Enough stable replicas are ready.
 REPLICAS_UNAVAILABLE = "ReplicasUnavailable"  # No stable replica is ready.

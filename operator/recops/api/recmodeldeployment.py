@@ -182,6 +182,12 @@ class CanarySpec(KubeModel):
     )
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec, description="How each step is judged.")
     failure_limit: int = Field(default=2, ge=1, le=100, description="Failed analyses before rolling back.")
+    progress_deadline_seconds: int = Field(
+        default=600, ge=0, le=7 * 24 * 3600,
+        description="How long a canary may go without a verdict (its pods not ready, or every analysis "
+        "Inconclusive for lack of metrics) before it is rolled back: promoting an unmeasured model is unsafe. "
+        "0: wait for ever.",
+    )
 
     @field_validator("steps")
     @classmethod
@@ -283,6 +289,9 @@ class RecModelDeploymentStatus(KubeModel):
     analysis_failures: int | None = Field(default=None, ge=0)
     last_analysis: list[AnalysisResult] | None = Field(default=None, max_length=16)
     last_analysis_time: Timestamp | None = Field(default=None, description="When the canary was last analysed.")
+    stalled_since: Timestamp | None = Field(
+        default=None, description="Since when the canary has had no verdict (pods not ready or analysis Inconclusive)."
+    )
     endpoint: str | None = Field(default=None, max_length=512, description="In-cluster URL of the Service.")
     rejected_models: list[RejectedModel] = Field(default_factory=list, max_length=100)
     promotions: list[Promotion] = Field(default_factory=list, max_length=10, description="The last promotions.")

@@ -1,5 +1,6 @@
 """The objects a FineTuneJob owns: the ConfigMap holding the job, the trainer Job, and the
-ServiceAccount + Role + RoleBinding the trainer reports progress with.
+ServiceAccount + Role + RoleBinding the trainer reports progress with (no ServiceAccount when the
+user names one in podTemplate.serviceAccountName: the RoleBinding then binds that one).
 
 Pure functions of the FineTuneJob (model + metadata) and the operator's `BuilderSettings`.
 """
@@ -185,14 +186,21 @@ def role(ftj: FineTuneJob) -> dict[str, Any]:
     }
 
 
+def trainer_service_account(ftj: FineTuneJob) -> str:
+    """The ServiceAccount the trainer runs as: the user's (workload identity), else the per-job one."""
+    return ftj.spec.pod_template.service_account_name or service_account_name(name_of(ftj))
+
+
 def role_binding(ftj: FineTuneJob) -> dict[str, Any]:
+    """Binds the per-job Role to the trainer's ServiceAccount. A user-named ServiceAccount gains only what the
+    Role allows (this job's status), and only while the job exists: the binding is owned and collected with it."""
     name = service_account_name(name_of(ftj))
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
         "metadata": object_meta(name, owner_body(ftj), labels(ftj)),
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace_of(ftj)}],
+        "subjects": [{"kind": "ServiceAccount", "name": trainer_service_account(ftj), "namespace": namespace_of(ftj)}],
     }
 
 
@@ -387,7 +395,7 @@ def trainer_job(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: 
 
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "serviceAccountName": service_account_name(name),
+        "serviceAccountName": trainer_service_account(ftj),
         "automountServiceAccountToken": True,  # the trainer reports progress with it
         "enableServiceLinks": False,
         "securityContext": pod_security_context(),
@@ -442,9 +450,10 @@ def trainer_job(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: 
 def children(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: str | None = None) -> list[dict[str, Any]]:
     """Everything a FineTuneJob owns, in the order to apply it (the Job last: its pods need the rest)."""
     workers_service = [headless_service(ftj)] if ftj.spec.resources.workers > 1 else []
+    own_account = [] if ftj.spec.pod_template.service_account_name else [service_account(ftj)]
     return [
         config_map(ftj),
-        service_account(ftj),
+        *own_account,
         role(ftj),
         role_binding(ftj),
         *workers_service,

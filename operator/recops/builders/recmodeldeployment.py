@@ -294,6 +294,10 @@ def pod_template(rmd: RecModelDeployment, track: str, model: TrackModel, setting
         pod_spec["affinity"] = dict(user.affinity)
     if user.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": s.name} for s in user.image_pull_secrets]
+    if user.service_account_name:
+        # Workload identity needs no API token: IRSA's and Pod Identity's webhooks project their own, GKE's
+        # metadata server needs none; automountServiceAccountToken stays false.
+        pod_spec["serviceAccountName"] = user.service_account_name
     return {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod_spec}
 
 

@@ -22,6 +22,16 @@ _SETTINGS: dict[str, tuple[str, str | None, str]] = {
     "--namespaces": ("RECOPS_NAMESPACES", "",
                      "comma-separated namespaces to watch; empty: the whole cluster"),
     "--prometheus-url": ("RECOPS_PROMETHEUS_URL", None, "default Prometheus for MonitorPolicies that name none"),
+    "--prometheus-bearer-token-file": ("RECOPS_PROMETHEUS_BEARER_TOKEN_FILE", None,
+                                       "file holding the bearer token for that Prometheus (a mounted Secret key or "
+                                       "projected ServiceAccount token), read on each query"),
+    "--prometheus-username": ("RECOPS_PROMETHEUS_USERNAME", None, "basic-auth user for that Prometheus"),
+    "--prometheus-password-file": ("RECOPS_PROMETHEUS_PASSWORD_FILE", None,
+                                   "file holding the basic-auth password (a mounted Secret key)"),
+    "--prometheus-ca-file": ("RECOPS_PROMETHEUS_CA_FILE", None, "PEM CA bundle that signs that Prometheus's certificate"),
+    "--prometheus-headers": ("RECOPS_PROMETHEUS_HEADERS", None,
+                             "extra headers of its queries, comma-separated Name=Value (e.g. X-Scope-OrgID=shop); "
+                             "not for secrets"),
     "--job-ttl-seconds": ("RECOPS_JOB_TTL_SECONDS", None,
                           "ttlSecondsAfterFinished of trainer Jobs whose FineTuneJob sets none (unset: keep them)"),
     "--resync-seconds": ("RECOPS_RESYNC_SECONDS", "60", "period of the level-based resync of unfinished objects"),
@@ -71,10 +81,35 @@ def _names(value: str | None) -> tuple[str, ...]:
     return tuple(n.strip() for n in (value or "").split(",") if n.strip())
 
 
+def parse_headers(text: str | None) -> dict[str, str]:
+    """`A=1,B=2` -> {"A": "1", "B": "2"}."""
+    headers = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise SystemExit(f"--prometheus-headers: {item.strip()!r} is not Name=Value")
+        headers[name.strip()] = value.strip()
+    return headers
+
+
 def config_from(args: argparse.Namespace) -> OperatorConfig:
     from recops.builders.common import BuilderSettings
     from recops.controllers.feedback_key import SharedFeedbackKey
     from recops.controllers.main import OperatorConfig
+    from recops.monitor.prometheus import PrometheusAuth
+
+    if args.prometheus_bearer_token_file and args.prometheus_username:
+        raise SystemExit("--prometheus-bearer-token-file and --prometheus-username exclude each other "
+                         "(one Authorization header)")
+    auth = PrometheusAuth(
+        bearer_token_file=args.prometheus_bearer_token_file or None,
+        username=args.prometheus_username or None,
+        password_file=args.prometheus_password_file or None,
+        ca_file=args.prometheus_ca_file or None,
+        headers=parse_headers(args.prometheus_headers),
+    )
 
     return OperatorConfig(
         builder=BuilderSettings(
@@ -85,6 +120,7 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
         ),
         namespaces=_names(args.namespaces),
         prometheus_url=args.prometheus_url or None,
+        prometheus_auth=auth if auth.configured else None,
         resync_seconds=float(args.resync_seconds),
         start_timeout_seconds=float(args.start_timeout_seconds or 0),
         metrics_port=int(args.metrics_port or 0),

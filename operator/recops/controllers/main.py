@@ -52,6 +52,7 @@ from recops.controllers.monitorpolicy import MonitorMetrics, MonitorPolicyContro
 from recops.controllers.recmodeldeployment import PassResult as RmdPassResult
 from recops.controllers.recmodeldeployment import RecModelDeploymentController, rmds_following
 from recops.controllers.work import Coalescer
+from recops.monitor.prometheus import PrometheusAuth
 
 log = logging.getLogger("recops.operator")
 STEERING_ANNOTATIONS = (PROMOTE_ANNOTATION, ABORT_ANNOTATION, RETRY_MODEL_ANNOTATION)
@@ -78,6 +79,7 @@ class OperatorConfig:
     builder: BuilderSettings = field(default_factory=BuilderSettings)
     namespaces: tuple[str, ...] = ()  # empty: cluster-wide
     prometheus_url: str | None = None
+    prometheus_auth: PrometheusAuth | None = None  # credentials for prometheus_url only
     resync_seconds: float = 60.0
     start_timeout_seconds: float = 900.0  # 0: a trainer that cannot start is waited for for ever
     metrics_port: int = 8080  # 0: no /metrics
@@ -137,6 +139,7 @@ class Operator:
                                                   start_timeout_s=config.start_timeout_seconds)
         self.rmds = RecModelDeploymentController(self.kube, config.builder, post_event=self.post_rmd_event,
                                                  prometheus_url=config.prometheus_url,
+                                                 prometheus_auth=config.prometheus_auth,
                                                  shared_feedback_key=config.feedback_key)
         self.coalescer = Coalescer()
         # RecModelDeployments seen on the watch stream -> whether a rollout is under way.
@@ -150,7 +153,8 @@ class Operator:
         self.apply_wanted: set[tuple[str, str, str]] = set()
         self.apply_lock = threading.Lock()
         self.monitor = MonitorPolicyController(
-            self.kube, default_prometheus_url=config.prometheus_url, metrics=MonitorMetrics(self.metrics.registry),
+            self.kube, default_prometheus_url=config.prometheus_url, prometheus_auth=config.prometheus_auth,
+            metrics=MonitorMetrics(self.metrics.registry),
             instance=config.instance,
         )
         # MonitorPolicies seen on the watch stream -> (generation, monotonic time of the next evaluation).
@@ -215,7 +219,7 @@ class Operator:
 
     def post_rmd_event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """Post a RecModelDeployment's Event; a rollback also counts in recops_operator_rollbacks_total."""
-        if reason == c.ROLLED_BACK:
+        if reason in (c.ROLLED_BACK, c.PROGRESS_DEADLINE_EXCEEDED):
             meta = body.get("metadata") or {}
             self.metrics.rollbacks.labels(namespace=meta.get("namespace", ""), deployment=meta.get("name", "")).inc()
         post_event(body, type_, reason, message)

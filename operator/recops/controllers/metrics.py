@@ -44,7 +44,8 @@ class OperatorMetrics:
             registry=self.registry,
         )
         self.rollbacks = Counter(
-            "recops_operator_rollbacks_total", "Canaries rolled back after failing analysis, by RecModelDeployment.",
+            "recops_operator_rollbacks_total",
+            "Canaries rolled back after failing analysis or passing their progress deadline, by RecModelDeployment.",
             ["namespace", "deployment"], registry=self.registry,
         )
         self.finetunejobs = Gauge(

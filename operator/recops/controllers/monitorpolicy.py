@@ -33,7 +33,7 @@ from recops.builders import monitorpolicy as builders
 from recops.controllers.conditions import find, is_true, ordered, set_condition
 from recops.controllers.kube import ApiError, Kube, resource_path
 from recops.monitor import evaluation as ev
-from recops.monitor.prometheus import Prometheus
+from recops.monitor.prometheus import Prometheus, PrometheusAuth, auth_for
 from recops.monitor.promql import TrackSelector
 from recops.monitor.retrain import OwnedJob, decide_retrain, jobs_to_prune, next_sequence, recent_records
 from recops.monitor.rules import BREACHED, ERROR, OK, PENDING, Measurement, RuleVerdict
@@ -143,6 +143,7 @@ class MonitorPolicyController:
         kube: Kube,
         *,
         default_prometheus_url: str | None = None,
+        prometheus_auth: PrometheusAuth | None = None,
         post_event: EventPoster | None = None,
         metrics: MonitorMetrics | None = None,
         instance: str = "recops-operator",
@@ -151,6 +152,7 @@ class MonitorPolicyController:
     ) -> None:
         self.kube = kube
         self.default_prometheus_url = default_prometheus_url
+        self.prometheus_auth = prometheus_auth
         # Kopf's kopf.event() works only inside its per-object processing; evaluations run on
         # the operator's own schedule, so by default Events are created through the API directly.
         self.post_event = post_event or self._post_event
@@ -235,7 +237,8 @@ class MonitorPolicyController:
                 errors.append("no Prometheus: set spec.prometheus.url or the operator's --prometheus-url")
                 measurements = {r.name: Measurement(value=None, error=errors[0]) for r in spec.rules}
             else:
-                prometheus = Prometheus(url, timeout_seconds=self.prometheus_timeout)
+                prometheus = Prometheus(url, timeout_seconds=self.prometheus_timeout,
+                                        auth=auth_for(url, self.default_prometheus_url, self.prometheus_auth))
                 baseline = await self._baseline(body, spec, old.get("baseline"), stable, selector, prometheus, now,
                                                 errors)
                 new["baseline"] = baseline

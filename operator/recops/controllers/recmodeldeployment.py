@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -35,6 +35,9 @@ from recops.controllers.conditions import set_condition, stored_invalid
 from recops.controllers.feedback_key import Outcome, SharedFeedbackKey, ensure_shared_feedback_secret
 from recops.controllers.kube import ApiError, Kube, is_rejection, object_path, rejection, resource_path
 from recops.monitor.promql import TrackSelector, builtin_query
+
+if TYPE_CHECKING:
+    from recops.monitor.prometheus import PrometheusAuth
 
 log = logging.getLogger("recops.controllers.recmodeldeployment")
 
@@ -77,13 +80,14 @@ def _now() -> datetime:
 
 class RecModelDeploymentController:
     def __init__(self, kube: Kube, settings: BuilderSettings, post_event: EventPoster = _ignore_event,
-                 prometheus_url: str | None = None, now: Callable[[], datetime] = _now,
-                 shared_feedback_key: SharedFeedbackKey | None = None) -> None:
+                 prometheus_url: str | None = None, prometheus_auth: PrometheusAuth | None = None,
+                 now: Callable[[], datetime] = _now, shared_feedback_key: SharedFeedbackKey | None = None) -> None:
         self.kube = kube
         self.shared_feedback_key = shared_feedback_key
         self.settings = settings
         self.post_event = post_event
         self.prometheus_url = prometheus_url
+        self.prometheus_auth = prometheus_auth
         self.now = now
         # (namespace, name, kind, child name) -> hash of what was applied last: unchanged children are not re-sent.
         self._applied: dict[tuple[str, str, str, str], str] = {}
@@ -236,7 +240,7 @@ class RecModelDeploymentController:
         from recops.monitor.prometheus import Prometheus, PrometheusError
 
         assert self.prometheus_url is not None
-        prometheus = Prometheus(self.prometheus_url)
+        prometheus = Prometheus(self.prometheus_url, auth=self.prometheus_auth)
 
         async def one(metric: str) -> rollout.Measurement | str:
             values: dict[str, float | None] = {}

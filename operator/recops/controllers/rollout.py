@@ -37,7 +37,7 @@ RETRY_MODEL = "RetryModel"
 # Status fields the operator owns (everything else in status is left alone).
 STATUS_FIELDS = (
     "phase", "conditions", "observedGeneration", "stable", "canary", "canaryWeight", "canaryStep", "stepStartedAt",
-    "analysisFailures", "lastAnalysis", "lastAnalysisTime", "endpoint", "rejectedModels", "promotions",
+    "analysisFailures", "lastAnalysis", "lastAnalysisTime", "stalledSince", "endpoint", "rejectedModels", "promotions",
     "handledAnnotations",
 )
 
@@ -369,7 +369,7 @@ def _promote(status: dict[str, Any], track: Mapping[str, Any], by: str, now: dat
 
 def _clear_canary(status: dict[str, Any]) -> None:
     for key in ("canary", "canaryWeight", "canaryStep", "stepStartedAt", "analysisFailures", "lastAnalysis",
-                "lastAnalysisTime"):
+                "lastAnalysisTime", "stalledSince"):
         status.pop(key, None)
 
 
@@ -500,8 +500,10 @@ def _canary_step(status: dict[str, Any], spec: RecModelDeploymentSpec, observed:
         # The pause counts only from when the canary's pods serve (and status is not rewritten every pass).
         status.pop("stepStartedAt", None)
         problem = f": {observed.problem}" if observed.problem else ""
-        return (True, c.CANARY_STEP, f"canary {canary['modelVersion']} {where}: waiting for its pods to be ready "
-                                     f"({observed.canary_ready}/{wanted_replicas}){problem}"), degraded_state
+        waiting = f"waiting for its pods to be ready ({observed.canary_ready}/{wanted_replicas}){problem}"
+        if stalled_too_long(status, canary_spec.progress_deadline_seconds, now):
+            return _roll_back_stalled(status, canary, waiting, canary_spec.progress_deadline_seconds, events, now)
+        return (True, c.CANARY_STEP, f"canary {canary['modelVersion']} {where}: {waiting}"), degraded_state
     if not status.get("stepStartedAt"):
         status["stepStartedAt"] = format_time(now)
     pause_end = _pause_end(spec, status)
@@ -517,6 +519,7 @@ def _canary_step(status: dict[str, Any], spec: RecModelDeploymentSpec, observed:
     status["lastAnalysisTime"] = format_time(now)
     state, message = verdict(analysis)
     if state == "Fail":
+        status.pop("stalledSince", None)  # a verdict is progress
         failures = int(status.get("analysisFailures") or 0) + 1
         status["analysisFailures"] = failures
         if failures >= canary_spec.failure_limit:
@@ -532,8 +535,12 @@ def _canary_step(status: dict[str, Any], spec: RecModelDeploymentSpec, observed:
         return (True, c.CANARY_STEP, f"canary {canary['modelVersion']} {where}: analysis failed "
                                      f"{failures}/{canary_spec.failure_limit}: {message}"[:2000]), degraded_state
     if state == "Inconclusive":
+        if stalled_too_long(status, canary_spec.progress_deadline_seconds, now):
+            return _roll_back_stalled(status, canary, f"analysis inconclusive: {message}",
+                                      canary_spec.progress_deadline_seconds, events, now)
         return (True, c.INCONCLUSIVE, f"canary {canary['modelVersion']} {where} waits: {message}"[:2000]), \
             degraded_state
+    status.pop("stalledSince", None)  # a verdict (Pass or Fail) is progress
     if pause_end is not None and now < pause_end:
         left = max(0, int((pause_end - now).total_seconds()))
         return (True, c.CANARY_STEP, f"canary {canary['modelVersion']} {where}: analysis passed; "
@@ -550,6 +557,28 @@ def _canary_step(status: dict[str, Any], spec: RecModelDeploymentSpec, observed:
     _clear_canary(status)
     return (False, c.PROMOTED, f"model {canary['modelVersion']} promoted"), (False, c.PROMOTED,
                                                                              f"model {canary['modelVersion']} promoted")
+
+
+def stalled_too_long(status: dict[str, Any], deadline_seconds: int, now: datetime) -> bool:
+    """Whether a canary without a verdict (pods not ready, or analysis Inconclusive) has passed its progress
+    deadline; the first such pass records `stalledSince` (a Pass or Fail verdict clears it)."""
+    since = parse_time(status.get("stalledSince"))
+    if since is None:
+        status["stalledSince"] = format_time(now)
+        return False
+    return deadline_seconds > 0 and (now - since).total_seconds() >= deadline_seconds
+
+
+def _roll_back_stalled(status: dict[str, Any], canary: Mapping[str, Any], why: str, deadline_seconds: int,
+                       events: list[Event], now: datetime) -> tuple[tuple[bool, str, str], tuple[bool, str, str]]:
+    """Roll back a canary that had no verdict for its progress deadline: promoting an unmeasured model is unsafe."""
+    reason = (f"rolled back: no verdict for {deadline_seconds}s (rollout.canary.progressDeadlineSeconds) "
+              f"since {status.get('stalledSince')}; {why}")[:1024]
+    _reject(status, canary, reason, now)
+    events.append(("Warning", c.PROGRESS_DEADLINE_EXCEEDED, f"canary {canary['modelVersion']} {reason}"[:1024]))
+    _clear_canary(status)
+    message = f"canary {canary['modelVersion']} {reason}"[:2000]
+    return (False, c.PROGRESS_DEADLINE_EXCEEDED, message), (True, c.PROGRESS_DEADLINE_EXCEEDED, message)
 
 
 def _finish(plan: Plan, spec: RecModelDeploymentSpec, generation: int | None, conditions: list[dict[str, Any]],
@@ -591,7 +620,7 @@ def _finish(plan: Plan, spec: RecModelDeploymentSpec, generation: int | None, co
         problem = f" ({observed.problem})" if observed.problem else ""
         set_(c.PROGRESSING, True, c.ROLLING_UPDATE,
              f"the stable Deployment is rolling out model {stable['modelVersion']}{problem}")
-    elif progressing[1] in (c.PROMOTED, c.ROLLED_BACK):
+    elif progressing[1] in (c.PROMOTED, c.ROLLED_BACK, c.PROGRESS_DEADLINE_EXCEEDED):
         set_(c.PROGRESSING, False, progressing[1], progressing[2])
     else:
         note = f"; {selection.message}" if selection.message else ""

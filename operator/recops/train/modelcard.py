@@ -1,8 +1,14 @@
-"""The model card (README.md) and the loss curves (PNG) written beside the weights."""
+"""The model card (README.md) and the loss curves (PNG) written beside the weights.
+
+The card's front matter is Hugging Face model-card metadata built with huggingface_hub's
+ModelCardData (base_model, pipeline_tag, license, library_name, tags, and model-index with the
+evaluated metrics), so the Hub, its search and tools that read cards understand it.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +19,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("recops.train")
 
 CURVES_FILE = "training_curves.png"
+
+# Hugging Face pipeline tag of each task's model: cross-encoders rank (query, product) pairs; the embedding
+# model is a sentence-transformers bi-encoder; domain-pretrain leaves a masked language model.
+PIPELINE_TAGS = {"click-through": "text-ranking", "relevance": "text-ranking", "embedding": "sentence-similarity",
+                 "domain-pretrain": "fill-mask"}
+# Base models recops ships, by their Hub id (a base_model must be a Hub id; other URIs are named in the text).
+HUB_IDS = {"builtin://all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
 
 INTENDED_USE = {
     "click-through": "Re-ranking a shortlist of products for a search query (or a user context): the score is the "
@@ -74,6 +87,44 @@ class CardInputs:
     created_at: str
     has_curves: bool = False
     notes: list[str] = field(default_factory=list)
+    license: str | None = None  # the base model's, from its own card
+
+
+def base_model_license(base_dir: Path) -> str | None:
+    """The license in the base model's own card (README.md front matter), if it has one."""
+    readme = base_dir / "README.md"
+    if not readme.is_file():
+        return None
+    from huggingface_hub import ModelCard
+
+    try:
+        license_ = ModelCard.load(readme).data.license
+    except Exception as err:  # an unreadable card costs the license line, never the model
+        log.warning("could not read the base model's card %s: %s", readme, err)
+        return None
+    return license_ if isinstance(license_, str) else None
+
+
+def card_metadata(inputs: CardInputs) -> Any:
+    """The card's Hugging Face metadata (a huggingface_hub ModelCardData)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    pipeline_tag = PIPELINE_TAGS[inputs.task]
+    embedding = inputs.task == "embedding"
+    tags = ["recops", "ranking", inputs.task, inputs.architecture]
+    if embedding:
+        tags += ["sentence-transformers", "feature-extraction"]
+    dataset = f"{inputs.dataset_uri or 'dataset'} (fingerprint {inputs.data_fingerprint[:12]})"
+    results = [
+        EvalResult(task_type=pipeline_tag, dataset_type="recops-dataset", dataset_name=dataset, dataset_split="test",
+                   metric_type=name, metric_name=name, metric_value=round(value, 6))
+        for name, value in inputs.metrics.items() if math.isfinite(value)
+    ]
+    return ModelCardData(
+        base_model=HUB_IDS.get(inputs.base_model), license=inputs.license,
+        library_name="sentence-transformers" if embedding else "transformers", pipeline_tag=pipeline_tag,
+        tags=tags, model_name=inputs.model_version, eval_results=results or None,
+    )
 
 
 def _fmt(value: float | None) -> str:
@@ -161,17 +212,25 @@ def verdict(metrics: dict[str, float], baseline: dict[str, dict[str, float]],
     return ["**The model does not beat** (a tie does not beat):", ""] + [f"- {line}" for line in lost]
 
 
+def usage(inputs: CardInputs) -> list[str]:
+    """How to load an embedding model outside recops: sentence-transformers, as it was trained."""
+    if inputs.task != "embedding":
+        return []
+    return ["### With sentence-transformers", "",
+            "The model directory is a sentence-transformers model (mean pooling, normalised, cosine similarity, "
+            f"{inputs.max_length} tokens), the same embeddings recops serves:", "",
+            "```python", "from sentence_transformers import SentenceTransformer", "",
+            "model = SentenceTransformer(\"path/to/" + inputs.model_version + "\")",
+            "scores = model.similarity(model.encode([\"red running shoes\"]), model.encode(product_texts))",
+            "```", ""]
+
+
 def render(inputs: CardInputs) -> str:
     gate = "No gate: every complete model may be deployed." if inputs.gate is None else (
         f"**{'passed' if inputs.gate_passed else 'failed'}**: {describe_gate(inputs.gate)}")
     splits = ", ".join(f"{k}: {v}" for k, v in inputs.split_sizes.items())
     training = ", ".join(f"{k}: {v}" for k, v in inputs.training.items() if v is not None)
     parts = [
-        "---",
-        "library_name: transformers",
-        "tags: [recops, ranking, " + inputs.task + "]",
-        "---",
-        "",
         f"# {inputs.model_version}",
         "",
         f"A **{inputs.task}** model ({inputs.architecture}, score transform `{inputs.score_transform}`) fine-tuned by "
@@ -184,6 +243,7 @@ def render(inputs: CardInputs) -> str:
         f"Inputs: the query (or `user: <context>` when there is no query) and the product text, each truncated to "
         f"{inputs.max_length} tokens." + (f" maxGrade: {inputs.max_grade:g}." if inputs.score_transform == "grade" else ""),
         "",
+        *usage(inputs),
         "## Data",
         "",
         f"- Source: `{inputs.dataset_uri}`",
@@ -232,7 +292,10 @@ def render(inputs: CardInputs) -> str:
     if inputs.notes:
         parts += ["## Notes", ""] + [f"- {note}" for note in inputs.notes] + [""]
     parts += ["## Versions", "", ", ".join(f"{k} {v}" for k, v in inputs.versions.items()), ""]
-    return "\n".join(parts)
+    from huggingface_hub import ModelCard
+
+    card = ModelCard(f"---\n{card_metadata(inputs).to_yaml()}\n---\n\n" + "\n".join(parts))
+    return str(card)
 
 
 def plot_curves(log_history: list[dict[str, Any]], path: Path) -> bool:

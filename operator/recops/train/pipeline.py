@@ -101,6 +101,10 @@ def run(job: Job) -> TerminationMessage | None:
             versions=_versions(spec.training.lora is not None),
         )
         manifest = fuse(manifest, stage, data)
+        if spec.task == "embedding":
+            from recops.train.sentence_transformers_format import write_sentence_transformers_config
+
+            write_sentence_transformers_config(stage, spec.training.max_length, manifest.versions)
         if spec.optimize is not None:
             from recops.train.optimize import optimize
 
@@ -123,7 +127,8 @@ def run(job: Job) -> TerminationMessage | None:
             "gate": spec.evaluation.gate.to_api() if spec.evaluation.gate else None, "gate_passed": decision.passed,
             "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         })
-        write_card(job, manifest, stage, data, sizes, result, plain.skipped, decision.reasons, dist.world_size)
+        write_card(job, manifest, stage, data, sizes, result, plain.skipped, decision.reasons, dist.world_size,
+                   base_dir)
         (stage / MODEL_MANIFEST).write_text(manifest.to_json())  # last: it marks the model complete
         output.publish(stage, job.model_uri)
         stage = None
@@ -253,8 +258,8 @@ def _describe_fusion(stage: Path) -> str:
 
 
 def write_card(job: Job, manifest: ModelManifest, stage: Path, data: Any, sizes: dict[str, int], result: Any,
-               skipped: dict[str, str], reasons: list[str], world_size: int) -> None:
-    from recops.train.modelcard import CURVES_FILE, CardInputs, plot_curves, render
+               skipped: dict[str, str], reasons: list[str], world_size: int, base_dir: Path | None = None) -> None:
+    from recops.train.modelcard import CURVES_FILE, CardInputs, base_model_license, plot_curves, render
 
     (stage / TRAINING_LOG).write_text(json.dumps(result.log_history, indent=1))
     try:
@@ -280,5 +285,6 @@ def write_card(job: Job, manifest: ModelManifest, stage: Path, data: Any, sizes:
         optimization=manifest.optimization,
         gate=manifest.gate, gate_passed=manifest.gate_passed, gate_reasons=reasons,
         versions=manifest.versions, created_at=manifest.created_at or "", has_curves=has_curves,
+        license=base_model_license(base_dir) if base_dir is not None else None,
     )
     (stage / "README.md").write_text(render(inputs))
