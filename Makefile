@@ -48,9 +48,10 @@ test: venv lint binaries
 images:
 	hack/images
 
-# The whole loop on a local control plane (hack/demo.py); DEMO_FAST=1: tiny model, short windows.
+# The whole loop on a local control plane (hack/demo.py); DEMO_FAST=1: tiny model, short windows;
+# DEMO_OPERATOR=pod: the chart's operator Deployment runs from the operator image (hack/images).
 demo: venv
-	$(BIN)/python hack/demo.py up $(if $(filter 1,$(DEMO_FAST)),--fast)
+	$(BIN)/python hack/demo.py up $(if $(filter 1,$(DEMO_FAST)),--fast) $(if $(DEMO_OPERATOR),--operator $(DEMO_OPERATOR))
 
 demo-down:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python hack/demo.py down; else hack/cluster down; fi
