@@ -14,9 +14,7 @@ RECOPS_TEST_OPERATOR_IMAGE names another image (default localhost/recops-operato
 from __future__ import annotations
 
 import calendar
-import importlib.util
 import json
-import os
 import socket
 import time
 from typing import Any
@@ -25,32 +23,17 @@ import pytest
 
 from tests.cluster.test_chart import Release, chart_helm, uninstall
 from tests.cluster.test_finetunejob import finetunejob, ftj, kubectl_wait, report
-from tests.support.cluster import HACK, ON_PROCESS_NODE, Cluster
+from tests.support.cluster import ON_PROCESS_NODE, Cluster
 from tests.support.helm import CHART, set_args
+from tests.support.images import OPERATOR_IMAGE, podman_runtime, require_image
 
 pytestmark = [pytest.mark.cluster, pytest.mark.images, pytest.mark.timeout(420)]
-
-IMAGE = os.environ.get("RECOPS_TEST_OPERATOR_IMAGE", "localhost/recops-operator:dev")
-
-
-def podman_runtime() -> Any:
-    """hack/podman_runtime.py, the process node's runtime: the same podman settings and storage."""
-    spec = importlib.util.spec_from_file_location("podman_runtime", HACK / "podman_runtime.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.Podman()
-
 
 @pytest.fixture(scope="module")
 def operator_image() -> tuple[str, str]:
     """(repository, tag) of the operator image, present in local podman storage."""
-    podman = podman_runtime()
-    if not podman.available:
-        pytest.skip("podman is not installed (apt-get install podman runc; see ../shared/notes/containers.md)")
-    if not podman.has_image(IMAGE):
-        pytest.skip(f"{IMAGE} is not in local podman storage ({podman.root}): run `make images`")
-    repository, tag = IMAGE.rsplit(":", 1)
+    require_image(OPERATOR_IMAGE)
+    repository, tag = OPERATOR_IMAGE.rsplit(":", 1)
     return repository, tag
 
 
