@@ -7,8 +7,8 @@ finds the apiserver in-cluster and has only the chart's RBAC.
 The trainer pod is a kwok pod with the test hooks of DESIGN.md (its termination message is the
 report), as in tests/cluster/test_chart.py: this test is about the operator's pod.
 
-Needs podman and the operator image in local podman storage (`make images`); skips otherwise.
-RECOPS_TEST_OPERATOR_IMAGE names another image (default localhost/recops-operator:dev).
+Builds the operator image with hack/images (`make images`; seconds when nothing changed); skips
+without podman. RECOPS_TEST_OPERATOR_IMAGE names an already built image to use instead.
 """
 
 from __future__ import annotations
@@ -25,15 +25,17 @@ from tests.cluster.test_chart import Release, chart_helm, uninstall
 from tests.cluster.test_finetunejob import finetunejob, ftj, kubectl_wait, report
 from tests.support.cluster import ON_PROCESS_NODE, Cluster
 from tests.support.helm import CHART, set_args
-from tests.support.images import OPERATOR_IMAGE, podman_runtime, require_image
+from tests.support.images import operator_image as built_operator_image
+from tests.support.images import podman_runtime
 
-pytestmark = [pytest.mark.cluster, pytest.mark.images, pytest.mark.timeout(420)]
+# The time limit leaves room for a cold build of the operator image (its first use in a session).
+pytestmark = [pytest.mark.cluster, pytest.mark.images, pytest.mark.timeout(420 + 1800)]
+
 
 @pytest.fixture(scope="module")
 def operator_image() -> tuple[str, str]:
     """(repository, tag) of the operator image, present in local podman storage."""
-    require_image(OPERATOR_IMAGE)
-    repository, tag = OPERATOR_IMAGE.rsplit(":", 1)
+    repository, tag = built_operator_image().rsplit(":", 1)
     return repository, tag
 
 

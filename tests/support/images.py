@@ -1,17 +1,22 @@
-"""The images `make images` (hack/images) builds, as the process node sees them: through
-hack/podman_runtime.py, so the same podman settings and storage."""
+"""The operator image as the process node sees it: built by `make images` (hack/images) into the
+podman storage that hack/podman_runtime.py reads, with the same settings."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
+import shutil
+import subprocess
 from typing import Any
 
 import pytest
 
 from tests.support.cluster import HACK
 
-OPERATOR_IMAGE = os.environ.get("RECOPS_TEST_OPERATOR_IMAGE", "localhost/recops-operator:dev")
+# hack/images' name for it; RECOPS_TEST_OPERATOR_IMAGE names an image built some other way (used as is).
+DEFAULT_OPERATOR_IMAGE = "localhost/recops-operator:dev"
+BUILD_TIMEOUT_S = 1800  # a cold build (the debootstrap base, then the image) on a busy 2-core machine
 
 
 def podman_runtime() -> Any:
@@ -23,11 +28,21 @@ def podman_runtime() -> Any:
     return module.Podman()
 
 
-def require_image(image: str) -> Any:
-    """The `Podman` that holds `image`; skips the test, saying why, without podman or the image."""
+@functools.cache
+def operator_image() -> str:
+    """The operator image, in local podman storage and built from this checkout (hack/images rebuilds it
+    only when its inputs changed: seconds otherwise). Skips, saying why, without podman."""
+    missing = [tool for tool in ("podman", "runc", "debootstrap") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed: apt-get install podman runc debootstrap fuse-overlayfs "
+                    "uidmap (.ci/run installs them)")
+    image = os.environ.get("RECOPS_TEST_OPERATOR_IMAGE")
+    if image is None:
+        build = subprocess.run([str(HACK / "images"), "operator"], capture_output=True, text=True,
+                               timeout=BUILD_TIMEOUT_S)
+        assert build.returncode == 0, f"hack/images operator failed:\n{build.stderr[-4000:]}"
+        image = DEFAULT_OPERATOR_IMAGE
     podman = podman_runtime()
-    if not podman.available:
-        pytest.skip("podman is not installed (apt-get install podman runc; see ../shared/notes/containers.md)")
     if not podman.has_image(image):
-        pytest.skip(f"{image} is not in local podman storage ({podman.root}): run `make images`")
-    return podman
+        pytest.skip(f"{image} is not in local podman storage ({podman.root})")
+    return image
