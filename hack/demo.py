@@ -9,11 +9,13 @@ up:      set up what is missing, start the local control plane with the process 
 down:    stop everything `up` started (pid files under the demo dir) and the control plane.
 traffic: (internal) the shoppers: a background process started by `up`.
 
-Why the operator runs as a local process: the chart's Deployment cannot run on the
-process node, because Kopf's service-account login needs https://kubernetes.default.svc
-(no DNS here; docs/install.md). So `up` installs the chart with operator.replicas=0
-(CRDs, RBAC, ServiceAccount, Services) and runs `recops operator` with a token of the
-chart's ServiceAccount: exactly the permissions the chart grants, nothing more.
+Where the operator runs: by default as a local process, so a change to operator/ needs no
+image build: `up` installs the chart with operator.replicas=0 (CRDs, RBAC, ServiceAccount,
+Services) and runs `recops operator` with a token of the chart's ServiceAccount: exactly
+the permissions the chart grants, nothing more. With --operator pod (DEMO_OPERATOR=pod) the
+chart's own operator Deployment runs instead, from localhost/recops-operator:dev (built by
+hack/images, seconds when nothing changed), which the process node runs with podman on the
+process node, in-cluster config and all.
 
 Fast mode (--fast or RECOPS_DEMO_FAST=1): a tiny random BERT instead of MiniLM, fewer rows,
 shorter windows; the end-to-end test uses it.
@@ -46,6 +48,7 @@ RMD = "shop-ranker"
 POLICY = "shop-ranker-ctr"
 LINEAGE = "shop-ranker"
 RELEASE = "recops"
+OPERATOR_IMAGE = "localhost/recops-operator:dev"  # what hack/images builds
 OPERATOR_NAMESPACE = "recops-system"
 # The synthetic shop; the traffic generator uses the same world (same seed and sizes).
 SHOP = {"users": 200, "products": 300, "seed": 0}
@@ -293,20 +296,41 @@ def wait(predicate: Any, timeout: float, what: str, on_tick: Any = None, tick: f
         time.sleep(tick)
 
 
-def install_operator(env: dict[str, str], prometheus_url: str) -> None:
+def operator_pod_values() -> dict[str, Any]:
+    """The chart's operator Deployment from the locally built image, on the process node (host network:
+    its ports must be free here)."""
+    say(f"building {OPERATOR_IMAGE} (hack/images operator; seconds when nothing changed)")
+    run(str(REPO / "hack" / "images"), "operator", timeout=1800)
+    repository, tag = OPERATOR_IMAGE.rsplit(":", 1)
+    return {"replicas": 1, "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+            "resyncSeconds": 5, "metricsPort": free_port(), "healthPort": free_port(),
+            "nodeSelector": {"kubernetes.io/hostname": "recops-local"},
+            "tolerations": [{"key": "recops.dev/process-node", "operator": "Exists", "effect": "NoSchedule"}]}
+
+
+def install_operator(env: dict[str, str], prometheus_url: str, in_pod: bool) -> None:
     helm = shutil.which("helm", path=env["PATH"])
     if not helm:
         raise SystemExit("helm is missing: hack/build-binaries builds it")
+    operator_values = operator_pod_values() if in_pod else {"replicas": 0}
     say("installing the operator with the Helm chart (charts/recops: CRDs, RBAC, ServiceAccount)")
     # Helm installs CRDs only when missing and never upgrades them: apply them first, as docs/install.md says.
     kubectl(env, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "charts" / "recops" / "crds"))
+    if in_pod:
+        stop_background("operator")  # a local one from an earlier `up`: never two operators
+    started = time.monotonic()
     run(helm, "upgrade", "--install", RELEASE, str(REPO / "charts" / "recops"), "-n", OPERATOR_NAMESPACE,
-        "--create-namespace", "--set", "operator.replicas=0", "--set", f"prometheus.url={prometheus_url}",
-        "--wait", "--timeout", "120s", env=env)
+        "--create-namespace", "--set-json", f"operator={json.dumps(operator_values)}",
+        "--set", f"prometheus.url={prometheus_url}", "--wait", "--timeout", "300s", env=env)
+    if in_pod:
+        say(f"the chart's operator Deployment runs from {OPERATOR_IMAGE} on the process node (podman): Ready "
+            f"{time.monotonic() - started:.0f}s after helm started; its log: kubectl logs -n {OPERATOR_NAMESPACE} "
+            f"deploy/{RELEASE}-operator")
+        return
     if (demo_dir() / "run" / "operator.pid").exists() and alive(int((demo_dir() / "run" / "operator.pid").read_text())):
         return
-    say("the chart's operator Deployment is scaled to 0: Kopf cannot log in from a pod of the local process node "
-        "(no cluster DNS), so `recops operator` runs here with a token of the chart's ServiceAccount")
+    say("the chart's operator Deployment is scaled to 0 and `recops operator` runs here with a token of the "
+        "chart's ServiceAccount (--operator pod runs the Deployment from the operator image instead)")
     token = kubectl(env, "create", "token", f"{RELEASE}-operator", "-n", OPERATOR_NAMESPACE, "--duration=24h").strip()
     admin = yaml.safe_load(Path(env["KUBECONFIG"]).read_text())
     server = admin["clusters"][0]["cluster"]
@@ -470,7 +494,7 @@ def up(args: argparse.Namespace) -> int:
     env = cluster_env(env)
     prometheus_url = start_prometheus(env, prometheus_binary)
     say(f"Prometheus at {prometheus_url}, scraping the process node's pods ({env['RECOPS_PROMETHEUS_SD_FILE']})")
-    install_operator(env, prometheus_url)
+    install_operator(env, prometheus_url, in_pod=args.operator == "pod")
     mark = phase_done("setup (control plane, Prometheus, operator)", mark)
 
     start_afresh(env)
@@ -825,6 +849,9 @@ def main() -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up_parser = sub.add_parser("up", help="run the whole loop (make demo)")
     up_parser.add_argument("--fast", action="store_true", help="tiny random model, small data, short windows")
+    up_parser.add_argument("--operator", choices=("process", "pod"), default=os.environ.get("RECOPS_DEMO_OPERATOR",
+                           "process"), help="the operator as a local process (default) or the chart's Deployment "
+                           "running from the operator image (pod)")
     sub.add_parser("down", help="stop everything (make demo-down)")
     traffic_parser = sub.add_parser("traffic", help="(internal) the shoppers")
     traffic_parser.add_argument("--rate", type=float, default=8.0)

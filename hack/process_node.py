@@ -14,6 +14,11 @@ termination messages and graceful deletion (SIGTERM, then SIGKILL after the grac
 period) follow the kubelet. Logs are kept per container in files under the state dir.
 Pods with prometheus.io/scrape annotations are listed in a Prometheus file_sd file.
 
+A container whose image is in local podman storage (`make images`) runs from that image
+instead, with podman (hack/podman_runtime.py): the image's filesystem and entrypoint, the
+pod's volumes (the service-account token, CA and namespace among them), env and
+securityContext, the host network; `--no-images` turns that off.
+
 Started by `hack/cluster up --process-node`. Stdlib only. Must run as root (mounts).
 
     process_node.py --kubeconfig K --state-dir D [--node-name N] [--taint]
@@ -44,6 +49,8 @@ import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
+
+from podman_runtime import NODE_LABEL, START_ERROR_CODES, ApiserverProxy, Podman, container_name, merged_security
 
 HACK = Path(__file__).resolve().parent
 REPO = HACK.parent
@@ -197,10 +204,13 @@ class Node:
         self.taint = args.taint
         self.apiserver_port = args.apiserver_port or self.api.port
         self.pods: dict[str, PodRunner] = {}  # by uid
+        # Containers whose image is in local podman storage run from it; the others as processes.
+        self.podman = Podman() if not args.no_images else None
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.ips_in_use: set[str] = set()
         self.ip_block = 0
+        self.service_ip: str | None = None  # the `kubernetes` Service's address for containers from images
         self.port, self.tls = args.port, (args.tls_cert, args.tls_key)
 
     # ------------------------------------------------------------ registration
@@ -346,6 +356,18 @@ class Node:
             return
         raise RuntimeError("no free 127.N.0.0/16 block for pod IPs")
 
+    def start_service_proxy(self) -> None:
+        """kubernetes.default.svc:443 for containers from images: the last address of this node's block."""
+        ip = f"127.{self.ip_block}.255.254"
+        try:
+            ApiserverProxy(ip, (self.api.host, self.api.port)).start()
+        except OSError as e:
+            log(f"no kubernetes.default.svc for containers from images ({ip}:{ApiserverProxy.PORT}: {e})")
+            return
+        self.service_ip = ip
+        self.ips_in_use.add(ip)
+        log(f"kubernetes.default.svc is {ip}:{ApiserverProxy.PORT} (relayed to the apiserver)")
+
     def allocate_ip(self, wanted: str | None = None) -> str:
         with self.lock:
             if wanted and wanted.startswith(f"127.{self.ip_block}.") and wanted not in self.ips_in_use:
@@ -477,6 +499,10 @@ class Node:
         self.state.mkdir(parents=True, exist_ok=True)
         self.sweep_leftovers()
         self.claim_ip_block()
+        if self.podman:
+            for name in self.podman.remove_labelled(str(self.state)):
+                log(f"removed leftover container {name}")
+            self.start_service_proxy()
         self.write_sd()
         self.register()
 
@@ -519,10 +545,17 @@ class Container:
         self.done = threading.Event()  # terminated for good (no restart coming)
         self.startup_ok = threading.Event()
         self.env: dict[str, str] = {}
+        self.podman_name: str | None = None  # set while it runs from its image with podman
+
+    @property
+    def container_id(self) -> str:
+        if self.podman_name:
+            return f"podman://{self.podman_name}"
+        return f"process://{self.proc.pid}" if self.proc else ""
 
     def status(self) -> dict:
         s = {"name": self.name, "image": self.spec.get("image", ""), "imageID": "", "containerID":
-             f"process://{self.proc.pid}" if self.proc else "", "ready": self.ready,
+             self.container_id, "ready": self.ready,
              "restartCount": self.restart_count, "started": self.started, "state": self.state}
         if self.last_state:
             s["lastState"] = self.last_state
@@ -650,23 +683,29 @@ class PodRunner:
             time.sleep(backoff)
             backoff = min(backoff * 2, 30)
 
-    def container_env(self, c: dict) -> dict[str, str]:
+    def container_env(self, c: dict, local: bool = True) -> dict[str, str]:
+        """The container's environment; a local process also gets the host's PATH, HOME and LANG
+        and a per-pod TMPDIR (a container from an image has its image's)."""
         env: dict[str, str] = {
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            "HOME": os.environ.get("HOME", "/root"), "LANG": os.environ.get("LANG", "C.UTF-8"),
             "HOSTNAME": self.name,
-            # Services' ClusterIPs are not routable here; point in-cluster clients at the apiserver.
+            # Services' ClusterIPs are not routable here; point in-cluster clients at the apiserver
+            # (at an address its certificate names: kubernetes.default.svc is the other way in).
             "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(self.node.apiserver_port),
             "KUBERNETES_SERVICE_PORT_HTTPS": str(self.node.apiserver_port),
             "KUBERNETES_PORT": f"tcp://127.0.0.1:{self.node.apiserver_port}",
             "RECOPS_SERVE_HOST": self.ip or "127.0.0.1",
-            # A per-pod temp dir (not a mount over /tmp, which would hide host paths such
-            # as a checkout under /tmp from the process).
-            "TMPDIR": str(self.dir / "tmp"),
         }
-        venv_bin = REPO / ".venv" / "bin"
-        if venv_bin.is_dir():  # the project's `recops` executable lives here
-            env["PATH"] = f"{venv_bin}:{env['PATH']}"
+        if local:
+            env.update({
+                "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+                "HOME": os.environ.get("HOME", "/root"), "LANG": os.environ.get("LANG", "C.UTF-8"),
+                # A per-pod temp dir (not a mount over /tmp, which would hide host paths such
+                # as a checkout under /tmp from the process).
+                "TMPDIR": str(self.dir / "tmp"),
+            })
+            venv_bin = REPO / ".venv" / "bin"
+            if venv_bin.is_dir():  # the project's `recops` executable lives here
+                env["PATH"] = f"{venv_bin}:{env['PATH']}"
         for src in c.get("envFrom", []):
             prefix = src.get("prefix", "")
             if "configMapRef" in src:
@@ -716,8 +755,9 @@ class PodRunner:
 
     def start_and_wait(self, c: Container) -> tuple[int, str, str]:
         spec = c.spec
+        from_image = bool(self.node.podman and self.node.podman.has_image(spec.get("image", "")))
         try:
-            env = self.container_env(spec)
+            env = self.container_env(spec, local=not from_image)
         except NotReadyYet as e:
             c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(e)}}
             self.push_status()
@@ -731,7 +771,7 @@ class PodRunner:
         term_file.write_text("")
         status_file = self.dir / "termination" / f"{c.name}.launch.json"
         status_file.unlink(missing_ok=True)
-        if not command:
+        if not command and not from_image:
             msg = (f"container {c.name} has no command: the process node runs commands locally "
                    f"and cannot use the entrypoint of image {spec.get('image')!r}")
             c.state = {"terminated": {"exitCode": 127, "reason": "ExecutableNotFound", "message": msg,
@@ -746,18 +786,24 @@ class PodRunner:
                     src.mkdir(parents=True)
             mounts.append({"source": str(src), "target": vm["mountPath"], "readOnly": bool(vm.get("readOnly"))})
         mounts.append({"source": str(term_file), "target": term_path, "readOnly": False})
-        launch = {"argv": argv, "env": env, "mounts": mounts, "workingDir": spec.get("workingDir"),
-                  "statusFile": str(status_file), "image": spec.get("image", "")}
-        launch_file = self.dir / f"{c.name}.launch-spec.json"
-        launch_file.write_text(json.dumps(launch))
+        if from_image:
+            popen_argv, popen_env = self.podman_command(c, command, args, env, mounts)
+        else:
+            c.podman_name = None
+            launch = {"argv": argv, "env": env, "mounts": mounts, "workingDir": spec.get("workingDir"),
+                      "statusFile": str(status_file), "image": spec.get("image", "")}
+            launch_file = self.dir / f"{c.name}.launch-spec.json"
+            launch_file.write_text(json.dumps(launch))
+            # A private mount namespace per container; `unshare` execs (no fork), so the
+            # pid we hold is the container's process.
+            popen_argv = [UNSHARE, "--mount", "--propagation", "private", sys.executable,
+                          str(Path(__file__).resolve()), "exec", str(launch_file)]
+            popen_env = {MARKER: str(self.node.state)}
         log_file = self.dir / "logs" / f"{c.name}-{c.restart_count}.log"
         with open(log_file, "ab") as out:
-            # A private mount namespace per container; `unshare` execs (no fork), so the
-            # pid we hold is the container's process; own session so the group can be signalled.
-            proc = subprocess.Popen([UNSHARE, "--mount", "--propagation", "private", sys.executable,
-                                     str(Path(__file__).resolve()), "exec", str(launch_file)],
-                                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, env={MARKER: str(self.node.state)})
+            # Own session, so the group can be signalled.
+            proc = subprocess.Popen(popen_argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, env=popen_env)
         with self.lock:
             c.proc = proc
             started = now()
@@ -769,7 +815,7 @@ class PodRunner:
             c.env, c.startup_ok = env, threading.Event()
             if c.started:
                 c.startup_ok.set()
-        self.log(f"started container {c.name} pid {proc.pid}: {argv}")
+        self.log(f"started container {c.name} {c.container_id}: {argv or spec.get('image')}")
         self.push_status()
         probes = threading.Event()
         for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -782,16 +828,19 @@ class PodRunner:
         reason, message = ("Completed" if code == 0 else "Error"), ""
         if code < 0:  # killed by a signal: report as a shell would
             code = 128 - code
+        podman_error = self.podman_error(c, code, log_file)
         if status_file.exists():  # the launcher could not start the command
             info = json.loads(status_file.read_text())
             reason, message = info["reason"], info["message"]
+        elif podman_error:
+            reason, message = "StartError", podman_error
         else:
             message = term_file.read_bytes()[:4096].decode(errors="replace")
             if not message and code != 0 and spec.get("terminationMessagePolicy") == "FallbackToLogsOnError":
                 lines = log_file.read_bytes()[-2048:].decode(errors="replace").splitlines()[-80:]
                 message = "\n".join(lines)
         term = {"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": finished,
-                "containerID": f"process://{proc.pid}"}
+                "containerID": c.container_id}
         if message:
             term["message"] = message
         with self.lock:
@@ -799,6 +848,47 @@ class PodRunner:
             c.ready = False
         self.log(f"container {c.name} exited {code} ({reason})")
         return code, reason, message
+
+    def podman_command(self, c: Container, command: list[str], args: list[str], env: dict[str, str],
+                       mounts: list[dict]) -> tuple[list[str], dict[str, str]]:
+        """`podman run` of a container whose image is in local storage, given what a kubelet gives it."""
+        assert self.node.podman
+        security = merged_security(self.pod["spec"], c.spec)
+        # The termination-message file (the last mount) is written by the container's user, whoever it is.
+        Path(mounts[-1]["source"]).chmod(0o666)
+        if security.get("fsGroup") is not None:  # the pod's own volumes belong to its fsGroup, as in k8s
+            volumes = self.dir / "volumes"
+            for path in [volumes, *volumes.rglob("*")]:
+                os.chown(path, -1, security["fsGroup"])
+        c.podman_name = container_name(self.ns, self.name, c.name, self.uid)
+        return self.node.podman.run_command(
+            name=c.podman_name, image=c.spec["image"], command=command, args=args, env=env, mounts=mounts,
+            working_dir=c.spec.get("workingDir"), security=security, hostname=self.name,
+            service_ip=self.node.service_ip or "127.0.0.1", labels={NODE_LABEL: str(self.node.state)})
+
+    @staticmethod
+    def podman_error(c: Container, code: int, log_file: Path) -> str | None:
+        """Podman's own words when it, not the container's command, ended the run."""
+        if not c.podman_name or code not in START_ERROR_CODES or not log_file.exists():
+            return None
+        lines = log_file.read_bytes()[-4096:].decode(errors="replace").splitlines()
+        return next((line for line in reversed(lines) if line.startswith("Error: ")), None)
+
+    def signal_container(self, c: Container, proc: subprocess.Popen, sig: int) -> None:
+        if not c.podman_name or proc.poll() is not None:
+            self.signal_proc(proc, sig)
+            return
+        assert self.node.podman
+        if sig == signal.SIGKILL:
+            self.node.podman.remove(c.podman_name)
+        else:
+            self.node.podman.signal(c.podman_name, signal.Signals(sig).name)
+
+    def exec_argv(self, c: Container, proc: subprocess.Popen, command: list[str]) -> tuple[list[str], dict]:
+        """A command run inside the container (exec probes, preStop hooks)."""
+        if c.podman_name and self.node.podman:
+            return self.node.podman.exec_command(c.podman_name, command)
+        return ["nsenter", "-t", str(proc.pid), "-m", "--", *command], c.env
 
     def probe_loop(self, c: Container, kind: str, probe: dict, proc: subprocess.Popen,
                    stop: threading.Event, env: dict) -> None:
@@ -833,9 +923,9 @@ class PodRunner:
                     self.push_status()
             elif fail_run >= failure_th:
                 self.log(f"container {c.name} failed {kind}; killing")
-                self.signal_proc(proc, signal.SIGTERM)
+                self.signal_container(c, proc, signal.SIGTERM)
                 if proc_wait(proc, self.pod["spec"].get("terminationGracePeriodSeconds", 30)) is None:
-                    self.signal_proc(proc, signal.SIGKILL)
+                    self.signal_container(c, proc, signal.SIGKILL)
                 return
             if stop.wait(period):
                 return
@@ -861,9 +951,11 @@ class PodRunner:
                 with socket.create_connection((probe["tcpSocket"].get("host") or self.ip, port), timeout):
                     return True
             if "exec" in probe:
-                # Run inside the container's mount namespace, with its environment.
-                res = subprocess.run(["nsenter", "-t", str(proc.pid), "-m", "--", *probe["exec"]["command"]],
-                                     env=env, capture_output=True, timeout=timeout)
+                # Run inside the container, with its environment.
+                exec_argv, exec_env = self.exec_argv(c, proc, probe["exec"]["command"])
+                # `podman exec` itself takes a moment on a busy machine: not the command's time.
+                res = subprocess.run(exec_argv, env=exec_env, capture_output=True,
+                                     timeout=timeout + (10 if c.podman_name else 0))
                 return res.returncode == 0
         except Exception:
             return False
@@ -979,8 +1071,8 @@ class PodRunner:
         hook = c.spec["lifecycle"]["preStop"]
         try:
             if "exec" in hook and c.proc:
-                subprocess.run(["nsenter", "-t", str(c.proc.pid), "-m", "--", *hook["exec"]["command"]],
-                               env=c.env, capture_output=True, timeout=timeout)
+                exec_argv, exec_env = self.exec_argv(c, c.proc, hook["exec"]["command"])
+                subprocess.run(exec_argv, env=exec_env, capture_output=True, timeout=timeout)
             elif "httpGet" in hook:
                 self.probe_once({"httpGet": hook["httpGet"], "timeoutSeconds": timeout}, c, c.proc, c.env)
             elif "sleep" in hook:
@@ -989,14 +1081,16 @@ class PodRunner:
             self.log(f"preStop hook of {c.name} failed: {e}")
 
     def kill_all(self, grace: float) -> None:
-        procs = [c.proc for c in self.containers if c.proc and c.proc.poll() is None]
-        for p in procs:
-            self.signal_proc(p, signal.SIGTERM)
+        running = [(c, c.proc) for c in self.containers if c.proc and c.proc.poll() is None]
+        for c, p in running:
+            self.signal_container(c, p, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        for p in procs:
+        for c, p in running:
             if proc_wait(p, max(0.0, deadline - time.monotonic())) is None:
-                self.signal_proc(p, signal.SIGKILL)
-                p.wait()
+                self.signal_container(c, p, signal.SIGKILL)
+                if proc_wait(p, 10) is None:  # podman itself stuck: its group goes too
+                    self.signal_proc(p, signal.SIGKILL)
+                    p.wait()
 
     def terminate(self) -> None:
         """Graceful deletion: SIGTERM, SIGKILL after the grace period, then remove the pod."""
@@ -1155,7 +1249,7 @@ def launch(spec_file: str) -> None:
         except (OSError, subprocess.CalledProcessError) as e:
             err = getattr(e, "stderr", "") or str(e)
             fail("CreateContainerError", f"cannot mount {m['source']} at {dst}: {err.strip()}", 128)
-    if any(REPO.is_relative_to(m["target"]) and REPO != Path(m["target"]) for m in spec["mounts"]):
+    if any(REPO.is_relative_to(m["target"]) and Path(m["target"]) != REPO for m in spec["mounts"]):
         try:
             REPO.mkdir(parents=True, exist_ok=True)
             subprocess.run(["mount", "--no-canonicalize", "--bind", f"/proc/{os.getpid()}/fd/{repo_fd}", str(REPO)],
@@ -1194,6 +1288,8 @@ def main() -> None:
     ap.add_argument("--tls-cert", default="")
     ap.add_argument("--tls-key", default="")
     ap.add_argument("--taint", action="store_true", help="taint the node recops.dev/process-node=true:NoSchedule")
+    ap.add_argument("--no-images", action="store_true",
+                    help="run every container as a local process, even when its image is in podman storage")
     Node(ap.parse_args()).run()
 
 
