@@ -1,4 +1,4 @@
-"""The contracts between the parts (DESIGN.md, Contracts): names and shapes that the
+"""The contracts between the parts: names and shapes that the
 operator, the trainer and the server must agree on. Change one only together with every
 part that uses it."""
 

@@ -1,4 +1,4 @@
-"""The serving event log (DESIGN.md, Contracts: Event log).
+"""The serving event log (Contracts: `recops.api.contracts`, event log).
 
 Impressions and feedback are appended as jsonl under
 <uri>/dt=YYYY-MM-DD/hour=HH/<pod>.jsonl, one record per impression (an item returned in a

@@ -1,4 +1,4 @@
-"""Feedback tokens: the signed `requestId` of a ranked response (DESIGN.md, Contracts: Feedback).
+"""Feedback tokens: the signed `requestId` of a ranked response (Contracts: `recops.api.contracts`, feedback).
 
 A token names the namespace and deployment, the track and model version that ranked, the
 issue time and the items shown, so that feedback reaching any replica (with the same key) is

@@ -1,4 +1,4 @@
-"""`recops train`: fine-tune, evaluate, gate and write a deployable model (DESIGN.md, Contracts).
+"""`recops train`: fine-tune, evaluate, gate and write a deployable model (Contracts: `recops.api.contracts`).
 
 Imports torch and transformers only inside `main`, so the operator's CLI stays light.
 """
