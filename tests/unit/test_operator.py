@@ -30,7 +30,7 @@ def test_settings_from_environment_and_flags(monkeypatch: pytest.MonkeyPatch) ->
     assert config.namespaces == ("a", "b")
     assert config.builder.job_ttl_seconds == 300
     assert config.resync_seconds == 2.5
-    assert config.peering is None and config.prometheus_url is None
+    assert config.prometheus_url is None
 
 
 def test_prometheus_credentials_are_files_and_go_only_to_the_operators_prometheus(

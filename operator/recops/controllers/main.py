@@ -86,7 +86,6 @@ class OperatorConfig:
     metrics_address: str = "0.0.0.0"
     liveness_endpoint: str | None = "http://0.0.0.0:8081/healthz"
     kubeconfig: str | None = None
-    peering: str | None = None  # a KopfPeering name; None: standalone
     instance: str = field(default_factory=lambda: os.environ.get("HOSTNAME", "recops-operator"))
     # Leader election on a Lease (several replicas: only the holder acts). See controllers/leader.py.
     leader_election: bool = False
@@ -118,9 +117,7 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.watching.label_selectors["batch", "jobs"] = CHILD_SELECTOR
     settings.watching.label_selectors["v1", "pods"] = CHILD_SELECTOR
     settings.watching.label_selectors["apps", "deployments"] = RMD_CHILD_SELECTOR
-    settings.peering.standalone = config.peering is None
-    if config.peering:
-        settings.peering.name = config.peering
+    settings.peering.standalone = True  # several replicas coordinate by a Lease (leader.py), not Kopf peering
     # Passes mostly wait on the API server (a few sequential round trips each), so more threads than
     # CPUs: with 16, a burst of FineTuneJobs queued behind them (benchmarks/operator_scale.py).
     settings.execution.max_workers = MAX_WORKERS
@@ -596,8 +593,7 @@ def run(config: OperatorConfig, ready: Callable[[], None] | None = None) -> None
             settings=settings,
             clusterwide=not config.namespaces,
             namespaces=list(config.namespaces),
-            standalone=config.peering is None,
-            peering_name=config.peering,
+            standalone=True,
             liveness_endpoint=config.liveness_endpoint or None,
         )
     finally:
