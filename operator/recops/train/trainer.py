@@ -1,6 +1,8 @@
 """Fine-tuning with the transformers Trainer: one recipe per task.
 
-- click-through: cross-encoder (context, product text) -> logit, BCE on the 0/1 label.
+- click-through: cross-encoder (context, product text) -> logit, BCE on the 0/1 label; with
+  `training.loss: listwise` also a softmax over each group's impressions (ListNet-style, several
+  positives allowed), batches made of whole groups.
 - relevance: cross-encoder -> predicted grade, MSE on the grade.
 - embedding: bi-encoder, mean pooling, in-batch negatives over positive pairs.
 - domain-pretrain: masked-language model on product text.
@@ -54,6 +56,7 @@ CHECKPOINTS_PER_RUN = 10  # under torchrun (ranks must agree on when to save, so
 DEFAULT_CHECKPOINT_SECONDS = 600.0  # one process: a restarted pod loses at most this much training
 ENV_CHECKPOINT_SECONDS = "RECOPS_CHECKPOINT_SECONDS"
 EVALUATIONS_PER_RUN = 4
+MAX_LIST_ROWS = 32  # listwise: the most impressions of one group in one list
 LOG_LINES_PER_RUN = 40
 RUN_MARKER = "recops-run.json"  # which job and data the checkpoints belong to
 CHECKPOINT_STATE = "trainer_state.json"  # written last into a checkpoint: its presence marks it usable
@@ -95,6 +98,53 @@ class _PaddingCollator:
                                    return_tensors="pt")
         batch["labels"] = labels
         return dict(batch)
+
+
+class _ListCollator:
+    """Listwise batches: each feature is one group's impressions (lists of token ids and labels); they are
+    flattened into one padded batch, with `list_index` telling which rows belong to which group."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | None) -> None:
+        self.tokenizer, self.pad_to_multiple_of = tokenizer, pad_to_multiple_of
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        names = [k for k in features[0] if k not in ("labels", "length")]
+        rows = [{name: f[name][i] for name in names} for f in features for i in range(len(f["labels"]))]
+        batch = self.tokenizer.pad(rows, padding=True, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt")
+        batch["labels"] = torch.tensor([label for f in features for label in f["labels"]], dtype=torch.float32)
+        batch["list_index"] = torch.tensor([g for g, f in enumerate(features) for _ in f["labels"]])
+        return dict(batch)
+
+
+def listwise_rows(rows: dict[str, list[Any]], groups: list[str], seed: int) -> dict[str, list[Any]]:
+    """Cross-encoder rows regrouped into one example per group (chunks of at most MAX_LIST_ROWS rows, drawn
+    at random within a large group, so one user's hundred ratings are several lists)."""
+    by_group: dict[str, list[int]] = {}
+    for index, group in enumerate(groups):
+        by_group.setdefault(group, []).append(index)
+    rng = np.random.default_rng(seed)
+    lists: dict[str, list[Any]] = {name: [] for name in rows}
+    for indices in by_group.values():
+        shuffled = [indices[i] for i in rng.permutation(len(indices))]
+        for start in range(0, len(shuffled), MAX_LIST_ROWS):
+            chunk = shuffled[start:start + MAX_LIST_ROWS]
+            for name, values in rows.items():
+                lists[name].append([values[i] for i in chunk])
+    lists["length"] = [max(lengths) * len(lengths) for lengths in lists["length"]]  # tokens once padded
+    return lists
+
+
+def listwise_loss(logits: torch.Tensor, labels: torch.Tensor, list_index: torch.Tensor) -> torch.Tensor:
+    """Mean over the lists with a positive of the cross-entropy between the softmax of the list's logits
+    and its labels normalised to sum to one (ListNet with several positives)."""
+    losses = []
+    for group in torch.unique(list_index):
+        rows = list_index == group
+        target = labels[rows]
+        if target.sum() <= 0 or int(rows.sum()) < 2:
+            continue
+        losses.append(-(target / target.sum() * F.log_softmax(logits[rows], dim=0)).sum())
+    return torch.stack(losses).mean() if losses else logits.sum() * 0.0
 
 
 class _PairCollator:
@@ -187,9 +237,10 @@ def text_rows(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: 
 
 
 def build_rows(task: str, tokenizer: PreTrainedTokenizerBase, frame: Any, max_length: int,
-               seed: int = 0) -> dict[str, list[Any]]:
+               seed: int = 0, listwise: bool = False) -> dict[str, list[Any]]:
     if task == "click-through":
-        return cross_encoder_rows(tokenizer, frame, max_length, "label")
+        rows = cross_encoder_rows(tokenizer, frame, max_length, "label")
+        return listwise_rows(rows, frame["group"].astype(str).tolist(), seed) if listwise else rows
     if task == "relevance":
         return cross_encoder_rows(tokenizer, frame, max_length, "grade")
     if task == "embedding":
@@ -197,7 +248,10 @@ def build_rows(task: str, tokenizer: PreTrainedTokenizerBase, frame: Any, max_le
     return text_rows(tokenizer, product_texts(frame), max_length)
 
 
-def build_collator(task: str, tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | None, seed: int) -> Any:
+def build_collator(task: str, tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | None, seed: int,
+                   listwise: bool = False) -> Any:
+    if listwise:
+        return _ListCollator(tokenizer, pad_to_multiple_of)
     if task in ("click-through", "relevance"):
         return _PaddingCollator(tokenizer, pad_to_multiple_of)
     if task == "embedding":
@@ -269,9 +323,12 @@ class RecopsTrainer(Trainer):
             logits = logits.masked_fill(not_negative, float("-inf"))
             loss = F.cross_entropy(logits, labels)
         else:
+            list_index = inputs.pop("list_index", None)
             logits = model(**inputs).logits.squeeze(-1).float()
             if self.recops_task == "click-through":
                 loss = F.binary_cross_entropy_with_logits(logits, labels.float())
+                if list_index is not None:
+                    loss = loss + listwise_loss(logits, labels.float(), list_index)
             else:
                 loss = F.mse_loss(logits, labels.float())
         return (loss, {"logits": logits}) if return_outputs else loss
@@ -426,12 +483,16 @@ def train(
     precision = resolve_precision(training.precision)
     set_seed(training.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
-    train_rows = build_rows(task, tokenizer, data.train, training.max_length, training.seed)
+    listwise = task == "click-through" and training.loss == "listwise"
+    train_rows = build_rows(task, tokenizer, data.train, training.max_length, training.seed, listwise)
     examples = len(train_rows["length"])
+    # Listwise examples are whole groups: as many groups per batch as make about batchSize impressions.
+    batch_size = (max(1, round(training.batch_size * examples / len(data.train))) if listwise
+                  else training.batch_size)
     if examples < (2 if task == "embedding" else 1):
         what = "positive (context, product) pairs" if task == "embedding" else "examples"
         raise JobError(f"the training split has {examples} {what}; too few to train {task}")
-    validation_rows = (build_rows(task, tokenizer, data.validation, training.max_length, training.seed)
+    validation_rows = (build_rows(task, tokenizer, data.validation, training.max_length, training.seed, listwise)
                        if len(data.validation) else None)
     if validation_rows is not None and len(validation_rows["length"]) < (2 if task == "embedding" else 1):
         validation_rows = None
@@ -442,7 +503,7 @@ def train(
     validation_set = datasets.Dataset.from_dict(validation_rows) if validation_rows is not None else None
     on_gpu = torch.cuda.is_available()
     pad_multiple = 8 if on_gpu and not naive else None
-    collator = build_collator(task, tokenizer, pad_multiple, training.seed)
+    collator = build_collator(task, tokenizer, pad_multiple, training.seed, listwise)
     if naive:
         collator = _NaivePadding(collator, tokenizer, training.max_length)
 
@@ -450,7 +511,7 @@ def train(
     if training.lora is not None:
         model = apply_lora(task, model, training.lora)
 
-    total = planned_steps(examples, training.batch_size, training.gradient_accumulation_steps, dist.world_size,
+    total = planned_steps(examples, batch_size, training.gradient_accumulation_steps, dist.world_size,
                           training.epochs)
     # Checkpoints cost time (weights and optimiser state): save by the clock in one process; by
     # steps under torchrun, where every rank must decide alike without talking.
@@ -461,8 +522,8 @@ def train(
         output_dir=str(checkpoints),
         num_train_epochs=training.epochs,
         learning_rate=training.learning_rate,
-        per_device_train_batch_size=training.batch_size,
-        per_device_eval_batch_size=max(training.batch_size, 32),
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size if listwise else max(batch_size, 32),
         gradient_accumulation_steps=training.gradient_accumulation_steps,
         warmup_steps=math.ceil(total * training.warmup_ratio),
         weight_decay=training.weight_decay,
