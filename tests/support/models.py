@@ -48,3 +48,18 @@ def tiny_served_model(path: Path, task: str = "click-through", version: str = "t
     )
     (path / MODEL_MANIFEST).write_text(manifest.to_json())
     return path
+
+
+def tiny_onnx_model(path: Path, version: str = "tiny-onnx-0000", seed: int = 0) -> Path:
+    """A complete click-through cross-encoder with its optimised form (float32 ONNX, named in recops.json), as
+    `recops train` writes it for spec.optimize: the server scores it with ONNX Runtime, without torch."""
+    from recops.api.contracts import Optimization
+    from recops.optimized import ONNX_FILE
+    from recops.train.optimize import export
+
+    tiny_served_model(path, "click-through", version, seed)
+    export(path, path / ONNX_FILE, "none")
+    manifest = ModelManifest.model_validate_json((path / MODEL_MANIFEST).read_text())
+    manifest.optimization = Optimization(quantization="none", file=ONNX_FILE, reason="served: a test model")
+    (path / MODEL_MANIFEST).write_text(manifest.to_json())  # recops.json last: the model is complete
+    return path

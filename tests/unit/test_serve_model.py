@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,19 @@ def test_incomplete_or_invalid_models_are_refused(model_dir: Path, tmp_path: Pat
         locate(str(tmp_path / "bad"))
     with pytest.raises(ValueError, match="unknown batch kind"):
         Scorer(locate(str(model_dir))).run_batch("classify", [])
+
+
+def test_without_torch_an_onnx_model_loads_and_a_torch_only_model_says_which_image_serves_it(
+        model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.support.models import tiny_onnx_model
+
+    onnx_dir = tiny_onnx_model(tmp_path / "onnx")
+    # As in the torch-free server image (recops[serve]): importing torch or transformers fails.
+    for module in ("torch", "transformers"):
+        monkeypatch.setitem(sys.modules, module, None)
+    scorer = Scorer(locate(str(onnx_dir)))
+    assert scorer.format == "onnx-none" and len(scorer.score([PAIRS[:3]])[0]) == 3
+    with pytest.raises(ModelLoadError, match=r"no optimised \(ONNX\) form, and this server has no torch .*server-torch"):
+        Scorer(locate(str(model_dir)))
+    with pytest.raises(ModelLoadError, match=r"--runtime torch, and this server has no torch"):
+        Scorer(locate(str(onnx_dir)), runtime="torch")

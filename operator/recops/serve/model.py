@@ -86,6 +86,13 @@ def locate(uri: str, download_root: str | None = None) -> ModelLocation:
     return ModelLocation(target, _read_manifest((target / MODEL_MANIFEST).read_text(), uri), downloaded=True)
 
 
+def torch_missing_message(directory: Path, architecture: str, runtime: str, missing: str) -> str:
+    why = "--runtime torch" if runtime == "torch" else f"this {architecture} has no optimised (ONNX) form"
+    return (f"{directory}: {why}, and this server has no torch ({missing} is not installed; the recops-server image "
+            "serves ONNX models only): serve it with the recops-server-torch image (images/server-torch.Dockerfile, "
+            "or pip install 'recops[serve-torch]'), or give its FineTuneJob spec.optimize")
+
+
 class Scorer:
     """A loaded model. Every method runs on the single inference thread."""
 
@@ -117,8 +124,12 @@ class Scorer:
         if runtime == "onnx":
             raise ModelLoadError(f"{location.directory}: --runtime onnx, but the model has no optimised form "
                                  "(spec.optimize, served only when it ranks as the full-precision model does)")
-        import torch
-        from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+        try:
+            import torch
+            from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+        except ImportError as err:  # the torch-free server image (recops[serve]) serves ONNX models only
+            raise ModelLoadError(torch_missing_message(location.directory, self.manifest.architecture, runtime,
+                                                       err.name or "torch")) from None
 
         self._torch = torch
         if device == "auto":

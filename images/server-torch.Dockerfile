@@ -1,0 +1,37 @@
+# syntax=docker/dockerfile:1
+# recops serve with torch: every model, full precision or optimised. PyPI's Linux torch is the CUDA build
+# (it runs on the CPU too), so this image is several GB; prefer the server image for optimised models.
+# Built here by `hack/images server-torch` on a local Debian base; elsewhere `docker build -f images/server-torch.Dockerfile .`
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+FROM ${BASE_IMAGE} AS build
+# uv installs the pinned, hashed lock (hack/images lock); hack/images mounts the host's uv cache at
+# /root/.cache/uv so a rebuild downloads nothing. Native TLS: the system CA store (a proxy's CA there works).
+ENV UV_LINK_MODE=copy UV_NATIVE_TLS=1 UV_PYTHON_DOWNLOADS=never PIP_CERT=/etc/ssl/certs/ca-certificates.crt
+WORKDIR /src
+RUN python3 -m venv /opt/uv \
+ && /opt/uv/bin/pip install --no-cache-dir --disable-pip-version-check uv==0.13.9 \
+ && python3 -m venv --without-pip /opt/recops
+COPY images/server-torch.lock images/
+RUN /opt/uv/bin/uv pip install --python /opt/recops/bin/python --require-hashes --no-deps --compile-bytecode -r images/server-torch.lock
+# The sources last: a code change reinstalls only recops itself.
+COPY pyproject.toml README.md ./
+COPY operator ./operator
+RUN /opt/uv/bin/uv pip install --python /opt/recops/bin/python --no-deps --no-build-isolation --no-cache --compile-bytecode .
+
+FROM ${BASE_IMAGE}
+COPY --from=build /opt/recops /opt/recops
+ENV PATH=/opt/recops/bin:$PATH PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_HOME=/tmp/hf
+USER 10001:10001
+EXPOSE 8080
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="recops-server-torch" \
+      org.opencontainers.image.description="recops serve: real-time ranking with torch, feedback and Prometheus metrics" \
+      org.opencontainers.image.source="https://github.com/recops/recops" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ENTRYPOINT ["recops", "serve"]
