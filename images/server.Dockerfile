@@ -4,7 +4,7 @@
 # Built here by `hack/images server` on a local Debian base; elsewhere `docker build -f images/server.Dockerfile .`
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
-FROM ${BASE_IMAGE} AS build
+FROM ${BASE_IMAGE} AS deps
 # uv installs the pinned, hashed lock (hack/images lock); hack/images mounts the host's uv cache at
 # /root/.cache/uv so a rebuild downloads nothing. Native TLS: the system CA store (a proxy's CA there works).
 ENV UV_LINK_MODE=copy UV_NATIVE_TLS=1 UV_PYTHON_DOWNLOADS=never PIP_CERT=/etc/ssl/certs/ca-certificates.crt
@@ -14,13 +14,20 @@ RUN python3 -m venv /opt/uv \
  && python3 -m venv --without-pip /opt/recops
 COPY images/server.lock images/
 RUN /opt/uv/bin/uv pip install --python /opt/recops/bin/python --require-hashes --no-deps --compile-bytecode -r images/server.lock
-# The sources last: a code change reinstalls only recops itself.
+
+# recops itself, apart: a code change rebuilds from here and leaves the dependency layer as it is.
+FROM deps AS build
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-RUN /opt/uv/bin/uv pip install --python /opt/recops/bin/python --no-deps --no-build-isolation --no-cache --compile-bytecode .
+RUN /opt/uv/bin/uv pip install --python /opt/recops/bin/python --no-deps --no-build-isolation --no-cache --compile-bytecode . \
+ && site=$(/opt/recops/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))') \
+ && mkdir -p "/opt/app$site" /opt/app/opt/recops/bin \
+ && cp -a "$site"/recops "$site"/recops-*.dist-info "/opt/app$site/" \
+ && cp -a /opt/recops/bin/recops /opt/app/opt/recops/bin/
 
 FROM ${BASE_IMAGE}
-COPY --from=build /opt/recops /opt/recops
+COPY --from=deps /opt/recops /opt/recops
+COPY --from=build /opt/app /
 ENV PATH=/opt/recops/bin:$PATH PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_HOME=/tmp/hf
 USER 10001:10001
 EXPOSE 8080

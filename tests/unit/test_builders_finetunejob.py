@@ -17,7 +17,8 @@ from recops.builders.common import BuilderSettings
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 UID = "0123abcd-4567-89ef-0123-456789abcdef"
-SETTINGS = BuilderSettings(trainer_image="registry.local/recops-trainer:1", job_ttl_seconds=600)
+SETTINGS = BuilderSettings(trainer_image="registry.local/recops-trainer:1",
+                           trainer_gpu_image="registry.local/recops-trainer-cuda:1", job_ttl_seconds=600)
 
 
 def ftj(**spec_changes: Any) -> FineTuneJob:
@@ -101,7 +102,7 @@ def test_trainer_command_follows_the_contract() -> None:
     ]
     assert container["terminationMessagePath"] == "/dev/termination-log"
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
-    assert container["image"] == "registry.local/recops-trainer:1"
+    assert container["image"] == "registry.local/recops-trainer-cuda:1"  # the example asks for a GPU
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     assert mounts["/etc/recops"]["readOnly"] is True
     volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
@@ -351,3 +352,16 @@ def test_what_the_builders_cannot_build_is_named() -> None:
         "spec.podTemplate.volumes[0].name: 'job-config' is used by recops",
         "spec.podTemplate.volumeMounts[0].mountPath: '/mnt/pvc/data' is used by recops",
     ]
+
+
+@pytest.mark.parametrize(("resources", "image"), [
+    ({"gpusPerWorker": 0}, "registry.local/recops-trainer:1"),
+    ({"gpusPerWorker": 2}, "registry.local/recops-trainer-cuda:1"),
+    ({"gpusPerWorker": 2, "image": "mine/trainer:7"}, "mine/trainer:7"),
+    ({"gpusPerWorker": 0, "image": "mine/trainer:7"}, "mine/trainer:7"),
+])
+def test_a_trainer_given_gpus_defaults_to_the_cuda_image(resources: dict[str, Any], image: str) -> None:
+    """The CPU image would hold the GPUs and train in fp32 on the CPU; a FineTuneJob's own image always wins."""
+    job = ftj(resources=resources)
+    assert trainer(b.trainer_job(job, SETTINGS))["image"] == image
+    assert b.trainer_image(job, SETTINGS) == image

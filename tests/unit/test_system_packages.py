@@ -12,7 +12,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "hack" / "system-packages"
-COMMANDS = ("openssl", "make", "prometheus", "promtool", "lua5.1")
+COMMANDS = ("openssl", "make", "prometheus", "promtool", "lua5.1", "podman", "runc", "debootstrap", "fuse-overlayfs",
+            "newuidmap")
 
 
 def check_with(tmp_path: Path, present: set[str]) -> subprocess.CompletedProcess[str]:
@@ -35,6 +36,7 @@ def test_nothing_missing_says_nothing(tmp_path: Path) -> None:
     ({"lua5.1"}, "lua5.1"),
     ({"prometheus", "promtool"}, "prometheus"),  # one package for both commands
     ({"promtool", "lua5.1", "openssl"}, "openssl prometheus lua5.1"),
+    ({"newuidmap", "podman"}, "podman uidmap"),
 ])
 def test_missing_commands_are_named_in_one_line_with_the_command_to_run(tmp_path: Path, absent: set[str],
                                                                         packages: str) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,7 +17,7 @@ import yaml
 from recops.api.contracts import TERMINATION_MESSAGE_LIMIT, Debiased, TerminationMessage
 from recops.api.finetunejob import Gate
 from recops.api.gate import decide_gate
-from recops.train.job import JobError, planned_metrics, resolve_job
+from recops.train.job import JobError, planned_metrics, require_cuda_devices, resolve_job
 from recops.train.progress import Progress, StatusReporter, format_duration, progress_line
 
 SPEC = {"task": "click-through", "dataset": {"uri": "/data/events.jsonl"}, "output": {"uri": "s3://models/recops"}}
@@ -221,3 +224,33 @@ def test_a_failing_api_never_raises_into_training() -> None:
         time.sleep(0.02)
     reporter.close()
     assert api.calls  # it kept trying, and nothing was raised here
+
+
+@pytest.mark.parametrize(("gpus", "devices", "torch_cuda", "cause"), [
+    (1, 0, "13.2", r"gpusPerWorker is 1 but this trainer sees 0 CUDA device\(s\) \(torch built for CUDA 13.2\)"),
+    (1, 0, None, r"sees 0 CUDA device\(s\) \(a CPU-only torch\).*trainer-cuda"),
+    (4, 2, "13.2", r"gpusPerWorker is 4 but this trainer sees 2 CUDA device"),
+])
+def test_a_trainer_given_gpus_without_cuda_devices_refuses_to_train(gpus: int, devices: int, torch_cuda: str | None,
+                                                                     cause: str) -> None:
+    with pytest.raises(JobError, match=cause):
+        require_cuda_devices(gpus, devices, torch_cuda)
+
+
+@pytest.mark.parametrize(("gpus", "devices"), [(0, 0), (0, 2), (1, 1), (2, 8)])
+def test_a_trainer_with_its_gpus_or_none_asked_goes_on(gpus: int, devices: int) -> None:
+    require_cuda_devices(gpus, devices, "13.2")
+
+
+def test_recops_train_given_a_gpu_it_cannot_see_fails_with_the_cause_in_its_termination_message(tmp_path: Path) -> None:
+    """The real command, with every CUDA device hidden: it stops before reading data, and the operator reports the
+    termination message's error (the FineTuneJob's Failed condition)."""
+    spec = {**SPEC, "output": {"uri": str(tmp_path / "models")}, "resources": {"gpusPerWorker": 1}}
+    termination = tmp_path / "termination-log"
+    run = subprocess.run([sys.executable, "-m", "recops.cli", "train", "--config", write(tmp_path, spec),
+                          "--termination-message-path", str(termination)], capture_output=True, text=True,
+                         env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, timeout=300)
+    assert run.returncode == 1, run.stderr[-2000:]
+    error = TerminationMessage.model_validate_json(termination.read_text()).error
+    assert error is not None and "gpusPerWorker is 1 but this trainer sees 0 CUDA device(s)" in error
+    assert "trainer-cuda" in error and not (tmp_path / "models").exists()

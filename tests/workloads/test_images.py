@@ -62,7 +62,8 @@ def test_dockerfile_is_multistage_nonroot_and_pinned_by_argument(dockerfile: Pat
     assert locks(dockerfile), "the image installs a lock file"
     final_stage = text.rsplit("\nFROM ", 1)[1]
     assert "pip wheel" not in final_stage and "apt-get" not in final_stage and "RUN " not in final_stage
-    assert re.search(r"^COPY --from=build /opt/recops /opt/recops$", final_stage, re.M)
+    assert re.search(r"^COPY --from=deps /opt/recops /opt/recops$", final_stage, re.M)
+    assert re.search(r"^COPY --from=build /opt/app /$", final_stage, re.M)
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)

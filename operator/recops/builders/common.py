@@ -41,6 +41,8 @@ class BuilderSettings:
     """Operator-wide defaults the builders need (set from `recops operator` flags)."""
 
     trainer_image: str = "ghcr.io/recops/trainer:latest"
+    # Trainers given GPUs (gpusPerWorker > 0): the CPU image would hold the GPUs and train in fp32 on the CPU.
+    trainer_gpu_image: str = "ghcr.io/recops/trainer-cuda:latest"
     server_image: str = "ghcr.io/recops/server:latest"
     image_pull_policy: str = "IfNotPresent"
     # ttlSecondsAfterFinished for trainer Jobs whose FineTuneJob does not set one (None: keep the Job).

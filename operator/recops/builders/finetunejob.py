@@ -356,6 +356,14 @@ def job_ttl_seconds(ftj: FineTuneJob, settings: BuilderSettings) -> int | None:
     return spec.ttl_seconds_after_finished if spec.ttl_seconds_after_finished is not None else settings.job_ttl_seconds
 
 
+def trainer_image(ftj: FineTuneJob, settings: BuilderSettings) -> str:
+    """The FineTuneJob's image, else the operator's default for its resources: the CUDA one when it asks for GPUs."""
+    res = ftj.spec.resources
+    if res.image:
+        return res.image
+    return settings.trainer_gpu_image if res.gpus_per_worker > 0 else settings.trainer_image
+
+
 def trainer_job(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: str | None = None) -> dict[str, Any]:
     spec = ftj.spec
     res = spec.resources
@@ -371,7 +379,7 @@ def trainer_job(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: 
     command, args = trainer_command(ftj, current_model_uri)
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
-        "image": res.image or settings.trainer_image,
+        "image": trainer_image(ftj, settings),
         "imagePullPolicy": settings.image_pull_policy,
         "command": command,
         "args": args,

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 _SETTINGS: dict[str, tuple[str, str | None, str]] = {
     "--trainer-image": ("RECOPS_TRAINER_IMAGE", "ghcr.io/recops/trainer:latest",
                         "image of trainer Jobs whose FineTuneJob names none"),
+    "--trainer-gpu-image": ("RECOPS_TRAINER_GPU_IMAGE", "ghcr.io/recops/trainer-cuda:latest",
+                            "image of trainer Jobs whose FineTuneJob names none and asks for GPUs (gpusPerWorker > 0)"),
     "--server-image": ("RECOPS_SERVER_IMAGE", "ghcr.io/recops/server:latest", "image of model servers"),
     "--image-pull-policy": ("RECOPS_IMAGE_PULL_POLICY", "IfNotPresent", "imagePullPolicy of the workloads"),
     "--namespaces": ("RECOPS_NAMESPACES", "",
@@ -113,6 +115,7 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
     return OperatorConfig(
         builder=BuilderSettings(
             trainer_image=args.trainer_image,
+            trainer_gpu_image=args.trainer_gpu_image,
             server_image=args.server_image,
             image_pull_policy=args.image_pull_policy,
             job_ttl_seconds=_optional_int(args.job_ttl_seconds),

@@ -46,6 +46,18 @@ TASK_ARCHITECTURE = {
     "embedding": ("bi-encoder", "cosine"),
     "domain-pretrain": ("masked-lm", "cosine"),
 }
+def require_cuda_devices(gpus_per_worker: int, cuda_devices: int, torch_cuda: str | None) -> None:
+    """A trainer given GPUs that sees fewer CUDA devices fails at once: it would hold the GPUs and train in fp32 on
+    the CPU. `torch_cuda`: the CUDA version torch was built for (None: a CPU-only torch)."""
+    if gpus_per_worker <= 0 or cuda_devices >= gpus_per_worker:
+        return
+    build = f"torch built for CUDA {torch_cuda}" if torch_cuda else "a CPU-only torch"
+    raise JobError(
+        f"spec.resources.gpusPerWorker is {gpus_per_worker} but this trainer sees {cuda_devices} CUDA device(s) "
+        f"({build}); it will not train on the CPU while holding GPUs: run the CUDA trainer image "
+        "(images/trainer-cuda.Dockerfile) on a node with the NVIDIA driver and device plugin, or set gpusPerWorker: 0")
+
+
 @dataclass
 class Distributed:
     rank: int

@@ -18,12 +18,26 @@ from recops.api.contracts import MODEL_MANIFEST, Debiased, ModelManifest, Termin
 from recops.api.gate import decide_gate
 from recops.fusion import FUSION_FILE
 from recops.train import output
-from recops.train.job import TASK_ARCHITECTURE, Distributed, Job, planned_metrics, spec_digest
+from recops.train.job import (
+    TASK_ARCHITECTURE,
+    Distributed,
+    Job,
+    planned_metrics,
+    require_cuda_devices,
+    spec_digest,
+)
 from recops.train.progress import StatusReporter
 
 log = logging.getLogger("recops.train")
 
 TRAINING_LOG = "training_log.json"
+
+
+def _require_cuda_devices(gpus_per_worker: int) -> None:
+    import torch
+
+    require_cuda_devices(gpus_per_worker, torch.cuda.device_count() if torch.cuda.is_available() else 0,
+                         torch.version.cuda)
 
 
 def _versions(lora: bool) -> dict[str, str]:
@@ -57,6 +71,7 @@ def run(job: Job) -> TerminationMessage | None:
     stage: Path | None = None
     reporter: StatusReporter | None = None
     try:
+        _require_cuda_devices(spec.resources.gpus_per_worker)
         output.ensure_not_complete(job.model_uri)
         current_dir = None
         if job.current_model:
