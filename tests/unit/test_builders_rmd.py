@@ -91,6 +91,21 @@ def test_servers_run_as_a_named_service_account_without_an_api_token() -> None:
         assert pod["automountServiceAccountToken"] is False  # workload identity needs no Kubernetes API token
 
 
+def test_the_torch_free_image_serves_models_whose_onnx_form_is_served() -> None:
+    settings = BuilderSettings(server_image="r/server-torch:1", server_onnx_image="r/server:1")
+    onnx = b.TrackModel(uri=MODEL.uri, version=MODEL.version, format="onnx")
+
+    def image(spec: RecModelDeployment, model: b.TrackModel) -> str:
+        return str(container(b.deployment(spec, "stable", model, settings, 1))["image"])
+
+    assert image(rmd(), onnx) == "r/server:1"
+    assert image(rmd(), MODEL) == "r/server-torch:1"  # unknown form (a uri): the image that serves any model
+    assert image(rmd(), b.TrackModel(uri=MODEL.uri, version=MODEL.version, format="torch")) == "r/server-torch:1"
+    assert image(rmd(serving={"runtime": "torch"}), onnx) == "r/server-torch:1"  # torch asked for
+    assert image(rmd(serving={"runtime": "onnx"}), MODEL) == "r/server:1"
+    assert image(rmd(resources={"image": "mine:2"}), onnx) == "mine:2"  # the user's image wins
+
+
 def test_pvc_model_is_mounted_read_only() -> None:
     dep = b.deployment(rmd(), "stable", MODEL, SETTINGS, 1)
     volumes = dep["spec"]["template"]["spec"]["volumes"]

@@ -170,7 +170,8 @@ def test_every_env_var_is_an_operator_setting_and_images_default_to_app_version(
     app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
     assert env["RECOPS_TRAINER_IMAGE"] == f"ghcr.io/recops/trainer-cpu:{app_version}"
     assert env["RECOPS_TRAINER_GPU_IMAGE"] == f"ghcr.io/recops/trainer-cuda:{app_version}"
-    assert env["RECOPS_SERVER_IMAGE"] == f"ghcr.io/recops/server:{app_version}"
+    assert env["RECOPS_SERVER_IMAGE"] == f"ghcr.io/recops/server-torch:{app_version}"
+    assert env["RECOPS_SERVER_ONNX_IMAGE"] == f"ghcr.io/recops/server:{app_version}"
     assert env["RECOPS_PROMETHEUS_URL"] == "http://prometheus.monitoring:9090"
     assert env["RECOPS_JOB_TTL_SECONDS"] == "600"
     digest = "sha256:" + "a" * 64

@@ -103,6 +103,19 @@ def test_pinned_fine_tune_job() -> None:
     assert rejected.candidate is None and contracts.RETRY_MODEL_ANNOTATION in rejected.message
 
 
+def test_a_model_records_which_form_its_job_serves() -> None:
+    optimised = ftj("j", "x", "2026-11-29T07:00:00Z")
+    optimised["status"]["optimization"] = {"format": "onnx", "quantization": "int8", "served": True}
+    candidate = r.select_fine_tune_job("j", optimised, set()).candidate
+    assert candidate is not None and candidate.track(1)["modelFormat"] == "onnx"
+    optimised["status"]["optimization"]["served"] = False  # the bounds were broken: full precision
+    kept = r.select_fine_tune_job("j", optimised, set()).candidate
+    assert kept is not None and kept.track(1)["modelFormat"] == "torch"
+    plain = r.select_fine_tune_job("j", ftj("j", "x", "2026-11-29T07:00:00Z"), set()).candidate
+    assert plain is not None and plain.track(1)["modelFormat"] == "torch"
+    assert "modelFormat" not in r.select_uri("s3://m/shop/v7/", set()).candidate.track(1)  # type: ignore[union-attr]
+
+
 def test_pinned_uri() -> None:
     assert r.select_uri("s3://m/shop/v7/", set()).candidate == r.Candidate(uri="s3://m/shop/v7/", version="v7")
     assert r.select_uri("s3://m/shop/v7", {"v7"}).candidate is None

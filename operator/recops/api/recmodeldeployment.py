@@ -252,6 +252,9 @@ class TrackStatus(KubeModel):
     revision: int = Field(default=0, ge=0, description="Increases with each model this track serves.")
     fine_tune_job: str | None = Field(default=None, max_length=253, description="The FineTuneJob that wrote it.")
     completed_at: Timestamp | None = Field(default=None, description="When that FineTuneJob completed.")
+    model_format: Literal["onnx", "torch"] | None = Field(
+        default=None, description="What that FineTuneJob serves: onnx (its optimised form, on the torch-free server "
+        "image) or torch; absent for a model given by uri (served by the torch image, which serves any model).")
     ready_replicas: int | None = Field(default=None, ge=0, description="Ready pods of this track.")
 
 

@@ -43,7 +43,8 @@ class BuilderSettings:
     trainer_image: str = "ghcr.io/recops/trainer:latest"
     # Trainers given GPUs (gpusPerWorker > 0): the CPU image would hold the GPUs and train in fp32 on the CPU.
     trainer_gpu_image: str = "ghcr.io/recops/trainer-cuda:latest"
-    server_image: str = "ghcr.io/recops/server:latest"
+    server_image: str = "ghcr.io/recops/server-torch:latest"  # any model (torch, or its ONNX form)
+    server_onnx_image: str = "ghcr.io/recops/server:latest"  # no torch: models whose ONNX form is served
     image_pull_policy: str = "IfNotPresent"
     # ttlSecondsAfterFinished for trainer Jobs whose FineTuneJob does not set one (None: keep the Job).
     job_ttl_seconds: int | None = None

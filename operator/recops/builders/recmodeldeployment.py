@@ -72,6 +72,7 @@ class TrackModel:
 
     uri: str
     version: str
+    format: str | None = None  # "onnx": its optimised form is served; "torch" or None (unknown): torch
 
 
 def owner_body(rmd: RecModelDeployment) -> dict[str, Any]:
@@ -178,11 +179,21 @@ def _serving_args(rmd: RecModelDeployment) -> list[str]:
     return args
 
 
+def server_image(rmd: RecModelDeployment, model: TrackModel, settings: BuilderSettings) -> str:
+    """The user's image, else the torch-free one where the model's ONNX form is served (it starts in well under a
+    second and is a tenth of the size), else the torch one, which serves any model."""
+    if rmd.spec.resources.image:
+        return rmd.spec.resources.image
+    runtime = rmd.spec.serving.runtime
+    onnx = runtime == "onnx" or (runtime == "auto" and model.format == "onnx")
+    return settings.server_onnx_image if onnx else settings.server_image
+
+
 def pod_template(rmd: RecModelDeployment, track: str, model: TrackModel, settings: BuilderSettings) -> dict[str, Any]:
     name, namespace = name_of(rmd), namespace_of(rmd)
     spec = rmd.spec
     user = spec.pod_template
-    image = spec.resources.image or settings.server_image
+    image = server_image(rmd, model, settings)
     volumes, mounts, env = scratch_volumes()
     init_containers: list[dict[str, Any]] = []
     model_arg = model.uri

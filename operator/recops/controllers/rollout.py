@@ -68,6 +68,7 @@ class Candidate:
     version: str
     fine_tune_job: str | None = None
     completed_at: str | None = None
+    format: str | None = None  # "onnx" or "torch" when a FineTuneJob says which form it serves
 
     def track(self, revision: int) -> dict[str, Any]:
         out: dict[str, Any] = {"modelUri": self.uri, "modelVersion": self.version, "revision": revision}
@@ -75,6 +76,8 @@ class Candidate:
             out["fineTuneJob"] = self.fine_tune_job
         if self.completed_at:
             out["completedAt"] = self.completed_at
+        if self.format:
+            out["modelFormat"] = self.format
         return out
 
 
@@ -99,6 +102,7 @@ def ftj_model(ftj: Mapping[str, Any]) -> Candidate | None:
     return Candidate(
         uri=str(model["uri"]), version=str(model.get("version") or version_of_uri(model["uri"])),
         fine_tune_job=str(ftj["metadata"]["name"]), completed_at=status.get("completionTime"),
+        format="onnx" if (status.get("optimization") or {}).get("served") else "torch",
     )
 
 
@@ -338,7 +342,7 @@ class Plan:
 def _track_model(track: Mapping[str, Any] | None) -> TrackModel | None:
     if not track:
         return None
-    return TrackModel(uri=str(track["modelUri"]), version=str(track["modelVersion"]))
+    return TrackModel(uri=str(track["modelUri"]), version=str(track["modelVersion"]), format=track.get("modelFormat"))
 
 
 def _newer(candidate: Candidate, track: Mapping[str, Any]) -> bool:
