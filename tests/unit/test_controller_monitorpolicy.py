@@ -219,3 +219,7 @@ def test_status_is_written_once_per_evaluation_and_not_when_nothing_changed(
     assert len(kube.writes_of("MonitorPolicy", sub="status")) == 1
     assert all(w[4] == "status" for w in kube.writes_of("MonitorPolicy"))  # the user's object is never written
     assert conditions(kube)[c.HEALTHY]["status"] == "True" and status(kube)["observedGeneration"] == 1
+    assert not evaluate(controller).status_written  # the same second, the same answers: nothing to write
+    clock.advance(10)
+    assert evaluate(controller).status_written  # lastEvaluationTime moved
+    assert len(kube.writes_of("MonitorPolicy", sub="status")) == 2
