@@ -13,40 +13,13 @@ from recops.api.contracts import LINEAGE_LABEL
 from recops.api.monitorpolicy import MonitorPolicy, MonitorPolicySpec, MonitorRule, RetrainSpec
 from recops.builders import monitorpolicy as builders
 from recops.monitor import evaluation as ev
-from recops.monitor.prometheus import PrometheusError
 from recops.monitor.promql import TrackSelector
 from recops.monitor.retrain import OwnedJob, decide_retrain, jobs_to_prune, next_sequence, recent_records
 from recops.monitor.rules import BREACHED, ERROR, INSUFFICIENT, OK, PENDING, Measurement
+from tests.support.fake_prometheus import FakePrometheus
 
 T0 = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
 SEL = TrackSelector("shop", "ranker", "stable", "ranker-ft-1-abcd1234")
-
-
-class FakePrometheus:
-    """Answers PromQL by substring, as a real Prometheus would for these expressions."""
-
-    def __init__(self, values: dict[str, float | None], histogram: tuple[list[float], list[float]] | None = None,
-                 fail: str | None = None) -> None:
-        self.values = values
-        self.hist = histogram or ([], [])
-        self.fail = fail
-        self.asked: list[str] = []
-
-    async def value(self, promql: str) -> float | None:
-        self.asked.append(promql)
-        if self.fail:
-            raise PrometheusError(self.fail)
-        if promql.startswith("sum(increase(recops_clicks_total"):
-            return self.values.get("ctr")
-        if promql.startswith("sum(increase(recops_impressions_total"):
-            return self.values.get("impressions")
-        return self.values.get(promql)
-
-    async def histogram(self, promql: str) -> tuple[list[float], list[float]]:
-        self.asked.append(promql)
-        if self.fail:
-            raise PrometheusError(self.fail)
-        return self.hist
 
 
 def rule(**fields: Any) -> MonitorRule:

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -25,7 +26,7 @@ from recops.api.validation import format_errors
 from recops.builders import finetunejob as builders
 from recops.builders.common import BuilderSettings
 from recops.controllers import finetunejob_status as st
-from recops.controllers.conditions import age_s, now_rfc3339, stored_invalid
+from recops.controllers.conditions import age_s, stored_invalid
 from recops.controllers.kube import PLURALS, ApiError, Kube, is_rejection, object_path, rejection, resource_path
 
 # A Job without a pod after this long is asked why (its FailedCreate Events); before, it is just young.
@@ -55,6 +56,10 @@ def job_path(namespace: str, name: str) -> str:
     return resource_path("batch/v1", "jobs", namespace, builders.job_name(name))
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def _ignore_event(_: dict[str, Any], __: str, ___: str, ____: str) -> None:
     return None
 
@@ -73,11 +78,15 @@ class PassResult:
 
 class FineTuneJobController:
     def __init__(self, kube: Kube, settings: BuilderSettings, post_event: EventPoster = _ignore_event,
-                 start_timeout_s: float | None = None) -> None:
+                 start_timeout_s: float | None = None, now: Callable[[], datetime] = _utc_now) -> None:
         self.kube = kube
+        self.now = now  # a seam for tests: the controller's only clock
         self.settings = settings
         self.post_event = post_event
         self.start_timeout_s = start_timeout_s  # see st.start_given_up; None: wait for ever
+
+    def _now_text(self) -> str:
+        return self.now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
     # --- one pass ---------------------------------------------------------------------------
     def reconcile(self, namespace: str, name: str, *, apply_children: bool = False) -> PassResult:
@@ -111,7 +120,7 @@ class FineTuneJobController:
             job = None
             if not invalid:
                 stale = PassResult()
-                body_status = st.compute_status(body, ftj, st.Observed(job=None), now=now_rfc3339())
+                body_status = st.compute_status(body, ftj, st.Observed(job=None), now=self._now_text())
                 body_status["message"] = f"waiting for Job {builders.job_name(name)} of an earlier FineTuneJob to go"
                 stale.status_written = self.write_status(body, body_status)
                 stale.phase = body_status.get("phase")
@@ -139,11 +148,11 @@ class FineTuneJobController:
             job = None  # the old Job of a rerun: the new one is created once it is gone
         pods = self.labelled_pods(namespace, name) if job is not None else []
         observed = st.Observed(job=job, pods=of_job(pods, job), waiting=waiting)
-        if job is not None and not observed.pods and not job_deleting and age_s(job) > POD_CREATE_GRACE_S:
+        if job is not None and not observed.pods and not job_deleting and age_s(job, self._now_text()) > POD_CREATE_GRACE_S:
             observed.create_failures = self.create_failures(job)
         if invalid is not None:
             ftj = None
-        new_status = st.compute_status(body, ftj, observed, now=now_rfc3339(), invalid=invalid,
+        new_status = st.compute_status(body, ftj, observed, now=self._now_text(), invalid=invalid,
                                        start_timeout_s=self.start_timeout_s)
         result.status_written = self.write_status(body, new_status)
         result.phase = new_status.get("phase")
@@ -235,7 +244,7 @@ class FineTuneJobController:
         """DeadlineExceeded, then the spec changed: record the rerun, then delete the old Job (in this
         order, so a restart in between finds the rerun recorded and deletes the Job then)."""
         meta = body["metadata"]
-        new_status = st.rerun_status(body, now=now_rfc3339())
+        new_status = st.rerun_status(body, now=self._now_text())
         written = self.write_status(body, new_status)
         self.post_event(body, "Normal", c.DEADLINE_RAISED, str(new_status["message"]))
         if job is not None:

@@ -149,8 +149,11 @@ class MonitorPolicyController:
         instance: str = "recops-operator",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         prometheus_timeout: float = 10.0,
+        prometheus_factory: Callable[..., Prometheus] = Prometheus,
     ) -> None:
         self.kube = kube
+        # A seam for tests (an in-memory Prometheus); called as Prometheus(url, timeout_seconds=..., auth=...).
+        self.prometheus_factory = prometheus_factory
         self.default_prometheus_url = default_prometheus_url
         self.prometheus_auth = prometheus_auth
         # Kopf's kopf.event() works only inside its per-object processing; evaluations run on
@@ -237,7 +240,7 @@ class MonitorPolicyController:
                 errors.append("no Prometheus: set spec.prometheus.url or the operator's --prometheus-url")
                 measurements = {r.name: Measurement(value=None, error=errors[0]) for r in spec.rules}
             else:
-                prometheus = Prometheus(url, timeout_seconds=self.prometheus_timeout,
+                prometheus = self.prometheus_factory(url, timeout_seconds=self.prometheus_timeout,
                                         auth=auth_for(url, self.default_prometheus_url, self.prometheus_auth))
                 baseline = await self._baseline(body, spec, old.get("baseline"), stable, selector, prometheus, now,
                                                 errors)

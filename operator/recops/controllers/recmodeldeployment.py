@@ -37,7 +37,7 @@ from recops.controllers.kube import ApiError, Kube, is_rejection, object_path, r
 from recops.monitor.promql import TrackSelector, builtin_query
 
 if TYPE_CHECKING:
-    from recops.monitor.prometheus import PrometheusAuth
+    from recops.monitor.prometheus import Prometheus, PrometheusAuth
 
 log = logging.getLogger("recops.controllers.recmodeldeployment")
 
@@ -81,8 +81,11 @@ def _now() -> datetime:
 class RecModelDeploymentController:
     def __init__(self, kube: Kube, settings: BuilderSettings, post_event: EventPoster = _ignore_event,
                  prometheus_url: str | None = None, prometheus_auth: PrometheusAuth | None = None,
-                 now: Callable[[], datetime] = _now, shared_feedback_key: SharedFeedbackKey | None = None) -> None:
+                 now: Callable[[], datetime] = _now, shared_feedback_key: SharedFeedbackKey | None = None,
+                 prometheus_factory: Callable[..., Prometheus] | None = None) -> None:
         self.kube = kube
+        # A seam for tests (an in-memory Prometheus); called as Prometheus(url, auth=...).
+        self.prometheus_factory = prometheus_factory
         self.shared_feedback_key = shared_feedback_key
         self.settings = settings
         self.post_event = post_event
@@ -240,7 +243,7 @@ class RecModelDeploymentController:
         from recops.monitor.prometheus import Prometheus, PrometheusError
 
         assert self.prometheus_url is not None
-        prometheus = Prometheus(self.prometheus_url, auth=self.prometheus_auth)
+        prometheus = (self.prometheus_factory or Prometheus)(self.prometheus_url, auth=self.prometheus_auth)
 
         async def one(metric: str) -> rollout.Measurement | str:
             values: dict[str, float | None] = {}
