@@ -136,11 +136,11 @@ class TrainingSpec(KubeModel):
     weight_decay: float = Field(default=0.01, ge=0, le=1, description="AdamW weight decay.")
     seed: int = Field(default=42, ge=0, description="Random seed.")
     lora: LoraSpec | None = Field(default=None, description="Train LoRA adapters instead of all weights.")
-    loss: Literal["pointwise", "listwise"] = Field(
-        default="pointwise",
-        description="click-through only. pointwise: binary cross-entropy per impression. listwise: plus a softmax "
-        "over each group's impressions (one query's or user's), the order within a group that ranking metrics judge; "
-        "batchSize then counts impressions, taken whole groups at a time.",
+    loss: Literal["listwise", "pointwise"] = Field(
+        default="listwise",
+        description="click-through only. listwise: binary cross-entropy per impression plus a softmax over each "
+        "group's impressions (one query's or user's), the order within a group that ranking metrics judge; batchSize "
+        "counts impressions, taken whole groups at a time. pointwise: the binary cross-entropy alone.",
     )
 
 class FineTuneResources(KubeModel):
