@@ -579,17 +579,21 @@ def train(
     started = time.monotonic()
     output = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     seconds = time.monotonic() - started
+    # Figures in impressions (rows), also when the Trainer counted listwise examples (one group each).
+    rows_per_example = len(data.train) / examples if listwise else 1.0
+    samples_per_second = (output.metrics or {}).get("train_samples_per_second")
     result = TrainResult(
         log_history=list(trainer.state.log_history),
         precision=precision,
         total_steps=trainer.state.max_steps,
         resumed_from=str(resume) if resume is not None else None,
-        train_examples=examples,
+        train_examples=len(data.train) if listwise else examples,
         seconds=seconds,
-        samples_per_second=(output.metrics or {}).get("train_samples_per_second"),
+        samples_per_second=samples_per_second * rows_per_example if samples_per_second else None,
     )
     if dist.is_main:
-        log.info("trained %d examples x %s epochs in %.1fs: %.1f samples/s (precision %s, %d process%s)", examples,
+        log.info("trained %d examples x %s epochs in %.1fs: %.1f samples/s (precision %s, %d process%s)",
+                 result.train_examples,
                  f"{training.epochs:g}", seconds, result.samples_per_second or 0.0, precision, dist.world_size,
                  "es" if dist.world_size > 1 else "")
     if dist.is_main and save_to is not None:
