@@ -243,7 +243,7 @@ def test_namespaced_install_reconcile_least_privilege_upgrade_uninstall(
         with running_operator(cluster, tmp_path / "operator-upgraded", service_account=release.service_account,
                               namespaces=[namespace], operator_namespace=release.namespace,
                               extra_env=deployment_env(cluster, release)) as operator:
-            wait_until(lambda: f"feedback-key Secret {namespace}/recops-feedback-key: kept" in operator.log_tail(),
+            wait_until(lambda: f"feedback-key Secret {namespace}/recops-feedback-key: kept" in operator.log.read_text(),
                        30, "the operator to find the feedback key")
         assert identities() == before
         assert (get(cluster, "secret", namespace, "recops-feedback-key") or {}).get("data") == feedback_key["data"]
