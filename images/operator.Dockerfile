@@ -24,8 +24,9 @@ RUN /opt/uv/bin/uv pip install --python /opt/recops/bin/python --no-deps --no-bu
  && cp -a "$site"/recops "$site"/recops-*.dist-info "/opt/app$site/" \
  && cp -a /opt/recops/bin/recops /opt/app/opt/recops/bin/
 
-FROM ${BASE_IMAGE}
-COPY --from=deps /opt/recops /opt/recops
+# On the dependency stage, not a fresh base: copying its /opt/recops would store (and, while building,
+# need disk for) the whole environment twice, 6.5 GB for the torch images.
+FROM deps
 COPY --from=build /opt/app /
 ENV PATH=/opt/recops/bin:$PATH PYTHONUNBUFFERED=1
 USER 10001:10001

@@ -52,7 +52,7 @@ def test_dockerfile_lints_clean(dockerfile: Path) -> None:
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
-def test_dockerfile_is_multistage_nonroot_and_pinned_by_argument(dockerfile: Path) -> None:
+def test_dockerfile_is_layered_nonroot_and_pinned_by_argument(dockerfile: Path) -> None:
     text = dockerfile.read_text()
     assert text.count("\nFROM ") >= 2 or text.startswith("FROM")
     assert re.search(r"^ARG BASE_IMAGE=\S+:\S+", text, re.M)
@@ -62,7 +62,8 @@ def test_dockerfile_is_multistage_nonroot_and_pinned_by_argument(dockerfile: Pat
     assert locks(dockerfile), "the image installs a lock file"
     final_stage = text.rsplit("\nFROM ", 1)[1]
     assert "pip wheel" not in final_stage and "apt-get" not in final_stage and "RUN " not in final_stage
-    assert re.search(r"^COPY --from=deps /opt/recops /opt/recops$", final_stage, re.M)
+    # The final stage builds on the dependency stage (one copy of the environment) and adds recops alone.
+    assert final_stage.startswith("deps\n")
     assert re.search(r"^COPY --from=build /opt/app /$", final_stage, re.M)
 
 
