@@ -24,21 +24,6 @@ CHILD_KINDS = ("ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Job")
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def kube(clock: ManualClock) -> FakeKube:
-    return FakeKube(clock)
-
-
-@pytest.fixture
-def posted() -> list[tuple[str, str]]:
-    return []
-
-
-@pytest.fixture
 def controller(kube: FakeKube, clock: ManualClock, posted: list[tuple[str, str]]) -> FineTuneJobController:
     return FineTuneJobController(kube, BuilderSettings(), post_event=lambda _, t, reason, __: posted.append((t, reason)),
                                  start_timeout_s=60, now=clock)

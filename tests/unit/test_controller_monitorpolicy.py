@@ -24,23 +24,8 @@ EVENT_LOG = "s3://events/shop"
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def kube(clock: ManualClock) -> FakeKube:
-    return FakeKube(clock)
-
-
-@pytest.fixture
 def prometheus() -> FakePrometheus:
     return FakePrometheus({"ctr": 0.05, "impressions": 500.0})  # below the rule's 0.1
-
-
-@pytest.fixture
-def posted() -> list[tuple[str, str]]:
-    return []
 
 
 @pytest.fixture

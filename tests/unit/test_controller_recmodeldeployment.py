@@ -28,23 +28,8 @@ WORSE = {"ctr": 0.05, "impressions": 200.0, "errorRate": 0.0, "requests": 200.0}
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def kube(clock: ManualClock) -> FakeKube:
-    return FakeKube(clock)
-
-
-@pytest.fixture
 def prometheus() -> FakePrometheus:
     return FakePrometheus(tracks={"stable": dict(GOOD), "canary": dict(GOOD)})
-
-
-@pytest.fixture
-def posted() -> list[tuple[str, str]]:
-    return []
 
 
 @pytest.fixture
