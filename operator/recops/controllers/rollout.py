@@ -522,8 +522,9 @@ def _canary_step(status: dict[str, Any], spec: RecModelDeploymentSpec, observed:
     status["lastAnalysis"] = [{k: v for k, v in r.items() if k != "message"} for r in analysis]
     status["lastAnalysisTime"] = format_time(now)
     state, message = verdict(analysis)
+    if state != "Inconclusive":
+        status.pop("stalledSince", None)  # a verdict (Pass or Fail) is progress
     if state == "Fail":
-        status.pop("stalledSince", None)  # a verdict is progress
         failures = int(status.get("analysisFailures") or 0) + 1
         status["analysisFailures"] = failures
         if failures >= canary_spec.failure_limit:
@@ -544,7 +545,6 @@ def _canary_step(status: dict[str, Any], spec: RecModelDeploymentSpec, observed:
                                       canary_spec.progress_deadline_seconds, events, now)
         return (True, c.INCONCLUSIVE, f"canary {canary['modelVersion']} {where} waits: {message}"[:2000]), \
             degraded_state
-    status.pop("stalledSince", None)  # a verdict (Pass or Fail) is progress
     if pause_end is not None and now < pause_end:
         left = max(0, int((pause_end - now).total_seconds()))
         return (True, c.CANARY_STEP, f"canary {canary['modelVersion']} {where}: analysis passed; "
