@@ -198,18 +198,25 @@ class Threshold(KubeModel):
     def is_relative(self) -> bool:
         return self.relative_decrease is not None or self.relative_increase is not None
 
-    def breached(self, value: float, baseline: float | None = None) -> bool | None:
-        """True when ``value`` is bad; None when a relative bound has no baseline to compare with."""
+    def bound(self, baseline: float | None = None) -> float | None:
+        """The value the threshold compares with; None when a relative bound has no baseline."""
         if self.below is not None:
-            return value < self.below
+            return self.below
         if self.above is not None:
-            return value > self.above
+            return self.above
         if baseline is None:
             return None
         if self.relative_decrease is not None:
-            return value < baseline * (1 - self.relative_decrease)
+            return baseline * (1 - self.relative_decrease)
         assert self.relative_increase is not None
-        return value > baseline * (1 + self.relative_increase)
+        return baseline * (1 + self.relative_increase)
+
+    def breached(self, value: float, baseline: float | None = None) -> bool | None:
+        """True when ``value`` is bad; None when a relative bound has no baseline to compare with."""
+        bound = self.bound(baseline)
+        if bound is None:
+            return None
+        return value < bound if self.below is not None or self.relative_decrease is not None else value > bound
 
     def describe(self) -> str:
         if self.below is not None:

@@ -153,7 +153,10 @@ class AnalysisSpec(KubeModel):
     interval: Duration = Field(default="30s", description="How often the canary is judged.")
     window: Duration = Field(default="5m", description="PromQL range both tracks are measured over.")
     min_impressions: int = Field(
-        default=200, ge=0, description="Impressions each track needs before CTR is judged; fewer is inconclusive."
+        default=200, ge=0, description=(
+            "Impressions the canary needs before CTR or conversion rate is judged, and the stable track too when a "
+            "relative bound compares with it; fewer is inconclusive."
+        ),
     )
     rules: list[AnalysisRule] = Field(
         default_factory=_default_analysis_rules, max_length=16, description="What the canary must satisfy."

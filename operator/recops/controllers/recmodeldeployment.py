@@ -34,7 +34,8 @@ from recops.controllers import rollout
 from recops.controllers.conditions import set_condition, stored_invalid
 from recops.controllers.feedback_key import Outcome, SharedFeedbackKey, ensure_shared_feedback_secret
 from recops.controllers.kube import ApiError, Kube, is_rejection, object_path, rejection, resource_path
-from recops.monitor.promql import TrackSelector, builtin_query
+from recops.monitor.evaluation import measure_builtin
+from recops.monitor.promql import TrackSelector
 
 if TYPE_CHECKING:
     from recops.monitor.prometheus import Prometheus, PrometheusAuth
@@ -224,38 +225,34 @@ class RecModelDeploymentController:
         canary_spec = rmd.spec.rollout.canary
         assert canary_spec is not None
         rules = canary_spec.analysis.rules
-        if not self.prometheus_url:
-            measured: dict[str, rollout.Measurement | str] = {
-                r.metric: "no Prometheus configured (recops operator --prometheus-url)" for r in rules}
-            return rollout.evaluate_rules(rules, canary_spec.analysis.min_impressions, measured)
-        name, namespace = builders.name_of(rmd), builders.namespace_of(rmd)
-        window = canary_spec.analysis.window
-        tracks = {
-            track: TrackSelector(namespace, name, track, (status.get(track) or {}).get("modelVersion"))
-            for track in ("stable", "canary")
-        }
         metrics: list[str] = sorted({str(r.metric) for r in rules})
-        measured = asyncio.run(self._measure(metrics, tracks, window))
+        if not self.prometheus_url:
+            failed = rollout.TrackMeasurements.failed("no Prometheus configured (recops operator --prometheus-url)")
+            measured = dict.fromkeys(metrics, failed)
+        else:
+            name, namespace = builders.name_of(rmd), builders.namespace_of(rmd)
+            tracks = {
+                track: TrackSelector(namespace, name, track, (status.get(track) or {}).get("modelVersion"))
+                for track in ("stable", "canary")
+            }
+            measured = asyncio.run(self._measure(metrics, tracks, canary_spec.analysis.window))
         return rollout.evaluate_rules(rules, canary_spec.analysis.min_impressions, measured)
 
     async def _measure(self, metrics: list[str], tracks: dict[str, TrackSelector],
-                       window: str) -> dict[str, rollout.Measurement | str]:
+                       window: str) -> dict[str, rollout.TrackMeasurements]:
         from recops.monitor.prometheus import Prometheus, PrometheusError
 
         assert self.prometheus_url is not None
         prometheus = (self.prometheus_factory or Prometheus)(self.prometheus_url, auth=self.prometheus_auth)
 
-        async def one(metric: str) -> rollout.Measurement | str:
-            values: dict[str, float | None] = {}
+        async def one(metric: str) -> rollout.TrackMeasurements:
             try:
-                for track, selector in tracks.items():
-                    query = builtin_query(metric, selector, window)
-                    values[track] = await prometheus.value(query.value)
-                    values[f"{track}_samples"] = await prometheus.value(query.samples) if query.samples else None
+                return rollout.TrackMeasurements(
+                    canary=await measure_builtin(prometheus, metric, tracks["canary"], window),
+                    stable=await measure_builtin(prometheus, metric, tracks["stable"], window),
+                )
             except PrometheusError as error:
-                return str(error)
-            return rollout.Measurement(values["canary"], values["stable"], values["canary_samples"],
-                                       values["stable_samples"])
+                return rollout.TrackMeasurements.failed(str(error))
 
         results = await asyncio.gather(*(one(m) for m in metrics))
         return dict(zip(metrics, results, strict=True))

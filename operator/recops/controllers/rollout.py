@@ -18,16 +18,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from recops.api import conditions as c
-from recops.api.common import Threshold, parse_duration
+from recops.api.common import parse_duration
 from recops.api.contracts import ABORT_ANNOTATION, LINEAGE_LABEL, PROMOTE_ANNOTATION, RETRY_MODEL_ANNOTATION
 from recops.api.recmodeldeployment import AnalysisRule, RecModelDeploymentSpec
 from recops.builders.recmodeldeployment import TrackModel, canary_replicas, version_of_uri
 from recops.controllers.conditions import find, set_condition
+from recops.monitor.rules import Judgement, Lacking, Measurement, Outcome, judge
 
 CONDITION_ORDER = (c.AVAILABLE, c.PROGRESSING, c.DEGRADED, c.READY)
 PROMOTIONS_KEPT = 10
 REJECTED_KEPT = 100
-RATE_METRICS = ("ctr", "conversionRate")  # judged only once both tracks have minImpressions
+RATE_METRICS = ("ctr", "conversionRate")  # judged only once the canary (and a relative bound's stable) has minImpressions
 # Event reasons besides the condition reasons of recops.api.conditions.
 CANARY_STARTED = "CanaryStarted"
 CANARY_RESTARTED = "CanaryRestarted"
@@ -199,85 +200,61 @@ def apply_retry(status: dict[str, Any], annotations: Mapping[str, str]) -> list[
 
 # --- analysis -----------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Measurement:
-    """One metric of both tracks over the analysis window: values and the samples behind them."""
+class TrackMeasurements:
+    """One metric of both tracks over the analysis window; the stable track is the reference."""
 
-    canary: float | None
-    stable: float | None
-    canary_samples: float | None
-    stable_samples: float | None
+    canary: Measurement
+    stable: Measurement
 
-
-def _bound(threshold: Threshold, stable: float | None) -> float | None:
-    if threshold.below is not None:
-        return threshold.below
-    if threshold.above is not None:
-        return threshold.above
-    if stable is None:
-        return None
-    if threshold.relative_decrease is not None:
-        return stable * (1 - threshold.relative_decrease)
-    assert threshold.relative_increase is not None
-    return stable * (1 + threshold.relative_increase)
+    @classmethod
+    def failed(cls, error: str) -> TrackMeasurements:
+        return cls(Measurement(None, error=error), Measurement(None, error=error))
 
 
 def evaluate_rules(rules: Sequence[AnalysisRule], min_impressions: int,
-                   measured: Mapping[str, Measurement | str]) -> list[dict[str, Any]]:
-    """Each rule's state: Pass, Fail, Inconclusive (too little traffic) or Error (a query failed).
-
-    `measured[metric]` is a Measurement, or the error text of its queries.
-    """
-    results = []
-    for rule in rules:
-        threshold = rule.threshold
-        entry: dict[str, Any] = {"metric": rule.metric, "threshold": threshold.describe()}
-        m = measured.get(rule.metric)
-        if m is None or isinstance(m, str):
-            entry.update(state="Error", message=(m or "not measured")[:500])
-            results.append(entry)
-            continue
-        if rule.metric == "errorRate":
-            m = _zero_errors(m)
-        state, message = _judge(rule, threshold, m, min_impressions)
-        if m.canary is not None:
-            entry["canary"] = round(m.canary, 6)
-        if m.stable is not None:
-            entry["stable"] = round(m.stable, 6)
-        bound = _bound(threshold, m.stable)
-        if bound is not None:
-            entry["threshold"] = f"{threshold.describe()} (bound {bound:.4g})"[:128]
-        entry.update(state=state, message=message)
-        results.append(entry)
-    return results
+                   measured: Mapping[str, TrackMeasurements]) -> list[dict[str, Any]]:
+    """Each rule's state: Pass, Fail, Inconclusive (too little traffic) or Error (a query failed), judged by
+    the one rule judge (recops.monitor.rules) with the stable track as the reference."""
+    return [_rule_result(rule, min_impressions, measured.get(rule.metric)) for rule in rules]
 
 
-def _zero_errors(m: Measurement) -> Measurement:
-    """No 5xx series at all is an error rate of 0 once there were requests (PromQL's ratio is then empty)."""
-    return Measurement(m.canary if m.canary is not None or not m.canary_samples else 0.0,
-                       m.stable if m.stable is not None or not m.stable_samples else 0.0,
-                       m.canary_samples, m.stable_samples)
+def _rule_result(rule: AnalysisRule, min_impressions: int, m: TrackMeasurements | None) -> dict[str, Any]:
+    threshold = rule.threshold
+    entry: dict[str, Any] = {"metric": rule.metric, "threshold": threshold.describe()}
+    m = m or TrackMeasurements.failed("not measured")
+    # CTR and conversion rate need minImpressions; latency and error rate one request.
+    min_samples = min_impressions if rule.metric in RATE_METRICS else 1
+    judgement = judge(threshold, m.canary, min_samples=min_samples, reference=m.stable)
+    if judgement.outcome is Outcome.ERROR:
+        return {**entry, "state": "Error", "message": (judgement.error or "query failed")[:500]}
+    for track, measurement in (("canary", m.canary), ("stable", m.stable)):
+        if measurement.usable:
+            assert measurement.value is not None
+            entry[track] = round(measurement.value, 6)
+    bound = threshold.bound(m.stable.value if m.stable.usable else None)
+    if bound is not None:
+        entry["threshold"] = f"{threshold.describe()} (bound {bound:.4g})"[:128]
+    state = {Outcome.GOOD: "Pass", Outcome.BAD: "Fail"}.get(judgement.outcome, "Inconclusive")
+    return {**entry, "state": state, "message": _analysis_message(rule, min_impressions, m, judgement)}
 
 
-def _judge(rule: AnalysisRule, threshold: Threshold, m: Measurement, min_impressions: int) -> tuple[str, str]:
-    metric = rule.metric
-    if metric in RATE_METRICS:
-        canary_n, stable_n = int(m.canary_samples or 0), int(m.stable_samples or 0)
-        if canary_n < min_impressions or stable_n < min_impressions or (threshold.is_relative and stable_n == 0):
-            return "Inconclusive", (f"{metric}: too little traffic (canary {canary_n}, stable {stable_n} impressions; "
-                                    f"{min_impressions} needed on each)")
-    elif not m.canary_samples:
-        return "Inconclusive", f"{metric}: no canary requests in the window"
-    if m.canary is None:
-        return "Inconclusive", f"{metric}: no canary value in the window"
-    breached = threshold.breached(m.canary, m.stable)
-    if breached is None:
-        return "Inconclusive", f"{metric}: no stable value to compare with"
-    bound = _bound(threshold, m.stable)
-    stable_text = f", stable {m.stable:.4g}" if m.stable is not None else ""
-    if breached:
-        return "Fail", (f"{metric} of the canary is {m.canary:.4g}{stable_text}: breaches its threshold "
-                        f"{threshold.describe()} (bound {bound:.4g})")
-    return "Pass", f"{metric} {m.canary:.4g}{stable_text} within {threshold.describe()}"
+def _analysis_message(rule: AnalysisRule, min_impressions: int, m: TrackMeasurements, judgement: Judgement) -> str:
+    metric, threshold = rule.metric, rule.threshold
+    if judgement.lacking in (Lacking.SAMPLES, Lacking.REFERENCE_SAMPLES):
+        if metric not in RATE_METRICS:
+            return f"{metric}: no {'canary' if judgement.lacking is Lacking.SAMPLES else 'stable'} requests in the window"
+        canary_n, stable_n = int(m.canary.samples or 0), int(m.stable.samples or 0)
+        return (f"{metric}: too little traffic (canary {canary_n}, stable {stable_n} impressions; "
+                f"{min_impressions} needed on each)")
+    if judgement.lacking is Lacking.VALUE:
+        return f"{metric}: no canary value in the window"
+    if judgement.lacking is Lacking.REFERENCE:
+        return f"{metric}: no stable value to compare with"
+    stable_text = f", stable {m.stable.value:.4g}" if m.stable.usable else ""
+    if judgement.outcome is Outcome.BAD:
+        return (f"{metric} of the canary is {judgement.value:.4g}{stable_text}: breaches its threshold "
+                f"{threshold.describe()} (bound {judgement.bound:.4g})")
+    return f"{metric} {judgement.value:.4g}{stable_text} within {threshold.describe()}"
 
 
 def verdict(results: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
@@ -655,6 +632,6 @@ def _finish(plan: Plan, spec: RecModelDeploymentSpec, generation: int | None, co
 
 
 __all__ = [
-    "Candidate", "Measurement", "Observed", "Plan", "Selection", "analysis_due", "apply_retry", "decide",
+    "Candidate", "Observed", "Plan", "Selection", "TrackMeasurements", "analysis_due", "apply_retry", "decide",
     "evaluate_rules", "select_fine_tune_job", "select_lineage", "select_uri", "verdict",
 ]
