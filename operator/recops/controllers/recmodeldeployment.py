@@ -20,20 +20,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from recops.api import conditions as c
-from recops.api.common import API_VERSION
+from recops.api.common import API_VERSION, format_time
 from recops.api.contracts import LINEAGE_LABEL
 from recops.api.finetunejob import PLURAL as FTJ_PLURAL
 from recops.api.recmodeldeployment import KIND, PLURAL, RecModelDeployment
-from recops.api.validation import format_errors
 from recops.builders import recmodeldeployment as builders
 from recops.builders.common import BuilderSettings
 from recops.controllers import rollout
 from recops.controllers.conditions import set_condition, stored_invalid
 from recops.controllers.feedback_key import Outcome, SharedFeedbackKey, ensure_shared_feedback_secret
 from recops.controllers.kube import ApiError, Kube, is_rejection, object_path, rejection, resource_path
+from recops.controllers.status import EventPoster, ignore_event, write_status
+from recops.controllers.status import parse as parse_resource
 from recops.monitor.evaluation import measure_builtin
 from recops.monitor.promql import TrackSelector
 
@@ -41,13 +40,6 @@ if TYPE_CHECKING:
     from recops.monitor.prometheus import Prometheus, PrometheusAuth
 
 log = logging.getLogger("recops.controllers.recmodeldeployment")
-
-EventPoster = Callable[[dict[str, Any], str, str, str], None]
-
-
-def _ignore_event(_: dict[str, Any], __: str, ___: str, ____: str) -> None:
-    return None
-
 
 def rmd_path(namespace: str, name: str, subresource: str | None = None) -> str:
     return resource_path(API_VERSION, PLURAL, namespace, name, subresource)
@@ -66,13 +58,7 @@ class PassResult:
 
 
 def parse(body: dict[str, Any]) -> tuple[RecModelDeployment | None, str | None]:
-    manifest = {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body}
-    try:
-        rmd = RecModelDeployment.model_validate(manifest)
-    except ValidationError as error:
-        return None, "; ".join(format_errors(error))
-    found = builders.problems(rmd)
-    return (None, "; ".join(found)) if found else (rmd, None)
+    return parse_resource(body, RecModelDeployment, builders.problems)
 
 
 def _now() -> datetime:
@@ -80,7 +66,7 @@ def _now() -> datetime:
 
 
 class RecModelDeploymentController:
-    def __init__(self, kube: Kube, settings: BuilderSettings, post_event: EventPoster = _ignore_event,
+    def __init__(self, kube: Kube, settings: BuilderSettings, post_event: EventPoster = ignore_event,
                  prometheus_url: str | None = None, prometheus_auth: PrometheusAuth | None = None,
                  now: Callable[[], datetime] = _now, shared_feedback_key: SharedFeedbackKey | None = None,
                  prometheus_factory: Callable[..., Prometheus] | None = None) -> None:
@@ -141,7 +127,7 @@ class RecModelDeploymentController:
     def _invalid(self, body: dict[str, Any], message: str, now: datetime) -> PassResult:
         status = rollout.operator_status(body.get("status"))
         generation = body["metadata"].get("generation")
-        now_text = rollout.format_time(now)
+        now_text = format_time(now)
         conditions = status.get("conditions") or []
         previous: dict[str, Any] = next((x for x in conditions if x.get("type") == c.READY), {})
         conditions = set_condition(conditions, c.READY, False, c.INVALID_SPEC, message[:2000], generation=generation,
@@ -355,13 +341,9 @@ class RecModelDeploymentController:
                 del self._applied[key]
 
     def write_status(self, body: dict[str, Any], new_status: dict[str, Any]) -> bool:
-        old = rollout.operator_status(body.get("status"))
-        if old == new_status:
-            return False
-        patch = {k: new_status.get(k) for k in sorted(set(old) | set(new_status)) if old.get(k) != new_status.get(k)}
         meta = body["metadata"]
-        self.kube.merge_patch(rmd_path(meta["namespace"], meta["name"], "status"), {"status": patch})
-        return True
+        return write_status(self.kube, rmd_path(meta["namespace"], meta["name"], "status"),
+                            rollout.operator_status(body.get("status")), new_status)
 
 
 def rmds_following(kube: Kube, ftj: dict[str, Any]) -> list[tuple[str, str]]:

@@ -11,18 +11,18 @@ Nothing here does I/O; the controller reads, calls these, applies and writes sta
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from recops.api import conditions as c
-from recops.api.common import parse_duration
+from recops.api.common import format_time, parse_duration, parse_time
 from recops.api.contracts import ABORT_ANNOTATION, LINEAGE_LABEL, PROMOTE_ANNOTATION, RETRY_MODEL_ANNOTATION
 from recops.api.recmodeldeployment import AnalysisRule, RecModelDeploymentSpec
 from recops.builders.recmodeldeployment import TrackModel, canary_replicas, version_of_uri
 from recops.controllers.conditions import find, set_condition
+from recops.controllers.status import owned_status
 from recops.monitor.rules import Judgement, Lacking, Measurement, Outcome, judge
 
 CONDITION_ORDER = (c.AVAILABLE, c.PROGRESSING, c.DEGRADED, c.READY)
@@ -43,23 +43,8 @@ STATUS_FIELDS = (
 )
 
 
-def format_time(when: datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def operator_status(status: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The fields of `status` the operator owns, without empty values (so equal states compare equal)."""
-    status = status or {}
-    return {k: copy.deepcopy(status[k]) for k in STATUS_FIELDS if status.get(k) not in (None, [], {})}
+    return owned_status(status, STATUS_FIELDS)
 
 
 # --- model selection ----------------------------------------------------------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from recops.api.common import parse_duration
+from recops.api.common import format_time, parse_duration, parse_time
 from recops.api.monitorpolicy import MonitorRule
 from recops.monitor.drift import psi
 from recops.monitor.prometheus import PrometheusError
@@ -199,16 +199,6 @@ def rule_status(rule: MonitorRule, verdict: RuleVerdict) -> dict[str, Any]:
     if verdict.samples is not None:
         entry["samples"] = round(verdict.samples, 3)
     return entry
-
-
-def format_time(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
 
 
 def baseline_due(started_at: datetime, window: str, now: datetime) -> bool:
