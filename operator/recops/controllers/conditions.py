@@ -82,6 +82,15 @@ def ordered(conditions: list[dict[str, Any]], order: Iterable[str]) -> list[dict
     return sorted(conditions, key=lambda c: (rank.get(c.get("type", ""), len(rank)), c.get("type", "")))
 
 
+@dataclass(frozen=True)
+class ConditionState:
+    """A condition's status, reason and message, as a decision set it."""
+
+    status: bool | None
+    reason: str
+    message: str = ""
+
+
 @dataclass
 class Conditions:
     """A pass's conditions, set one by one at one generation and time (instead of threading the list)."""
@@ -93,6 +102,9 @@ class Conditions:
     def set(self, type_: str, status: bool | None, reason: str, message: str = "") -> None:
         self.items = set_condition(self.items, type_, status, reason, message, generation=self.generation,
                                    now=self.now)
+
+    def put(self, type_: str, state: ConditionState) -> None:
+        self.set(type_, state.status, state.reason, state.message)
 
     def get(self, type_: str) -> dict[str, Any] | None:
         return find(self.items, type_)
