@@ -378,6 +378,13 @@ class RolloutPass:
     def event(self, type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))
 
+    def take_annotation(self, annotations: Mapping[str, str], key: str) -> str | None:
+        """The steering annotation's value when it is new, recorded as handled from now on."""
+        value = new_annotation(annotations, self.handled, key)
+        if value is not None:
+            self.handled[key] = value
+        return value
+
     def end_canary(self, rejected: str | None = None) -> None:
         """Take the canary off (rejected with that reason, when given)."""
         canary = self.canary
@@ -439,9 +446,7 @@ def _rolling_update(state: RolloutPass, wanted: Candidate | None, annotations: M
         _promote(state.status, wanted.track(_next_revision(state.status)), "rollingUpdate", state.now)
         state.degraded = ConditionState(False, c.PROMOTED, f"model {wanted.version} promoted")
     for key in (ABORT_ANNOTATION, PROMOTE_ANNOTATION):
-        value = new_annotation(annotations, state.handled, key)
-        if value is not None:
-            state.handled[key] = value  # nothing to promote or abort outside a canary
+        state.take_annotation(annotations, key)  # nothing to promote or abort outside a canary
 
 
 def _canary_rollout(state: RolloutPass, spec: RecModelDeploymentSpec, wanted: Candidate | None,
@@ -460,12 +465,8 @@ def _canary_rollout(state: RolloutPass, spec: RecModelDeploymentSpec, wanted: Ca
 
 def _abort_by_annotation(state: RolloutPass, annotations: Mapping[str, str],
                          wanted: Candidate | None) -> Candidate | None:
-    abort = new_annotation(annotations, state.handled, ABORT_ANNOTATION)
-    if abort is None:
-        return wanted
-    state.handled[ABORT_ANNOTATION] = abort
     canary = state.canary
-    if not canary:
+    if state.take_annotation(annotations, ABORT_ANNOTATION) is None or not canary:
         return wanted
     reason = f"aborted with the annotation {ABORT_ANNOTATION}"
     state.event("Warning", c.ABORTED, f"canary {canary['modelVersion']} {reason}; "
@@ -477,10 +478,8 @@ def _abort_by_annotation(state: RolloutPass, annotations: Mapping[str, str],
 
 def _promote_by_annotation(state: RolloutPass, annotations: Mapping[str, str],
                            wanted: Candidate | None) -> Candidate | None:
-    promote = new_annotation(annotations, state.handled, PROMOTE_ANNOTATION)
-    if promote is None:
+    if state.take_annotation(annotations, PROMOTE_ANNOTATION) is None:
         return wanted
-    state.handled[PROMOTE_ANNOTATION] = promote
     target = state.canary or (wanted.track(_next_revision(state.status)) if wanted else None)
     if not target:
         return wanted
