@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 GROUP = "recops.dev"
 VERSION = "v1alpha1"
@@ -60,6 +61,11 @@ def parse_time(text: str | None) -> datetime | None:
         return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
     except ValueError:
         return None
+
+
+def cel_rules(*rules: JsonDict) -> ConfigDict:
+    """A model's CEL rules (x-kubernetes-validations in its CRD schema), which the API server enforces."""
+    return ConfigDict(json_schema_extra={"x-kubernetes-validations": list(rules)})
 
 
 class KubeModel(BaseModel):
@@ -179,15 +185,11 @@ class SecretKeySelector(KubeModel):
 class Threshold(KubeModel):
     """When a value is bad. Exactly one bound; relative bounds compare with a baseline."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "[has(self.below), has(self.above), has(self.relativeDecrease), "
-                    "has(self.relativeIncrease)].filter(x, x).size() == 1",
-                    "message": "exactly one of below, above, relativeDecrease, relativeIncrease must be set",
-                }
-            ]
+    model_config = cel_rules(
+        {
+            "rule": "[has(self.below), has(self.above), has(self.relativeDecrease), "
+            "has(self.relativeIncrease)].filter(x, x).size() == 1",
+            "message": "exactly one of below, above, relativeDecrease, relativeIncrease must be set",
         }
     )
 
