@@ -202,7 +202,7 @@ class MonitorPolicyController:
         mps.retraining_condition(status, jobs, decision, bool(judged.breached))
         if spec.retrain is not None:
             result.pruned = await self._prune(body, jobs, spec.retrain.history_limit)
-        self._rule_events(body, {r.get("name"): r for r in status.old.get("rules") or []}, judged.verdicts)
+        self._rule_events(body, status.previous_rules, judged.verdicts)
         return await self._finish(body, status, result)
 
     async def _owned_jobs(self, body: dict[str, Any]) -> list[OwnedJob]:
@@ -240,8 +240,7 @@ class MonitorPolicyController:
             measurements = dict(zip((r.name for r in spec.rules), measured, strict=True))
             baseline_values = baseline.get("values") if captured else None
             judged.errors += [m.error for m in measurements.values() if m.error]
-        previous = {r.get("name"): r for r in status.old.get("rules") or []}
-        judged.verdicts = ev.judge_rules(spec.rules, measurements, previous, baseline_values, now)
+        judged.verdicts = ev.judge_rules(spec.rules, measurements, status.previous_rules, baseline_values, now)
         status.new["rules"] = [ev.rule_status(rule, judged.verdicts[rule.name]) for rule in spec.rules]
         return judged
 

@@ -46,6 +46,11 @@ class PolicyStatus:
         new = {**old, "lastEvaluationTime": stamp, "observedGeneration": generation}
         return cls(old, new, Conditions(list(old.get("conditions") or []), generation, stamp))
 
+    @property
+    def previous_rules(self) -> dict[str, Any]:
+        """Each rule's entry of the last evaluation, by name (its state and since continue from there)."""
+        return {r.get("name"): r for r in self.old.get("rules") or []}
+
     def finished(self) -> dict[str, Any]:
         """The status to store: conditions in their order, empty fields left out."""
         return operator_status({**self.new, "conditions": self.conditions.ordered(c.MONITORPOLICY_CONDITIONS)})
