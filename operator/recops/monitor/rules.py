@@ -61,10 +61,6 @@ class Judgement:
     lacking: Lacking | None = None
     error: str | None = None
 
-    @property
-    def decided(self) -> bool:
-        return self.outcome in (Outcome.GOOD, Outcome.BAD)
-
 
 def judge(threshold: Threshold, measured: Measurement, *, min_samples: float,
           reference: Measurement | None = None) -> Judgement:
