@@ -269,3 +269,26 @@ def test_a_spec_that_cannot_be_built_is_invalid_once_not_retried(
         controller.reconcile(NS, NAME)
     assert len(kube.writes) == writes and posted.count(("Warning", c.INVALID_SPEC)) == 1
     assert controller.reconcile(NS, NAME, apply_children=True).phase == "Progressing"  # a restart tries again
+
+
+def test_an_absolute_bound_needs_only_the_canarys_traffic_and_no_5xx_is_no_error(
+    kube: FakeKube, clock: ManualClock, controller: RecModelDeploymentController, prometheus: FakePrometheus,
+) -> None:
+    """The one rule judge (recops.monitor.rules): the stable track is the reference of relative bounds only, and
+    requests without any 5xx series are an error rate of 0 (PromQL's ratio is empty)."""
+    absolute = canary_rollout(analysis={"interval": "2s", "window": "2m", "minImpressions": 30, "rules": [
+        {"metric": "ctr", "threshold": {"below": 0.1}}, {"metric": "errorRate", "threshold": {"above": 0.5}}]})
+    rmd(kube, {"lineage": "ranker"}, rollout=absolute)
+    trained(kube, "ranker-1", "2026-12-01T07:00:00Z")
+    controller.reconcile(NS, NAME, apply_children=True)
+    ready(kube, "stable")
+    controller.reconcile(NS, NAME)
+    prometheus.tracks["stable"] = {"ctr": 0.2, "impressions": 10.0, "requests": 10.0}  # fewer than minImpressions
+    prometheus.tracks["canary"] = {"ctr": 0.2, "impressions": 200.0, "requests": 200.0}  # no 5xx series
+    canary_ready(kube, clock, controller)
+    controller.reconcile(NS, NAME)
+    analysis = status(kube)["lastAnalysis"]
+    assert [(r["metric"], r["state"]) for r in analysis] == [("ctr", "Pass"), ("errorRate", "Pass")]
+    assert analysis[1]["canary"] == 0.0
+    clock.advance(4)
+    assert controller.reconcile(NS, NAME).phase == "Progressing" and version(kube, "stable") == "ranker-2"

@@ -11,7 +11,16 @@ from recops.api.common import Threshold
 from recops.monitor.drift import bucket_shares, psi
 from recops.monitor.prometheus import PrometheusError, parse_vector, single_value
 from recops.monitor.promql import TrackSelector, builtin_query, score_histogram_query
-from recops.monitor.rules import BREACHED, ERROR, INSUFFICIENT, OK, PENDING, Measurement, judge
+from recops.monitor.rules import (
+    BREACHED,
+    ERROR,
+    INSUFFICIENT,
+    OK,
+    PENDING,
+    Measurement,
+    PreviousState,
+    judge_policy_rule,
+)
 
 SEL = TrackSelector("shop", "ranker", "canary")
 T0 = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
@@ -62,9 +71,8 @@ def test_psi_refuses_mismatched_or_empty_histograms() -> None:
 def run(threshold: Threshold, value: float | None, *, samples: float | None = 1000, baseline: float | None = None,
         prev: str | None = None, since: datetime | None = None, now: datetime = T0, hold: float = 60,
         error: str | None = None) -> tuple[str, datetime]:
-    v = judge(threshold=threshold, hold_for=timedelta(seconds=hold), min_samples=100,
-              measurement=Measurement(value, samples, error), baseline=baseline,
-              previous_state=prev, previous_since=since, now=now)
+    v = judge_policy_rule(threshold, Measurement(value, samples, error), min_samples=100, baseline=baseline,
+                          hold_for=timedelta(seconds=hold), previous=PreviousState(prev, since), now=now)
     return v.state, v.since
 
 

@@ -3,6 +3,7 @@ analysis and the canary's steps, as pure functions of what a pass observed."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,6 +11,10 @@ from recops.api import contracts
 from recops.api.common import Threshold
 from recops.api.recmodeldeployment import AnalysisRule, RecModelDeploymentSpec
 from recops.controllers import rollout as r
+from recops.monitor.evaluation import measure_builtin
+from recops.monitor.promql import TrackSelector
+from recops.monitor.rules import Measurement
+from tests.support.fake_prometheus import FakePrometheus
 
 T0 = datetime(2026, 11, 29, 9, 0, 0, tzinfo=UTC)
 
@@ -50,6 +55,11 @@ def cond(status: dict[str, Any], type_: str) -> dict[str, Any]:
 def serving_observed(version: str, canary: str | None = None, canary_ready: int = 1) -> r.Observed:
     return r.Observed(stable_replicas=2, stable_ready=2, stable_version=version, stable_rolled_out=True,
                       canary_ready=canary_ready if canary else 0, canary_version=canary)
+
+
+def tracks(canary: float | None, stable: float | None, canary_samples: float | None,
+           stable_samples: float | None) -> r.TrackMeasurements:
+    return r.TrackMeasurements(Measurement(canary, canary_samples), Measurement(stable, stable_samples))
 
 
 STABLE_A = {"modelUri": "/models/ns/a", "modelVersion": "a", "revision": 1, "completedAt": "2026-11-29T07:00:00Z"}
@@ -239,7 +249,7 @@ def test_failures_up_to_the_limit_roll_back_with_value_and_threshold() -> None:
 def test_inconclusive_waits_past_the_pause() -> None:
     status = start_canary().status
     results = r.evaluate_rules([AnalysisRule(metric="ctr", threshold=Threshold(relative_decrease=0.1))], 100,
-                               {"ctr": r.Measurement(0.1, 0.2, 12, 400)})
+                               {"ctr": tracks(0.1, 0.2, 12, 400)})
     assert results[0]["state"] == "Inconclusive"
     plan = r.decide(spec(), {}, 1, status, r.Selection(cand("b")), serving_observed("a", "b"), results, at(60))
     assert plan.status["canaryStep"] == 0 and plan.canary is not None
@@ -317,20 +327,20 @@ RULES = [AnalysisRule(metric="ctr", threshold=Threshold(relative_decrease=0.1)),
 
 def test_evaluate_rules() -> None:
     ok = r.evaluate_rules(RULES, 100, {
-        "ctr": r.Measurement(0.19, 0.2, 150, 900), "p99LatencyMs": r.Measurement(120, 110, 40, 200),
-        "errorRate": r.Measurement(0.0, 0.0, 40, 200)})
+        "ctr": tracks(0.19, 0.2, 150, 900), "p99LatencyMs": tracks(120, 110, 40, 200),
+        "errorRate": tracks(0.0, 0.0, 40, 200)})
     assert [x["state"] for x in ok] == ["Pass", "Pass", "Pass"]
     assert r.verdict(ok)[0] == "Pass"
     bad = r.evaluate_rules(RULES, 100, {
-        "ctr": r.Measurement(0.17, 0.2, 150, 900), "p99LatencyMs": r.Measurement(900, 110, 40, 200),
-        "errorRate": r.Measurement(0.2, 0.0, 40, 200)})
+        "ctr": tracks(0.17, 0.2, 150, 900), "p99LatencyMs": tracks(900, 110, 40, 200),
+        "errorRate": tracks(0.2, 0.0, 40, 200)})
     assert [x["state"] for x in bad] == ["Fail", "Fail", "Fail"]
     assert "bound 0.18" in bad[0]["message"] and "0.17" in bad[0]["message"]
     assert bad[1]["threshold"] == "above 500 (bound 500)"
     state, message = r.verdict(bad)
     assert state == "Fail" and "p99LatencyMs" in message
-    thin = r.evaluate_rules(RULES, 100, {"ctr": r.Measurement(0.0, 0.2, 150, 50), "p99LatencyMs":
-                                         r.Measurement(None, 100, 0, 10), "errorRate": "cannot query Prometheus"})
+    thin = r.evaluate_rules(RULES, 100, {"ctr": tracks(0.0, 0.2, 150, 50), "p99LatencyMs":
+                                         tracks(None, 100, 0, 10), "errorRate": r.TrackMeasurements.failed("cannot query Prometheus")})
     assert [x["state"] for x in thin] == ["Inconclusive", "Inconclusive", "Error"]
     assert r.verdict(thin)[0] == "Inconclusive"
 
@@ -349,17 +359,23 @@ def test_analysis_due_every_interval_and_when_the_pause_ends() -> None:
 
 
 def test_no_server_errors_at_all_is_an_error_rate_of_zero() -> None:
+    """Measured once for canary analysis and MonitorPolicy alike (recops.monitor.evaluation.measure_builtin)."""
     rule = [AnalysisRule(metric="errorRate", threshold=Threshold(above=0.01))]
+    selector = TrackSelector("shop", "ranker", "canary", "b")
     # Requests, but no 5xx series: PromQL's ratio is empty.
-    [result] = r.evaluate_rules(rule, 100, {"errorRate": r.Measurement(None, None, 40, 200)})
+    requests = asyncio.run(measure_builtin(FakePrometheus({"requests": 40.0}), "errorRate", selector, "1m"))
+    assert requests == Measurement(0.0, 40.0)
+    [result] = r.evaluate_rules(rule, 100, {"errorRate": r.TrackMeasurements(requests, requests)})
     assert (result["state"], result["canary"], result["stable"]) == ("Pass", 0.0, 0.0)
-    [idle] = r.evaluate_rules(rule, 100, {"errorRate": r.Measurement(None, None, 0, 200)})
-    assert idle["state"] == "Inconclusive"
+    idle = asyncio.run(measure_builtin(FakePrometheus({}), "errorRate", selector, "1m"))
+    assert idle == Measurement(None, 0.0)
+    [result] = r.evaluate_rules(rule, 100, {"errorRate": r.TrackMeasurements(idle, requests)})
+    assert result["state"] == "Inconclusive" and "no canary requests" in result["message"]
 
 
 def inconclusive_results() -> list[dict[str, Any]]:
     return r.evaluate_rules([AnalysisRule(metric="ctr", threshold=Threshold(relative_decrease=0.1))], 100,
-                            {"ctr": "cannot query Prometheus at http://prom: refused"})
+                            {"ctr": r.TrackMeasurements.failed("cannot query Prometheus at http://prom: refused")})
 
 
 def test_a_canary_without_a_verdict_is_rolled_back_at_its_progress_deadline() -> None:

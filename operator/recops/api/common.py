@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 GROUP = "recops.dev"
 VERSION = "v1alpha1"
@@ -45,6 +46,26 @@ def parse_duration(text: str) -> timedelta:
     if not re.fullmatch(DURATION_PATTERN, text):
         raise ValueError(f"invalid duration {text!r}: use Go-style durations such as 30s, 10m or 1h30m")
     return timedelta(seconds=sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text)))
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC to the second, as status times are written."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """A status or metadata time; None when absent or not a time."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def cel_rules(*rules: JsonDict) -> ConfigDict:
+    """A model's CEL rules (x-kubernetes-validations in its CRD schema), which the API server enforces."""
+    return ConfigDict(json_schema_extra={"x-kubernetes-validations": list(rules)})
 
 
 class KubeModel(BaseModel):
@@ -164,15 +185,11 @@ class SecretKeySelector(KubeModel):
 class Threshold(KubeModel):
     """When a value is bad. Exactly one bound; relative bounds compare with a baseline."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "[has(self.below), has(self.above), has(self.relativeDecrease), "
-                    "has(self.relativeIncrease)].filter(x, x).size() == 1",
-                    "message": "exactly one of below, above, relativeDecrease, relativeIncrease must be set",
-                }
-            ]
+    model_config = cel_rules(
+        {
+            "rule": "[has(self.below), has(self.above), has(self.relativeDecrease), "
+            "has(self.relativeIncrease)].filter(x, x).size() == 1",
+            "message": "exactly one of below, above, relativeDecrease, relativeIncrease must be set",
         }
     )
 
@@ -198,18 +215,25 @@ class Threshold(KubeModel):
     def is_relative(self) -> bool:
         return self.relative_decrease is not None or self.relative_increase is not None
 
-    def breached(self, value: float, baseline: float | None = None) -> bool | None:
-        """True when ``value`` is bad; None when a relative bound has no baseline to compare with."""
+    def bound(self, baseline: float | None = None) -> float | None:
+        """The value the threshold compares with; None when a relative bound has no baseline."""
         if self.below is not None:
-            return value < self.below
+            return self.below
         if self.above is not None:
-            return value > self.above
+            return self.above
         if baseline is None:
             return None
         if self.relative_decrease is not None:
-            return value < baseline * (1 - self.relative_decrease)
+            return baseline * (1 - self.relative_decrease)
         assert self.relative_increase is not None
-        return value > baseline * (1 + self.relative_increase)
+        return baseline * (1 + self.relative_increase)
+
+    def breached(self, value: float, baseline: float | None = None) -> bool | None:
+        """True when ``value`` is bad; None when a relative bound has no baseline to compare with."""
+        bound = self.bound(baseline)
+        if bound is None:
+            return None
+        return value < bound if self.below is not None or self.relative_decrease is not None else value > bound
 
     def describe(self) -> str:
         if self.below is not None:

@@ -24,6 +24,12 @@ HEALTHY = "Healthy"  # False while a rule is breached.
 RETRAINING = "Retraining"  # True while a FineTuneJob the policy created is unfinished.
 METRICS_UNAVAILABLE = "MetricsUnavailable"  # True while Prometheus cannot be queried.
 
+# Each kind's condition types in the order status.conditions lists them (a fixed order, so equal states
+# compare equal).
+FINETUNEJOB_CONDITIONS = (COMPLETE, FAILED, GATE_PASSED, OPTIMIZED, SUSPENDED, READY)
+RECMODELDEPLOYMENT_CONDITIONS = (AVAILABLE, PROGRESSING, DEGRADED, READY)
+MONITORPOLICY_CONDITIONS = (READY, HEALTHY, RETRAINING, METRICS_UNAVAILABLE)
+
 # --- reasons ---------------------------------------------------------------------------
 
 # Shared

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from recops.api.common import (
     Condition,
@@ -18,6 +18,7 @@ from recops.api.common import (
     SecretKeySelector,
     Timestamp,
     Uri,
+    cel_rules,
     conditions_field,
 )
 from recops.api.gate import BaselineName, baseline_applies
@@ -144,13 +145,9 @@ class TrainingSpec(KubeModel):
     )
 
 class FineTuneResources(KubeModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {"rule": "self.workers >= 1", "message": "workers must be at least 1"},
-                {"rule": "self.gpusPerWorker >= 0", "message": "gpusPerWorker must be a non-negative integer"},
-            ]
-        }
+    model_config = cel_rules(
+        {"rule": "self.workers >= 1", "message": "workers must be at least 1"},
+        {"rule": "self.gpusPerWorker >= 0", "message": "gpusPerWorker must be a non-negative integer"},
     )
 
     workers: int = Field(default=1, ge=1, le=128, description="Number of training pods (data-parallel).")
@@ -175,33 +172,29 @@ class Gate(KubeModel):
     """Whether a trained model may be deployed: a bound on one metric, and/or beating named baselines
     and the model serving now on it (see recops.api.gate)."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "!(has(self.minimum) && has(self.maximum))",
-                    "message": "at most one of minimum, maximum may be set",
-                },
-                {
-                    "rule": "has(self.minimum) || has(self.maximum) || (has(self.beatCurrent) && self.beatCurrent)"
-                    " || (has(self.beatBaselines) && size(self.beatBaselines) > 0)",
-                    "message": "a gate needs minimum, maximum, beatBaselines or beatCurrent",
-                },
-                {
-                    "rule": "!has(self.beatBaselines) || !('constant' in self.beatBaselines)"
-                    " || self.metric in ['rmse', 'logloss', 'loss', 'accuracy']",
-                    "message": "beatBaselines: constant has only rmse, logloss, loss and accuracy",
-                    "fieldPath": ".beatBaselines",
-                },
-                {
-                    "rule": "!has(self.beatBaselines) || !('popularity' in self.beatBaselines || 'bm25' in self.beatBaselines)"
-                    " || self.metric in ['auc', 'mrr'] || self.metric.startsWith('ndcg@')"
-                    " || self.metric.startsWith('recall@')",
-                    "message": "beatBaselines: popularity and bm25 have only auc, mrr, ndcg@K and recall@K",
-                    "fieldPath": ".beatBaselines",
-                },
-            ]
-        }
+    model_config = cel_rules(
+        {
+            "rule": "!(has(self.minimum) && has(self.maximum))",
+            "message": "at most one of minimum, maximum may be set",
+        },
+        {
+            "rule": "has(self.minimum) || has(self.maximum) || (has(self.beatCurrent) && self.beatCurrent)"
+            " || (has(self.beatBaselines) && size(self.beatBaselines) > 0)",
+            "message": "a gate needs minimum, maximum, beatBaselines or beatCurrent",
+        },
+        {
+            "rule": "!has(self.beatBaselines) || !('constant' in self.beatBaselines)"
+            " || self.metric in ['rmse', 'logloss', 'loss', 'accuracy']",
+            "message": "beatBaselines: constant has only rmse, logloss, loss and accuracy",
+            "fieldPath": ".beatBaselines",
+        },
+        {
+            "rule": "!has(self.beatBaselines) || !('popularity' in self.beatBaselines || 'bm25' in self.beatBaselines)"
+            " || self.metric in ['auc', 'mrr'] || self.metric.startsWith('ndcg@')"
+            " || self.metric.startsWith('recall@')",
+            "message": "beatBaselines: popularity and bm25 have only auc, mrr, ndcg@K and recall@K",
+            "fieldPath": ".beatBaselines",
+        },
     )
 
     metric: MetricName = Field(description="Metric the gate judges, e.g. auc or ndcg@10.")
@@ -260,7 +253,7 @@ OPTIMIZE_RULE: dict[str, str] = {
 class FineTuneJobTemplateSpec(KubeModel):
     """The FineTuneJob spec. MonitorPolicy templates use it as is (dataset.uri filled in by the policy)."""
 
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [dict(OPTIMIZE_RULE)]})
+    model_config = cel_rules(dict(OPTIMIZE_RULE))
 
     task: Task = Field(description="click-through, relevance, embedding or domain-pretrain.")
     base_model: BaseModelSpec = Field(default_factory=BaseModelSpec, description="Pretrained starting point.")
@@ -294,8 +287,7 @@ DATASET_URI_RULE: dict[str, str] = {"rule": "has(self.dataset.uri)", "message": 
 class FineTuneJobSpec(FineTuneJobTemplateSpec):
     """Immutable after creation except suspend and activeDeadlineSeconds, as batch/v1 Job."""
 
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [dict(OPTIMIZE_RULE),
-                                                                              dict(DATASET_URI_RULE)]})
+    model_config = cel_rules(dict(OPTIMIZE_RULE), dict(DATASET_URI_RULE))
 
     @model_validator(mode="after")
     def _dataset_uri_required(self) -> FineTuneJobSpec:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from recops.api.common import (
     Condition,
@@ -13,6 +13,7 @@ from recops.api.common import (
     LocalObjectReference,
     Threshold,
     Timestamp,
+    cel_rules,
     conditions_field,
 )
 from recops.api.finetunejob import FineTuneJobTemplateSpec
@@ -30,14 +31,10 @@ class PrometheusSpec(KubeModel):
 
 
 class MonitorRule(KubeModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "(self.metric == 'query') == has(self.query)",
-                    "message": "query must be set exactly when metric is query",
-                }
-            ]
+    model_config = cel_rules(
+        {
+            "rule": "(self.metric == 'query') == has(self.query)",
+            "message": "query must be set exactly when metric is query",
         }
     )
 
@@ -80,15 +77,11 @@ class RetrainSpec(KubeModel):
 
 
 class MonitorPolicySpec(KubeModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "self.rules.all(r, self.rules.exists_one(s, s.name == r.name))",
-                    "message": "rule names must be unique",
-                    "fieldPath": ".rules",
-                }
-            ]
+    model_config = cel_rules(
+        {
+            "rule": "self.rules.all(r, self.rules.exists_one(s, s.name == r.name))",
+            "message": "rule names must be unique",
+            "fieldPath": ".rules",
         }
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from recops.api.common import (
     Condition,
@@ -20,6 +20,7 @@ from recops.api.common import (
     Threshold,
     Timestamp,
     Uri,
+    cel_rules,
     conditions_field,
 )
 
@@ -32,14 +33,10 @@ AnalysisMetric = Literal["ctr", "conversionRate", "p99LatencyMs", "errorRate"]
 class ModelSource(KubeModel):
     """Exactly one source: a pinned FineTuneJob, a pinned URI, or a floating lineage."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "[has(self.fineTuneJobRef), has(self.uri), has(self.lineage)].filter(x, x).size() == 1",
-                    "message": "exactly one of fineTuneJobRef, uri, lineage must be set",
-                }
-            ]
+    model_config = cel_rules(
+        {
+            "rule": "[has(self.fineTuneJobRef), has(self.uri), has(self.lineage)].filter(x, x).size() == 1",
+            "message": "exactly one of fineTuneJobRef, uri, lineage must be set",
         }
     )
 
@@ -63,12 +60,8 @@ class ModelSource(KubeModel):
 
 
 class Autoscaling(KubeModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {"rule": "self.minReplicas <= self.maxReplicas", "message": "minReplicas must not exceed maxReplicas"}
-            ]
-        }
+    model_config = cel_rules(
+        {"rule": "self.minReplicas <= self.maxReplicas", "message": "minReplicas must not exceed maxReplicas"}
     )
 
     min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest replicas per track.")
@@ -153,7 +146,10 @@ class AnalysisSpec(KubeModel):
     interval: Duration = Field(default="30s", description="How often the canary is judged.")
     window: Duration = Field(default="5m", description="PromQL range both tracks are measured over.")
     min_impressions: int = Field(
-        default=200, ge=0, description="Impressions each track needs before CTR is judged; fewer is inconclusive."
+        default=200, ge=0, description=(
+            "Impressions the canary needs before CTR or conversion rate is judged, and the stable track too when a "
+            "relative bound compares with it; fewer is inconclusive."
+        ),
     )
     rules: list[AnalysisRule] = Field(
         default_factory=_default_analysis_rules, max_length=16, description="What the canary must satisfy."
@@ -161,17 +157,13 @@ class AnalysisSpec(KubeModel):
 
 
 class CanarySpec(KubeModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "self.steps.map(s, s.weight).isSorted() && "
-                    "self.steps.all(s, self.steps.exists_one(t, t.weight == s.weight)) && "
-                    "self.steps[size(self.steps) - 1].weight <= 100",
-                    "message": "steps weights must rise strictly and the last must be at most 100",
-                    "fieldPath": ".steps",
-                }
-            ]
+    model_config = cel_rules(
+        {
+            "rule": "self.steps.map(s, s.weight).isSorted() && "
+            "self.steps.all(s, self.steps.exists_one(t, t.weight == s.weight)) && "
+            "self.steps[size(self.steps) - 1].weight <= 100",
+            "message": "steps weights must rise strictly and the last must be at most 100",
+            "fieldPath": ".steps",
         }
     )
 
@@ -199,12 +191,8 @@ class CanarySpec(KubeModel):
 
 
 class RolloutSpec(KubeModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {"rule": "self.strategy != 'Canary' || has(self.canary)", "message": "strategy Canary needs canary"}
-            ]
-        }
+    model_config = cel_rules(
+        {"rule": "self.strategy != 'Canary' || has(self.canary)", "message": "strategy Canary needs canary"}
     )
 
     strategy: Literal["RollingUpdate", "Canary"] = Field(
@@ -220,14 +208,10 @@ class RolloutSpec(KubeModel):
 
 
 class RecModelDeploymentSpec(KubeModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "!(has(self.replicas) && has(self.autoscaling))",
-                    "message": "set replicas or autoscaling, not both",
-                }
-            ]
+    model_config = cel_rules(
+        {
+            "rule": "!(has(self.replicas) && has(self.autoscaling))",
+            "message": "set replicas or autoscaling, not both",
         }
     )
 

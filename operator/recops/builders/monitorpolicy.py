@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from recops.api.common import API_VERSION, GROUP
+from recops.api.common import API_VERSION, GROUP, format_time
 from recops.api.contracts import LINEAGE_LABEL, MANAGED_BY, owner_label
 from recops.api.finetunejob import KIND as FTJ_KIND
 from recops.api.monitorpolicy import KIND, MonitorPolicySpec
@@ -71,7 +71,7 @@ def retrain_job(
     body = template.spec.to_api()
     dataset = dict(body.get("dataset") or {})
     dataset["uri"] = event_log_uri
-    dataset["since"] = since.strftime("%Y-%m-%dT%H:%M:%SZ")
+    dataset["since"] = format_time(since)
     body["dataset"] = dataset
     return {
         "apiVersion": API_VERSION,

@@ -7,14 +7,16 @@ observedGeneration follow the latest observation.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from recops.api.common import format_time
 from recops.api.conditions import INVALID_SPEC
 
 
 def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_time(datetime.now(UTC))
 
 
 def age_s(obj: dict[str, Any], now: str | None = None) -> float:
@@ -78,6 +80,37 @@ def ordered(conditions: list[dict[str, Any]], order: Iterable[str]) -> list[dict
     """Conditions in a fixed type order (stable output, so equal states compare equal)."""
     rank = {t: i for i, t in enumerate(order)}
     return sorted(conditions, key=lambda c: (rank.get(c.get("type", ""), len(rank)), c.get("type", "")))
+
+
+@dataclass(frozen=True)
+class ConditionState:
+    """A condition's status, reason and message, as a decision set it."""
+
+    status: bool | None
+    reason: str
+    message: str = ""
+
+
+@dataclass
+class Conditions:
+    """A pass's conditions, set one by one at one generation and time (instead of threading the list)."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+    generation: int | None = None
+    now: str = ""
+
+    def set(self, type_: str, status: bool | None, reason: str, message: str = "") -> None:
+        self.items = set_condition(self.items, type_, status, reason, message, generation=self.generation,
+                                   now=self.now)
+
+    def put(self, type_: str, state: ConditionState) -> None:
+        self.set(type_, state.status, state.reason, state.message)
+
+    def get(self, type_: str) -> dict[str, Any] | None:
+        return find(self.items, type_)
+
+    def ordered(self, order: Iterable[str]) -> list[dict[str, Any]]:
+        return ordered(self.items, order)
 
 
 def stored_invalid(body: dict[str, Any], condition_type: str, prefix: str = "") -> str | None:

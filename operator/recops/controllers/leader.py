@@ -69,15 +69,9 @@ class LeaseElector:
         """One round: True when this replica holds the Lease afterwards."""
         now = datetime.now(UTC)
         lease = self.kube.get(self.path)
-        if lease is None:
-            try:
-                self.kube.create(resource_path(LEASE_API_VERSION, "leases", self.namespace), self._lease(now, None))
-            except ApiError as error:
-                if error.status == 409:  # another replica created it first
-                    return False
-                raise
-            self._last_renewed = self.clock()
-            return True
+        if lease is None:  # a 409: another replica created it first
+            return self._written(lambda: self.kube.create(resource_path(LEASE_API_VERSION, "leases", self.namespace),
+                                                          self._lease(now, None)))
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity") or None
         record = (holder, spec.get("renewTime"))
@@ -91,10 +85,14 @@ class LeaseElector:
         if holder == self.identity:
             updated["spec"]["acquireTime"] = spec.get("acquireTime") or updated["spec"]["acquireTime"]
             updated["spec"]["leaseTransitions"] = int(spec.get("leaseTransitions") or 0)
+        return self._written(lambda: self.kube.replace(self.path, updated))  # a 409: someone else wrote it meanwhile
+
+    def _written(self, write: Callable[[], object]) -> bool:
+        """Write the Lease; False when another replica's write won (409 Conflict)."""
         try:
-            self.kube.replace(self.path, updated)
+            write()
         except ApiError as error:
-            if error.status == 409:  # someone else wrote it meanwhile
+            if error.status == 409:
                 return False
             raise
         self._last_renewed = self.clock()

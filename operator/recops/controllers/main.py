@@ -409,8 +409,17 @@ def post_event(body: dict[str, Any], type_: str, reason: str, message: str) -> N
 
 def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     """Every handler of the operator. Each calls a plain function and returns None."""
-    ftj = {"group": GROUP, "version": VERSION, "plural": FTJ_PLURAL, "registry": registry}
+    _register_lifecycle(registry, operator)
+    _register_finetunejob(registry, operator)
+    _register_recmodeldeployment(registry, operator)
 
+    @kopf.on.event(GROUP, VERSION, MP_PLURAL, registry=registry, id="monitorpolicy")  # type: ignore[arg-type]
+    def track_monitorpolicy(type: str | None, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+        operator.track_policy(namespace, name, body.get("metadata", {}).get("generation"), deleted=type == "DELETED")
+
+
+def _register_lifecycle(registry: kopf.OperatorRegistry, operator: Operator) -> None:
+    """Login, and the operator's own loops (started and stopped with Kopf)."""
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
@@ -430,12 +439,23 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
             if task is not None:
                 task.cancel()
 
-    @kopf.on.create(**ftj, id="reconcile", backoff=5)  # type: ignore[arg-type]
-    @kopf.on.update(**ftj, id="reconcile", backoff=5)  # type: ignore[arg-type]
-    @kopf.on.resume(**ftj, id="reconcile", backoff=5)  # type: ignore[arg-type]
-    def reconcile_finetunejob(namespace: str, name: str, retry: int = 0, **_: Any) -> None:
-        with backing_off(FTJ_KIND, namespace, name, retry):
-            operator.reconcile_ftj(namespace, name, "spec", apply_children=True)
+
+def _on_spec(registry: kopf.OperatorRegistry, plural: str, kind: str,
+             reconcile: Callable[..., None]) -> None:
+    """A pass that applies every child on create, update and resume of a kind (a spec to act on); a failed pass
+    is retried by Kopf with backoff."""
+    def on_spec(namespace: str, name: str, retry: int = 0, **_: Any) -> None:
+        with backing_off(kind, namespace, name, retry):
+            reconcile(namespace, name, "spec", apply_children=True)
+
+    resource = {"group": GROUP, "version": VERSION, "plural": plural, "registry": registry}
+    for cause in (kopf.on.create, kopf.on.update, kopf.on.resume):
+        cause(**resource, id="reconcile", backoff=5)(on_spec)  # type: ignore[arg-type]
+
+
+def _register_finetunejob(registry: kopf.OperatorRegistry, operator: Operator) -> None:
+    ftj = {"group": GROUP, "version": VERSION, "plural": FTJ_PLURAL, "registry": registry}
+    _on_spec(registry, FTJ_PLURAL, FTJ_KIND, operator.reconcile_ftj)
 
     @kopf.on.event(**ftj, id="track")  # type: ignore[arg-type]
     def track_finetunejob(type: str | None, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
@@ -452,10 +472,6 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
         if status.get("phase"):
             operator.metrics.set_phase(namespace, name, status["phase"])
 
-    @kopf.on.event(GROUP, VERSION, MP_PLURAL, registry=registry, id="monitorpolicy")  # type: ignore[arg-type]
-    def track_monitorpolicy(type: str | None, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
-        operator.track_policy(namespace, name, body.get("metadata", {}).get("generation"), deleted=type == "DELETED")
-
     def on_child(body: kopf.Body, type: str | None = None, **_: Any) -> None:
         child = dict(body)
         if not operator.child_changed(child, deleted=type == "DELETED"):
@@ -464,16 +480,24 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
         if owner is not None:
             operator.reconcile_ftj(owner[0], owner[1], "child")
 
-    rmd = {"group": GROUP, "version": VERSION, "plural": RMD_PLURAL, "registry": registry}
+    kopf.on.event("batch", "v1", "jobs", labels={FTJ_OWNER_LABEL: kopf.PRESENT}, registry=registry,
+                  id="finetunejob-job")(on_child)
+    kopf.on.event("v1", "pods", labels={FTJ_OWNER_LABEL: kopf.PRESENT}, registry=registry,
+                  id="finetunejob-pod")(on_child)
 
-    @kopf.on.create(**rmd, id="reconcile", backoff=5)  # type: ignore[arg-type]
-    @kopf.on.update(**rmd, id="reconcile", backoff=5)  # type: ignore[arg-type]
-    @kopf.on.resume(**rmd, id="reconcile", backoff=5)  # type: ignore[arg-type]
-    def reconcile_recmodeldeployment(namespace: str, name: str, retry: int = 0, **_: Any) -> None:
-        with backing_off(RMD_KIND, namespace, name, retry):
-            operator.reconcile_rmd(namespace, name, "spec", apply_children=True)
+    @kopf.on.event(**ftj, id="feed-deployments")  # type: ignore[arg-type]
+    def finetunejob_for_deployments(type: str | None, body: kopf.Body, **_: Any) -> None:
+        # Only a finished job can change which model a RecModelDeployment wants; deletions never do.
+        if type == "DELETED" or (body.get("status") or {}).get("phase") != "Succeeded":
+            return
+        for namespace, name in rmds_following(operator.kube, dict(body)):
+            operator.reconcile_rmd(namespace, name, "finetunejob")
 
-    @kopf.on.event(**rmd, id="track")  # type: ignore[arg-type]
+
+def _register_recmodeldeployment(registry: kopf.OperatorRegistry, operator: Operator) -> None:
+    _on_spec(registry, RMD_PLURAL, RMD_KIND, operator.reconcile_rmd)
+
+    @kopf.on.event(group=GROUP, version=VERSION, plural=RMD_PLURAL, registry=registry, id="track")  # type: ignore[arg-type]
     def track_recmodeldeployment(type: str | None, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
         if operator.kopf_context is None:
             operator.kopf_context = contextvars.copy_context()
@@ -490,14 +514,6 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
         if any(annotations.get(k) and annotations.get(k) != handled.get(k) for k in STEERING_ANNOTATIONS):
             operator.reconcile_rmd(namespace, name, "annotation")
 
-    @kopf.on.event(**ftj, id="feed-deployments")  # type: ignore[arg-type]
-    def finetunejob_for_deployments(type: str | None, body: kopf.Body, **_: Any) -> None:
-        # Only a finished job can change which model a RecModelDeployment wants; deletions never do.
-        if type == "DELETED" or (body.get("status") or {}).get("phase") != "Succeeded":
-            return
-        for namespace, name in rmds_following(operator.kube, dict(body)):
-            operator.reconcile_rmd(namespace, name, "finetunejob")
-
     def on_rmd_child(type: str | None, body: kopf.Body, **_: Any) -> None:
         meta = body.get("metadata") or {}
         owner = next((ref["name"] for ref in meta.get("ownerReferences") or []
@@ -507,11 +523,6 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
 
     kopf.on.event("apps", "v1", "deployments", labels={RMD_OWNER_LABEL: kopf.PRESENT}, registry=registry,
                   id="recmodeldeployment-deployment")(on_rmd_child)
-
-    kopf.on.event("batch", "v1", "jobs", labels={FTJ_OWNER_LABEL: kopf.PRESENT}, registry=registry,
-                  id="finetunejob-job")(on_child)
-    kopf.on.event("v1", "pods", labels={FTJ_OWNER_LABEL: kopf.PRESENT}, registry=registry,
-                  id="finetunejob-pod")(on_child)
 
 
 SERVICE_ACCOUNT_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"

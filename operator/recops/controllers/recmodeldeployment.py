@@ -20,33 +20,26 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from recops.api import conditions as c
-from recops.api.common import API_VERSION
+from recops.api.common import API_VERSION, format_time
 from recops.api.contracts import LINEAGE_LABEL
 from recops.api.finetunejob import PLURAL as FTJ_PLURAL
 from recops.api.recmodeldeployment import KIND, PLURAL, RecModelDeployment
-from recops.api.validation import format_errors
 from recops.builders import recmodeldeployment as builders
 from recops.builders.common import BuilderSettings
 from recops.controllers import rollout
 from recops.controllers.conditions import set_condition, stored_invalid
 from recops.controllers.feedback_key import Outcome, SharedFeedbackKey, ensure_shared_feedback_secret
 from recops.controllers.kube import ApiError, Kube, is_rejection, object_path, rejection, resource_path
-from recops.monitor.promql import TrackSelector, builtin_query
+from recops.controllers.status import EventPoster, ignore_event, write_status
+from recops.controllers.status import parse as parse_resource
+from recops.monitor.evaluation import measure_builtin
+from recops.monitor.promql import TrackSelector
 
 if TYPE_CHECKING:
     from recops.monitor.prometheus import Prometheus, PrometheusAuth
 
 log = logging.getLogger("recops.controllers.recmodeldeployment")
-
-EventPoster = Callable[[dict[str, Any], str, str, str], None]
-
-
-def _ignore_event(_: dict[str, Any], __: str, ___: str, ____: str) -> None:
-    return None
-
 
 def rmd_path(namespace: str, name: str, subresource: str | None = None) -> str:
     return resource_path(API_VERSION, PLURAL, namespace, name, subresource)
@@ -65,13 +58,7 @@ class PassResult:
 
 
 def parse(body: dict[str, Any]) -> tuple[RecModelDeployment | None, str | None]:
-    manifest = {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body}
-    try:
-        rmd = RecModelDeployment.model_validate(manifest)
-    except ValidationError as error:
-        return None, "; ".join(format_errors(error))
-    found = builders.problems(rmd)
-    return (None, "; ".join(found)) if found else (rmd, None)
+    return parse_resource(body, RecModelDeployment, builders.problems)
 
 
 def _now() -> datetime:
@@ -79,7 +66,7 @@ def _now() -> datetime:
 
 
 class RecModelDeploymentController:
-    def __init__(self, kube: Kube, settings: BuilderSettings, post_event: EventPoster = _ignore_event,
+    def __init__(self, kube: Kube, settings: BuilderSettings, post_event: EventPoster = ignore_event,
                  prometheus_url: str | None = None, prometheus_auth: PrometheusAuth | None = None,
                  now: Callable[[], datetime] = _now, shared_feedback_key: SharedFeedbackKey | None = None,
                  prometheus_factory: Callable[..., Prometheus] | None = None) -> None:
@@ -140,7 +127,7 @@ class RecModelDeploymentController:
     def _invalid(self, body: dict[str, Any], message: str, now: datetime) -> PassResult:
         status = rollout.operator_status(body.get("status"))
         generation = body["metadata"].get("generation")
-        now_text = rollout.format_time(now)
+        now_text = format_time(now)
         conditions = status.get("conditions") or []
         previous: dict[str, Any] = next((x for x in conditions if x.get("type") == c.READY), {})
         conditions = set_condition(conditions, c.READY, False, c.INVALID_SPEC, message[:2000], generation=generation,
@@ -224,38 +211,34 @@ class RecModelDeploymentController:
         canary_spec = rmd.spec.rollout.canary
         assert canary_spec is not None
         rules = canary_spec.analysis.rules
-        if not self.prometheus_url:
-            measured: dict[str, rollout.Measurement | str] = {
-                r.metric: "no Prometheus configured (recops operator --prometheus-url)" for r in rules}
-            return rollout.evaluate_rules(rules, canary_spec.analysis.min_impressions, measured)
-        name, namespace = builders.name_of(rmd), builders.namespace_of(rmd)
-        window = canary_spec.analysis.window
-        tracks = {
-            track: TrackSelector(namespace, name, track, (status.get(track) or {}).get("modelVersion"))
-            for track in ("stable", "canary")
-        }
         metrics: list[str] = sorted({str(r.metric) for r in rules})
-        measured = asyncio.run(self._measure(metrics, tracks, window))
+        if not self.prometheus_url:
+            failed = rollout.TrackMeasurements.failed("no Prometheus configured (recops operator --prometheus-url)")
+            measured = dict.fromkeys(metrics, failed)
+        else:
+            name, namespace = builders.name_of(rmd), builders.namespace_of(rmd)
+            tracks = {
+                track: TrackSelector(namespace, name, track, (status.get(track) or {}).get("modelVersion"))
+                for track in ("stable", "canary")
+            }
+            measured = asyncio.run(self._measure(metrics, tracks, canary_spec.analysis.window))
         return rollout.evaluate_rules(rules, canary_spec.analysis.min_impressions, measured)
 
     async def _measure(self, metrics: list[str], tracks: dict[str, TrackSelector],
-                       window: str) -> dict[str, rollout.Measurement | str]:
+                       window: str) -> dict[str, rollout.TrackMeasurements]:
         from recops.monitor.prometheus import Prometheus, PrometheusError
 
         assert self.prometheus_url is not None
         prometheus = (self.prometheus_factory or Prometheus)(self.prometheus_url, auth=self.prometheus_auth)
 
-        async def one(metric: str) -> rollout.Measurement | str:
-            values: dict[str, float | None] = {}
+        async def one(metric: str) -> rollout.TrackMeasurements:
             try:
-                for track, selector in tracks.items():
-                    query = builtin_query(metric, selector, window)
-                    values[track] = await prometheus.value(query.value)
-                    values[f"{track}_samples"] = await prometheus.value(query.samples) if query.samples else None
+                return rollout.TrackMeasurements(
+                    canary=await measure_builtin(prometheus, metric, tracks["canary"], window),
+                    stable=await measure_builtin(prometheus, metric, tracks["stable"], window),
+                )
             except PrometheusError as error:
-                return str(error)
-            return rollout.Measurement(values["canary"], values["stable"], values["canary_samples"],
-                                       values["stable_samples"])
+                return rollout.TrackMeasurements.failed(str(error))
 
         results = await asyncio.gather(*(one(m) for m in metrics))
         return dict(zip(metrics, results, strict=True))
@@ -358,13 +341,9 @@ class RecModelDeploymentController:
                 del self._applied[key]
 
     def write_status(self, body: dict[str, Any], new_status: dict[str, Any]) -> bool:
-        old = rollout.operator_status(body.get("status"))
-        if old == new_status:
-            return False
-        patch = {k: new_status.get(k) for k in sorted(set(old) | set(new_status)) if old.get(k) != new_status.get(k)}
         meta = body["metadata"]
-        self.kube.merge_patch(rmd_path(meta["namespace"], meta["name"], "status"), {"status": patch})
-        return True
+        return write_status(self.kube, rmd_path(meta["namespace"], meta["name"], "status"),
+                            rollout.operator_status(body.get("status")), new_status)
 
 
 def rmds_following(kube: Kube, ftj: dict[str, Any]) -> list[tuple[str, str]]:

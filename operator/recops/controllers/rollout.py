@@ -11,23 +11,23 @@ Nothing here does I/O; the controller reads, calls these, applies and writes sta
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from recops.api import conditions as c
-from recops.api.common import Threshold, parse_duration
+from recops.api.common import format_time, parse_duration, parse_time
 from recops.api.contracts import ABORT_ANNOTATION, LINEAGE_LABEL, PROMOTE_ANNOTATION, RETRY_MODEL_ANNOTATION
-from recops.api.recmodeldeployment import AnalysisRule, RecModelDeploymentSpec
+from recops.api.recmodeldeployment import AnalysisRule, CanarySpec, RecModelDeploymentSpec
 from recops.builders.recmodeldeployment import TrackModel, canary_replicas, version_of_uri
-from recops.controllers.conditions import find, set_condition
+from recops.controllers.conditions import Conditions, ConditionState, find
+from recops.controllers.status import owned_status
+from recops.monitor.rules import Judgement, Lacking, Measurement, Outcome, judge
 
-CONDITION_ORDER = (c.AVAILABLE, c.PROGRESSING, c.DEGRADED, c.READY)
 PROMOTIONS_KEPT = 10
 REJECTED_KEPT = 100
-RATE_METRICS = ("ctr", "conversionRate")  # judged only once both tracks have minImpressions
+RATE_METRICS = ("ctr", "conversionRate")  # judged only once the canary (and a relative bound's stable) has minImpressions
 # Event reasons besides the condition reasons of recops.api.conditions.
 CANARY_STARTED = "CanaryStarted"
 CANARY_RESTARTED = "CanaryRestarted"
@@ -42,23 +42,8 @@ STATUS_FIELDS = (
 )
 
 
-def format_time(when: datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def operator_status(status: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The fields of `status` the operator owns, without empty values (so equal states compare equal)."""
-    status = status or {}
-    return {k: copy.deepcopy(status[k]) for k in STATUS_FIELDS if status.get(k) not in (None, [], {})}
+    return owned_status(status, STATUS_FIELDS)
 
 
 # --- model selection ----------------------------------------------------------------------
@@ -199,85 +184,61 @@ def apply_retry(status: dict[str, Any], annotations: Mapping[str, str]) -> list[
 
 # --- analysis -----------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Measurement:
-    """One metric of both tracks over the analysis window: values and the samples behind them."""
+class TrackMeasurements:
+    """One metric of both tracks over the analysis window; the stable track is the reference."""
 
-    canary: float | None
-    stable: float | None
-    canary_samples: float | None
-    stable_samples: float | None
+    canary: Measurement
+    stable: Measurement
 
-
-def _bound(threshold: Threshold, stable: float | None) -> float | None:
-    if threshold.below is not None:
-        return threshold.below
-    if threshold.above is not None:
-        return threshold.above
-    if stable is None:
-        return None
-    if threshold.relative_decrease is not None:
-        return stable * (1 - threshold.relative_decrease)
-    assert threshold.relative_increase is not None
-    return stable * (1 + threshold.relative_increase)
+    @classmethod
+    def failed(cls, error: str) -> TrackMeasurements:
+        return cls(Measurement(None, error=error), Measurement(None, error=error))
 
 
 def evaluate_rules(rules: Sequence[AnalysisRule], min_impressions: int,
-                   measured: Mapping[str, Measurement | str]) -> list[dict[str, Any]]:
-    """Each rule's state: Pass, Fail, Inconclusive (too little traffic) or Error (a query failed).
-
-    `measured[metric]` is a Measurement, or the error text of its queries.
-    """
-    results = []
-    for rule in rules:
-        threshold = rule.threshold
-        entry: dict[str, Any] = {"metric": rule.metric, "threshold": threshold.describe()}
-        m = measured.get(rule.metric)
-        if m is None or isinstance(m, str):
-            entry.update(state="Error", message=(m or "not measured")[:500])
-            results.append(entry)
-            continue
-        if rule.metric == "errorRate":
-            m = _zero_errors(m)
-        state, message = _judge(rule, threshold, m, min_impressions)
-        if m.canary is not None:
-            entry["canary"] = round(m.canary, 6)
-        if m.stable is not None:
-            entry["stable"] = round(m.stable, 6)
-        bound = _bound(threshold, m.stable)
-        if bound is not None:
-            entry["threshold"] = f"{threshold.describe()} (bound {bound:.4g})"[:128]
-        entry.update(state=state, message=message)
-        results.append(entry)
-    return results
+                   measured: Mapping[str, TrackMeasurements]) -> list[dict[str, Any]]:
+    """Each rule's state: Pass, Fail, Inconclusive (too little traffic) or Error (a query failed), judged by
+    the one rule judge (recops.monitor.rules) with the stable track as the reference."""
+    return [_rule_result(rule, min_impressions, measured.get(rule.metric)) for rule in rules]
 
 
-def _zero_errors(m: Measurement) -> Measurement:
-    """No 5xx series at all is an error rate of 0 once there were requests (PromQL's ratio is then empty)."""
-    return Measurement(m.canary if m.canary is not None or not m.canary_samples else 0.0,
-                       m.stable if m.stable is not None or not m.stable_samples else 0.0,
-                       m.canary_samples, m.stable_samples)
+def _rule_result(rule: AnalysisRule, min_impressions: int, m: TrackMeasurements | None) -> dict[str, Any]:
+    threshold = rule.threshold
+    entry: dict[str, Any] = {"metric": rule.metric, "threshold": threshold.describe()}
+    m = m or TrackMeasurements.failed("not measured")
+    # CTR and conversion rate need minImpressions; latency and error rate one request.
+    min_samples = min_impressions if rule.metric in RATE_METRICS else 1
+    judgement = judge(threshold, m.canary, min_samples=min_samples, reference=m.stable)
+    if judgement.outcome is Outcome.ERROR:
+        return {**entry, "state": "Error", "message": (judgement.error or "query failed")[:500]}
+    for track, measurement in (("canary", m.canary), ("stable", m.stable)):
+        if measurement.usable:
+            assert measurement.value is not None
+            entry[track] = round(measurement.value, 6)
+    bound = threshold.bound(m.stable.value if m.stable.usable else None)
+    if bound is not None:
+        entry["threshold"] = f"{threshold.describe()} (bound {bound:.4g})"[:128]
+    state = {Outcome.GOOD: "Pass", Outcome.BAD: "Fail"}.get(judgement.outcome, "Inconclusive")
+    return {**entry, "state": state, "message": _analysis_message(rule, min_impressions, m, judgement)}
 
 
-def _judge(rule: AnalysisRule, threshold: Threshold, m: Measurement, min_impressions: int) -> tuple[str, str]:
-    metric = rule.metric
-    if metric in RATE_METRICS:
-        canary_n, stable_n = int(m.canary_samples or 0), int(m.stable_samples or 0)
-        if canary_n < min_impressions or stable_n < min_impressions or (threshold.is_relative and stable_n == 0):
-            return "Inconclusive", (f"{metric}: too little traffic (canary {canary_n}, stable {stable_n} impressions; "
-                                    f"{min_impressions} needed on each)")
-    elif not m.canary_samples:
-        return "Inconclusive", f"{metric}: no canary requests in the window"
-    if m.canary is None:
-        return "Inconclusive", f"{metric}: no canary value in the window"
-    breached = threshold.breached(m.canary, m.stable)
-    if breached is None:
-        return "Inconclusive", f"{metric}: no stable value to compare with"
-    bound = _bound(threshold, m.stable)
-    stable_text = f", stable {m.stable:.4g}" if m.stable is not None else ""
-    if breached:
-        return "Fail", (f"{metric} of the canary is {m.canary:.4g}{stable_text}: breaches its threshold "
-                        f"{threshold.describe()} (bound {bound:.4g})")
-    return "Pass", f"{metric} {m.canary:.4g}{stable_text} within {threshold.describe()}"
+def _analysis_message(rule: AnalysisRule, min_impressions: int, m: TrackMeasurements, judgement: Judgement) -> str:
+    metric, threshold = rule.metric, rule.threshold
+    if judgement.lacking in (Lacking.SAMPLES, Lacking.REFERENCE_SAMPLES):
+        if metric not in RATE_METRICS:
+            return f"{metric}: no {'canary' if judgement.lacking is Lacking.SAMPLES else 'stable'} requests in the window"
+        canary_n, stable_n = int(m.canary.samples or 0), int(m.stable.samples or 0)
+        return (f"{metric}: too little traffic (canary {canary_n}, stable {stable_n} impressions; "
+                f"{min_impressions} needed on each)")
+    if judgement.lacking is Lacking.VALUE:
+        return f"{metric}: no canary value in the window"
+    if judgement.lacking is Lacking.REFERENCE:
+        return f"{metric}: no stable value to compare with"
+    stable_text = f", stable {m.stable.value:.4g}" if m.stable.usable else ""
+    if judgement.outcome is Outcome.BAD:
+        return (f"{metric} of the canary is {judgement.value:.4g}{stable_text}: breaches its threshold "
+                f"{threshold.describe()} (bound {judgement.bound:.4g})")
+    return f"{metric} {judgement.value:.4g}{stable_text} within {threshold.describe()}"
 
 
 def verdict(results: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
@@ -385,100 +346,164 @@ def _start_canary(status: dict[str, Any], spec: RecModelDeploymentSpec, candidat
                   stepStartedAt=format_time(now), analysisFailures=0)
 
 
+def _next_revision(status: Mapping[str, Any]) -> int:
+    return int((status.get("stable") or {}).get("revision") or 0) + 1
+
+
+NO_ROLLBACK = ConditionState(False, c.RECONCILED, "no rollback to report")
+NOTHING_DECIDED = ConditionState(False, c.RECONCILED, "")
+
+
+@dataclass
+class RolloutPass:
+    """One `decide` in the making: the new status, the Events, and what the steps decided of Degraded and
+    Progressing."""
+
+    status: dict[str, Any]
+    now: datetime
+    handled: dict[str, str]
+    events: list[Event] = field(default_factory=list)
+    degraded: ConditionState = NO_ROLLBACK
+    progressing: ConditionState = NOTHING_DECIDED
+
+    @property
+    def stable(self) -> dict[str, Any]:
+        return dict(self.status["stable"])
+
+    @property
+    def canary(self) -> dict[str, Any] | None:
+        canary = self.status.get("canary")
+        return dict(canary) if canary else None
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+    def take_annotation(self, annotations: Mapping[str, str], key: str) -> str | None:
+        """The steering annotation's value when it is new, recorded as handled from now on."""
+        value = new_annotation(annotations, self.handled, key)
+        if value is not None:
+            self.handled[key] = value
+        return value
+
+    def end_canary(self, rejected: str | None = None) -> None:
+        """Take the canary off (rejected with that reason, when given)."""
+        canary = self.canary
+        if canary and rejected is not None:
+            _reject(self.status, canary, rejected, self.now)
+        _clear_canary(self.status)
+
+
 def decide(spec: RecModelDeploymentSpec, annotations: Mapping[str, str], generation: int | None,
            old_status: Mapping[str, Any], selection: Selection, observed: Observed,
            analysis: list[dict[str, Any]] | None, now: datetime, endpoint: str | None = None) -> Plan:
     """The next status and what each track serves. `analysis`: this pass's rule results, when one was due."""
-    status = operator_status(old_status)
-    retried = bool(old_status.get("retried"))
-    status.pop("retried", None)
-    events: list[Event] = []
-    handled = dict(status.get("handledAnnotations") or {})
-    conditions: list[dict[str, Any]] = list(status.get("conditions") or [])
-    degraded = find(conditions, c.DEGRADED)
-    degraded_state: tuple[bool, str, str] = (
-        (True, str(degraded.get("reason")), str(degraded.get("message") or ""))
-        if degraded and degraded.get("status") == "True" and not retried
-        else (False, c.RECONCILED, "no rollback to report")
-    )
-    progressing: tuple[bool, str, str] = (False, c.RECONCILED, "")
+    state = _begin(old_status, now)
     candidate = selection.candidate
-    now_text = format_time(now)
-
     # The first model serves at once: there is nothing to compare a canary with.
-    if not status.get("stable"):
+    if not state.status.get("stable"):
         if candidate is None:
-            return _finish(Plan(status), spec, generation, conditions, observed, selection, degraded_state,
-                           (False, selection.reason or c.WAITING_FOR_MODEL, selection.message), now_text, endpoint)
-        _promote(status, candidate.track(1), "initial", now)
-        events.append(("Normal", c.PROMOTED, f"serving model {candidate.version} ({candidate.uri})"))
-    stable = status["stable"]
-    wanted = candidate if candidate is not None and candidate.version != stable["modelVersion"] else None
-    canary = status.get("canary")
-    if canary and candidate is not None and candidate.version == stable["modelVersion"]:
-        events.append(("Normal", c.ABORTED, f"canary {canary['modelVersion']} removed: the spec asks for the "
-                                            f"stable model {stable['modelVersion']} again"))
-        _clear_canary(status)
-        canary = None
-
+            state.progressing = ConditionState(False, selection.reason or c.WAITING_FOR_MODEL, selection.message)
+            return _finish(state, spec, generation, observed, selection, endpoint)
+        _promote(state.status, candidate.track(1), "initial", now)
+        state.event("Normal", c.PROMOTED, f"serving model {candidate.version} ({candidate.uri})")
+    wanted = _wanted(state, candidate)
     if spec.rollout.strategy == "RollingUpdate" or spec.rollout.canary is None:
-        if canary:
-            _clear_canary(status)
-            canary = None
-        if wanted is not None:
-            events.append(("Normal", c.ROLLING_UPDATE,
-                           f"rolling the stable track from {stable['modelVersion']} to {wanted.version}"))
-            _promote(status, wanted.track(int(stable.get("revision") or 0) + 1), "rollingUpdate", now)
-            degraded_state = (False, c.PROMOTED, f"model {wanted.version} promoted")
-        for key in (ABORT_ANNOTATION, PROMOTE_ANNOTATION):
-            value = new_annotation(annotations, handled, key)
-            if value is not None:
-                handled[key] = value  # nothing to promote or abort outside a canary
+        _rolling_update(state, wanted, annotations)
     else:
-        canary_spec = spec.rollout.canary
-        abort = new_annotation(annotations, handled, ABORT_ANNOTATION)
-        promote = new_annotation(annotations, handled, PROMOTE_ANNOTATION)
-        if abort is not None:
-            handled[ABORT_ANNOTATION] = abort
-            if canary:
-                reason = f"aborted with the annotation {ABORT_ANNOTATION}"
-                _reject(status, canary, reason, now)
-                events.append(("Warning", c.ABORTED, f"canary {canary['modelVersion']} {reason}; "
-                                                     f"{stable['modelVersion']} serves all traffic"))
-                degraded_state = (True, c.ABORTED, f"canary {canary['modelVersion']} {reason}")
-                _clear_canary(status)
-                canary = None
-                wanted = None
-        if promote is not None:
-            handled[PROMOTE_ANNOTATION] = promote
-            target = canary or (wanted.track(int(stable.get("revision") or 0) + 1) if wanted else None)
-            if target:
-                events.append(("Normal", c.PROMOTED,
-                               f"model {target['modelVersion']} promoted with the annotation {PROMOTE_ANNOTATION}"))
-                _promote(status, target, "annotation", now)
-                _clear_canary(status)
-                canary, wanted = None, None
-                degraded_state = (False, c.PROMOTED, f"model {target['modelVersion']} promoted")
-        if canary and wanted is not None and _newer(wanted, canary):
-            events.append(("Normal", CANARY_RESTARTED,
-                           f"canary restarted with the newer model {wanted.version} (was {canary['modelVersion']})"))
-            _start_canary(status, spec, wanted, now)
-            canary = status["canary"]
-        elif not canary and wanted is not None:
-            _start_canary(status, spec, wanted, now)
-            canary = status["canary"]
-            events.append(("Normal", CANARY_STARTED,
-                           f"canary {wanted.version} started at {canary_spec.steps[0].weight}% of traffic"))
-        if canary:
-            degraded_state = (False, CANARY_STARTED, f"a newer candidate ({canary['modelVersion']}) is rolling out") \
-                if degraded_state[0] else degraded_state
-            progressing, degraded_state = _canary_step(status, spec, observed, analysis, events, now,
-                                                       degraded_state)
+        _canary_rollout(state, spec, wanted, annotations, observed, analysis)
+    state.status["handledAnnotations"] = state.handled
+    return _finish(state, spec, generation, observed, selection, endpoint)
 
-    status["handledAnnotations"] = handled
-    plan = Plan(status, stable=_track_model(status["stable"]), events=events)
-    return _finish(plan, spec, generation, conditions, observed, selection, degraded_state, progressing, now_text,
-                   endpoint)
+
+def _begin(old_status: Mapping[str, Any], now: datetime) -> RolloutPass:
+    """The pass starts from the stored status; Degraded stays as it was unless a model was just retried."""
+    status = operator_status(old_status)
+    state = RolloutPass(status, now, handled=dict(status.get("handledAnnotations") or {}))
+    degraded = find(status.get("conditions"), c.DEGRADED)
+    if degraded and degraded.get("status") == "True" and not old_status.get("retried"):
+        state.degraded = ConditionState(True, str(degraded.get("reason")), str(degraded.get("message") or ""))
+    return state
+
+
+def _wanted(state: RolloutPass, candidate: Candidate | None) -> Candidate | None:
+    """The candidate when it is not the stable model; a canary goes when the spec asks for the stable model again."""
+    stable = state.stable
+    if candidate is None or candidate.version != stable["modelVersion"]:
+        return candidate
+    canary = state.canary
+    if canary:
+        state.event("Normal", c.ABORTED, f"canary {canary['modelVersion']} removed: the spec asks for the "
+                                         f"stable model {stable['modelVersion']} again")
+        state.end_canary()
+    return None
+
+
+def _rolling_update(state: RolloutPass, wanted: Candidate | None, annotations: Mapping[str, str]) -> None:
+    state.end_canary()
+    if wanted is not None:
+        state.event("Normal", c.ROLLING_UPDATE,
+                    f"rolling the stable track from {state.stable['modelVersion']} to {wanted.version}")
+        _promote(state.status, wanted.track(_next_revision(state.status)), "rollingUpdate", state.now)
+        state.degraded = ConditionState(False, c.PROMOTED, f"model {wanted.version} promoted")
+    for key in (ABORT_ANNOTATION, PROMOTE_ANNOTATION):
+        state.take_annotation(annotations, key)  # nothing to promote or abort outside a canary
+
+
+def _canary_rollout(state: RolloutPass, spec: RecModelDeploymentSpec, wanted: Candidate | None,
+                    annotations: Mapping[str, str], observed: Observed, analysis: list[dict[str, Any]] | None) -> None:
+    """People's annotations first, then a new canary if one is wanted, then one step of the running canary."""
+    wanted = _abort_by_annotation(state, annotations, wanted)
+    wanted = _promote_by_annotation(state, annotations, wanted)
+    _start_canary_of(state, spec, wanted)
+    canary = state.canary
+    if canary:
+        if state.degraded.status:
+            state.degraded = ConditionState(False, CANARY_STARTED,
+                                            f"a newer candidate ({canary['modelVersion']}) is rolling out")
+        _canary_step(state, spec, observed, analysis)
+
+
+def _abort_by_annotation(state: RolloutPass, annotations: Mapping[str, str],
+                         wanted: Candidate | None) -> Candidate | None:
+    canary = state.canary
+    if state.take_annotation(annotations, ABORT_ANNOTATION) is None or not canary:
+        return wanted
+    reason = f"aborted with the annotation {ABORT_ANNOTATION}"
+    state.event("Warning", c.ABORTED, f"canary {canary['modelVersion']} {reason}; "
+                                      f"{state.stable['modelVersion']} serves all traffic")
+    state.degraded = ConditionState(True, c.ABORTED, f"canary {canary['modelVersion']} {reason}")
+    state.end_canary(rejected=reason)
+    return None
+
+
+def _promote_by_annotation(state: RolloutPass, annotations: Mapping[str, str],
+                           wanted: Candidate | None) -> Candidate | None:
+    if state.take_annotation(annotations, PROMOTE_ANNOTATION) is None:
+        return wanted
+    target = state.canary or (wanted.track(_next_revision(state.status)) if wanted else None)
+    if not target:
+        return wanted
+    state.event("Normal", c.PROMOTED,
+                f"model {target['modelVersion']} promoted with the annotation {PROMOTE_ANNOTATION}")
+    _promote(state.status, target, "annotation", state.now)
+    state.end_canary()
+    state.degraded = ConditionState(False, c.PROMOTED, f"model {target['modelVersion']} promoted")
+    return None
+
+
+def _start_canary_of(state: RolloutPass, spec: RecModelDeploymentSpec, wanted: Candidate | None) -> None:
+    """A canary of `wanted`, unless one of it (or of a newer model) runs already."""
+    assert spec.rollout.canary is not None
+    canary = state.canary
+    if wanted is None or (canary and not _newer(wanted, canary)):
+        return
+    _start_canary(state.status, spec, wanted, state.now)
+    if canary:
+        state.event("Normal", CANARY_RESTARTED,
+                    f"canary restarted with the newer model {wanted.version} (was {canary['modelVersion']})")
+    else:
+        state.event("Normal", CANARY_STARTED,
+                    f"canary {wanted.version} started at {spec.rollout.canary.steps[0].weight}% of traffic")
 
 
 def _stable_count(spec: RecModelDeploymentSpec, observed: Observed) -> int:
@@ -487,80 +512,127 @@ def _stable_count(spec: RecModelDeploymentSpec, observed: Observed) -> int:
     return spec.replicas if spec.replicas is not None else 1
 
 
-def _canary_step(status: dict[str, Any], spec: RecModelDeploymentSpec, observed: Observed,
-                 analysis: list[dict[str, Any]] | None, events: list[Event], now: datetime,
-                 degraded_state: tuple[bool, str, str]) -> tuple[tuple[bool, str, str], tuple[bool, str, str]]:
-    """One pass of a running canary: wait for its pods, judge the analysis, step, promote or roll back."""
-    canary_spec = spec.rollout.canary
-    assert canary_spec is not None
-    canary = status["canary"]
-    step = int(status.get("canaryStep") or 0)
-    weight = canary_spec.steps[min(step, len(canary_spec.steps) - 1)].weight
-    status["canaryWeight"] = weight
-    stable_n = _stable_count(spec, observed)
-    wanted_replicas = canary_replicas(stable_n, weight)
-    where = f"step {step + 1}/{len(canary_spec.steps)} ({weight}%, {wanted_replicas} canary : {stable_n} stable pods)"
-    if observed.canary_version != canary["modelVersion"] or observed.canary_ready < wanted_replicas:
-        # The pause counts only from when the canary's pods serve (and status is not rewritten every pass).
-        status.pop("stepStartedAt", None)
-        problem = f": {observed.problem}" if observed.problem else ""
-        waiting = f"waiting for its pods to be ready ({observed.canary_ready}/{wanted_replicas}){problem}"
-        if stalled_too_long(status, canary_spec.progress_deadline_seconds, now):
-            return _roll_back_stalled(status, canary, waiting, canary_spec.progress_deadline_seconds, events, now)
-        return (True, c.CANARY_STEP, f"canary {canary['modelVersion']} {where}: {waiting}"), degraded_state
-    if not status.get("stepStartedAt"):
-        status["stepStartedAt"] = format_time(now)
-    pause_end = _pause_end(spec, status)
-    if analysis is None:
-        # Nothing judged this pass: the last judgement stands.
-        previous = find(status.get("conditions"), c.PROGRESSING)
-        if previous and previous.get("status") == "True" and previous.get("reason") in (c.CANARY_STEP, c.INCONCLUSIVE) \
-                and "waiting for its pods" not in str(previous.get("message")):
-            return (True, str(previous["reason"]), str(previous.get("message") or "")), degraded_state
-        return (True, c.CANARY_STEP, f"canary {canary['modelVersion']} {where}: analysing"), degraded_state
+@dataclass(frozen=True)
+class CanaryStep:
+    """Where a running canary stands: its step, weight and the pods it needs there."""
 
-    status["lastAnalysis"] = [{k: v for k, v in r.items() if k != "message"} for r in analysis]
-    status["lastAnalysisTime"] = format_time(now)
-    state, message = verdict(analysis)
-    if state != "Inconclusive":
-        status.pop("stalledSince", None)  # a verdict (Pass or Fail) is progress
-    if state == "Fail":
-        failures = int(status.get("analysisFailures") or 0) + 1
-        status["analysisFailures"] = failures
-        if failures >= canary_spec.failure_limit:
-            reason = f"rolled back after {failures} failed analyses: {message}"
-            _reject(status, canary, reason, now)
-            events.append(("Warning", c.ROLLED_BACK, f"canary {canary['modelVersion']} {reason}"))
-            _clear_canary(status)
-            return ((False, c.ROLLED_BACK, f"canary {canary['modelVersion']} {reason}"),
-                    (True, c.ROLLED_BACK, f"canary {canary['modelVersion']} {reason}"))
-        events.append(("Warning", ANALYSIS_FAILED,
-                       f"canary {canary['modelVersion']} failed analysis {failures}/{canary_spec.failure_limit}: "
-                       f"{message}"))
-        return (True, c.CANARY_STEP, f"canary {canary['modelVersion']} {where}: analysis failed "
-                                     f"{failures}/{canary_spec.failure_limit}: {message}"[:2000]), degraded_state
-    if state == "Inconclusive":
-        if stalled_too_long(status, canary_spec.progress_deadline_seconds, now):
-            return _roll_back_stalled(status, canary, f"analysis inconclusive: {message}",
-                                      canary_spec.progress_deadline_seconds, events, now)
-        return (True, c.INCONCLUSIVE, f"canary {canary['modelVersion']} {where} waits: {message}"[:2000]), \
-            degraded_state
-    if pause_end is not None and now < pause_end:
-        left = max(0, int((pause_end - now).total_seconds()))
-        return (True, c.CANARY_STEP, f"canary {canary['modelVersion']} {where}: analysis passed; "
-                                     f"next step in {left}s"), degraded_state
-    if step + 1 < len(canary_spec.steps):
-        next_weight = canary_spec.steps[step + 1].weight
-        status.update(canaryStep=step + 1, canaryWeight=next_weight, stepStartedAt=format_time(now))
-        events.append(("Normal", c.CANARY_STEP,
-                       f"canary {canary['modelVersion']} passed step {step + 1}; now at {next_weight}%"))
-        return (True, c.CANARY_STEP, f"canary {canary['modelVersion']} moved to step {step + 2}/"
-                                     f"{len(canary_spec.steps)} ({next_weight}%)"), degraded_state
-    events.append(("Normal", c.PROMOTED, f"canary {canary['modelVersion']} passed every step and was promoted"))
-    _promote(status, canary, "analysis", now)
-    _clear_canary(status)
-    return (False, c.PROMOTED, f"model {canary['modelVersion']} promoted"), (False, c.PROMOTED,
-                                                                             f"model {canary['modelVersion']} promoted")
+    canary: CanarySpec
+    version: str
+    index: int
+    weight: int
+    replicas: int
+    stable_replicas: int
+
+    @classmethod
+    def of(cls, status: Mapping[str, Any], spec: RecModelDeploymentSpec, observed: Observed) -> CanaryStep:
+        canary_spec = spec.rollout.canary
+        assert canary_spec is not None
+        index = int(status.get("canaryStep") or 0)
+        weight = canary_spec.steps[min(index, len(canary_spec.steps) - 1)].weight
+        stable_n = _stable_count(spec, observed)
+        return cls(canary_spec, str(status["canary"]["modelVersion"]), index, weight,
+                   canary_replicas(stable_n, weight), stable_n)
+
+    @property
+    def where(self) -> str:
+        return (f"step {self.index + 1}/{len(self.canary.steps)} ({self.weight}%, {self.replicas} canary : "
+                f"{self.stable_replicas} stable pods)")
+
+    def says(self, what: str) -> str:
+        return f"canary {self.version} {what}"
+
+
+def _canary_step(state: RolloutPass, spec: RecModelDeploymentSpec, observed: Observed,
+                 analysis: list[dict[str, Any]] | None) -> None:
+    """One pass of a running canary: wait for its pods, judge the analysis, step, promote or roll back."""
+    step = CanaryStep.of(state.status, spec, observed)
+    state.status["canaryWeight"] = step.weight
+    if observed.canary_version != step.version or observed.canary_ready < step.replicas:
+        _wait_for_pods(state, step, observed)
+        return
+    if not state.status.get("stepStartedAt"):
+        state.status["stepStartedAt"] = format_time(state.now)
+    if analysis is None:
+        state.progressing = _last_judgement(state.status, step)
+        return
+    state.status["lastAnalysis"] = [{k: v for k, v in r.items() if k != "message"} for r in analysis]
+    state.status["lastAnalysisTime"] = format_time(state.now)
+    outcome, message = verdict(analysis)
+    if outcome != "Inconclusive":
+        state.status.pop("stalledSince", None)  # a verdict (Pass or Fail) is progress
+    if outcome == "Fail":
+        _analysis_failed(state, step, message)
+    elif outcome == "Inconclusive":
+        _analysis_inconclusive(state, step, message)
+    else:
+        _analysis_passed(state, spec, step)
+
+
+def _wait_for_pods(state: RolloutPass, step: CanaryStep, observed: Observed) -> None:
+    # The pause counts only from when the canary's pods serve (and status is not rewritten every pass).
+    state.status.pop("stepStartedAt", None)
+    problem = f": {observed.problem}" if observed.problem else ""
+    waiting = f"waiting for its pods to be ready ({observed.canary_ready}/{step.replicas}){problem}"
+    if stalled_too_long(state.status, step.canary.progress_deadline_seconds, state.now):
+        _roll_back_stalled(state, step, waiting)
+    else:
+        state.progressing = ConditionState(True, c.CANARY_STEP, step.says(f"{step.where}: {waiting}"))
+
+
+def _last_judgement(status: Mapping[str, Any], step: CanaryStep) -> ConditionState:
+    """Nothing judged this pass: the last judgement stands."""
+    previous = find(status.get("conditions"), c.PROGRESSING)
+    if previous and previous.get("status") == "True" and previous.get("reason") in (c.CANARY_STEP, c.INCONCLUSIVE) \
+            and "waiting for its pods" not in str(previous.get("message")):
+        return ConditionState(True, str(previous["reason"]), str(previous.get("message") or ""))
+    return ConditionState(True, c.CANARY_STEP, step.says(f"{step.where}: analysing"))
+
+
+def _analysis_failed(state: RolloutPass, step: CanaryStep, message: str) -> None:
+    failures = int(state.status.get("analysisFailures") or 0) + 1
+    state.status["analysisFailures"] = failures
+    limit = step.canary.failure_limit
+    if failures >= limit:
+        reason = f"rolled back after {failures} failed analyses: {message}"
+        state.end_canary(rejected=reason)
+        state.event("Warning", c.ROLLED_BACK, step.says(reason))
+        state.progressing = ConditionState(False, c.ROLLED_BACK, step.says(reason))
+        state.degraded = ConditionState(True, c.ROLLED_BACK, step.says(reason))
+        return
+    state.event("Warning", ANALYSIS_FAILED, step.says(f"failed analysis {failures}/{limit}: {message}"))
+    state.progressing = ConditionState(
+        True, c.CANARY_STEP, step.says(f"{step.where}: analysis failed {failures}/{limit}: {message}")[:2000])
+
+
+def _analysis_inconclusive(state: RolloutPass, step: CanaryStep, message: str) -> None:
+    if stalled_too_long(state.status, step.canary.progress_deadline_seconds, state.now):
+        _roll_back_stalled(state, step, f"analysis inconclusive: {message}")
+    else:
+        state.progressing = ConditionState(True, c.INCONCLUSIVE, step.says(f"{step.where} waits: {message}")[:2000])
+
+
+def _analysis_passed(state: RolloutPass, spec: RecModelDeploymentSpec, step: CanaryStep) -> None:
+    """After the pause, the next step; after the last step, promotion."""
+    pause_end = _pause_end(spec, state.status)
+    if pause_end is not None and state.now < pause_end:
+        left = max(0, int((pause_end - state.now).total_seconds()))
+        state.progressing = ConditionState(True, c.CANARY_STEP,
+                                           step.says(f"{step.where}: analysis passed; next step in {left}s"))
+        return
+    steps = step.canary.steps
+    if step.index + 1 < len(steps):
+        next_weight = steps[step.index + 1].weight
+        state.status.update(canaryStep=step.index + 1, canaryWeight=next_weight, stepStartedAt=format_time(state.now))
+        state.event("Normal", c.CANARY_STEP, step.says(f"passed step {step.index + 1}; now at {next_weight}%"))
+        state.progressing = ConditionState(
+            True, c.CANARY_STEP, step.says(f"moved to step {step.index + 2}/{len(steps)} ({next_weight}%)"))
+        return
+    state.event("Normal", c.PROMOTED, step.says("passed every step and was promoted"))
+    canary = state.canary
+    assert canary is not None
+    _promote(state.status, canary, "analysis", state.now)
+    state.end_canary()
+    state.progressing = state.degraded = ConditionState(False, c.PROMOTED, f"model {step.version} promoted")
 
 
 def stalled_too_long(status: dict[str, Any], deadline_seconds: int, now: datetime) -> bool:
@@ -573,88 +645,92 @@ def stalled_too_long(status: dict[str, Any], deadline_seconds: int, now: datetim
     return deadline_seconds > 0 and (now - since).total_seconds() >= deadline_seconds
 
 
-def _roll_back_stalled(status: dict[str, Any], canary: Mapping[str, Any], why: str, deadline_seconds: int,
-                       events: list[Event], now: datetime) -> tuple[tuple[bool, str, str], tuple[bool, str, str]]:
+def _roll_back_stalled(state: RolloutPass, step: CanaryStep, why: str) -> None:
     """Roll back a canary that had no verdict for its progress deadline: promoting an unmeasured model is unsafe."""
-    reason = (f"rolled back: no verdict for {deadline_seconds}s (rollout.canary.progressDeadlineSeconds) "
-              f"since {status.get('stalledSince')}; {why}")[:1024]
-    _reject(status, canary, reason, now)
-    events.append(("Warning", c.PROGRESS_DEADLINE_EXCEEDED, f"canary {canary['modelVersion']} {reason}"[:1024]))
-    _clear_canary(status)
-    message = f"canary {canary['modelVersion']} {reason}"[:2000]
-    return (False, c.PROGRESS_DEADLINE_EXCEEDED, message), (True, c.PROGRESS_DEADLINE_EXCEEDED, message)
+    deadline = step.canary.progress_deadline_seconds
+    reason = (f"rolled back: no verdict for {deadline}s (rollout.canary.progressDeadlineSeconds) "
+              f"since {state.status.get('stalledSince')}; {why}")[:1024]
+    state.end_canary(rejected=reason)
+    state.event("Warning", c.PROGRESS_DEADLINE_EXCEEDED, step.says(reason)[:1024])
+    message = step.says(reason)[:2000]
+    state.progressing = ConditionState(False, c.PROGRESS_DEADLINE_EXCEEDED, message)
+    state.degraded = ConditionState(True, c.PROGRESS_DEADLINE_EXCEEDED, message)
 
 
-def _finish(plan: Plan, spec: RecModelDeploymentSpec, generation: int | None, conditions: list[dict[str, Any]],
-            observed: Observed, selection: Selection, degraded_state: tuple[bool, str, str],
-            progressing: tuple[bool, str, str], now: str, endpoint: str | None) -> Plan:
-    status = plan.status
-    stable = status.get("stable")
-    canary = status.get("canary")
+# --- the status of a pass -----------------------------------------------------------------
+def _finish(state: RolloutPass, spec: RecModelDeploymentSpec, generation: int | None, observed: Observed,
+            selection: Selection, endpoint: str | None) -> Plan:
+    """The plan of children and the conditions and phase of what this pass decided."""
+    status = state.status
+    stable, canary = status.get("stable"), status.get("canary")
+    plan = Plan(status, stable=_track_model(stable), events=state.events)
     plan.stable_replicas = None if spec.autoscaling is not None else (spec.replicas if spec.replicas is not None else 1)
     if canary:
         plan.canary = _track_model(canary)
         plan.canary_replicas = canary_replicas(_stable_count(spec, observed), int(status.get("canaryWeight") or 1))
+        canary["readyReplicas"] = observed.canary_ready
     if stable:
         stable["readyReplicas"] = observed.stable_ready
-    if canary:
-        canary["readyReplicas"] = observed.canary_ready
     if endpoint:
         status["endpoint"] = endpoint
-
-    def set_(type_: str, value: bool | None, reason: str, message: str) -> None:
-        nonlocal conditions
-        conditions = set_condition(conditions, type_, value, reason, message, generation=generation, now=now)
-
     rolled_out = bool(stable) and observed.stable_version == (stable or {}).get("modelVersion") \
         and observed.stable_rolled_out
-    if stable:
-        if observed.stable_ready > 0:
-            set_(c.AVAILABLE, True, c.MINIMUM_REPLICAS, f"{observed.stable_ready} stable replica(s) ready")
-        else:
-            problem = f": {observed.problem}" if observed.problem else ""
-            set_(c.AVAILABLE, False, c.REPLICAS_UNAVAILABLE, f"no stable replica is ready{problem}")
-    else:
-        set_(c.AVAILABLE, False, selection.reason or c.WAITING_FOR_MODEL, selection.message)
-    if not stable:
-        set_(c.PROGRESSING, False, selection.reason or c.WAITING_FOR_MODEL, selection.message)
-    elif canary:
-        set_(c.PROGRESSING, True, progressing[1], progressing[2])
-    elif not rolled_out:
-        problem = f" ({observed.problem})" if observed.problem else ""
-        set_(c.PROGRESSING, True, c.ROLLING_UPDATE,
-             f"the stable Deployment is rolling out model {stable['modelVersion']}{problem}")
-    elif progressing[1] in (c.PROMOTED, c.ROLLED_BACK, c.PROGRESS_DEADLINE_EXCEEDED):
-        set_(c.PROGRESSING, False, progressing[1], progressing[2])
-    else:
-        note = f"; {selection.message}" if selection.message else ""
-        set_(c.PROGRESSING, False, c.RECONCILED, f"model {stable['modelVersion']} serves all traffic{note}")
-    set_(c.DEGRADED, degraded_state[0], degraded_state[1], degraded_state[2])
-    if not stable:
-        set_(c.READY, False, selection.reason or c.WAITING_FOR_MODEL, selection.message)
-        status["phase"] = "Pending"
-    elif canary:
-        set_(c.READY, False, progressing[1], progressing[2])
-        status["phase"] = "Canary"
-    elif not rolled_out:
-        set_(c.READY, False, c.ROLLING_UPDATE, f"model {stable['modelVersion']} is rolling out")
-        status["phase"] = "Progressing"
-    elif degraded_state[0]:
-        set_(c.READY, True, degraded_state[1], f"model {stable['modelVersion']} serves all traffic after: "
-                                               f"{degraded_state[2]}")
-        status["phase"] = "Failed"
-    else:
-        set_(c.READY, True, c.RECONCILED, f"model {stable['modelVersion']} serves all traffic")
-        status["phase"] = "Serving"
-    status["conditions"] = sorted(conditions, key=lambda x: CONDITION_ORDER.index(x["type"])
-                                  if x["type"] in CONDITION_ORDER else len(CONDITION_ORDER))
+    conditions = Conditions(list(status.get("conditions") or []), generation, format_time(state.now))
+    waiting = ConditionState(False, selection.reason or c.WAITING_FOR_MODEL, selection.message)
+    conditions.put(c.AVAILABLE, _available(stable, observed, waiting))
+    conditions.put(c.PROGRESSING, _progressing(status, observed, selection, state.progressing, rolled_out, waiting))
+    conditions.put(c.DEGRADED, state.degraded)
+    ready, status["phase"] = _ready_and_phase(status, state.degraded, state.progressing, rolled_out, waiting)
+    conditions.put(c.READY, ready)
+    status["conditions"] = conditions.ordered(c.RECMODELDEPLOYMENT_CONDITIONS)
     status["observedGeneration"] = generation
     plan.active = bool(canary) or not rolled_out
     plan.status = operator_status(status)
     return plan
 
 
+def _available(stable: Mapping[str, Any] | None, observed: Observed, waiting: ConditionState) -> ConditionState:
+    if not stable:
+        return waiting
+    if observed.stable_ready > 0:
+        return ConditionState(True, c.MINIMUM_REPLICAS, f"{observed.stable_ready} stable replica(s) ready")
+    problem = f": {observed.problem}" if observed.problem else ""
+    return ConditionState(False, c.REPLICAS_UNAVAILABLE, f"no stable replica is ready{problem}")
+
+
+def _progressing(status: Mapping[str, Any], observed: Observed, selection: Selection, decided: ConditionState,
+                 rolled_out: bool, waiting: ConditionState) -> ConditionState:
+    stable = status.get("stable")
+    if not stable:
+        return waiting
+    if status.get("canary"):
+        return ConditionState(True, decided.reason, decided.message)
+    if not rolled_out:
+        problem = f" ({observed.problem})" if observed.problem else ""
+        return ConditionState(True, c.ROLLING_UPDATE,
+                              f"the stable Deployment is rolling out model {stable['modelVersion']}{problem}")
+    if decided.reason in (c.PROMOTED, c.ROLLED_BACK, c.PROGRESS_DEADLINE_EXCEEDED):
+        return ConditionState(False, decided.reason, decided.message)
+    note = f"; {selection.message}" if selection.message else ""
+    return ConditionState(False, c.RECONCILED, f"model {stable['modelVersion']} serves all traffic{note}")
+
+
+def _ready_and_phase(status: Mapping[str, Any], degraded: ConditionState, decided: ConditionState, rolled_out: bool,
+                     waiting: ConditionState) -> tuple[ConditionState, str]:
+    stable = status.get("stable")
+    if not stable:
+        return waiting, "Pending"
+    if status.get("canary"):
+        return ConditionState(False, decided.reason, decided.message), "Canary"
+    if not rolled_out:
+        return ConditionState(False, c.ROLLING_UPDATE, f"model {stable['modelVersion']} is rolling out"), "Progressing"
+    if degraded.status:
+        return ConditionState(True, degraded.reason, f"model {stable['modelVersion']} serves all traffic after: "
+                                                     f"{degraded.message}"), "Failed"
+    return ConditionState(True, c.RECONCILED, f"model {stable['modelVersion']} serves all traffic"), "Serving"
+
+
 __all__ = [
-    "Candidate", "Measurement", "Observed", "Plan", "Selection", "analysis_due", "apply_retry", "decide",
-    "evaluate_rules", "select_fine_tune_job", "select_lineage", "select_uri", "verdict",
+    "Candidate", "Observed", "Plan", "Selection", "TrackMeasurements", "analysis_due", "apply_retry",
+    "decide", "evaluate_rules", "select_fine_tune_job", "select_lineage", "select_uri", "verdict",
 ]

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from recops.api.common import parse_duration
+from recops.api.common import format_time, parse_duration, parse_time
 from recops.api.monitorpolicy import MonitorRule
 from recops.monitor.drift import psi
 from recops.monitor.prometheus import PrometheusError
 from recops.monitor.promql import TrackSelector, builtin_query, score_histogram_query
-from recops.monitor.rules import ERROR, Measurement, RuleVerdict, judge
+from recops.monitor.rules import ERROR, Measurement, PreviousState, RuleVerdict, judge_policy_rule
 
 
 class MetricsSource(Protocol):
@@ -95,12 +95,21 @@ async def measure_rule(
                 return Measurement(value=drift_value(current, baseline_histogram), samples=current.total)
             except ValueError as err:
                 return Measurement(value=None, samples=current.total, error=str(err))
-        query = builtin_query(rule.metric, selector, window)
-        value = await source.value(query.value)
-        samples = (await source.value(query.samples)) if query.samples else None
-        return Measurement(value=value, samples=samples if samples is not None else 0.0)
+        return await measure_builtin(source, rule.metric, selector, window)
     except PrometheusError as err:
         return Measurement(value=None, error=str(err))
+
+
+async def measure_builtin(source: MetricsSource, metric: str, selector: TrackSelector, window: str) -> Measurement:
+    """A built-in metric of one track and its samples (no series at all: 0 samples). Raises PrometheusError."""
+    query = builtin_query(metric, selector, window)
+    value = await source.value(query.value)
+    samples = (await source.value(query.samples)) if query.samples else None
+    samples = samples if samples is not None or not query.samples else 0.0
+    if metric == "errorRate" and value is None and samples:
+        # Requests but no 5xx series at all: PromQL's ratio is empty, the error rate is 0.
+        value = 0.0
+    return Measurement(value=value, samples=samples)
 
 
 @dataclass
@@ -166,15 +175,10 @@ def judge_rules(
     for rule in rules:
         before = previous.get(rule.name) or {}
         baseline = (baseline_values or {}).get(rule.name) if rule.threshold.is_relative else None
-        verdicts[rule.name] = judge(
-            threshold=rule.threshold,
+        verdicts[rule.name] = judge_policy_rule(
+            rule.threshold, measurements[rule.name], min_samples=rule.min_samples, baseline=baseline,
             hold_for=parse_duration(rule.for_),
-            min_samples=rule.min_samples,
-            measurement=measurements[rule.name],
-            baseline=baseline,
-            previous_state=before.get("state"),
-            previous_since=parse_time(before.get("since")),
-            now=now,
+            previous=PreviousState(before.get("state"), parse_time(before.get("since"))), now=now,
         )
     return verdicts
 
@@ -197,16 +201,6 @@ def rule_status(rule: MonitorRule, verdict: RuleVerdict) -> dict[str, Any]:
     return entry
 
 
-def format_time(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-
-
 def baseline_due(started_at: datetime, window: str, now: datetime) -> bool:
     return now - started_at >= parse_duration(window)
 
@@ -217,5 +211,5 @@ def window_ago(now: datetime, window: str) -> datetime:
 
 __all__ = [
     "BaselineMeasurement", "Histogram", "MetricsSource", "baseline_due", "drift_value", "format_time", "judge_rules",
-    "measure_baseline", "measure_rule", "parse_time", "rule_status", "window_ago",
+    "measure_baseline", "measure_builtin", "measure_rule", "parse_time", "rule_status", "window_ago",
 ]

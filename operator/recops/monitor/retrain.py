@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from recops.api.common import parse_duration
+from recops.api.common import format_time, parse_duration
 from recops.api.monitorpolicy import RetrainSpec
 
 DAY = timedelta(hours=24)
@@ -69,7 +69,7 @@ def decide_retrain(
         last_name, last = max(times.items(), key=lambda item: item[1])
         cooldown = parse_duration(retrain.cooldown)
         if now - last < cooldown:
-            until = (last + cooldown).strftime("%Y-%m-%dT%H:%M:%SZ")
+            until = format_time(last + cooldown)
             return RetrainDecision(False, f"{rules} breached; cooldown {retrain.cooldown} after {last_name} "
                                           f"lasts until {until}", "cooldown")
     today = [t for t in times.values() if now - t < DAY]
