@@ -222,6 +222,17 @@ def test_a_failed_last_attempt_stays_running_until_the_job_fails() -> None:
     assert status["message"].startswith("the trainer failed; waiting for the Job to fail: ")
 
 
+def test_a_running_status_stands_while_the_job_controller_records_the_exit() -> None:
+    """No status write for the moment between the trainer's exit and the Job's Complete or Failed condition."""
+    running = compute(body(), job(active=1), [pod("j-1", "Running")])
+    assert running["phase"] == "Running" and running["message"].startswith("trainer pod j-1 is running")
+    exited = pod("j-1", "Succeeded", {"exitCode": 0, "message": report(), "finishedAt": T1})
+    assert compute(body(status=running), job(succeeded=1), [exited]) == running  # nothing to write
+    # Seen for the first time in that moment (a pass missed the running pod): Running, saying why.
+    first = compute(body(), job(succeeded=1), [exited])
+    assert first["phase"] == "Running" and first["message"] == "the trainer finished; waiting for the Job to complete"
+
+
 # --- finished -------------------------------------------------------------------------------------
 def test_succeeded_reads_the_termination_message() -> None:
     b = body(gate={"metric": "auc", "minimum": 0.7})

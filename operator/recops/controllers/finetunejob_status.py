@@ -306,6 +306,10 @@ def compute_status(
         _failed(status, observed, failed, set_, now)
     else:
         phase, reason, message = _unfinished(ftj, observed)
+        if phase == "Running" and old.get("phase") == "Running" and not observed.pods_in_phase("Running"):
+            # The trainer exited and the Job controller marks the Job Complete or Failed moments later: the
+            # running status stands until then (one status write less per job; the outcome says the rest).
+            message = str(old.get("message") or message)
         gave_up = start_given_up(observed, reason, message, now=now, timeout_s=start_timeout_s)
         if gave_up is not None:
             status.update(phase="Failed", completionTime=now, message=clip(gave_up))
