@@ -213,3 +213,34 @@ def test_failed_spec_passes_are_retried_with_back_off_and_passes_fall_due_by_sta
     assert operator.due_ftjs(0.0, full=False, progress=False) == []
     assert operator.due_ftjs(0.0, full=False, progress=True) == [("ns", "b", "progress")]
     assert operator.due_ftjs(0.0, full=True, progress=False) == [("ns", "a", "resync"), ("ns", "b", "resync")]
+
+
+def test_a_spec_pass_uses_the_delivered_body_once_and_a_rerun_reads_the_object_again() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from recops.controllers.main import Operator, OperatorConfig
+    from recops.controllers.metrics import OperatorMetrics
+    from tests.support.fake_kube import FakeKube
+
+    kube = FakeKube()
+    operator = Operator(OperatorConfig(), kube=kube, metrics=OperatorMetrics(CollectorRegistry()))
+    body = kube.put({"apiVersion": "recops.dev/v1alpha1", "kind": "FineTuneJob",
+                     "metadata": {"name": "a", "namespace": "ns"},
+                     "spec": {"task": "click-through", "dataset": {"uri": "/d"}, "output": {"uri": "/m"}}})
+    reads: list[str] = []
+    request = kube.request
+    applied: list[str] = []
+
+    def counting(method: str, path: str, *args: object, **kwargs: object) -> object:
+        if method == "GET" and "/finetunejobs/" in path:
+            reads.append(path)
+        if method == "PATCH" and "/jobs/" in path and not applied:
+            applied.append(path)
+            operator.reconcile_ftj("ns", "a", "child")  # a Job event while the pass runs: one more pass after it
+        return request(method, path, *args, **kwargs)  # type: ignore[arg-type]
+
+    kube.request = counting  # type: ignore[method-assign]
+    operator.ftj_spec_pass("ns", "a", "spec", body=body)
+    assert kube.obj("Job", "ns", "a") is not None and applied
+    # The first pass used the delivered body (no GET); the pass run after it read the object again.
+    assert reads == ["/apis/recops.dev/v1alpha1/namespaces/ns/finetunejobs/a"]

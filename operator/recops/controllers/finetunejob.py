@@ -89,13 +89,16 @@ class FineTuneJobController:
         return self.now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
     # --- one pass ---------------------------------------------------------------------------
-    def reconcile(self, namespace: str, name: str, *, apply_children: bool = False) -> PassResult:
+    def reconcile(self, namespace: str, name: str, *, apply_children: bool = False,
+                  body: dict[str, Any] | None = None) -> PassResult:
         """Bring one FineTuneJob's children and status in line with its spec and what runs.
 
         `apply_children`: server-side apply every child even when the Job exists (after a
         spec change or a restart); otherwise only a missing Job (and its companions) is applied.
+        `body`: the FineTuneJob as a watch event just delivered it (one GET less); else it is read.
         """
-        body = self.kube.get(ftj_path(namespace, name))
+        if body is None:
+            body = self.kube.get(ftj_path(namespace, name))
         if body is None or body["metadata"].get("deletionTimestamp"):
             return PassResult(gone=True)  # its children go with it (garbage collection)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import copy
 import json
 import logging
 import os
@@ -218,12 +219,21 @@ class Operator:
 
         self.coalescer.run(key, one_pass)
 
-    def reconcile_ftj(self, namespace: str, name: str, trigger: str, apply_children: bool = False) -> None:
+    def reconcile_ftj(self, namespace: str, name: str, trigger: str, apply_children: bool = False,
+                      body: dict[str, Any] | None = None) -> None:
+        """`body`: the object as its watch event delivered it, used by the first pass only (a pass asked for
+        meanwhile, run after it, reads the object again)."""
+        delivered = [body] if body is not None else []
+
+        def reconcile(namespace: str, name: str, *, apply_children: bool) -> PassResult:
+            return self.finetunejobs.reconcile(namespace, name, apply_children=apply_children,
+                                               body=delivered.pop() if delivered else None)
+
         def record(result: PassResult) -> None:
             if result.gone or result.phase:
                 self.metrics.set_phase(namespace, name, None if result.gone else result.phase)
 
-        self._pass(FTJ_KIND, namespace, name, trigger, apply_children, self.finetunejobs.reconcile, record)
+        self._pass(FTJ_KIND, namespace, name, trigger, apply_children, reconcile, record)
 
     def post_rmd_event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """Post a RecModelDeployment's Event; a rollback also counts in recops_operator_rollbacks_total."""
@@ -306,12 +316,12 @@ class Operator:
         job = self.kube.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name}") if job_name else None
         return self.ftj_of_child(job) if job else None
 
-    def ftj_spec_pass(self, namespace: str, name: str, trigger: str) -> None:
+    def ftj_spec_pass(self, namespace: str, name: str, trigger: str, body: dict[str, Any] | None = None) -> None:
         """A pass that server-side applies every child (new object, spec change, start, retry). A failure is
         retried 5s, 10s, 20s, ... later by the scheduler (ftjs_forever), never in a storm."""
         key = (namespace, name)
         try:
-            self.reconcile_ftj(namespace, name, trigger, apply_children=True)
+            self.reconcile_ftj(namespace, name, trigger, apply_children=True, body=body)
         except Exception as error:
             failures = self.ftj_backoff.get(key, (0, 0.0))[0]
             delay = retry_delay(failures)
@@ -515,7 +525,7 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
         if status.get("phase"):
             operator.metrics.set_phase(namespace, name, status["phase"])
         if spec_pass_wanted(dict(body), first_seen) and key not in operator.ftj_backoff:
-            operator.ftj_spec_pass(namespace, name, "spec")
+            operator.ftj_spec_pass(namespace, name, "spec", body=copy.deepcopy(dict(body)))
 
     @kopf.on.event(GROUP, VERSION, MP_PLURAL, registry=registry, id="monitorpolicy")  # type: ignore[arg-type]
     def track_monitorpolicy(type: str | None, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
