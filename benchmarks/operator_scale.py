@@ -7,7 +7,11 @@ For N FineTuneJobs (default: 100 and 1000) it prints
   - the same N trainer Jobs (as the builders make them) created directly with the client, with the
     same concurrency, as the lower bound (latency to the ADDED event; until all exist; until all
     Complete), and the ratio operator / direct,
-  - the operator's peak RSS (VmHWM), status writes and reconcile passes per FineTuneJob.
+  - the operator's peak RSS (VmHWM), status writes and reconcile passes per FineTuneJob,
+  - the API writes per FineTuneJob, by resource and verb: the API server's apiserver_request_total
+    before and after the operator's run, for the resources only the operator writes (the
+    FineTuneJobs' own creation by this script left out; a Job's status belongs to the Job
+    controller), plus the Events the operator posted.
 
 The operator runs as `recops operator` (a subprocess with the ServiceAccount RBAC of config/rbac,
 as in the cluster tests), with the default 60 s resync.
@@ -165,6 +169,47 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+# What the operator may write for a FineTuneJob (core group ""): while it runs nothing else writes these
+# (the namespace, with its default ServiceAccount and CA ConfigMap, is created before the count starts).
+OPERATOR_WRITTEN = {("recops.dev", "finetunejobs"), ("", "configmaps"), ("", "serviceaccounts"), ("", "services"),
+                    ("rbac.authorization.k8s.io", "roles"), ("rbac.authorization.k8s.io", "rolebindings"),
+                    ("batch", "jobs")}
+WRITE_VERBS = ("POST", "PUT", "PATCH", "APPLY", "DELETE")
+
+
+def api_writes(api: Any) -> dict[str, float]:
+    """apiserver_request_total of the writes to OPERATOR_WRITTEN, as 'VERB resource[/subresource]' -> count."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    method, url, headers, body, _ = api.param_serialize("GET", "/metrics", auth_settings=["BearerToken"])
+    text = api.call_api(method, url, header_params=headers, body=body).read().decode()
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "apiserver_request":
+            continue
+        for sample in family.samples:
+            labels = sample.labels
+            if not sample.name.endswith("_total") or labels.get("verb") not in WRITE_VERBS:
+                continue
+            if (labels.get("group", ""), labels.get("resource")) not in OPERATOR_WRITTEN:
+                continue
+            if labels.get("resource") == "jobs" and labels.get("subresource") == "status":
+                continue  # the Job controller's
+            key = f"{labels['verb']} {labels['resource']}" + (f"/{labels['subresource']}" if labels.get("subresource")
+                                                             else "")
+            counts[key] = counts.get(key, 0.0) + sample.value
+    return counts
+
+
+def operator_events(cluster: Any, namespace: str) -> int:
+    """Events the operator posted in the namespace (its reporting component)."""
+    from kubernetes import client
+
+    events = client.CoreV1Api(cluster.api_client()).list_namespaced_event(namespace).items
+    return sum(1 for e in events if (e.reporting_component or (e.source.component if e.source else "")) ==
+               "recops-operator")
+
+
 def ensure_nodes(cluster: Any, n: int) -> list[str]:
     names = []
     for i in range(2):
@@ -226,6 +271,7 @@ def run_size(cluster: Any, n: int, workdir: Path, timeout: float) -> dict[str, A
         ftjs = Watcher(custom.list_namespaced_custom_object, ("recops.dev", "v1alpha1", ns, "finetunejobs"),
                        ftj_succeeded)
         time.sleep(1)
+        writes_before = api_writes(api)
         t0 = time.monotonic()
         started = create_all(lambda name: custom.create_namespaced_custom_object(
             "recops.dev", "v1alpha1", ns, "finetunejobs", ftj_manifest(name)), names)
@@ -237,6 +283,12 @@ def run_size(cluster: Any, n: int, workdir: Path, timeout: float) -> dict[str, A
         ftjs.stop.set()
         metrics = op.metrics()
         rss = peak_rss_mib(op.process.pid)
+        writes_after = api_writes(api)
+        events = operator_events(cluster, ns)
+
+    writes = {k: v - writes_before.get(k, 0.0) for k, v in writes_after.items() if v - writes_before.get(k, 0.0)}
+    writes["POST finetunejobs"] = writes.get("POST finetunejobs", 0.0) - n  # this script's creates
+    writes = {k: v / n for k, v in sorted(writes.items()) if v > 0}
 
     def total(metric: str) -> float:
         return sum(v for k, v in metrics.items() if k.split("{")[0] == metric)
@@ -248,7 +300,9 @@ def run_size(cluster: Any, n: int, workdir: Path, timeout: float) -> dict[str, A
                        "status_writes_per_ftj": total("recops_operator_status_writes_total") / n,
                        "cpu_seconds": total("process_cpu_seconds_total"),
                        "reconciles_per_ftj": total("recops_operator_reconciles_total") / n,
-                       "errors": total("recops_operator_reconcile_errors_total")}
+                       "errors": total("recops_operator_reconcile_errors_total"),
+                       "writes_per_ftj": writes, "api_writes_per_ftj": sum(writes.values()),
+                       "events_per_ftj": events / n}
     cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
     for node in nodes:
         cluster.kubectl("delete", "node", node, "--wait=false", check=False)
@@ -277,6 +331,9 @@ def report(result: dict[str, Any]) -> None:
           f"{o['status_writes_per_ftj']:.2f} status writes and "
           f"{o['reconciles_per_ftj']:.1f} reconcile passes per FineTuneJob; {o['errors']:.0f} errors; "
           f"{o['exist']}/{result['n']} Jobs, {o['done']}/{result['n']} Succeeded")
+    print(f"operator API writes per FineTuneJob: {o['api_writes_per_ftj']:.2f} "
+          f"({', '.join(f'{k} {v:.2f}' for k, v in o['writes_per_ftj'].items())}) "
+          f"+ {o['events_per_ftj']:.2f} Events")
     if d["exist"] < result["n"] or d["done"] < result["n"]:
         print(f"direct: only {d['exist']} Jobs seen, {d['done']} Complete before the timeout")
 

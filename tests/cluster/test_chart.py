@@ -98,11 +98,17 @@ def assert_cannot_touch_what_it_does_not_manage(cluster: Cluster, release: Relea
         ("delete", "pods", watched, "", ""),
         ("patch", "pods", watched, "", ""),  # no finalizer on trainer pods: read only
         ("delete", "configmaps", watched, "", ""),
-        # A FineTuneJob's ConfigMap, ServiceAccount, Role and RoleBinding are created once, never changed.
+        # A FineTuneJob owns only its Job (and a workers' Service): no ConfigMap, ServiceAccount or RBAC objects.
+        ("create", "configmaps", watched, "", ""),
+        ("create", "serviceaccounts", watched, "", ""),
+        ("create", "roles", watched, "rbac.authorization.k8s.io", ""),
+        ("create", "rolebindings", watched, "rbac.authorization.k8s.io", ""),
         ("patch", "configmaps", watched, "", ""),
         ("patch", "serviceaccounts", watched, "", ""),
         ("patch", "roles", watched, "rbac.authorization.k8s.io", ""),
         ("patch", "rolebindings", watched, "rbac.authorization.k8s.io", ""),
+        ("patch", "finetunejobs", watched, "recops.dev", ""),  # Kopf keeps no annotations on them
+        ("get", "pods", watched, "", "exec"),
         ("create", "persistentvolumeclaims", watched, "", ""),
         ("create", "statefulsets", watched, "apps", ""),
         ("delete", "recmodeldeployments", watched, "recops.dev", ""),
@@ -146,6 +152,8 @@ def test_namespaced_install_reconcile_least_privilege_upgrade_uninstall(
         assert allowed(cluster, release, "patch", "finetunejobs", namespace, "recops.dev", "status")
         assert allowed(cluster, release, "create", "jobs", namespace, "batch")
         assert allowed(cluster, release, "create", "finetunejobs", namespace, "recops.dev")  # retraining
+        assert allowed(cluster, release, "get", "pods", namespace, "", "log")  # a trainer's progress lines
+        assert not allowed(cluster, release, "get", "pods", unwatched, "", "log")
         assert allowed(cluster, release, "list", "events", namespace)  # a trainer Job's FailedCreate
         assert not allowed(cluster, release, "watch", "events", namespace)
         assert not allowed(cluster, release, "list", "events", unwatched)

@@ -19,6 +19,7 @@ from tests.support.operator import RESYNC_SECONDS, RunningOperator, settle
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 
+# What a FineTuneJob owns (a Job), and the kinds it once owned too and must no longer cost.
 CHILD_KINDS = ("configmap", "serviceaccount", "role", "rolebinding", "job")
 
 
@@ -152,18 +153,17 @@ def test_create_to_succeeded_with_the_termination_message(cluster: Cluster, name
         "Suspended": ("False", "Succeeded"), "Ready": ("True", "GateMet"),
     }
 
-    # Kopf's bookkeeping under recops.dev, no finalizer on the FineTuneJob, nothing in status from Kopf.
+    # No bookkeeping annotation from Kopf (it patches nothing on a FineTuneJob), no finalizer, nothing in status.
     annotations = obj["metadata"].get("annotations") or {}
-    assert "recops.dev/last-handled-configuration" in annotations
-    assert not any(key.startswith("kopf.zalando.org/") for key in annotations)
-    assert all(key.startswith("recops.dev/") for key in annotations)  # e.g. recops.dev/kopf-managed
+    assert not any(key.startswith(("kopf.zalando.org/", "recops.dev/")) for key in annotations), annotations
     assert not obj["metadata"].get("finalizers")
     assert set(status) <= {"phase", "conditions", "observedGeneration", "startTime", "completionTime", "attempts",
                            "model", "metrics", "baseline", "keyMetric", "gatePassed", "message", "progress"}
 
-    # Every child owned by the FineTuneJob and labelled per the Contracts.
+    # Its one child, the Job, owned by the FineTuneJob and labelled per the Contracts.
     found = children(cluster, namespace, name)
-    assert {k: len(v) for k, v in found.items()} == {k: 1 for k in CHILD_KINDS}
+    assert {k: len(v) for k, v in found.items()} == {k: int(k == "job") for k in CHILD_KINDS}
+    found = {k: v for k, v in found.items() if v}
     for kind, (child,) in found.items():
         refs = child["metadata"]["ownerReferences"]
         assert [(r["kind"], r["uid"], r.get("controller")) for r in refs] == [
@@ -171,7 +171,9 @@ def test_create_to_succeeded_with_the_termination_message(cluster: Cluster, name
         labels = child["metadata"]["labels"]
         assert labels["app.kubernetes.io/managed-by"] == "recops" and labels["app.kubernetes.io/name"] == "recops"
         assert labels["app.kubernetes.io/component"] == "trainer"
-    job_yaml = yaml.safe_load(found["configmap"][0]["data"]["job.yaml"])
+    # The job reaches the trainer in its pod (an annotation the downward API mounts as /etc/recops/job.yaml).
+    template = found["job"][0]["spec"]["template"]
+    job_yaml = yaml.safe_load(template["metadata"]["annotations"][contracts.JOB_CONFIG_ANNOTATION])
     assert job_yaml["metadata"]["uid"] == obj["metadata"]["uid"]
     # No finalizer on the Job: nothing is left stuck if the operator goes.
     assert not (get(cluster, "job", namespace, name) or {})["metadata"].get("finalizers")
@@ -186,22 +188,21 @@ def test_create_to_succeeded_with_the_termination_message(cluster: Cluster, name
     table = cluster.kubectl("get", "ftj", name, "-n", namespace).stdout
     assert "Succeeded" in table and "auc=0.83" in table
 
-    # The trainer's ServiceAccount may patch the progress of this FineTuneJob, and nothing else.
-    sa = found["serviceaccount"][0]["metadata"]["name"]
-    trainer_kubeconfig = cluster.sa_kubeconfig(namespace, sa, tmp_path / "trainer.kubeconfig")
+    # The trainer holds no API credentials (progress travels in its log), and the ServiceAccount it runs as, the
+    # namespace's default, may not write any FineTuneJob.
+    assert template["spec"]["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in template["spec"]
+    assert pod["spec"]["serviceAccountName"] == "default"
+    assert not any("projected" in v for v in pod["spec"].get("volumes") or [])
+    default_kubeconfig = cluster.sa_kubeconfig(namespace, "default", tmp_path / "default.kubeconfig")
     progress = json.dumps({"status": {"progress": {"step": 5, "totalSteps": 10, "percent": 50.0}}})
-    ok = cluster.kubectl("patch", "finetunejob", name, "-n", namespace, "--subresource=status", "--type=merge",
-                         "-p", progress, kubeconfig=trainer_kubeconfig, check=False)
-    assert ok.returncode == 0, ok.stderr
-    for forbidden in (["finetunejob", "someone-else", "--subresource=status"], ["finetunejob", name]):
-        denied = cluster.kubectl("patch", *forbidden, "-n", namespace, "--type=merge", "-p", progress,
-                                 kubeconfig=trainer_kubeconfig, check=False)
+    for target in (["finetunejob", name, "--subresource=status"], ["finetunejob", name]):
+        denied = cluster.kubectl("patch", *target, "-n", namespace, "--type=merge", "-p", progress,
+                                 kubeconfig=default_kubeconfig, check=False)
         assert denied.returncode != 0 and "forbidden" in denied.stderr.lower(), denied.stderr
-    settle(3 * RESYNC_SECONDS)
-    assert ftj(cluster, namespace, name)["status"]["progress"]["percent"] == 50.0
 
 
-def test_a_named_service_account_runs_the_trainer_and_may_report_only_this_jobs_progress(
+def test_a_named_service_account_runs_the_trainer_and_gains_nothing(
         cluster: Cluster, namespace: str, operator: RunningOperator, tmp_path: Path) -> None:
     name = "identity"
     cluster.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {
@@ -215,23 +216,64 @@ def test_a_named_service_account_runs_the_trainer_and_may_report_only_this_jobs_
     done = kubectl_wait(cluster, namespace, name, "Complete")
     assert done.returncode == 0, done.stderr + operator.log_tail()
     found = children(cluster, namespace, name)
-    assert found["serviceaccount"] == []  # no per-job ServiceAccount beside the named one
-    (binding,) = found["rolebinding"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "shop-models", "namespace": namespace}]
-    # The named ServiceAccount may patch this job's progress (real RBAC), and nothing else.
+    assert {k: len(v) for k, v in found.items()} == {k: int(k == "job") for k in CHILD_KINDS}  # no grant for it
+    # The named ServiceAccount may not write this job or any other (real RBAC): recops granted it nothing.
     kubeconfig = cluster.sa_kubeconfig(namespace, "shop-models", tmp_path / "identity.kubeconfig")
     progress = json.dumps({"status": {"progress": {"step": 1, "totalSteps": 4, "percent": 25.0}}})
-    ok = cluster.kubectl("patch", "finetunejob", name, "-n", namespace, "--subresource=status", "--type=merge",
-                         "-p", progress, kubeconfig=kubeconfig, check=False)
-    assert ok.returncode == 0, ok.stderr
-    for forbidden in (["finetunejob", "someone-else", "--subresource=status"], ["finetunejob", name]):
-        denied = cluster.kubectl("patch", *forbidden, "-n", namespace, "--type=merge", "-p", progress,
+    for target in (["finetunejob", name, "--subresource=status"], ["finetunejob", "someone-else", "--subresource=status"]):
+        denied = cluster.kubectl("patch", *target, "-n", namespace, "--type=merge", "-p", progress,
                                  kubeconfig=kubeconfig, check=False)
         assert denied.returncode != 0 and "forbidden" in denied.stderr.lower(), denied.stderr
-    # Deleting the job takes the grant away from the ServiceAccount (the binding is owned by the job).
     cluster.kubectl("delete", "finetunejob", name, "-n", namespace, "--wait=true")
-    wait_until(lambda: not children(cluster, namespace, name)["rolebinding"], 60, "the RoleBinding collected")
     assert get(cluster, "serviceaccount", namespace, "shop-models") is not None  # the user's, left alone
+
+
+def test_the_operator_reads_progress_from_a_real_pod_log(cluster: Cluster, namespace: str, operator: RunningOperator,
+                                                         tmp_path: Path) -> None:
+    """The log path end to end: the operator's ServiceAccount (config/rbac) reads a pod's log through the API server
+    from the process node's kubelet endpoint, and the newest progress line of its tail is the progress."""
+    from recops.builders.common import BuilderSettings
+    from recops.controllers import finetunejob_status as st
+    from recops.controllers.finetunejob import FineTuneJobController
+    from recops.controllers.kube import Kube, load_api_client
+    from tests.support.cluster import ON_PROCESS_NODE
+    from tests.support.operator import OPERATOR_NAMESPACE
+
+    first = contracts.progress_record(1, 4, 0.25, 25.0, "2026-12-01T08:00:00Z")
+    newest = contracts.progress_record(3, 4, 0.75, 75.0, "2026-12-01T08:00:10Z")
+    chatter = "".join(f"echo noise {i}; " for i in range(150))  # the progress line is not the last line
+    script = f"echo '{first}'; echo '{newest}'; {chatter} sleep 120"
+    cluster.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "trainer-like"}, "spec": {
+        "restartPolicy": "Never", "containers": [{"name": "trainer", "image": "recops:dev", "command": ["sh", "-c", script]}],
+        **ON_PROCESS_NODE}}, namespace)
+    running = cluster.wait_pod_phase(namespace, "trainer-like", {"Running"})
+    assert running.status.phase == "Running"
+    kube = Kube(load_api_client(str(cluster.sa_kubeconfig(OPERATOR_NAMESPACE, "recops-operator",
+                                                          tmp_path / "operator.kubeconfig"))))
+    controller = FineTuneJobController(kube, BuilderSettings())
+    pod = kube.get(f"/api/v1/namespaces/{namespace}/pods/trainer-like")
+    assert pod is not None
+    observed = st.Observed(job={"spec": {}}, pods=[pod])
+
+    def read() -> dict[str, Any] | None:
+        return controller.read_progress(observed)
+
+    # 150 lines of chatter after it: a tail of 100 lines misses it, so nothing is read (and nothing fails).
+    wait_until(lambda: "noise 149" in cluster.kubectl("logs", "trainer-like", "-n", namespace).stdout, 30, "the log")
+    assert read() is None
+    cluster.kubectl("delete", "pod", "trainer-like", "-n", namespace, "--wait=false")
+    script = f"echo '{first}'; echo noise; echo '{newest}'; echo step 3/4; sleep 120"
+    cluster.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "trainer-like-2"}, "spec": {
+        "restartPolicy": "Never", "containers": [{"name": "trainer", "image": "recops:dev", "command": ["sh", "-c", script]}],
+        **ON_PROCESS_NODE}}, namespace)
+    cluster.wait_pod_phase(namespace, "trainer-like-2", {"Running"})
+    observed.pods = [kube.get(f"/api/v1/namespaces/{namespace}/pods/trainer-like-2") or {}]
+    # The operator's own RBAC reads it (a 403 would raise here).
+    wait_until(lambda: "step 3/4" in kube.read_log(namespace, "trainer-like-2", "trainer", tail_lines=100,
+                                                    limit_bytes=65536), 30, "the log through the API server")
+    progress = wait_until(read, 30, "the progress line read from the log")
+    assert progress == {"step": 3, "totalSteps": 4, "epoch": 0.75, "percent": 75.0, "updatedAt": "2026-12-01T08:00:10Z"}
+    cluster.kubectl("delete", "pod", "trainer-like-2", "-n", namespace, "--wait=false")
 
 
 def test_gpu_job_runs_on_the_gpu_node(cluster: Cluster, namespace: str, operator: RunningOperator) -> None:
@@ -301,11 +343,11 @@ def test_idle_resync_and_a_second_reconcile_change_nothing(cluster: Cluster, nam
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert identities(children(cluster, namespace, name)) == before_children
 
-    # A metadata change runs the spec handler again: every child is applied once more, nothing new.
+    # A metadata change (no new generation) asks for no spec pass: nothing applied, nothing written.
+    spec_passes = counter(operator, "recops_operator_reconciles_total", trigger="spec")
     cluster.kubectl("annotate", "finetunejob", name, "-n", namespace, "example.com/touched=yes")
-    wait_until(lambda: "touched" in ftj(cluster, namespace, name)["metadata"]["annotations"].get(
-        "recops.dev/last-handled-configuration", ""), 30, "Kopf to handle the update")
     settle(2 * RESYNC_SECONDS)
+    assert counter(operator, "recops_operator_reconciles_total", trigger="spec") == spec_passes
     assert identities(children(cluster, namespace, name)) == before_children
     assert ftj(cluster, namespace, name)["status"] == before["status"]
 
@@ -347,7 +389,7 @@ def test_deleting_the_finetunejob_collects_its_children(cluster: Cluster, namesp
     cluster.apply(finetunejob(name, message=report(name, namespace), suspend=True), namespace)
     wait_phase(cluster, namespace, name, "Suspended")
     job = wait_until(lambda: get(cluster, "job", namespace, name), 30, "the Job")
-    assert all(children(cluster, namespace, name).values())
+    assert children(cluster, namespace, name)["job"]
 
     cluster.kubectl("delete", "finetunejob", name, "-n", namespace, "--timeout=60s")
     wait_until(lambda: not any(children(cluster, namespace, name).values()), 60,

@@ -126,21 +126,24 @@ def test_missing_secret_and_claim_wait_then_recover(cluster: Cluster, namespace:
 
 def test_someone_elses_object_under_a_childs_name_waits_then_recovers(cluster: Cluster, namespace: str,
                                                                      operator: RunningOperator) -> None:
-    # The ConfigMap, ServiceAccount, Role and RoleBinding are created once, never patched: a foreign object of
-    # the same name is neither taken over nor used.
+    # Someone else's Job under the trainer Job's name is neither taken over nor used.
     name = "taken"
-    config_map = builders.config_map_name(name)
-    cluster.kubectl("create", "configmap", config_map, "-n", namespace, "--from-literal=job.yaml=not ours")
+    job_name = builders.job_name(name)
+    theirs = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": job_name}, "spec": {
+        "suspend": True, "template": {"spec": {"restartPolicy": "Never", "containers": [
+            {"name": "main", "image": "theirs:1"}]}}}}
+    cluster.apply(theirs, namespace)
     cluster.apply(finetunejob(name, message=report(name, namespace)), namespace)
     obj = wait_reason(cluster, namespace, name, "ChildConflict")
     assert obj["status"]["phase"] == "Pending"
-    assert f"ConfigMap {config_map} exists and is not owned by this FineTuneJob" in obj["status"]["message"]
-    assert get(cluster, "job", namespace, name) is None
+    assert f"Job {job_name} exists and is not owned by this FineTuneJob" in obj["status"]["message"]
     assert ("Warning", "ChildConflict", obj["status"]["message"]) in event_reasons(cluster, namespace, name)
     assert_quiet(cluster, namespace, name, operator)
-    assert get(cluster, "configmap", namespace, config_map)["data"] == {"job.yaml": "not ours"}
+    job = get(cluster, "job", namespace, job_name)
+    assert job is not None and not job["metadata"].get("ownerReferences")
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "theirs:1"
 
-    cluster.kubectl("delete", "configmap", config_map, "-n", namespace)
+    cluster.kubectl("delete", "job", job_name, "-n", namespace, "--wait=true")
     done = kubectl_wait(cluster, namespace, name, "Complete", "90s")
     assert done.returncode == 0, done.stderr + operator.log_tail()
 

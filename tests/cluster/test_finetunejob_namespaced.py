@@ -35,9 +35,7 @@ def test_namespaced_operator_with_namespaced_rbac(cluster: Cluster, crds: list[s
             assert done.returncode == 0, done.stderr + operator.log_tail()
             status = ftj(cluster, namespace, "watched")["status"]
             assert status["model"]["uri"] == message["modelUri"]
-            # The trainer's progress Role could be granted with the namespaced Role alone.
-            role = get(cluster, "role", namespace, "watched-trainer")
-            assert role is not None and role["rules"][0]["resourceNames"] == ["watched"]
+            assert get(cluster, "role", namespace, "watched-trainer") is None  # no per-job grant any more
 
             settle(3)
             assert get(cluster, "job", other, "ignored") is None
@@ -49,7 +47,7 @@ def test_namespaced_operator_with_namespaced_rbac(cluster: Cluster, crds: list[s
 
 def test_restart_and_upgrade_create_nothing_new(cluster: Cluster, crds: list[str], namespace: str,
                                                 tmp_path: Path) -> None:
-    """A restarted operator (resume handlers apply every child again) creates nothing new; one
+    """A restarted operator (the first watch event of each object applies every child again) creates nothing new; one
     that builds a different Job template (another trainer image) leaves the existing Job's
     immutable template alone and still applies the mutable fields (suspend)."""
     from tests.cluster.test_finetunejob import children, identities, wait_phase

@@ -185,16 +185,22 @@ class FakeKube(Kube):
         self.watch_events: list[tuple[str, dict[str, Any]]] = []
         self.writes: list[tuple[str, str, str | None, str | None, str | None]] = []  # verb, kind, ns, name, sub
         self.failures: list[tuple[str, str, str | None, ApiException]] = []  # verb, kind, name, error
+        self.logs: dict[tuple[str, str], str] = {}  # (namespace, pod) -> its container's log (set_log)
         self._resource_version = 1000
         self._lock = threading.RLock()
 
     # --- the REST surface -----------------------------------------------------------------
     def request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None,
-                content_type: str | None = None) -> Any:
+                content_type: str | None = None, *, text: bool = False, timeout_s: float | None = None) -> Any:
         query = query or {}
         api_version, kind, namespace, name, sub = parse_path(path)
         with self._lock:
             self._injected_failure(method, kind, name)
+            if method == "GET" and kind == "Pod" and sub == "log":
+                assert text and name is not None, "a log is read as text"
+                self._existing(api_version, kind, namespace, name)  # 404 for a pod that is not there
+                lines = self.logs.get((namespace or "", name), "").splitlines(keepends=True)
+                return "".join(lines[-int(query.get("tailLines") or len(lines) or 1):])
             if method == "GET":
                 if name is None:
                     items = self.select(kind, namespace, query.get("labelSelector"), query.get("fieldSelector"))
@@ -275,6 +281,10 @@ class FakeKube(Kube):
     def writes_of(self, kind: str, verb: str | None = None, sub: str | bool | None = False) -> list[tuple[Any, ...]]:
         """The write requests on `kind` (of one verb; `sub`: "status", None for the object, False for both)."""
         return [w for w in self.writes if w[1] == kind and verb in (None, w[0]) and (sub is False or w[4] == sub)]
+
+    def set_log(self, namespace: str, pod: str, text: str) -> None:
+        """The log a pod's container has written so far (as the kubelet would serve it)."""
+        self.logs[(namespace, pod)] = text
 
     def events_of(self, name: str) -> list[tuple[str, str]]:
         """(type, reason) of the core/v1 Events posted about the object named `name`."""

@@ -61,7 +61,8 @@ def env_of(container: dict[str, Any]) -> dict[str, Any]:
 def test_every_child_is_owned_and_labelled_per_the_contracts() -> None:
     job = ftj()
     owned = b.children(job, SETTINGS)
-    assert [m["kind"] for m in owned] == ["ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Job"]
+    assert [m["kind"] for m in owned] == ["Job"]  # the config and progress need no object of their own
+    assert [m["kind"] for m in b.children(ftj(resources__workers=2), SETTINGS)] == ["Service", "Job"]
     for manifest in owned:
         meta = manifest["metadata"]
         assert meta["namespace"] == "shop"
@@ -80,10 +81,14 @@ def test_every_child_is_owned_and_labelled_per_the_contracts() -> None:
     assert pod_labels["recops.dev/finetunejob"] == "shop-ctr-2026-11-29"
 
 
-def test_config_map_holds_the_manifest_the_trainer_reads() -> None:
-    cm = b.config_map(ftj())
-    assert cm["metadata"]["name"] == "shop-ctr-2026-11-29-job"
-    job_yaml = yaml.safe_load(cm["data"]["job.yaml"])
+def test_the_pod_carries_the_manifest_the_trainer_reads() -> None:
+    template = b.trainer_job(ftj(), SETTINGS)["spec"]["template"]
+    # The annotation becomes /etc/recops/job.yaml through the downward API.
+    volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+    mount = next(m for m in trainer({"spec": {"template": template}})["volumeMounts"] if m["mountPath"] == "/etc/recops")
+    assert volumes[mount["name"]]["downwardAPI"] == {"items": [{"path": "job.yaml", "fieldRef": {
+        "fieldPath": "metadata.annotations['recops.dev/job-config']"}}]}
+    job_yaml = yaml.safe_load(template["metadata"]["annotations"][contracts.JOB_CONFIG_ANNOTATION])
     assert job_yaml["kind"] == "FineTuneJob" and job_yaml["metadata"]["uid"] == UID
     assert "argocd.argoproj.io/instance" not in job_yaml["metadata"]["labels"]
     # The trainer parses it back into the same spec.
@@ -106,7 +111,7 @@ def test_trainer_command_follows_the_contract() -> None:
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     assert mounts["/etc/recops"]["readOnly"] is True
     volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
-    assert volumes[mounts["/etc/recops"]["name"]]["configMap"]["name"] == "shop-ctr-2026-11-29-job"
+    assert "downwardAPI" in volumes[mounts["/etc/recops"]["name"]]
 
 
 def test_current_model_is_passed_and_read_back() -> None:
@@ -204,27 +209,28 @@ def test_secrets_become_env_from_and_the_salt_a_secret_key_ref() -> None:
 
 
 def test_pod_template_overrides() -> None:
-    job = b.trainer_job(
-        ftj(podTemplate={
-            "labels": {"team": "search", "recops.dev/finetunejob": "hijack", "argocd.argoproj.io/x": "y",
-                       contracts.TEST_FAIL_LABEL: "true"},
-            "annotations": {contracts.TEST_EXIT_CODE_ANNOTATION: "3"},
-            "imagePullSecrets": [{"name": "regcred"}],
-            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}},
-            "env": [{"name": "EXTRA", "value": "1"}, {"name": "RECOPS_FTJ_NAME", "value": "other"},
-                    {"name": "HF_HUB_OFFLINE", "value": "0"}],
-            "volumes": [{"name": "extra", "emptyDir": {}}],
-            "volumeMounts": [{"name": "extra", "mountPath": "/extra"}],
-        }),
-        SETTINGS,
-    )
+    spec = ftj(podTemplate={
+        "labels": {"team": "search", "recops.dev/finetunejob": "hijack", "argocd.argoproj.io/x": "y",
+                   contracts.TEST_FAIL_LABEL: "true"},
+        "annotations": {contracts.TEST_EXIT_CODE_ANNOTATION: "3", contracts.JOB_CONFIG_ANNOTATION: "{}"},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}},
+        "env": [{"name": "EXTRA", "value": "1"}, {"name": "RECOPS_FTJ_NAME", "value": "other"},
+                {"name": "HF_HUB_OFFLINE", "value": "0"}],
+        "volumes": [{"name": "extra", "emptyDir": {}}],
+        "volumeMounts": [{"name": "extra", "mountPath": "/extra"}],
+    })
+    job = b.trainer_job(spec, SETTINGS)
     template = job["spec"]["template"]
     pod = template["spec"]
     labels = template["metadata"]["labels"]
     assert labels["team"] == "search" and labels[contracts.TEST_FAIL_LABEL] == "true"
     assert labels["recops.dev/finetunejob"] == "shop-ctr-2026-11-29"  # ours win
     assert "argocd.argoproj.io/x" not in labels
-    assert template["metadata"]["annotations"] == {contracts.TEST_EXIT_CODE_ANNOTATION: "3"}
+    annotations = template["metadata"]["annotations"]
+    assert set(annotations) == {contracts.TEST_EXIT_CODE_ANNOTATION, contracts.JOB_CONFIG_ANNOTATION}
+    assert annotations[contracts.TEST_EXIT_CODE_ANNOTATION] == "3"
+    assert annotations[contracts.JOB_CONFIG_ANNOTATION] == b.job_config(spec)  # ours win
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
     assert "nodeAffinity" in pod["affinity"]
     env = env_of(trainer(job))
@@ -242,30 +248,19 @@ def test_builders_never_set_test_hooks() -> None:
         assert hook not in text
 
 
-def test_progress_role_allows_patch_on_this_status_only() -> None:
-    job = ftj()
-    sa, role, binding = b.service_account(job), b.role(job), b.role_binding(job)
-    assert role["rules"] == [{"apiGroups": ["recops.dev"], "resources": ["finetunejobs/status"],
-                              "resourceNames": ["shop-ctr-2026-11-29"], "verbs": ["get", "patch"]}]
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                                  "name": role["metadata"]["name"]}
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "shop"}]
-    pod = b.trainer_job(job, SETTINGS)["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == sa["metadata"]["name"]
-    assert pod["automountServiceAccountToken"] is True
+def test_the_trainer_holds_no_api_credentials() -> None:
+    # Progress travels in the log (the operator reads it): the trainer needs no token, so it gets none.
+    pod = b.trainer_job(ftj(), SETTINGS)["spec"]["template"]["spec"]
+    assert "serviceAccountName" not in pod  # the namespace's default
+    assert pod["automountServiceAccountToken"] is False
 
 
-def test_a_user_named_service_account_runs_the_trainer_and_gets_only_this_jobs_progress_role() -> None:
+def test_a_user_named_service_account_runs_the_trainer_and_gains_nothing() -> None:
     job = ftj(podTemplate__serviceAccountName="shop-trainer-irsa")
-    kinds = [m["kind"] for m in b.children(job, SETTINGS)]
-    assert kinds == ["ConfigMap", "Role", "RoleBinding", "Job"]  # no per-job ServiceAccount
-    role, binding = b.role(job), b.role_binding(job)
-    assert role["rules"] == b.role(ftj())["rules"]  # the same single-object grant, nothing wider
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "shop-trainer-irsa", "namespace": "shop"}]
-    assert binding["metadata"]["ownerReferences"][0]["uid"] == UID  # collected with the job
+    assert [m["kind"] for m in b.children(job, SETTINGS)] == ["Job"]  # no Role or RoleBinding for it
     pod = b.trainer_job(job, SETTINGS)["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "shop-trainer-irsa"
-    assert pod["automountServiceAccountToken"] is True  # the trainer still reports progress
+    assert "automountServiceAccountToken" not in pod  # the ServiceAccount's own setting decides (workload identity)
     with pytest.raises(ValueError, match="serviceAccountName"):
         ftj(podTemplate__serviceAccountName="Not_A_Name")
 
@@ -283,7 +278,7 @@ def test_the_job_gets_no_finalizer_and_no_ttl_until_its_outcome_is_recorded() ->
 @pytest.mark.parametrize("length", [10, 63, 64, 200, 253])
 def test_long_names_are_shortened_stably_to_valid_names(length: int) -> None:
     name = ("a" * (length - 1)) + "z"
-    for built in (b.job_name(name), b.config_map_name(name), b.service_account_name(name), common.label_value(name)):
+    for built in (b.job_name(name), b.service_name(name), common.label_value(name)):
         assert len(built) <= 63
         assert built[0].isalnum() and built[-1].isalnum()
     assert b.job_name(name) == b.job_name(name)
@@ -303,32 +298,26 @@ def test_expected_model_uri() -> None:
 
 
 def test_operator_rbac_covers_what_the_builders_apply() -> None:
-    """Every kind the FineTuneJob controller creates or server-side applies is allowed to the operator, in both
-    variants, and nothing more is needed: no patch where a child is created once, no patch on pods."""
-    from recops.controllers.finetunejob import CREATE_ONCE_KINDS
-
+    """Every kind the FineTuneJob controller server-side applies is allowed to the operator, in both variants, and
+    nothing more is needed: no RBAC objects, ConfigMaps or ServiceAccounts, no patch on pods or FineTuneJobs."""
     rbac = Path(__file__).resolve().parents[2] / "config" / "rbac"
-    plural = {"ConfigMap": "configmaps", "ServiceAccount": "serviceaccounts", "Role": "roles",
-              "RoleBinding": "rolebindings", "Job": "jobs"}
+    plural = {"Service": "services", "Job": "jobs"}
     for role_file in ("cluster/cluster_role.yaml", "namespaced/role.yaml"):
         rules = yaml.safe_load((rbac / role_file).read_text())["rules"]
 
         def allowed(group: str, resource: str, verb: str, rules: list[dict[str, Any]] = rules) -> bool:
             return any(group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"] for r in rules)
 
-        for manifest in b.children(ftj(), SETTINGS):
+        for manifest in b.children(ftj(resources__workers=2), SETTINGS):
             group = manifest["apiVersion"].rpartition("/")[0]
             resource = plural[manifest["kind"]]
-            if manifest["kind"] in CREATE_ONCE_KINDS:
-                assert allowed(group, resource, "create") and allowed(group, resource, "get"), (role_file, resource)
-                assert not allowed(group, resource, "patch"), (role_file, resource)
-            else:
-                assert allowed(group, resource, "patch"), (role_file, resource)
-        # What the per-job Role grants, the operator must hold itself (no escalate/bind).
-        for rule in b.role(ftj())["rules"]:
-            for verb in rule["verbs"]:
-                assert allowed("recops.dev", rule["resources"][0], verb)
+            assert allowed(group, resource, "patch") and allowed(group, resource, "get"), (role_file, resource)
         assert not any(v in r["verbs"] for r in rules for v in ("escalate", "bind", "*"))
+        for resource in ("roles", "rolebindings"):
+            assert not any(allowed("rbac.authorization.k8s.io", resource, verb) for verb in ("create", "patch"))
+        for resource in ("configmaps", "serviceaccounts"):
+            assert not any(allowed("", resource, verb) for verb in ("create", "patch"))
+        assert allowed("", "pods/log", "get") and not allowed("recops.dev", "finetunejobs", "patch")
         assert allowed("", "pods", "watch") and not allowed("", "pods", "patch") and allowed("batch", "jobs", "watch")
         assert allowed("recops.dev", "finetunejobs", "watch") and allowed("recops.dev", "finetunejobs/status", "patch")
 

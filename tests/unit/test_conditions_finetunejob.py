@@ -101,10 +101,28 @@ def test_the_same_observation_gives_the_same_status() -> None:
     assert again == first  # nothing to write on an idle resync
 
 
-def test_progress_is_never_touched() -> None:
-    b = body(status={"progress": {"percent": 40.0}})
-    assert "progress" not in compute(b, job(), [])
-    assert st.operator_status({"progress": {"percent": 1}, "phase": "Running"}) == {"phase": "Running"}
+def test_progress_is_the_newest_read_else_the_stored_one() -> None:
+    stored = {"step": 4, "totalSteps": 10, "epoch": 0.4, "percent": 40.0, "updatedAt": T0}
+    b = body(status={"progress": stored})
+    assert compute(b, job(), [])["progress"] == stored  # nothing read (no log, a node without logs): kept
+    newer = {**stored, "step": 5, "percent": 50.0, "updatedAt": T2}
+    observed = st.Observed(job=job(active=1), pods=[pod("j-abc", "Running")], progress=newer)
+    assert st.compute_status(b, model(b), observed, now=T2)["progress"] == newer
+    assert st.operator_status({"progress": stored, "phase": "Running"}) == {"progress": stored, "phase": "Running"}
+
+
+def test_the_progress_is_read_from_the_rank0_pod_that_runs_or_just_succeeded() -> None:
+    assert st.Observed(job=job(), pods=[pod("j-a", "Pending")]).reporting_pod() is None
+    failed, running = pod("j-a", "Failed", created=T0), pod("j-b", "Running", created=T1)
+    assert st.Observed(job=job(), pods=[failed, running]).reporting_pod() is running
+    assert st.Observed(job=job(), pods=[failed]).reporting_pod() is None  # a failure has no progress to add
+    done = pod("j-c", "Succeeded")
+    assert st.Observed(job=job(), pods=[done]).reporting_pod() is done  # its last line: the final 100%
+    indexed = {**job(), "spec": {"completionMode": "Indexed", "completions": 2}}
+    workers = [pod(f"j-{i}", "Running") for i in range(2)]
+    for i, worker in enumerate(workers):
+        worker["metadata"]["annotations"] = {"batch.kubernetes.io/job-completion-index": str(i)}
+    assert st.Observed(job=indexed, pods=workers[::-1]).reporting_pod() is workers[0]
 
 
 def test_suspended_and_resumed() -> None:
@@ -202,6 +220,17 @@ def test_a_failed_last_attempt_stays_running_until_the_job_fails() -> None:
     status = compute(body(), last, [failed])
     assert status["phase"] == "Running" and conditions_of(status)["Ready"] == ("False", c.RUNNING)
     assert status["message"].startswith("the trainer failed; waiting for the Job to fail: ")
+
+
+def test_a_running_status_stands_while_the_job_controller_records_the_exit() -> None:
+    """No status write for the moment between the trainer's exit and the Job's Complete or Failed condition."""
+    running = compute(body(), job(active=1), [pod("j-1", "Running")])
+    assert running["phase"] == "Running" and running["message"].startswith("trainer pod j-1 is running")
+    exited = pod("j-1", "Succeeded", {"exitCode": 0, "message": report(), "finishedAt": T1})
+    assert compute(body(status=running), job(succeeded=1), [exited]) == running  # nothing to write
+    # Seen for the first time in that moment (a pass missed the running pod): Running, saying why.
+    first = compute(body(), job(succeeded=1), [exited])
+    assert first["phase"] == "Running" and first["message"] == "the trainer finished; waiting for the Job to complete"
 
 
 # --- finished -------------------------------------------------------------------------------------

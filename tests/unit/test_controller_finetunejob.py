@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from recops.api import conditions as c
+from recops.api import contracts
 from recops.api.contracts import LINEAGE_LABEL
 from recops.builders import finetunejob as builders
 from recops.builders.common import BuilderSettings
@@ -20,7 +21,7 @@ from recops.controllers.finetunejob import JOB_CREATED, FineTuneJobController
 from tests.support.fake_kube import FakeKube, ManualClock, owner_reference
 
 NS = "shop"
-CHILD_KINDS = ("ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Job")
+CHILD_KINDS = ("Service", "Job")
 
 
 @pytest.fixture
@@ -106,12 +107,14 @@ def test_the_first_pass_creates_every_child_owned_and_later_passes_write_nothing
     result = controller.reconcile(NS, "ranker", apply_children=True)
     assert result.job_created and result.status_written and result.phase == "Pending"
     children = {kind: kube.obj(kind, NS, o["metadata"]["name"]) for kind in CHILD_KINDS for o in kube.all(kind, NS)}
-    assert sorted(children) == sorted(CHILD_KINDS)
+    assert sorted(children) == ["Job"]  # the config travels in the pod, progress in the log
     for child in children.values():
         assert child is not None and child["metadata"]["ownerReferences"][0]["uid"] == ftj["metadata"]["uid"]
     assert ("Normal", JOB_CREATED) in posted
     assert status(kube, "ranker")["observedGeneration"] == 1
-    assert len(kube.writes_of("FineTuneJob", sub="status")) == 1  # one status write per pass
+    # Two writes for a new FineTuneJob (and the JobCreated Event): its Job and one status write.
+    assert [(w[0], w[1], w[4]) for w in kube.writes if w[1] != "Event"] == [
+        ("PATCH", "Job", None), ("PATCH", "FineTuneJob", "status")]
 
     before, writes = identities(kube, "ranker"), len(kube.writes)
     again = controller.reconcile(NS, "ranker")  # a resync
@@ -119,9 +122,6 @@ def test_the_first_pass_creates_every_child_owned_and_later_passes_write_nothing
     restarted = controller.reconcile(NS, "ranker", apply_children=True)  # an operator restart or upgrade
     assert not restarted.job_created and not restarted.status_written
     assert identities(kube, "ranker") == before  # nothing recreated, nothing changed
-    # The create-once children were only asked for (POST answered 409), never patched.
-    for kind in ("ConfigMap", "ServiceAccount", "Role", "RoleBinding"):
-        assert {w[0] for w in kube.writes_of(kind)} == {"POST"}
 
 
 def test_someone_elses_object_under_a_childs_name_waits_then_recovers(
@@ -129,18 +129,70 @@ def test_someone_elses_object_under_a_childs_name_waits_then_recovers(
 ) -> None:
     """Mirrors test_someone_elses_object_under_a_childs_name_waits_then_recovers."""
     finetunejob(kube, "ranker")
-    kube.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
-        "name": builders.config_map_name("ranker"), "namespace": NS}, "data": {"mine": "yes"}})
+    theirs = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": builders.job_name("ranker"), "namespace": NS},
+              "spec": {"suspend": True, "template": {"spec": {"containers": []}}}}
+    kube.put(theirs)
     result = controller.reconcile(NS, "ranker", apply_children=True)
-    assert not result.job_created and job_of(kube, "ranker") is None
+    assert not result.job_created
     ready = conditions(kube, "ranker")[c.READY]
-    assert ready["reason"] == c.CHILD_CONFLICT and "not owned by this FineTuneJob" in ready["message"]
+    assert ready["reason"] == c.CHILD_CONFLICT and "Job ranker exists and is not owned by this FineTuneJob" in \
+        ready["message"]
     assert ("Warning", c.CHILD_CONFLICT) in posted
-    assert kube.obj("ConfigMap", NS, builders.config_map_name("ranker"))["data"] == {"mine": "yes"}  # type: ignore[index]
+    assert not kube.writes_of("Job")  # neither taken over nor changed
+    assert controller.reconcile(NS, "ranker").status_written is False  # a resync: no new Event, no write
 
-    kube.remove("ConfigMap", NS, builders.config_map_name("ranker"))
+    kube.remove("Job", NS, builders.job_name("ranker"))
     assert controller.reconcile(NS, "ranker").job_created
     assert conditions(kube, "ranker")[c.READY]["reason"] == c.PENDING
+
+
+def test_someone_elses_service_under_a_workers_service_name_is_not_taken_over(
+    kube: FakeKube, controller: FineTuneJobController,
+) -> None:
+    finetunejob(kube, "ranker", resources={"workers": 2})
+    kube.put({"apiVersion": "v1", "kind": "Service", "metadata": {"name": builders.service_name("ranker"),
+                                                                   "namespace": NS}, "spec": {"ports": []}})
+    assert not controller.reconcile(NS, "ranker", apply_children=True).job_created
+    assert conditions(kube, "ranker")[c.READY]["reason"] == c.CHILD_CONFLICT
+    assert not kube.writes_of("Service", "PATCH") and job_of(kube, "ranker") is None
+
+
+# --- progress -----------------------------------------------------------------------------------------
+def test_progress_is_read_from_the_running_trainers_log_and_written_when_it_changes(
+    kube: FakeKube, controller: FineTuneJobController, clock: ManualClock,
+) -> None:
+    finetunejob(kube, "ranker")
+    controller.reconcile(NS, "ranker", apply_children=True)
+    running = pod(kube, clock, "ranker", 1, "Running")
+    kube.set_log(NS, running["metadata"]["name"], "loading model\n")  # no progress line yet
+    assert controller.reconcile(NS, "ranker").phase == "Running"
+    assert "progress" not in status(kube, "ranker")
+
+    line = contracts.progress_record(30, 120, 0.25, 25.0, "2026-12-01T08:00:05Z")
+    kube.set_log(NS, running["metadata"]["name"], f"loading model\n{line}\nstep 30/120 (25%) epoch 0.25\n")
+    writes = len(kube.writes_of("FineTuneJob", sub="status"))
+    assert controller.reconcile(NS, "ranker").status_written
+    assert status(kube, "ranker")["progress"] == {"step": 30, "totalSteps": 120, "epoch": 0.25, "percent": 25.0,
+                                                  "updatedAt": "2026-12-01T08:00:05Z"}
+    assert not controller.reconcile(NS, "ranker").status_written  # the same line: nothing to write
+    assert len(kube.writes_of("FineTuneJob", sub="status")) == writes + 1
+
+    kube.fail_next("GET", "Pod", 502, "error dialing backend", name=running["metadata"]["name"])
+    assert not controller.reconcile(NS, "ranker").status_written  # an unreadable log keeps what was read
+    assert status(kube, "ranker")["progress"]["step"] == 30
+
+
+def test_the_final_progress_line_is_read_when_the_trainer_succeeds(
+    kube: FakeKube, controller: FineTuneJobController, clock: ManualClock,
+) -> None:
+    finetunejob(kube, "ranker")
+    controller.reconcile(NS, "ranker", apply_children=True)
+    done = pod(kube, clock, "ranker", 1, "Succeeded", message=report())
+    kube.set_log(NS, done["metadata"]["name"], contracts.progress_record(120, 120, 1.0, 100.0, "2026-12-01T08:09:00Z"))
+    job_finished(kube, "ranker", "Complete", succeeded=1)
+    result = controller.reconcile(NS, "ranker")
+    assert result.phase == "Succeeded" and result.final
+    assert status(kube, "ranker")["progress"]["percent"] == 100.0
 
 
 def test_a_missing_secret_waits_then_recovers(kube: FakeKube, controller: FineTuneJobController) -> None:

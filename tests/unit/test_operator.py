@@ -24,12 +24,13 @@ def test_settings_from_environment_and_flags(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("RECOPS_TRAINER_IMAGE", "env/trainer:1")
     monkeypatch.setenv("RECOPS_NAMESPACES", "a, b")
     monkeypatch.setenv("RECOPS_JOB_TTL_SECONDS", "300")
-    args = parse(["--trainer-image", "flag/trainer:2", "--resync-seconds", "2.5"])
+    args = parse(["--trainer-image", "flag/trainer:2", "--resync-seconds", "2.5", "--progress-seconds", "0"])
     config = command.config_from(args)
     assert config.builder.trainer_image == "flag/trainer:2"  # a flag wins over its variable
     assert config.namespaces == ("a", "b")
     assert config.builder.job_ttl_seconds == 300
     assert config.resync_seconds == 2.5
+    assert config.progress_seconds == 0  # progress read on resync and pod changes only
     assert config.prometheus_url is None
 
 
@@ -172,3 +173,74 @@ def test_a_rollback_event_counts_in_the_rollbacks_metric() -> None:
     operator.post_rmd_event(body, "Normal", "Promoted", "m-3 promoted")
     sample = registry.get_sample_value("recops_operator_rollbacks_total", {"namespace": "shop", "deployment": "ranker"})
     assert sample == 1.0
+
+
+def test_a_finetunejob_event_asks_for_a_spec_pass_when_new_changed_or_first_seen() -> None:
+    from recops.controllers.main import spec_pass_wanted
+
+    def body(generation: int, observed: int | None) -> dict[str, object]:
+        status = {} if observed is None else {"observedGeneration": observed}
+        return {"metadata": {"generation": generation}, "status": status}
+
+    assert spec_pass_wanted(body(1, None), first_seen=False)  # created: nothing observed yet
+    assert spec_pass_wanted(body(2, 1), first_seen=False)  # the spec changed
+    assert not spec_pass_wanted(body(2, 2), first_seen=False)  # our own status write, a pod event, ...
+    assert spec_pass_wanted(body(2, 2), first_seen=True)  # after a start: resume it
+
+
+def test_failed_spec_passes_are_retried_with_back_off_and_passes_fall_due_by_state() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from recops.controllers.main import FTJ_FINAL, FTJ_OTHER, FTJ_RUNNING, Operator, OperatorConfig
+    from recops.controllers.metrics import OperatorMetrics
+    from tests.support.fake_kube import FakeKube
+
+    kube = FakeKube()
+    operator = Operator(OperatorConfig(), kube=kube, metrics=OperatorMetrics(CollectorRegistry()))
+    kube.put({"apiVersion": "recops.dev/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": "a", "namespace": "ns"},
+              "spec": {"task": "click-through", "dataset": {"uri": "/d"}, "output": {"uri": "/m"}}})
+    operator.known_ftjs[("ns", "a")] = FTJ_OTHER
+    kube.fail_next("PATCH", "Job", 500, "etcd timeout")
+    operator.ftj_spec_pass("ns", "a", "spec")  # logged, never raised into Kopf
+    failures, next_try = operator.ftj_backoff[("ns", "a")]
+    assert failures == 1 and kube.obj("Job", "ns", "a") is None
+    assert operator.due_ftjs(next_try - 1, full=True, progress=True) == []  # backing off: not even on resync
+    assert operator.due_ftjs(next_try, full=False, progress=False) == [("ns", "a", "retry")]
+    operator.ftj_spec_pass("ns", "a", "retry")
+    assert kube.obj("Job", "ns", "a") is not None and ("ns", "a") not in operator.ftj_backoff
+
+    operator.known_ftjs.update({("ns", "b"): FTJ_RUNNING, ("ns", "c"): FTJ_FINAL})
+    assert operator.due_ftjs(0.0, full=False, progress=False) == []
+    assert operator.due_ftjs(0.0, full=False, progress=True) == [("ns", "b", "progress")]
+    assert operator.due_ftjs(0.0, full=True, progress=False) == [("ns", "a", "resync"), ("ns", "b", "resync")]
+
+
+def test_a_spec_pass_uses_the_delivered_body_once_and_a_rerun_reads_the_object_again() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from recops.controllers.main import Operator, OperatorConfig
+    from recops.controllers.metrics import OperatorMetrics
+    from tests.support.fake_kube import FakeKube
+
+    kube = FakeKube()
+    operator = Operator(OperatorConfig(), kube=kube, metrics=OperatorMetrics(CollectorRegistry()))
+    body = kube.put({"apiVersion": "recops.dev/v1alpha1", "kind": "FineTuneJob",
+                     "metadata": {"name": "a", "namespace": "ns"},
+                     "spec": {"task": "click-through", "dataset": {"uri": "/d"}, "output": {"uri": "/m"}}})
+    reads: list[str] = []
+    request = kube.request
+    applied: list[str] = []
+
+    def counting(method: str, path: str, *args: object, **kwargs: object) -> object:
+        if method == "GET" and "/finetunejobs/" in path:
+            reads.append(path)
+        if method == "PATCH" and "/jobs/" in path and not applied:
+            applied.append(path)
+            operator.reconcile_ftj("ns", "a", "child")  # a Job event while the pass runs: one more pass after it
+        return request(method, path, *args, **kwargs)  # type: ignore[arg-type]
+
+    kube.request = counting  # type: ignore[method-assign]
+    operator.ftj_spec_pass("ns", "a", "spec", body=body)
+    assert kube.obj("Job", "ns", "a") is not None and applied
+    # The first pass used the delivered body (no GET); the pass run after it read the object again.
+    assert reads == ["/apis/recops.dev/v1alpha1/namespaces/ns/finetunejobs/a"]

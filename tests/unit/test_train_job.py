@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from recops.api import contracts
 from recops.api.contracts import TERMINATION_MESSAGE_LIMIT, Debiased, TerminationMessage
 from recops.api.finetunejob import Gate
 from recops.api.gate import decide_gate
 from recops.train.job import JobError, planned_metrics, require_cuda_devices, resolve_job
-from recops.train.progress import Progress, StatusReporter, format_duration, progress_line
+from recops.train.progress import Progress, ProgressReporter, format_duration, progress_line
 
 SPEC = {"task": "click-through", "dataset": {"uri": "/data/events.jsonl"}, "output": {"uri": "s3://models/recops"}}
 
@@ -171,59 +171,70 @@ def test_a_gate_that_cannot_judge_is_refused(fields: dict[str, Any], message: st
         gate(**fields)
 
 
-def test_progress_lines_and_the_status_patch() -> None:
+def test_progress_lines_and_the_progress_record() -> None:
     progress = Progress(step=30, total_steps=120, epoch=0.75)
     assert progress.percent == 25.0
     line = progress_line(progress, 0.6931, elapsed_s=90, eta_s=270)
     assert line == "step 30/120 (25%) epoch 0.75 loss 0.6931 elapsed 1m30s left 4m30s"
-    patch = progress.status_patch()
-    assert set(patch) == {"status"} and set(patch["status"]) == {"progress"}
-    assert {k: v for k, v in patch["status"]["progress"].items() if k != "updatedAt"} == {
+    record = contracts.last_progress(progress.record())
+    assert record is not None and record["updatedAt"].endswith("Z")
+    assert {k: v for k, v in record.items() if k != "updatedAt"} == {
         "step": 30, "totalSteps": 120, "epoch": 0.75, "percent": 25.0}
-    assert patch["status"]["progress"]["updatedAt"].endswith("Z")
     assert format_duration(7322) == "2h02m"
 
 
-class RecordingApi:
-    """Stands in for the CustomObjectsApi in this unit test of the throttle (the cluster test uses a real one)."""
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 0.0
 
-    def __init__(self, fail: bool = False) -> None:
-        self.calls: list[tuple[float, dict[str, Any], dict[str, Any]]] = []
-        self.fail = fail
-        self.lock = threading.Lock()
-
-    def patch_namespaced_custom_object_status(self, *args: Any, **kwargs: Any) -> None:
-        with self.lock:
-            self.calls.append((time.monotonic(), args[-1], kwargs))
-        if self.fail:
-            raise RuntimeError("forbidden")
+    def __call__(self) -> float:
+        return self.now
 
 
-def test_the_reporter_sends_at_most_every_interval_and_the_newest_value_last() -> None:
-    api = RecordingApi()
-    reporter = StatusReporter("shop", "ctr", interval_s=0.3, api=api)
-    started = time.monotonic()
+def test_the_reporter_prints_at_most_every_interval_and_the_newest_value_last() -> None:
+    stream, clock = io.StringIO(), ManualClock()
+    reporter = ProgressReporter(interval_s=0.3, stream=stream, clock=clock)
     for step in range(1, 101):
         reporter.report(Progress(step, 100, step / 100))
-        time.sleep(0.01)
+        clock.now += 0.01
     reporter.close()
-    elapsed = time.monotonic() - started
-    sent = [call[1]["status"]["progress"]["step"] for call in api.calls]
-    assert sent[-1] == 100  # close() flushes the final value
-    assert len(sent) <= elapsed / 0.3 + 2
-    gaps = [b[0] - a[0] for a, b in zip(api.calls, api.calls[1:-1], strict=False)]
-    assert all(gap >= 0.29 for gap in gaps)
-    assert api.calls[0][2]["_content_type"] == "application/merge-patch+json"
+    reporter.close()  # nothing new: nothing printed
+    lines = stream.getvalue().splitlines()
+    assert all(line.startswith(contracts.PROGRESS_MARKER) for line in lines)
+    sent = [json.loads(line[len(contracts.PROGRESS_MARKER):])["step"] for line in lines]
+    # 1 s of steps at 0.3 s: the first, one per interval, and close() the final value.
+    assert sent == [1, 31, 61, 91, 100]
+    # What the operator reads back from the log: the last line, whatever else the log holds.
+    log = "INFO loading\n" + "\n".join(lines) + "\nINFO model written\n"
+    progress = contracts.last_progress(log)
+    assert progress is not None and progress["step"] == 100 and progress["totalSteps"] == 100
+    assert progress["percent"] == 100.0 and progress["epoch"] == 1.0
 
 
-def test_a_failing_api_never_raises_into_training() -> None:
-    api = RecordingApi(fail=True)
-    reporter = StatusReporter("shop", "ctr", interval_s=0.0, api=api)
-    for step in range(5):
-        reporter.report(Progress(step, 5, 1.0))
-        time.sleep(0.02)
-    reporter.close()
-    assert api.calls  # it kept trying, and nothing was raised here
+@pytest.mark.parametrize("line", [
+    'recops-progress {"step": 1}',  # fields missing
+    'recops-progress {"step": -1, "totalSteps": 2, "epoch": 0.5, "percent": 50, "updatedAt": "2026-12-01T00:00:00Z"}',
+    'recops-progress {"step": 1, "totalSteps": 2, "epoch": 0.5, "percent": 150, "updatedAt": "2026-12-01T00:00:00Z"}',
+    'recops-progress {"step": 1, "totalSteps": 2, "epoch": 0.5, "percent": 50, "updatedAt": "yesterday"}',
+    'recops-progress {"step": true, "totalSteps": 2, "epoch": 0.5, "percent": 50, "updatedAt": "2026-12-01T00:00:00Z"}',
+    'recops-progress [1, 2]',
+    'recops-progress {not json',
+    'INFO recops-progress {"step": 1, "totalSteps": 2, "epoch": 0.5, "percent": 50, "updatedAt": "2026-12-01T00:00:00Z"}',
+])
+def test_a_malformed_or_embedded_progress_line_is_ignored(line: str) -> None:
+    good = contracts.progress_record(1, 4, 0.25, 25.0, "2026-12-01T00:00:00Z")
+    assert contracts.last_progress(line) is None
+    assert contracts.last_progress(good + "\n" + line) == {"step": 1, "totalSteps": 4, "epoch": 0.25, "percent": 25.0,
+                                                          "updatedAt": "2026-12-01T00:00:00Z"}
+
+
+def test_the_reporter_runs_only_under_the_operator(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(contracts.ENV_FTJ_NAME, raising=False)
+    assert ProgressReporter.from_environment() is None
+    monkeypatch.setenv(contracts.ENV_FTJ_NAME, "ctr")
+    monkeypatch.setenv("RECOPS_PROGRESS_INTERVAL", "2")
+    reporter = ProgressReporter.from_environment()
+    assert reporter is not None and reporter.interval_s == 2.0
 
 
 @pytest.mark.parametrize(("gpus", "devices", "torch_cuda", "cause"), [

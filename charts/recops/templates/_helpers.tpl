@@ -70,28 +70,23 @@ The operator's permissions: the rules of config/rbac/ (cluster_role.yaml = role.
 in both modes. tests/unit/test_chart.py fails when these and config/rbac/ differ; change both.
 */}}
 {{- define "recops.rules" -}}
-- apiGroups: ["recops.dev"]
-  resources: ["finetunejobs", "recmodeldeployments", "monitorpolicies"]
-  verbs: ["get", "list", "watch", "patch"]
+# FineTuneJobs are only read (Kopf keeps no annotations on them) and created and deleted by MonitorPolicies.
 - apiGroups: ["recops.dev"]
   resources: ["finetunejobs"]
-  verbs: ["create", "delete"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+- apiGroups: ["recops.dev"]
+  resources: ["recmodeldeployments", "monitorpolicies"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["recops.dev"]
   resources: ["finetunejobs/status", "recmodeldeployments/status", "monitorpolicies/status"]
   verbs: ["get", "patch"]
 - apiGroups: ["recops.dev"]
   resources: ["finetunejobs/finalizers", "recmodeldeployments/finalizers", "monitorpolicies/finalizers"]
   verbs: ["update"]
-- apiGroups: [""]
-  resources: ["configmaps", "serviceaccounts"]
-  verbs: ["get", "create"]
 # The default feedback-key Secret of a RecModelDeployment: created once, never read back or changed.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["create"]
-- apiGroups: ["rbac.authorization.k8s.io"]
-  resources: ["roles", "rolebindings"]
-  verbs: ["get", "create"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
@@ -103,6 +98,10 @@ in both modes. tests/unit/test_chart.py fails when these and config/rbac/ differ
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+# The tail of a running trainer's log: its newest progress line (status.progress).
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
 # Events: posted; listed only to read a trainer Job's FailedCreate (why it has no pod).
 - apiGroups: [""]
   resources: ["events"]

@@ -4,6 +4,8 @@ part that uses it."""
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -47,6 +49,48 @@ JOB_CONFIG_PATH = "/etc/recops/job.yaml"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 TERMINATION_MESSAGE_LIMIT = 4096
 MODEL_MANIFEST = "recops.json"  # written last: its presence marks a model complete
+
+
+# The job reaches the trainer in its pod: the annotation below (JSON, which is YAML) as the file
+# JOB_CONFIG_PATH through a downward-API volume; no ConfigMap per job.
+JOB_CONFIG_ANNOTATION = f"{GROUP}/job-config"
+# Progress: the trainer prints `recops-progress {"step": .., "totalSteps": .., "epoch": .., "percent": ..,
+# "updatedAt": ..}` as a line of its own on stderr (at most every few seconds, and once at the end);
+# the operator reads the newest from the tail of the rank-0 pod's log into status.progress. The
+# trainer needs no API credentials for it, so it holds none.
+PROGRESS_MARKER = "recops-progress "
+PROGRESS_FIELDS = {"step": int, "totalSteps": int, "epoch": float, "percent": float, "updatedAt": str}
+_PROGRESS_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+
+
+def progress_record(step: int, total_steps: int, epoch: float, percent: float, updated_at: str) -> str:
+    """The trainer's progress line (without the newline)."""
+    return PROGRESS_MARKER + json.dumps({"step": step, "totalSteps": total_steps, "epoch": round(epoch, 3),
+                                         "percent": percent, "updatedAt": updated_at}, separators=(",", ":"))
+
+
+def last_progress(log_text: str) -> dict[str, Any] | None:
+    """The newest well-formed progress line of a log (status.progress), or None."""
+    for line in reversed(log_text.splitlines()):
+        if not line.startswith(PROGRESS_MARKER):
+            continue
+        try:
+            record = json.loads(line[len(PROGRESS_MARKER):])
+        except ValueError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        progress: dict[str, Any] = {}
+        for key, type_ in PROGRESS_FIELDS.items():
+            value = record.get(key)
+            if isinstance(value, bool) or not isinstance(value, (type_, int) if type_ is float else type_):
+                break
+            progress[key] = type_(value)
+        else:
+            if progress["step"] >= 0 and progress["totalSteps"] >= 0 and 0 <= progress["percent"] <= 100 \
+                    and progress["epoch"] >= 0 and _PROGRESS_TIME.match(progress["updatedAt"]):
+                return progress
+    return None
 
 
 def model_version(name: str, uid: str) -> str:

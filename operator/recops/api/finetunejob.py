@@ -296,13 +296,13 @@ class FineTuneJobSpec(FineTuneJobTemplateSpec):
         return self
 
 class Progress(KubeModel):
-    """Written only by the trainer, through its per-job ServiceAccount."""
+    """The trainer's newest progress line, copied by the operator from its log."""
 
     step: int = Field(default=0, ge=0, description="Optimiser steps done.")
     total_steps: int = Field(default=0, ge=0, description="Optimiser steps planned.")
     epoch: float = Field(default=0.0, ge=0, description="Epochs done (fractional).")
     percent: float = Field(default=0.0, ge=0, le=100, description="Percent done.")
-    updated_at: Timestamp | None = Field(default=None, description="When the trainer last reported.")
+    updated_at: Timestamp | None = Field(default=None, description="When the trainer printed it.")
 
 class ModelRef(KubeModel):
     uri: str = Field(max_length=2048, description="Where the complete model is.")
@@ -337,7 +337,7 @@ class FineTuneJobStatus(KubeModel):
     start_time: Timestamp | None = Field(default=None, description="When the first trainer pod started.")
     completion_time: Timestamp | None = Field(default=None, description="When the job finished.")
     attempts: int | None = Field(default=None, ge=0, description="Trainer pods started so far.")
-    progress: Progress | None = Field(default=None, description="Training progress, reported by the trainer.")
+    progress: Progress | None = Field(default=None, description="Training progress, from the trainer's log.")
     model: ModelRef | None = Field(default=None, description="The model written, once complete.")
     metrics: dict[str, float] | None = Field(default=None, description="Test-split metrics of the model.")
     baseline: dict[str, dict[str, float]] | None = Field(

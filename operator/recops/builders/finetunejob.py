@@ -1,21 +1,22 @@
-"""The objects a FineTuneJob owns: the ConfigMap holding the job, the trainer Job, and the
-ServiceAccount + Role + RoleBinding the trainer reports progress with (no ServiceAccount when the
-user names one in podTemplate.serviceAccountName: the RoleBinding then binds that one).
+"""The objects a FineTuneJob owns: the trainer Job (and the headless Service of a multi-worker job).
+
+The job itself travels in the pod (an annotation, mounted as a file by the downward API) and the
+trainer reports progress in its log, which the operator reads: no ConfigMap, ServiceAccount, Role
+or RoleBinding per job, so a FineTuneJob costs one create where it cost five.
 
 Pure functions of the FineTuneJob (model + metadata) and the operator's `BuilderSettings`.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
-
-import yaml
 
 from recops import uris
 from recops.api import contracts
 from recops.api.common import API_VERSION, GROUP
-from recops.api.finetunejob import KIND, PLURAL, FineTuneJob
+from recops.api.finetunejob import KIND, FineTuneJob
 from recops.builders.common import (
     COMPONENT_LABEL,
     GPU_RESOURCE,
@@ -42,8 +43,7 @@ from recops.builders.common import (
 COMPONENT = "trainer"
 MAX_HOSTNAME_LENGTH = 63
 CONTAINER_NAME = "trainer"
-CONFIG_KEY = "job.yaml"
-CONFIG_DIR = contracts.JOB_CONFIG_PATH.rsplit("/", 1)[0]
+CONFIG_DIR, CONFIG_KEY = contracts.JOB_CONFIG_PATH.rsplit("/", 1)
 CONFIG_VOLUME = "job-config"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 MODEL_VERSION_ANNOTATION = f"{GROUP}/model-version"
@@ -119,14 +119,6 @@ def service_name(ftj_name: str) -> str:
     return job_name(ftj_name)
 
 
-def config_map_name(ftj_name: str) -> str:
-    return child_name(ftj_name, "job")
-
-
-def service_account_name(ftj_name: str) -> str:
-    return child_name(ftj_name, "trainer")
-
-
 def labels(ftj: FineTuneJob) -> dict[str, str]:
     own = standard_labels(KIND, name_of(ftj), COMPONENT)
     lineage = ftj.metadata.get("labels", {}).get(contracts.LINEAGE_LABEL)
@@ -140,7 +132,7 @@ def selector_labels(ftj_name: str) -> dict[str, str]:
     return {contracts.owner_label(KIND): label_value(ftj_name)}
 
 
-# --- the ConfigMap -------------------------------------------------------------------------------
+# --- the job, as the trainer reads it ----------------------------------------------------------
 def job_manifest(ftj: FineTuneJob) -> dict[str, Any]:
     """The FineTuneJob as the trainer reads it from /etc/recops/job.yaml: identity and spec."""
     meta = ftj.metadata
@@ -150,58 +142,14 @@ def job_manifest(ftj: FineTuneJob) -> dict[str, Any]:
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": slim_meta, "spec": ftj.spec.to_api()}
 
 
-def config_map(ftj: FineTuneJob) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": object_meta(config_map_name(name_of(ftj)), owner_body(ftj), labels(ftj)),
-        "data": {CONFIG_KEY: yaml.safe_dump(job_manifest(ftj), sort_keys=False)},
-    }
+def job_config(ftj: FineTuneJob) -> str:
+    """job_manifest as the pod annotation's value: compact JSON (YAML reads it)."""
+    return json.dumps(job_manifest(ftj), separators=(",", ":"), sort_keys=True)
 
 
-# --- progress reporting: ServiceAccount, Role, RoleBinding ---------------------------------------
-def service_account(ftj: FineTuneJob) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": object_meta(service_account_name(name_of(ftj)), owner_body(ftj), labels(ftj)),
-        "automountServiceAccountToken": False,  # mounted by the pod spec, which asks for it
-    }
-
-
-def role(ftj: FineTuneJob) -> dict[str, Any]:
-    """patch on finetunejobs/status of this one FineTuneJob: all the trainer may do."""
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": object_meta(service_account_name(name_of(ftj)), owner_body(ftj), labels(ftj)),
-        "rules": [
-            {
-                "apiGroups": [GROUP],
-                "resources": [f"{PLURAL}/status"],
-                "resourceNames": [name_of(ftj)],
-                "verbs": ["get", "patch"],
-            }
-        ],
-    }
-
-
-def trainer_service_account(ftj: FineTuneJob) -> str:
-    """The ServiceAccount the trainer runs as: the user's (workload identity), else the per-job one."""
-    return ftj.spec.pod_template.service_account_name or service_account_name(name_of(ftj))
-
-
-def role_binding(ftj: FineTuneJob) -> dict[str, Any]:
-    """Binds the per-job Role to the trainer's ServiceAccount. A user-named ServiceAccount gains only what the
-    Role allows (this job's status), and only while the job exists: the binding is owned and collected with it."""
-    name = service_account_name(name_of(ftj))
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": object_meta(name, owner_body(ftj), labels(ftj)),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": trainer_service_account(ftj), "namespace": namespace_of(ftj)}],
-    }
+def trainer_service_account(ftj: FineTuneJob) -> str | None:
+    """The user's ServiceAccount (workload identity), else None: the namespace's default, without a token."""
+    return ftj.spec.pod_template.service_account_name
 
 
 # --- the trainer Job -----------------------------------------------------------------------------
@@ -373,7 +321,9 @@ def trainer_job(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: 
 
     scratch_vols, scratch_mounts, scratch_env = scratch_volumes()
     claim_vols, claim_mounts = pvc_volumes(_uri_uses(ftj, current_model_uri))
-    config_volume = {"name": CONFIG_VOLUME, "configMap": {"name": config_map_name(name)}}
+    # The job as a file: the pod's own annotation through the downward API (no ConfigMap to create).
+    config_volume = {"name": CONFIG_VOLUME, "downwardAPI": {"items": [{
+        "path": CONFIG_KEY, "fieldRef": {"fieldPath": f"metadata.annotations['{contracts.JOB_CONFIG_ANNOTATION}']"}}]}}
     config_mount = {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True}
 
     command, args = trainer_command(ftj, current_model_uri)
@@ -403,13 +353,16 @@ def trainer_job(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: 
 
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "serviceAccountName": trainer_service_account(ftj),
-        "automountServiceAccountToken": True,  # the trainer reports progress with it
         "enableServiceLinks": False,
         "securityContext": pod_security_context(),
         "containers": [container],
         "volumes": [config_volume, *scratch_vols, *claim_vols, *(dict(v) for v in pod_template.volumes)],
     }
+    account = trainer_service_account(ftj)
+    if account:
+        pod_spec["serviceAccountName"] = account  # its own automount setting decides about a token
+    else:
+        pod_spec["automountServiceAccountToken"] = False  # the trainer calls no API: it holds no credentials
     if res.workers > 1:
         # With the Indexed Job's hostname <job>-<index>, <job>-0.<service> resolves to the rank-0 pod.
         pod_spec["subdomain"] = service_name(name)
@@ -426,9 +379,8 @@ def trainer_job(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: 
         pod_spec["imagePullSecrets"] = [{"name": s.name} for s in pod_template.image_pull_secrets]
 
     pod_meta: dict[str, Any] = {"labels": merge_user_labels(own_labels, pod_template.labels)}
-    pod_annotations = without_forbidden(pod_template.annotations)
-    if pod_annotations:
-        pod_meta["annotations"] = pod_annotations
+    pod_meta["annotations"] = {**without_forbidden(pod_template.annotations),
+                               contracts.JOB_CONFIG_ANNOTATION: job_config(ftj)}
 
     job_labels = dict(own_labels)
     job_spec: dict[str, Any] = {}
@@ -456,14 +408,7 @@ def trainer_job(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: 
 
 
 def children(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: str | None = None) -> list[dict[str, Any]]:
-    """Everything a FineTuneJob owns, in the order to apply it (the Job last: its pods need the rest)."""
+    """Everything a FineTuneJob owns, in the order to apply it (the Job last: its workers' rendezvous needs the
+    Service)."""
     workers_service = [headless_service(ftj)] if ftj.spec.resources.workers > 1 else []
-    own_account = [] if ftj.spec.pod_template.service_account_name else [service_account(ftj)]
-    return [
-        config_map(ftj),
-        *own_account,
-        role(ftj),
-        role_binding(ftj),
-        *workers_service,
-        trainer_job(ftj, settings, current_model_uri),
-    ]
+    return [*workers_service, trainer_job(ftj, settings, current_model_uri)]

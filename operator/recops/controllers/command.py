@@ -40,6 +40,9 @@ _SETTINGS: dict[str, tuple[str, str | None, str]] = {
     "--job-ttl-seconds": ("RECOPS_JOB_TTL_SECONDS", None,
                           "ttlSecondsAfterFinished of trainer Jobs whose FineTuneJob sets none (unset: keep them)"),
     "--resync-seconds": ("RECOPS_RESYNC_SECONDS", "60", "period of the level-based resync of unfinished objects"),
+    "--progress-seconds": ("RECOPS_PROGRESS_SECONDS", "15",
+                           "how often a running trainer's log is read for its newest progress line "
+                           "(status.progress); 0: only on resync and pod changes"),
     "--start-timeout-seconds": ("RECOPS_START_TIMEOUT_SECONDS", "900",
                                 "how long a FineTuneJob whose trainer cannot start (image, Secret key, admission) "
                                 "waits before it fails; 0: for ever"),
@@ -128,6 +131,7 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
         prometheus_url=args.prometheus_url or None,
         prometheus_auth=auth if auth.configured else None,
         resync_seconds=float(args.resync_seconds),
+        progress_seconds=float(args.progress_seconds or 0),
         start_timeout_seconds=float(args.start_timeout_seconds or 0),
         metrics_port=int(args.metrics_port or 0),
         metrics_address=args.metrics_address,

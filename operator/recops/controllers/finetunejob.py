@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +18,7 @@ from pydantic import ValidationError
 
 from recops.api import conditions as c
 from recops.api.common import API_VERSION
-from recops.api.contracts import LINEAGE_LABEL
+from recops.api.contracts import LINEAGE_LABEL, last_progress
 from recops.api.finetunejob import KIND, PLURAL, FineTuneJob
 from recops.api.recmodeldeployment import PLURAL as RMD_PLURAL
 from recops.api.validation import format_errors
@@ -27,16 +26,17 @@ from recops.builders import finetunejob as builders
 from recops.builders.common import BuilderSettings
 from recops.controllers import finetunejob_status as st
 from recops.controllers.conditions import age_s, stored_invalid
-from recops.controllers.kube import PLURALS, ApiError, Kube, is_rejection, object_path, rejection, resource_path
+from recops.controllers.kube import ApiError, Kube, is_rejection, object_path, rejection, resource_path
 
 # A Job without a pod after this long is asked why (its FailedCreate Events); before, it is just young.
 POD_CREATE_GRACE_S = 10.0
 
 log = logging.getLogger("recops.controllers.finetunejob")
 
-# Children that never change for a FineTuneJob (its spec is immutable but for suspend and deadlines): created
-# once, never patched, so the operator needs no patch permission on them.
-CREATE_ONCE_KINDS = ("ConfigMap", "ServiceAccount", "Role", "RoleBinding")
+# The tail of the trainer's log read for its newest progress line: bounded, so a chatty trainer costs little.
+PROGRESS_TAIL_LINES = 100
+PROGRESS_LIMIT_BYTES = 64 * 1024
+PROGRESS_READ_TIMEOUT_S = 5.0  # a node that does not answer must not hold the pass up
 # Fields of a batch/v1 Job that may change while it exists (those FineTuneJob lets users change).
 MUTABLE_JOB_FIELDS = ("suspend", "activeDeadlineSeconds")
 JOB_CREATED = "JobCreated"  # Event reason: the trainer Job was created.
@@ -89,13 +89,16 @@ class FineTuneJobController:
         return self.now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
     # --- one pass ---------------------------------------------------------------------------
-    def reconcile(self, namespace: str, name: str, *, apply_children: bool = False) -> PassResult:
+    def reconcile(self, namespace: str, name: str, *, apply_children: bool = False,
+                  body: dict[str, Any] | None = None) -> PassResult:
         """Bring one FineTuneJob's children and status in line with its spec and what runs.
 
         `apply_children`: server-side apply every child even when the Job exists (after a
         spec change or a restart); otherwise only a missing Job (and its companions) is applied.
+        `body`: the FineTuneJob as a watch event just delivered it (one GET less); else it is read.
         """
-        body = self.kube.get(ftj_path(namespace, name))
+        if body is None:
+            body = self.kube.get(ftj_path(namespace, name))
         if body is None or body["metadata"].get("deletionTimestamp"):
             return PassResult(gone=True)  # its children go with it (garbage collection)
 
@@ -115,6 +118,11 @@ class FineTuneJobController:
             # spec handlers (a new generation, an operator restart or upgrade) try again.
             invalid = stored_invalid(body, c.FAILED, INVALID_PREFIX)
         result = PassResult()
+        waiting: tuple[str, str] | None = None
+        if job is not None and not of_a_finetunejob(job):
+            # Someone else's Job under this name: nothing is created or taken over until it goes.
+            waiting = (c.CHILD_CONFLICT, foreign("Job", builders.job_name(name)))
+            job = None
         if job is not None and not owned_by(job, body):
             # A Job of an earlier FineTuneJob of the same name, on its way out: wait for it.
             job = None
@@ -126,8 +134,8 @@ class FineTuneJobController:
                 stale.phase = body_status.get("phase")
                 return stale
         job_deleting = job is not None and bool(job["metadata"].get("deletionTimestamp"))
-        waiting: tuple[str, str] | None = None
-        if ftj is not None and invalid is None and not job_deleting and (job is None or apply_children):
+        if ftj is not None and invalid is None and waiting is None and not job_deleting and \
+                (job is None or apply_children):
             current_model = builders.current_model_of(job) if job is not None else self.lineage_current_model(ftj)
             missing = self.missing_dependencies(ftj, current_model) if job is None else []
             if missing:
@@ -146,8 +154,10 @@ class FineTuneJobController:
 
         if job is not None and job_deleting and st.restarting(body.get("status")):
             job = None  # the old Job of a rerun: the new one is created once it is gone
-        pods = self.labelled_pods(namespace, name) if job is not None else []
+        # A Job created in this pass has no pods yet: no need to ask.
+        pods = self.labelled_pods(namespace, name) if job is not None and not result.job_created else []
         observed = st.Observed(job=job, pods=of_job(pods, job), waiting=waiting)
+        observed.progress = self.read_progress(observed)
         if job is not None and not observed.pods and not job_deleting and age_s(job, self._now_text()) > POD_CREATE_GRACE_S:
             observed.create_failures = self.create_failures(job)
         if invalid is not None:
@@ -183,53 +193,43 @@ class FineTuneJobController:
                         current_model: str | None, result: PassResult) -> dict[str, Any] | None:
         """Server-side apply every child (the Job last); returns the Job."""
         name = body["metadata"]["name"]
-        manifests = builders.children(ftj, self.settings, current_model)
-        # Two rounds of parallel applies instead of one request after another: first what depends on
-        # nothing, then the RoleBinding (RBAC resolves its Role when it is created) and the Job (its
-        # pods need the ServiceAccount and the ConfigMap).
-        second = ("RoleBinding", "Job")
-        first_round = [m for m in manifests if m["kind"] not in second]
-        second_round = [m for m in manifests if m["kind"] == "RoleBinding"]
-        def put(manifest: dict[str, Any]) -> None:
-            if manifest["kind"] in CREATE_ONCE_KINDS:
-                self.create_once(body, manifest)
-            else:
+        for manifest in builders.children(ftj, self.settings, current_model):
+            if manifest["kind"] != "Job":
+                self._refuse_foreign(body, manifest)
                 self.kube.apply(manifest)
-
-        with ThreadPoolExecutor(max(len(first_round), 1)) as pool:
-            list(pool.map(put, first_round))
-            pending = [pool.submit(put, m) for m in second_round]
-            for manifest in (m for m in manifests if m["kind"] == "Job"):
-                if job is not None:
-                    job = self._apply_existing_job(body, manifest)
-                else:
-                    job = self.kube.apply(manifest)
-                    result.job_created = True
-            for future in pending:
-                future.result()
+            elif job is not None:
+                job = self._apply_existing_job(body, manifest)
+            else:
+                job = self.kube.apply(manifest)
+                result.job_created = True
         result.applied = True
         if result.job_created:
             self.post_event(body, "Normal", JOB_CREATED,
                             f"created Job {builders.job_name(name)} for model {builders.model_version(ftj)}")
         return job
 
-    def create_once(self, body: dict[str, Any], manifest: dict[str, Any]) -> None:
-        """Create a child of CREATE_ONCE_KINDS unless this FineTuneJob's already exists (ChildConflict if someone
-        else's does)."""
-        meta = manifest["metadata"]
+    def _refuse_foreign(self, body: dict[str, Any], manifest: dict[str, Any]) -> None:
+        """ChildConflict if an object of this child's name exists and is not this FineTuneJob's: a forced apply
+        would take it over."""
+        existing = self.kube.get(object_path(manifest))
+        if existing is not None and not owned_by(existing, body):
+            raise ChildConflict(foreign(manifest["kind"], manifest["metadata"]["name"]))
+
+    def read_progress(self, observed: st.Observed) -> dict[str, Any] | None:
+        """The newest progress line in the log of the trainer's rank-0 pod (the Contracts' progress), or None
+        when there is none or the log cannot be read (a node without logs, a pod gone)."""
+        pod = observed.reporting_pod()
+        if pod is None:
+            return None
+        meta = pod["metadata"]
         try:
-            self.kube.create(resource_path(manifest["apiVersion"], PLURALS[manifest["kind"]], meta["namespace"]),
-                             manifest)
-            return
-        except ApiError as error:
-            if error.status != 409:
-                raise
-            existing = self.kube.get(object_path(manifest))
-            if existing is None:
-                raise  # gone again in between: the next pass creates it
-        if not owned_by(existing, body):
-            raise ChildConflict(f"{manifest['kind']} {meta['name']} exists and is not owned by this FineTuneJob: "
-                                "delete or rename it")
+            text = self.kube.read_log(meta["namespace"], meta["name"], builders.CONTAINER_NAME,
+                                      tail_lines=PROGRESS_TAIL_LINES, limit_bytes=PROGRESS_LIMIT_BYTES,
+                                      timeout_s=PROGRESS_READ_TIMEOUT_S)
+        except Exception as error:  # progress is best effort: never fails a pass
+            log.debug("log of pod %s/%s not read: %s", meta["namespace"], meta["name"], error)
+            return None
+        return last_progress(text)
 
     def missing_dependencies(self, ftj: FineTuneJob, current_model: str | None) -> list[str]:
         """The Secrets and PersistentVolumeClaims the trainer pod needs that do not exist."""
@@ -370,6 +370,16 @@ class FineTuneJobController:
 
 class ChildConflict(Exception):
     """An object of a child's name exists and is not this FineTuneJob's."""
+
+
+def foreign(kind: str, name: str) -> str:
+    return f"{kind} {name} exists and is not owned by this FineTuneJob: delete or rename it"
+
+
+def of_a_finetunejob(child: dict[str, Any]) -> bool:
+    """Whether a FineTuneJob (this one or an earlier one of the same name) owns the object."""
+    return any(ref.get("kind") == KIND and str(ref.get("apiVersion", "")).startswith(f"{API_VERSION.split('/')[0]}/")
+               for ref in child["metadata"].get("ownerReferences") or [])
 
 
 def owned_by(child: dict[str, Any], owner: dict[str, Any]) -> bool:

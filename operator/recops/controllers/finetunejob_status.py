@@ -1,8 +1,8 @@
 """A FineTuneJob's status, computed from what is observed: its trainer Job and the Job's pods.
 
 Pure: no I/O and no Kopf, so every state is unit-tested. The reconciler writes the result
-only when it differs from the stored status. `status.progress` belongs to the trainer and is
-never computed or written here.
+only when it differs from the stored status. `status.progress` is the newest progress line the
+controller found in the trainer's log (`Observed.progress`), else the one stored before.
 """
 
 from __future__ import annotations
@@ -34,11 +34,12 @@ JOB_FAILURE_REASONS = {
 OPERATOR_FIELDS = (
     "phase", "conditions", "observedGeneration", "startTime", "completionTime", "attempts", "model",
     "metrics", "baseline", "currentModel", "debiased", "optimization", "keyMetric", "gatePassed", "message",
+    "progress",
 )
 
 
 def operator_status(status: dict[str, Any] | None) -> dict[str, Any]:
-    """The part of a stored status the operator owns (everything but the trainer's progress)."""
+    """The part of a stored status the operator owns (all it writes)."""
     return {k: v for k, v in (status or {}).items() if k in OPERATOR_FIELDS and v is not None}
 
 
@@ -76,7 +77,7 @@ def rerun_status(body: dict[str, Any], *, now: str) -> dict[str, Any]:
     old = operator_status(body.get("status"))
     generation = body.get("metadata", {}).get("generation")
     message = "the spec changed after the deadline passed: a new trainer Job resumes from the checkpoints"
-    status: dict[str, Any] = {k: v for k, v in old.items() if k in ("startTime", "attempts")}
+    status: dict[str, Any] = {k: v for k, v in old.items() if k in ("startTime", "attempts", "progress")}
     status.update(phase="Pending", observedGeneration=generation, message=message)
     conditions = list(old.get("conditions") or [])
     for type_ in (c.COMPLETE, c.FAILED, c.SUSPENDED, c.READY):
@@ -167,6 +168,8 @@ class Observed:
     create_failures: list[str] = field(default_factory=list)
     # Why the Job is not created yet (reason, message), e.g. a missing Secret.
     waiting: tuple[str, str] | None = None
+    # The newest progress line of the trainer's log (the Contracts' progress), if one was read.
+    progress: dict[str, Any] | None = None
 
     @property
     def workers(self) -> int:
@@ -202,6 +205,15 @@ class Observed:
         job_status = (self.job or {}).get("status") or {}
         finished = int(job_status.get("succeeded") or 0) + int(job_status.get("failed") or 0)
         return max(finished + len(self.pods_in_phase("Running")), len(self.started_pods()))
+
+    def reporting_pod(self) -> dict[str, Any] | None:
+        """The pod whose log carries the progress: the newest running (or just succeeded) rank-0 trainer pod."""
+        rank0 = [p for p in self.pods if self.workers == 1 or completion_index(p) == 0]
+        for phase in ("Running", "Succeeded"):
+            candidates = [p for p in self.pods_in_phase(phase) if p in rank0]
+            if candidates:
+                return candidates[-1]
+        return None
 
     def started_pods(self) -> list[dict[str, Any]]:
         return [p for phase in ("Running", "Succeeded", "Failed") for p in self.pods_in_phase(phase)]
@@ -258,7 +270,9 @@ def compute_status(
     `start_timeout_s`)."""
     old = operator_status(body.get("status"))
     generation = body.get("metadata", {}).get("generation")
-    status: dict[str, Any] = {k: v for k, v in old.items() if k in ("startTime", "attempts")}
+    status: dict[str, Any] = {k: v for k, v in old.items() if k in ("startTime", "attempts", "progress")}
+    if observed.progress is not None:
+        status["progress"] = observed.progress
     status["observedGeneration"] = generation
     conditions: list[dict[str, Any]] = list(old.get("conditions") or [])
 
@@ -292,6 +306,10 @@ def compute_status(
         _failed(status, observed, failed, set_, now)
     else:
         phase, reason, message = _unfinished(ftj, observed)
+        if phase == "Running" and old.get("phase") == "Running" and not observed.pods_in_phase("Running"):
+            # The trainer exited and the Job controller marks the Job Complete or Failed moments later: the
+            # running status stands until then (one status write less per job; the outcome says the rest).
+            message = str(old.get("message") or message)
         gave_up = start_given_up(observed, reason, message, now=now, timeout_s=start_timeout_s)
         if gave_up is not None:
             status.update(phase="Failed", completionTime=now, message=clip(gave_up))

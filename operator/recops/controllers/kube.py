@@ -88,8 +88,10 @@ class Kube:
         self.request_timeout = request_timeout
 
     def request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None,
-                content_type: str | None = None) -> Any:
-        headers = {"Accept": "application/json"}
+                content_type: str | None = None, *, text: bool = False, timeout_s: float | None = None) -> Any:
+        """JSON in and out; `text`: the response as text (a pod's log)."""
+        # A log is served as text/plain, which the API server does not accept as an Accept value: any type.
+        headers = {"Accept": "*/*" if text else "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
         if query:
@@ -98,11 +100,21 @@ class Kube:
             method, path, header_params=headers, body=body, auth_settings=["BearerToken"]
         )
         response = self.api_client.call_api(method_, url, header_params=headers_, body=body_,
-                                            _request_timeout=self.request_timeout)
+                                            _request_timeout=timeout_s or self.request_timeout)
         data: bytes = response.read()  # type: ignore[no-untyped-call]
         if not 200 <= response.status < 300:
             raise ApiError(status=response.status, reason=response.reason, body=data.decode(errors="replace"))
+        if text:
+            return data.decode(errors="replace")
         return json.loads(data) if data else None
+
+    def read_log(self, namespace: str, pod: str, container: str, *, tail_lines: int, limit_bytes: int,
+                 timeout_s: float | None = None) -> str:
+        """The last `tail_lines` lines of a container's log (at most `limit_bytes`)."""
+        result: str = self.request("GET", resource_path("v1", "pods", namespace, pod, "log"),
+                                   query={"container": container, "tailLines": tail_lines, "limitBytes": limit_bytes},
+                                   text=True, timeout_s=timeout_s)
+        return result
 
     def get(self, path: str) -> dict[str, Any] | None:
         """The object at `path`, or None when it does not exist."""

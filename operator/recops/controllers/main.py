@@ -3,7 +3,10 @@
 Handlers are thin: each turns a Kopf trigger into a reconcile pass of a plain controller
 (`FineTuneJobController`). Kopf writes nothing into `status` (handlers return None); its
 own bookkeeping (handler progress, last-handled configuration) lives in `recops.dev/*`
-annotations. The FineTuneJob needs no finalizer: its children are owned and garbage-collected.
+annotations of RecModelDeployments. FineTuneJobs get none: their passes start from watch events,
+and a spec change is told by `metadata.generation` against `status.observedGeneration`, so Kopf
+patches nothing on them (one write less per job). The FineTuneJob needs no finalizer: its
+children are owned and garbage-collected.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import copy
 import json
 import logging
 import os
@@ -70,6 +74,10 @@ REAPPLY_SECONDS = 300.0
 MONITOR_TICK_SECONDS = 0.5
 # After an evaluation raised (e.g. the API server was unreachable), the next try comes this soon.
 MONITOR_RETRY_SECONDS = 5.0
+# How often the FineTuneJob scheduler looks for passes that are due (resync, progress, retry).
+FTJ_TICK_SECONDS = 1.0
+# What the operator knows of a FineTuneJob from its watch events: which passes it is due.
+FTJ_FINAL, FTJ_RUNNING, FTJ_OTHER = "final", "running", "other"
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,8 @@ class OperatorConfig:
     prometheus_url: str | None = None
     prometheus_auth: PrometheusAuth | None = None  # credentials for prometheus_url only
     resync_seconds: float = 60.0
+    # How often a running trainer's log is read for its newest progress line (0: on resync and pod changes only).
+    progress_seconds: float = 15.0
     start_timeout_seconds: float = 900.0  # 0: a trainer that cannot start is waited for for ever
     metrics_port: int = 8080  # 0: no /metrics
     metrics_address: str = "0.0.0.0"
@@ -144,8 +154,10 @@ class Operator:
         # RecModelDeployments whose last tick pass failed -> (failures in a row, monotonic time of the next try):
         # a failing object is retried 5s, 10s, 20s, ... later, not every tick.
         self.rmd_backoff: dict[tuple[str, str], tuple[int, float]] = {}
-        # FineTuneJobs seen on the watch stream -> whether their status is final.
-        self.known_ftjs: dict[tuple[str, str], bool] = {}
+        # FineTuneJobs seen on the watch stream -> FTJ_FINAL, FTJ_RUNNING or FTJ_OTHER.
+        self.known_ftjs: dict[tuple[str, str], str] = {}
+        # FineTuneJobs whose spec pass failed -> (failures in a row, monotonic time of the next try).
+        self.ftj_backoff: dict[tuple[str, str], tuple[int, float]] = {}
         # Objects whose next pass must server-side apply every child (after a spec change or restart).
         self.apply_wanted: set[tuple[str, str, str]] = set()
         self.apply_lock = threading.Lock()
@@ -207,12 +219,21 @@ class Operator:
 
         self.coalescer.run(key, one_pass)
 
-    def reconcile_ftj(self, namespace: str, name: str, trigger: str, apply_children: bool = False) -> None:
+    def reconcile_ftj(self, namespace: str, name: str, trigger: str, apply_children: bool = False,
+                      body: dict[str, Any] | None = None) -> None:
+        """`body`: the object as its watch event delivered it, used by the first pass only (a pass asked for
+        meanwhile, run after it, reads the object again)."""
+        delivered = [body] if body is not None else []
+
+        def reconcile(namespace: str, name: str, *, apply_children: bool) -> PassResult:
+            return self.finetunejobs.reconcile(namespace, name, apply_children=apply_children,
+                                               body=delivered.pop() if delivered else None)
+
         def record(result: PassResult) -> None:
             if result.gone or result.phase:
                 self.metrics.set_phase(namespace, name, None if result.gone else result.phase)
 
-        self._pass(FTJ_KIND, namespace, name, trigger, apply_children, self.finetunejobs.reconcile, record)
+        self._pass(FTJ_KIND, namespace, name, trigger, apply_children, reconcile, record)
 
     def post_rmd_event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """Post a RecModelDeployment's Event; a rollback also counts in recops_operator_rollbacks_total."""
@@ -295,19 +316,59 @@ class Operator:
         job = self.kube.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name}") if job_name else None
         return self.ftj_of_child(job) if job else None
 
-    async def resync_forever(self) -> None:
-        """Every resync period, one pass for each unfinished FineTuneJob (the level-based safety net)."""
+    def ftj_spec_pass(self, namespace: str, name: str, trigger: str, body: dict[str, Any] | None = None) -> None:
+        """A pass that server-side applies every child (new object, spec change, start, retry). A failure is
+        retried 5s, 10s, 20s, ... later by the scheduler (ftjs_forever), never in a storm."""
+        key = (namespace, name)
+        try:
+            self.reconcile_ftj(namespace, name, trigger, apply_children=True, body=body)
+        except Exception as error:
+            failures = self.ftj_backoff.get(key, (0, 0.0))[0]
+            delay = retry_delay(failures)
+            self.ftj_backoff[key] = (failures + 1, time.monotonic() + delay)
+            log.warning("%s %s/%s: %s: %s; retry %d in %.0fs", FTJ_KIND, namespace, name, type(error).__name__,
+                        str(error).splitlines()[0] if str(error) else "", failures + 1, delay)
+        else:
+            self.ftj_backoff.pop(key, None)
+
+    def due_ftjs(self, now: float, full: bool, progress: bool) -> list[tuple[str, str, str]]:
+        """(namespace, name, trigger) of the FineTuneJob passes due now: failed spec passes whose back-off
+        ended, running ones on a progress tick, every unfinished one on a full resync."""
+        due = []
+        for (namespace, name), state in list(self.known_ftjs.items()):
+            failures_next = self.ftj_backoff.get((namespace, name))
+            if failures_next is not None:
+                if failures_next[1] <= now:
+                    due.append((namespace, name, "retry"))
+            elif state != FTJ_FINAL and full:
+                due.append((namespace, name, "resync"))
+            elif state == FTJ_RUNNING and progress:
+                due.append((namespace, name, "progress"))
+        return due
+
+    async def ftjs_forever(self) -> None:
+        """The level-based safety net and the progress reads: one pass for each unfinished FineTuneJob every
+        resync period, for each running one every progress period, and the retries of failed spec passes."""
+        last_full = last_progress = time.monotonic()
         while True:
-            await asyncio.sleep(self.config.resync_seconds)
-            for (namespace, name), final in list(self.known_ftjs.items()):
-                if final:
+            await asyncio.sleep(FTJ_TICK_SECONDS)
+            now = time.monotonic()
+            full = now - last_full >= self.config.resync_seconds
+            progress = bool(self.config.progress_seconds) and now - last_progress >= self.config.progress_seconds
+            last_full = now if full else last_full
+            last_progress = now if progress else last_progress
+            for namespace, name, trigger in self.due_ftjs(now, full, progress):
+                if self.coalescer.busy((FTJ_KIND, namespace, name)):
                     continue
                 # Run in a context captured from a Kopf handler: Kopf's event posting needs its queue.
                 context = (self.kopf_context or contextvars.copy_context()).copy()
+                if trigger == "retry":
+                    await asyncio.to_thread(context.run, self.ftj_spec_pass, namespace, name, trigger)
+                    continue
                 try:
-                    await asyncio.to_thread(context.run, self.reconcile_ftj, namespace, name, "resync")
+                    await asyncio.to_thread(context.run, self.reconcile_ftj, namespace, name, trigger)
                 except Exception:  # logged and counted; the next period retries
-                    log.exception("resync of FineTuneJob %s/%s failed", namespace, name)
+                    log.exception("%s pass of FineTuneJob %s/%s failed", trigger, namespace, name)
 
     def track_policy(self, namespace: str, name: str, generation: int | None, deleted: bool = False) -> None:
         """A MonitorPolicy event: a new policy or a new generation is evaluated at once."""
@@ -353,6 +414,20 @@ class Operator:
         known = self.monitor_due.get(key)
         if known is not None and known[1] <= start:  # not re-armed by a spec change meanwhile
             self.monitor_due[key] = (known[0], start + interval)
+
+
+def ftj_state(status: dict[str, Any]) -> str:
+    if finetunejob_status.is_final(status):
+        return FTJ_FINAL
+    return FTJ_RUNNING if status.get("phase") == "Running" else FTJ_OTHER
+
+
+def spec_pass_wanted(body: dict[str, Any], first_seen: bool) -> bool:
+    """Whether a FineTuneJob's watch event asks for a pass that applies every child: the first event of it since
+    the operator started (a new object, or one to resume), or a generation its status has not observed (a new
+    object, or a spec change; the pass writes observedGeneration, so it asks once)."""
+    generation = (body.get("metadata") or {}).get("generation")
+    return first_seen or (body.get("status") or {}).get("observedGeneration") != generation
 
 
 def child_signature(body: dict[str, Any]) -> Any:
@@ -428,7 +503,7 @@ def _register_lifecycle(registry: kopf.OperatorRegistry, operator: Operator) -> 
     async def startup(memo: kopf.Memo, **_: Any) -> None:
         await asyncio.to_thread(operator.ensure_feedback_keys)
         # Started from a handler so that it inherits Kopf's context (event posting).
-        memo["resync"] = asyncio.create_task(operator.resync_forever())
+        memo["resync"] = asyncio.create_task(operator.ftjs_forever())
         memo["monitor"] = asyncio.create_task(operator.monitor_forever())
         memo["rollouts"] = asyncio.create_task(operator.rollouts_forever())
 
@@ -455,12 +530,15 @@ def _on_spec(registry: kopf.OperatorRegistry, plural: str, kind: str,
 
 def _register_finetunejob(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     ftj = {"group": GROUP, "version": VERSION, "plural": FTJ_PLURAL, "registry": registry}
-    _on_spec(registry, FTJ_PLURAL, FTJ_KIND, operator.reconcile_ftj)
 
     @kopf.on.event(**ftj, id="track")  # type: ignore[arg-type]
     def track_finetunejob(type: str | None, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+        # No on.create/on.update/on.resume here: those make Kopf patch its bookkeeping annotations onto every
+        # FineTuneJob. The watch event is enough to tell what the handlers would.
+        key = (namespace, name)
         if type == "DELETED":
-            operator.known_ftjs.pop((namespace, name), None)
+            operator.known_ftjs.pop(key, None)
+            operator.ftj_backoff.pop(key, None)
             operator.metrics.set_phase(namespace, name, None)
             # Our finalizer on its Job would otherwise hold the garbage collector back.
             operator.reconcile_ftj(namespace, name, "deleted")
@@ -468,9 +546,12 @@ def _register_finetunejob(registry: kopf.OperatorRegistry, operator: Operator) -
         if operator.kopf_context is None:
             operator.kopf_context = contextvars.copy_context()
         status = dict(body.get("status") or {})
-        operator.known_ftjs[(namespace, name)] = finetunejob_status.is_final(status)
+        first_seen = key not in operator.known_ftjs
+        operator.known_ftjs[key] = ftj_state(status)
         if status.get("phase"):
             operator.metrics.set_phase(namespace, name, status["phase"])
+        if spec_pass_wanted(dict(body), first_seen) and key not in operator.ftj_backoff:
+            operator.ftj_spec_pass(namespace, name, "spec", body=copy.deepcopy(dict(body)))
 
     def on_child(body: kopf.Body, type: str | None = None, **_: Any) -> None:
         child = dict(body)

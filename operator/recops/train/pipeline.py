@@ -26,7 +26,7 @@ from recops.train.job import (
     require_cuda_devices,
     spec_digest,
 )
-from recops.train.progress import StatusReporter
+from recops.train.progress import ProgressReporter
 
 log = logging.getLogger("recops.train")
 
@@ -69,7 +69,7 @@ def run(job: Job) -> TerminationMessage | None:
     spec = job.spec
     scratch = Path(tempfile.mkdtemp(prefix="recops-train-"))
     stage: Path | None = None
-    reporter: StatusReporter | None = None
+    reporter: ProgressReporter | None = None
     try:
         _require_cuda_devices(spec.resources.gpus_per_worker)
         output.ensure_not_complete(job.model_uri)
@@ -100,7 +100,7 @@ def run(job: Job) -> TerminationMessage | None:
             _remove_stale_stages(job.model_uri)
             stage = output.staging_dir(job.model_uri, scratch)
             stage.mkdir(parents=True)
-            reporter = StatusReporter.from_environment()
+            reporter = ProgressReporter.from_environment()
         from recops.train.trainer import train  # torch and transformers: only once the inputs are known good
 
         upload = (lambda path: remote.upload(path, run_key)) if remote is not None else None

@@ -44,7 +44,7 @@ from transformers import (
 
 from recops.api.finetunejob import FineTuneJobSpec, LoraSpec
 from recops.train.job import Distributed, JobError
-from recops.train.progress import Progress, StatusReporter, progress_line
+from recops.train.progress import Progress, ProgressReporter, progress_line
 
 log = logging.getLogger("recops.train")
 # Our own log lines say what happens; keep library chatter and progress bars out of the pod log.
@@ -336,9 +336,9 @@ class RecopsTrainer(Trainer):
 
 # --- progress -------------------------------------------------------------------------------
 class ProgressCallback(TrainerCallback):
-    """Readable log lines on the main process and status.progress patches through the reporter."""
+    """Readable log lines on the main process, and the progress lines the operator reads through the reporter."""
 
-    def __init__(self, reporter: StatusReporter | None) -> None:
+    def __init__(self, reporter: ProgressReporter | None) -> None:
         self.reporter = reporter
         self.started = time.monotonic()
         self.first_step: int | None = None
@@ -379,6 +379,7 @@ class ProgressCallback(TrainerCallback):
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.reporter is not None and state.is_world_process_zero:
             self.reporter.report(self._progress(state))
+            self.reporter.close()  # the last step now, not after the evaluation
 
 
 # --- checkpoints ----------------------------------------------------------------------------
@@ -467,7 +468,7 @@ def train(
     checkpoints: Path,
     save_to: Path | None,
     run_key: dict[str, Any],
-    reporter: StatusReporter | None = None,
+    reporter: ProgressReporter | None = None,
     *,
     naive: bool = False,
     on_checkpoint: Callable[[Path], None] | None = None,
