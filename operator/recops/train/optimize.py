@@ -2,7 +2,7 @@
 full-precision model on the test split before it may be served (recops.optimized runs it).
 
 Export: torch.onnx (TorchScript exporter, dynamic batch and length) of the model loaded with eager attention, left
-to ONNX Runtime's own graph optimisations when a session loads it (recops.optimized.session_options). Not its offline
+to ONNX Runtime's own graph optimisations when a session loads it (recops.optimized.open_session). Not its offline
 transformer optimiser: the Attention and SkipLayerNormalization kernels it fuses to were slower on the CPU than the
 plain graph for shop-length pairs (docs/finetunejob.md, "Optimisation"). int8: dynamic quantisation of the weights,
 per channel. The check: the served scores (after the fusion) of both models on the test split, their
