@@ -12,10 +12,11 @@ Starts real `recops serve` processes on one model and drives each with concurren
 
 Every server runs without the score cache, except with `--zipf S`: then the requests repeat their queries with
 Zipf-distributed frequencies (exponent S) and `onnx-int8+cache` (the default cache) runs beside `onnx-int8`, which
-prints the cache's hit rate and what it buys. For each configuration: req/s, p50/p99 latency, the time from process
-start to ready, and the rank agreement of its scores with torch float32 on the same requests (mean Spearman per
-request and top-10 overlap). The last line is one JSON object {"configs": [{"name", "req_s", "p99_ms", "speedup",
-"spearman", "top10_overlap"}, ...]}.
+prints the cache's hit rate and what it buys. For each configuration: req/s, p50/p99 latency, the server process's
+CPU milliseconds per request (user + system, from /proc: the figure load from other work on a shared machine changes
+least), the time from process start to ready, and the rank agreement of its scores with torch float32 on the same
+requests (mean Spearman per request and top-10 overlap). The last line is one JSON object {"configs": [{"name",
+"req_s", "p99_ms", "speedup", "cpu_ms_per_request", "cpu_speedup", "spearman", "top10_overlap"}, ...]}.
 
     .venv/bin/python benchmarks/serve_load.py                      # MiniLM-L6 with a random head, random texts
     .venv/bin/python benchmarks/serve_load.py --model DIR --data events.jsonl --split '{"by": "query", "test": 0.3}'
@@ -113,6 +114,12 @@ async def drive(base: str, bodies: list[dict[str, Any]], clients: int) -> tuple[
         await asyncio.gather(*(client() for _ in range(clients)))
         wall = time.perf_counter() - started
     return wall, latencies, answers, failures
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (/proc/PID/stat, Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -253,6 +260,7 @@ def main() -> int:
     servers: dict[str, ServeProcess] = {}
     ready_s: dict[str, float] = {}
     runs: dict[str, list[tuple[float, list[float], list[Any], int]]] = {config: [] for config in configs}
+    cpu_ms: dict[str, list[float]] = {config: [] for config in configs}  # server CPU per request, per round
     try:
         for config in configs:
             form, _, extra = config.partition("+")
@@ -274,12 +282,15 @@ def main() -> int:
             for config in configs:
                 if config.endswith("+cache") and round_number > 1:
                     continue  # its first round filled the cache: later rounds would be all hits
+                cpu_before = cpu_seconds(servers[config].process.pid)
                 run = asyncio.run(drive(servers[config].base, bodies, args.clients))
+                cpu_ms[config].append((cpu_seconds(servers[config].process.pid) - cpu_before) * 1000 / len(bodies))
                 runs[config].append(run)
                 wall, latencies, _, failures = run
                 print(f"  round {round_number} {config:18s} {len(bodies) / wall:7.2f} req/s  "
                       f"p50 {percentile(latencies, 0.5) * 1000:8.1f} ms  p99 {percentile(latencies, 0.99) * 1000:8.1f} ms"
-                      f"  non-200 {failures}", flush=True)
+                      f"  cpu {cpu_ms[config][-1]:6.1f} ms/req  non-200 {failures}  load {os.getloadavg()[0]:.1f}",
+                      flush=True)
         results: dict[str, dict[str, Any]] = {}
         for config in configs:
             samples = servers[config].metrics()
@@ -289,6 +300,7 @@ def main() -> int:
             results[config] = {
                 "rps": statistics.median(len(bodies) / run[0] for run in runs[config]),
                 "p50": percentile(latencies, 0.5) * 1000, "p99": percentile(latencies, 0.99) * 1000,
+                "cpu_ms": statistics.median(cpu_ms[config]),
                 "answers": runs[config][-1][2], "hit_rate": hits / (hits + misses) if hits + misses else 0.0,
             }
     finally:
@@ -299,16 +311,18 @@ def main() -> int:
     reference = results["torch"]
     rows = []
     print()
-    print(f"{'config':18s} {'req/s':>8s} {'p50 ms':>9s} {'p99 ms':>9s} {'speedup':>8s} {'Spearman':>9s} "
-          f"{'top-10':>7s} {'ready s':>8s}")
+    print(f"{'config':18s} {'req/s':>8s} {'p50 ms':>9s} {'p99 ms':>9s} {'speedup':>8s} {'cpu ms':>8s} {'x cpu':>6s} "
+          f"{'Spearman':>9s} {'top-10':>7s} {'ready s':>8s}")
     for config, r in results.items():
         rho, overlap = agreement(reference["answers"], r["answers"])
         row = {"name": config, "req_s": round(r["rps"], 3), "p99_ms": round(r["p99"], 1),
-               "speedup": round(r["rps"] / reference["rps"], 3),
+               "speedup": round(r["rps"] / reference["rps"], 3), "cpu_ms_per_request": round(r["cpu_ms"], 1),
+               "cpu_speedup": round(reference["cpu_ms"] / r["cpu_ms"], 3) if r["cpu_ms"] else None,
                "spearman": None if rho is None else round(rho, 4),
                "top10_overlap": None if overlap is None else round(overlap, 4)}
         rows.append(row)
         print(f"{config:18s} {r['rps']:8.2f} {r['p50']:9.1f} {r['p99']:9.1f} {row['speedup']:8.2f} "
+              f"{r['cpu_ms']:8.1f} {row['cpu_speedup'] or float('nan'):6.2f} "
               f"{rho if rho is not None else float('nan'):9.4f} {overlap if overlap is not None else float('nan'):7.3f} "
               f"{ready_s[config]:8.1f}")
     if "onnx-int8+cache" in results and "onnx-int8" in results:

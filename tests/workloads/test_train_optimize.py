@@ -53,9 +53,13 @@ def test_an_optimised_model_is_checked_served_and_gated_as_evaluated(tmp_path: P
     served = np.array(onnx_scorer.score([candidates])[0])
     np.testing.assert_allclose(served, score(load_model(directory), test), atol=1e-6)  # as evaluated
     full = np.array(Scorer(locate(str(directory)), device="cpu", runtime="torch").score([candidates])[0])
-    # Float32 ONNX is the same model up to ONNX Runtime's fused attention, which masks padding with -10000 where
-    # torch uses the float minimum: a few rows of a padded batch move by ~1e-3.
-    assert np.abs(served - full).max() < 5e-3 and np.median(np.abs(served - full)) < 1e-5
+    # Float32 ONNX is the same model: the export keeps torch's attention and its masking (the transformer
+    # optimiser's fused Attention masked with -10000 and moved rows of a padded batch by ~1e-3).
+    assert np.abs(served - full).max() < 1e-4 and np.median(np.abs(served - full)) < 1e-5
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(directory / ONNX_FILE), load_external_data=False).graph.node}
+    assert "Softmax" in ops and not ops & {"Attention", "SkipLayerNormalization"}
     assert len(set(np.round(served, 6))) > 1
     # Serving the optimised form never imports torch (what lets a server image leave it out).
     probe = subprocess.run([sys.executable, "-c", (

@@ -1,9 +1,11 @@
 """spec.optimize: the trained cross-encoder exported to ONNX, graph-optimised and quantised, then checked against the
 full-precision model on the test split before it may be served (recops.optimized runs it).
 
-Export: torch.onnx (TorchScript exporter, dynamic batch and length) of the model loaded with eager attention, whose
-graph ONNX Runtime's transformer optimiser fuses (attention, LayerNorm, GELU). int8: dynamic quantisation of the
-weights, per channel. The check: the served scores (after the fusion) of both models on the test split, their
+Export: torch.onnx (TorchScript exporter, dynamic batch and length) of the model loaded with eager attention, left
+to ONNX Runtime's own graph optimisations when a session loads it (recops.optimized.open_session). Not its offline
+transformer optimiser: the Attention and SkipLayerNormalization kernels it fuses to were slower on the CPU than the
+plain graph for shop-length pairs (docs/finetunejob.md, "Optimisation"). int8: dynamic quantisation of the weights,
+per channel. The check: the served scores (after the fusion) of both models on the test split, their
 Spearman correlation and top-10 overlap per group, and the latency of 100 pairs on one CPU thread. The optimised
 model is served only when both agreements meet spec.optimize's bounds; otherwise, or when the export fails, the
 full-precision model is, and Optimization.reason says why.
@@ -31,8 +33,6 @@ OPSET = 17
 LATENCY_PAIRS = 100
 LATENCY_RUNS = 3
 TOP_K = 10
-# Architectures whose attention and LayerNorm ONNX Runtime's transformer optimiser knows how to fuse.
-FUSABLE = {"bert": "bert", "roberta": "bert", "distilbert": "bert", "xlm-roberta": "bert", "electra": "bert"}
 
 
 def export(directory: Path, target: Path, quantization: str) -> None:
@@ -41,7 +41,7 @@ def export(directory: Path, target: Path, quantization: str) -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(directory))
-    # Eager attention: its graph is the pattern the optimiser fuses into one Attention node.
+    # Eager attention: plain MatMul/Softmax nodes that every runtime optimises (SDPA exports a less common pattern).
     model = AutoModelForSequenceClassification.from_pretrained(str(directory), attn_implementation="eager").eval()
     sample = tokenizer(["a query", "another query"], ["an item", "another item"], return_tensors="pt", padding=True)
     names = [name for name in INPUT_NAMES if name in sample]
@@ -52,29 +52,16 @@ def export(directory: Path, target: Path, quantization: str) -> None:
                 model, tuple(sample[name] for name in names), str(raw), input_names=names, output_names=["logits"],
                 dynamic_axes={**{name: {0: "batch", 1: "length"} for name in names}, "logits": {0: "batch"}},
                 opset_version=OPSET, dynamo=False)
-        graph = _fuse(raw, model.config)
         target.parent.mkdir(parents=True, exist_ok=True)
         if quantization == "int8":
             import onnx
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(str(graph), str(target), weight_type=QuantType.QInt8, per_channel=True,
+            # Signed weights: ONNX Runtime's u8s8 kernels use VNNI/AMX, where u8u8 ran at half the speed.
+            quantize_dynamic(str(raw), str(target), weight_type=QuantType.QInt8, per_channel=True,
                              extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         else:
-            shutil.copyfile(graph, target)
-
-
-def _fuse(path: Path, config: Any) -> Path:
-    """ONNX Runtime's offline transformer optimisation where it knows the architecture; the graph as is otherwise."""
-    model_type = FUSABLE.get(str(getattr(config, "model_type", "")))
-    if model_type is None:
-        return path
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    fused = path.with_name("fused.onnx")
-    optimize_model(str(path), model_type=model_type, num_heads=int(config.num_attention_heads),
-                   hidden_size=int(config.hidden_size)).save_model_to_file(str(fused))
-    return fused
+            shutil.copyfile(raw, target)
 
 
 def agreement(reference: np.ndarray, other: np.ndarray, groups: np.ndarray) -> tuple[float | None, float | None]:
