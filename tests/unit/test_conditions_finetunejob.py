@@ -253,7 +253,7 @@ def test_succeeded_reads_the_termination_message() -> None:
 def test_the_optimisation_verdict_is_a_condition_and_in_status() -> None:
     done = job([{"type": "Complete", "status": "True", "lastTransitionTime": T1}], succeeded=1, completionTime=T1)
     optimization = {"format": "onnx", "quantization": "int8", "file": None, "spearman": 0.95, "top10Overlap": 0.8,
-                    "reason": "not served, the full-precision model is: Spearman 0.9500 (at least 0.99) ...",
+                    "reason": "optimised form rejected: Spearman 0.9500 (at least 0.99) ...",
                     "latencyMsPer100": {"fullPrecision": 300.0, "optimized": 90.0},
                     "metrics": {"auc": 0.7}, "fullPrecisionMetrics": {"auc": 0.81}}
     status = compute(body(), done, [pod("j-abc", "Succeeded", {"exitCode": 0,

@@ -79,7 +79,7 @@ def test_an_optimised_model_is_checked_served_and_gated_as_evaluated(tmp_path: P
     optimization = written.optimization
     assert optimization is not None and optimization.file is None and not (directory / "onnx").exists()
     assert optimization.spearman is not None and optimization.spearman < OptimizeSpec().min_spearman
-    assert optimization.reason.startswith("not served, the full-precision model is: Spearman")
+    assert optimization.reason.startswith("optimised form rejected: Spearman")
     assert written.metrics == optimization.full_precision_metrics != optimization.metrics
     assert Scorer(locate(str(directory)), device="cpu").format == "torch"
     assert "Served: **the full-precision model**" in (directory / "README.md").read_text()
@@ -96,7 +96,7 @@ def test_an_optimised_model_is_checked_served_and_gated_as_evaluated(tmp_path: P
     optimization = written.optimization
     assert optimization is not None and optimization.metrics["auc"] < full_auc  # the int8 form fails the gate
     assert optimization.file is None and written.gate_passed is True and written.metrics["auc"] == full_auc
-    assert optimization.reason.startswith("not served, the full-precision model is: it passes the gate")
+    assert optimization.reason.startswith("optimised form rejected: it fails the gate where")
 
 
 def test_agreement_is_per_group_spearman_and_top10_overlap() -> None:

@@ -134,7 +134,7 @@ def optimize(spec: OptimizeSpec, stage: Path, manifest: ModelManifest, data: Any
         overlap >= spec.min_top10_overlap
     shown = f"Spearman {_fmt(spearman)} (at least {spec.min_spearman}), top-10 overlap {_fmt(overlap)} " \
             f"(at least {spec.min_top10_overlap}) with the full-precision model on the test split"
-    reason = f"served: {shown}" if ok else f"not served, the full-precision model is: {shown}"
+    reason = f"served: {shown}" if ok else f"optimised form rejected: {shown}"
     log.info("optimize: %s; %.0f ms vs %.0f ms per %d pairs on one thread", reason, latency["optimized"],
              latency["fullPrecision"], LATENCY_PAIRS)
     if not ok:

@@ -174,7 +174,7 @@ def _full_precision_if_it_passes(job: Job, manifest: ModelManifest, stage: Path,
         return (manifest, *optimized)
     log.info("optimize: the optimised model fails the gate where the full-precision one passes: serving that one")
     shutil.rmtree((stage / optimization.file).parent, ignore_errors=True)
-    reason = ("not served, the full-precision model is: it passes the gate and the optimised one does not "
+    reason = ("optimised form rejected: it fails the gate where the full-precision model passes "
               f"({optimization.reason.removeprefix('served: ')})")
     return (manifest.model_copy(update={"optimization": optimization.model_copy(update={"file": None, "reason": reason})}),
             plain, debiased, decision)
