@@ -4,7 +4,8 @@ Each run is a real `recops train` process with the API's default training settin
 quickstart manifest's); the figures are those of its termination message: the model (as served: fused
 with BM25 and popularity where the task is a cross-encoder) and each baseline on the same test rows,
 each baseline only on the metrics that mean something for it (constant: logloss, rmse; popularity and
-BM25: auc and the ranking metrics).
+BM25: auc and the ranking metrics). --seed also chooses ml-100k's held-out users (its split seed; default the
+API's, 42).
 
 Jobs (dataset:task):
   demo:click-through       the synthetic shop `make demo` trains on (its size, seed and FineTuneJob)
@@ -65,8 +66,11 @@ def dataset_spec(name: str, task: str, work: Path, args: argparse.Namespace) -> 
     fields: dict[str, Any] = {"query": None, "userContext": "user_context"}
     if task == "relevance":
         fields["label"] = "rating"
+    split: dict[str, Any] = {"by": "user", "validation": 0.15, "test": 0.2}
+    if args.seed is not None:  # which users are held out (default: the API's split seed, 42)
+        split["seed"] = args.seed
     return {"uri": "builtin://movielens-100k", "maxRows": args.ml_rows, "fields": fields,
-            "userHistory": args.user_history, "split": {"by": "user", "validation": 0.15, "test": 0.2}}
+            "userHistory": args.user_history, "split": split}
 
 
 def demo_job() -> dict[str, Any]:
