@@ -373,7 +373,7 @@ def test_termination_message_parsing() -> None:
 
 
 def test_parse_reports_unsupported_specs_as_invalid() -> None:
-    from recops.controllers.finetunejob import parse
+    from recops.controllers.finetunejob import parse_finetunejob as parse
 
     b = body()
     assert parse(b)[1] is None
