@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from recops.api import conditions as c
+from recops.api.conditions import FINETUNEJOB_CONDITIONS
 from recops.api.finetunejob import FineTuneJob
 from recops.controllers import conditions as cond
 from recops.controllers import finetunejob_status as st
@@ -75,7 +76,7 @@ def test_transition_time_changes_only_with_the_status() -> None:
 
 def test_ordered_conditions_are_stable() -> None:
     items = [{"type": t} for t in ("Ready", "Zed", "Complete", "Failed")]
-    assert [x["type"] for x in cond.ordered(items, st.CONDITION_ORDER)] == ["Complete", "Failed", "Ready", "Zed"]
+    assert [x["type"] for x in cond.ordered(items, FINETUNEJOB_CONDITIONS)] == ["Complete", "Failed", "Ready", "Zed"]
 
 
 # --- status of an unfinished job ------------------------------------------------------------------
@@ -250,6 +251,21 @@ def test_succeeded_reads_the_termination_message() -> None:
     assert st.is_final(status)
 
 
+def test_empty_values_are_left_out_and_a_field_that_empties_is_removed() -> None:
+    from recops.controllers.status import status_patch
+
+    # Stored by hand or by an older operator: an empty value is no value, so it is not rewritten every pass.
+    assert st.operator_status({"phase": "Running", "metrics": {}, "conditions": [], "attempts": 0,
+                               "gatePassed": False}) == {"phase": "Running", "attempts": 0, "gatePassed": False}
+    b = body(status={"metrics": {"auc": 0.5}, "baseline": {"popularity": {"auc": 0.4}}})
+    done = job([{"type": "Complete", "status": "True", "lastTransitionTime": T1}], succeeded=1, completionTime=T1)
+    status = compute(b, done, [pod("j-abc", "Succeeded", {"exitCode": 0, "message": report(metrics={}, baseline={})})])
+    assert "metrics" not in status and "baseline" not in status
+    # A merge patch of {} would leave the old metrics in place; null removes them.
+    patch = status_patch(st.operator_status(b["status"]), status)
+    assert patch["metrics"] is None and patch["baseline"] is None
+
+
 def test_the_optimisation_verdict_is_a_condition_and_in_status() -> None:
     done = job([{"type": "Complete", "status": "True", "lastTransitionTime": T1}], succeeded=1, completionTime=T1)
     optimization = {"format": "onnx", "quantization": "int8", "file": None, "spearman": 0.95, "top10Overlap": 0.8,
@@ -357,7 +373,7 @@ def test_termination_message_parsing() -> None:
 
 
 def test_parse_reports_unsupported_specs_as_invalid() -> None:
-    from recops.controllers.finetunejob import parse
+    from recops.controllers.finetunejob import parse_finetunejob as parse
 
     b = body()
     assert parse(b)[1] is None

@@ -14,19 +14,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from recops.api import conditions as c
-from recops.api.common import API_VERSION
+from recops.api.common import API_VERSION, format_time
 from recops.api.contracts import LINEAGE_LABEL, last_progress
 from recops.api.finetunejob import KIND, PLURAL, FineTuneJob
 from recops.api.recmodeldeployment import PLURAL as RMD_PLURAL
-from recops.api.validation import format_errors
 from recops.builders import finetunejob as builders
 from recops.builders.common import BuilderSettings
 from recops.controllers import finetunejob_status as st
 from recops.controllers.conditions import age_s, stored_invalid
 from recops.controllers.kube import ApiError, Kube, is_rejection, object_path, rejection, resource_path
+from recops.controllers.status import EventPoster, ignore_event, parse, write_status
 
 # A Job without a pod after this long is asked why (its FailedCreate Events); before, it is just young.
 POD_CREATE_GRACE_S = 10.0
@@ -44,9 +42,6 @@ JOB_CREATED = "JobCreated"  # Event reason: the trainer Job was created.
 BLOCKED_REASONS = (c.MISSING_DEPENDENCY, c.CHILD_CONFLICT, c.UNSCHEDULABLE, c.RETRYING, c.POD_CREATE_FAILED, *c.CONTAINER_START_FAILURES)
 INVALID_PREFIX = "invalid spec: "
 
-# (involved object, type Normal|Warning, reason, message)
-EventPoster = Callable[[dict[str, Any], str, str, str], None]
-
 
 def ftj_path(namespace: str, name: str, subresource: str | None = None) -> str:
     return resource_path(API_VERSION, PLURAL, namespace, name, subresource)
@@ -58,10 +53,6 @@ def job_path(namespace: str, name: str) -> str:
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _ignore_event(_: dict[str, Any], __: str, ___: str, ____: str) -> None:
-    return None
 
 
 @dataclass
@@ -77,16 +68,13 @@ class PassResult:
 
 
 class FineTuneJobController:
-    def __init__(self, kube: Kube, settings: BuilderSettings, post_event: EventPoster = _ignore_event,
+    def __init__(self, kube: Kube, settings: BuilderSettings, post_event: EventPoster = ignore_event,
                  start_timeout_s: float | None = None, now: Callable[[], datetime] = _utc_now) -> None:
         self.kube = kube
         self.now = now  # a seam for tests: the controller's only clock
         self.settings = settings
         self.post_event = post_event
         self.start_timeout_s = start_timeout_s  # see st.start_given_up; None: wait for ever
-
-    def _now_text(self) -> str:
-        return self.now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
     # --- one pass ---------------------------------------------------------------------------
     def reconcile(self, namespace: str, name: str, *, apply_children: bool = False,
@@ -112,66 +100,96 @@ class FineTuneJobController:
             self._delete_job(namespace, name, job)
             job = self.kube.get(job_path(namespace, name))
 
-        ftj, invalid = parse(body)
-        if invalid is None and not apply_children:
-            # The API server rejected this generation's children once: do not retry every resync. The
-            # spec handlers (a new generation, an operator restart or upgrade) try again.
-            invalid = stored_invalid(body, c.FAILED, INVALID_PREFIX)
+        return self._reconcile_unfinished(body, job, apply_children)
+
+    def _reconcile_unfinished(self, body: dict[str, Any], job: dict[str, Any] | None,
+                              apply_children: bool) -> PassResult:
+        """An unfinished FineTuneJob: create (or re-apply) its children unless something blocks them, observe what
+        runs, write the status."""
+        ftj, invalid = self._parse(body, apply_children)
         result = PassResult()
         waiting: tuple[str, str] | None = None
         if job is not None and not of_a_finetunejob(job):
             # Someone else's Job under this name: nothing is created or taken over until it goes.
-            waiting = (c.CHILD_CONFLICT, foreign("Job", builders.job_name(name)))
+            waiting = (c.CHILD_CONFLICT, foreign("Job", builders.job_name(body["metadata"]["name"])))
             job = None
         if job is not None and not owned_by(job, body):
             # A Job of an earlier FineTuneJob of the same name, on its way out: wait for it.
+            if ftj is not None and not invalid:
+                return self._wait_for_earlier_job(body, ftj)
             job = None
-            if not invalid:
-                stale = PassResult()
-                body_status = st.compute_status(body, ftj, st.Observed(job=None), now=self._now_text())
-                body_status["message"] = f"waiting for Job {builders.job_name(name)} of an earlier FineTuneJob to go"
-                stale.status_written = self.write_status(body, body_status)
-                stale.phase = body_status.get("phase")
-                return stale
         job_deleting = job is not None and bool(job["metadata"].get("deletionTimestamp"))
         if ftj is not None and invalid is None and waiting is None and not job_deleting and \
                 (job is None or apply_children):
-            current_model = builders.current_model_of(job) if job is not None else self.lineage_current_model(ftj)
-            missing = self.missing_dependencies(ftj, current_model) if job is None else []
-            if missing:
-                # Nothing is created until they exist; the resync notices when they do.
-                waiting = (c.MISSING_DEPENDENCY, f"waiting for {', '.join(missing)}: not found in {namespace}")
-            else:
-                try:
-                    job = self._apply_children(body, ftj, job, current_model, result)
-                except ChildConflict as conflict:
-                    # Someone else's object under a child's name: nothing is created until it goes.
-                    waiting = (c.CHILD_CONFLICT, str(conflict))
-                except ApiError as error:
-                    if not is_rejection(error):  # transient or a permission problem: back off, retry
-                        raise
-                    invalid = rejection(error)
-
+            job, waiting, invalid = self._ensure_children(body, ftj, job, result)
         if job is not None and job_deleting and st.restarting(body.get("status")):
             job = None  # the old Job of a rerun: the new one is created once it is gone
+        observed = self._observe(body, job, waiting, job_deleting=job_deleting, job_created=result.job_created)
+        return self._write_outcome(body, None if invalid is not None else ftj, observed, invalid, result)
+
+    def _parse(self, body: dict[str, Any], apply_children: bool) -> tuple[FineTuneJob | None, str | None]:
+        ftj, invalid = parse_finetunejob(body)
+        if invalid is None and not apply_children:
+            # The API server rejected this generation's children once: do not retry every resync. The
+            # spec handlers (a new generation, an operator restart or upgrade) try again.
+            invalid = stored_invalid(body, c.FAILED, INVALID_PREFIX)
+        return ftj, invalid
+
+    def _wait_for_earlier_job(self, body: dict[str, Any], ftj: FineTuneJob) -> PassResult:
+        new_status = st.compute_status(body, ftj, st.Observed(job=None), now=format_time(self.now()))
+        new_status["message"] = \
+            f"waiting for Job {builders.job_name(body['metadata']['name'])} of an earlier FineTuneJob to go"
+        return PassResult(phase=new_status.get("phase"), status_written=self.write_status(body, new_status))
+
+    def _ensure_children(self, body: dict[str, Any], ftj: FineTuneJob, job: dict[str, Any] | None,
+                         result: PassResult) -> tuple[dict[str, Any] | None, tuple[str, str] | None, str | None]:
+        """Apply the children unless a dependency is missing or a name is taken: (the Job, why it waits, why the API
+        server refused the spec)."""
+        current_model = builders.current_model_of(job) if job is not None else self.lineage_current_model(ftj)
+        missing = self.missing_dependencies(ftj, current_model) if job is None else []
+        if missing:
+            # Nothing is created until they exist; the resync notices when they do.
+            namespace = body["metadata"]["namespace"]
+            return job, (c.MISSING_DEPENDENCY, f"waiting for {', '.join(missing)}: not found in {namespace}"), None
+        try:
+            return self._apply_children(body, ftj, job, current_model, result), None, None
+        except ChildConflict as conflict:
+            # Someone else's object under a child's name: nothing is created until it goes.
+            return job, (c.CHILD_CONFLICT, str(conflict)), None
+        except ApiError as error:
+            if not is_rejection(error):  # transient or a permission problem: back off, retry
+                raise
+            return job, None, rejection(error)
+
+    def _observe(self, body: dict[str, Any], job: dict[str, Any] | None, waiting: tuple[str, str] | None, *,
+                 job_deleting: bool, job_created: bool) -> st.Observed:
+        """The Job's pods, the trainer's progress and, for a Job without a pod past its grace, why it has none."""
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         # A Job created in this pass has no pods yet: no need to ask.
-        pods = self.labelled_pods(namespace, name) if job is not None and not result.job_created else []
+        pods = self.labelled_pods(namespace, name) if job is not None and not job_created else []
         observed = st.Observed(job=job, pods=of_job(pods, job), waiting=waiting)
         observed.progress = self.read_progress(observed)
-        if job is not None and not observed.pods and not job_deleting and age_s(job, self._now_text()) > POD_CREATE_GRACE_S:
+        if job is not None and not observed.pods and not job_deleting and \
+                age_s(job, format_time(self.now())) > POD_CREATE_GRACE_S:
             observed.create_failures = self.create_failures(job)
-        if invalid is not None:
-            ftj = None
-        new_status = st.compute_status(body, ftj, observed, now=self._now_text(), invalid=invalid,
+        return observed
+
+    def _write_outcome(self, body: dict[str, Any], ftj: FineTuneJob | None, observed: st.Observed,
+                       invalid: str | None, result: PassResult) -> PassResult:
+        """Write the status, post its transitions' Events, and let a finished job's Job go."""
+        new_status = st.compute_status(body, ftj, observed, now=format_time(self.now()), invalid=invalid,
                                        start_timeout_s=self.start_timeout_s)
         result.status_written = self.write_status(body, new_status)
         result.phase = new_status.get("phase")
         result.final = st.is_final(new_status)
         if result.status_written:
             self._post_transition_events(body, new_status)
-        if result.final and job is not None and not (observed.job_condition("Complete") or observed.job_condition("Failed")):
+        job = observed.job
+        if result.final and job is not None and \
+                not (observed.job_condition("Complete") or observed.job_condition("Failed")):
             # Given up on a trainer that could not start (st.start_given_up): its pod must not hold resources.
-            self._delete_job(namespace, name, job)
+            meta = body["metadata"]
+            self._delete_job(meta["namespace"], meta["name"], job)
         elif result.final and ftj is not None:
             self.expire(job, builders.job_ttl_seconds(ftj, self.settings))
         return result
@@ -244,7 +262,7 @@ class FineTuneJobController:
         """DeadlineExceeded, then the spec changed: record the rerun, then delete the old Job (in this
         order, so a restart in between finds the rerun recorded and deletes the Job then)."""
         meta = body["metadata"]
-        new_status = st.rerun_status(body, now=self._now_text())
+        new_status = st.rerun_status(body, now=format_time(self.now()))
         written = self.write_status(body, new_status)
         self.post_event(body, "Normal", c.DEADLINE_RAISED, str(new_status["message"]))
         if job is not None:
@@ -287,11 +305,10 @@ class FineTuneJobController:
         status = body.get("status") or {}
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         generation = body["metadata"].get("generation")
-        written = False
-        if status.get("observedGeneration") != generation:
-            self.kube.merge_patch(ftj_path(namespace, name, "status"), {"status": {"observedGeneration": generation}})
-            written = True
-        ftj, _ = parse(body)
+        old = st.operator_status(status)
+        written = write_status(self.kube, ftj_path(namespace, name, "status"), old,
+                               {**old, "observedGeneration": generation})
+        ftj, _ = parse_finetunejob(body)
         self.expire(job, builders.job_ttl_seconds(ftj, self.settings) if ftj is not None else self.settings.job_ttl_seconds)
         return PassResult(phase=status.get("phase"), final=True, status_written=written)
 
@@ -317,13 +334,9 @@ class FineTuneJobController:
     # --- writes -----------------------------------------------------------------------------
     def write_status(self, body: dict[str, Any], new_status: dict[str, Any]) -> bool:
         """Merge-patch the status subresource with what changed; False when nothing did."""
-        old = st.operator_status(body.get("status"))
-        if old == new_status:
-            return False
-        patch = {k: new_status.get(k) for k in sorted(set(old) | set(new_status)) if old.get(k) != new_status.get(k)}
         meta = body["metadata"]
-        self.kube.merge_patch(ftj_path(meta["namespace"], meta["name"], "status"), {"status": patch})
-        return True
+        return write_status(self.kube, ftj_path(meta["namespace"], meta["name"], "status"),
+                            st.operator_status(body.get("status")), new_status)
 
     def expire(self, job: dict[str, Any] | None, ttl: int | None) -> None:
         """Give a finished FineTuneJob's Job its TTL (see builders.job_ttl_seconds); a TTL changed later follows."""
@@ -395,15 +408,9 @@ def of_job(pods: list[dict[str, Any]], job: dict[str, Any] | None) -> list[dict[
     return [p for p in pods if any(ref.get("uid") == uid for ref in p["metadata"].get("ownerReferences") or [])]
 
 
-def parse(body: dict[str, Any]) -> tuple[FineTuneJob | None, str | None]:
+def parse_finetunejob(body: dict[str, Any]) -> tuple[FineTuneJob | None, str | None]:
     """The FineTuneJob model, or the reason its spec cannot be acted on."""
-    manifest = {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body}
-    try:
-        ftj = FineTuneJob.model_validate(manifest)
-    except ValidationError as error:
-        return None, "; ".join(format_errors(error))
-    problems = builders.problems(ftj)
-    return (None, "; ".join(problems)) if problems else (ftj, None)
+    return parse(body, FineTuneJob, builders.problems)
 
 
-__all__ = ["KIND", "FineTuneJobController", "PassResult", "parse"]
+__all__ = ["KIND", "FineTuneJobController", "PassResult", "parse_finetunejob"]

@@ -14,13 +14,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from recops.api import conditions as c
+from recops.api.conditions import FINETUNEJOB_CONDITIONS
 from recops.api.contracts import Optimization, TerminationMessage
 from recops.api.finetunejob import FineTuneJob
 from recops.api.gate import decide_gate
 from recops.builders import finetunejob as ftj_builder
-from recops.controllers.conditions import age_s, find, is_true, ordered, set_condition
+from recops.controllers.conditions import Conditions, age_s, find, is_true
+from recops.controllers.status import owned_status
 
-CONDITION_ORDER = (c.COMPLETE, c.FAILED, c.GATE_PASSED, c.OPTIMIZED, c.SUSPENDED, c.READY)
 VERDICT_CONDITIONS = (c.GATE_PASSED, c.OPTIMIZED)  # only a succeeded job has them
 MESSAGE_LIMIT = 1024
 # Reasons the batch/v1 Job controller gives its Failed condition, mapped to ours.
@@ -31,7 +32,7 @@ JOB_FAILURE_REASONS = {
     "FailedIndexes": c.BACKOFF_LIMIT_EXCEEDED,
     "MaxFailedIndexesExceeded": c.BACKOFF_LIMIT_EXCEEDED,
 }
-OPERATOR_FIELDS = (
+STATUS_FIELDS = (
     "phase", "conditions", "observedGeneration", "startTime", "completionTime", "attempts", "model",
     "metrics", "baseline", "currentModel", "debiased", "optimization", "keyMetric", "gatePassed", "message",
     "progress",
@@ -39,8 +40,23 @@ OPERATOR_FIELDS = (
 
 
 def operator_status(status: dict[str, Any] | None) -> dict[str, Any]:
-    """The part of a stored status the operator owns (all it writes)."""
-    return {k: v for k, v in (status or {}).items() if k in OPERATOR_FIELDS and v is not None}
+    """The part of a stored status the operator owns (all it writes), without empty values."""
+    return owned_status(status, STATUS_FIELDS)
+
+
+class ClippedConditions(Conditions):
+    """A FineTuneJob's conditions: messages clipped to MESSAGE_LIMIT (a trainer's error can be long)."""
+
+    def set(self, type_: str, status: bool | None, reason: str, message: str = "") -> None:
+        super().set(type_, status, reason, clip(message))
+
+    def drop_verdicts(self) -> None:
+        """Only a succeeded job has GatePassed and Optimized."""
+        self.items = [x for x in self.items if x.get("type") not in VERDICT_CONDITIONS]
+
+
+def conditions_of(old: dict[str, Any], generation: int | None, now: str) -> ClippedConditions:
+    return ClippedConditions(list(old.get("conditions") or []), generation, now)
 
 
 def is_final(status: dict[str, Any] | None) -> bool:
@@ -79,11 +95,11 @@ def rerun_status(body: dict[str, Any], *, now: str) -> dict[str, Any]:
     message = "the spec changed after the deadline passed: a new trainer Job resumes from the checkpoints"
     status: dict[str, Any] = {k: v for k, v in old.items() if k in ("startTime", "attempts", "progress")}
     status.update(phase="Pending", observedGeneration=generation, message=message)
-    conditions = list(old.get("conditions") or [])
+    conditions = conditions_of(old, generation, now)
     for type_ in (c.COMPLETE, c.FAILED, c.SUSPENDED, c.READY):
-        conditions = set_condition(conditions, type_, False, c.DEADLINE_RAISED, message, generation=generation,
-                                   now=now)
-    status["conditions"] = ordered([x for x in conditions if x.get("type") not in VERDICT_CONDITIONS], CONDITION_ORDER)
+        conditions.set(type_, False, c.DEADLINE_RAISED, message)
+    conditions.drop_verdicts()
+    status["conditions"] = conditions.ordered(FINETUNEJOB_CONDITIONS)
     return status
 
 
@@ -274,59 +290,64 @@ def compute_status(
     if observed.progress is not None:
         status["progress"] = observed.progress
     status["observedGeneration"] = generation
-    conditions: list[dict[str, Any]] = list(old.get("conditions") or [])
-
-    def set_(type_: str, value: bool | None, reason: str, message: str = "") -> None:
-        nonlocal conditions
-        conditions = set_condition(conditions, type_, value, reason, clip(message), generation=generation, now=now)
-
+    conditions = conditions_of(old, generation, now)
+    complete, failed = observed.job_condition("Complete"), observed.job_condition("Failed")
     if invalid is not None or ftj is None:
-        message = clip(f"invalid spec: {invalid}")
-        status.update(phase="Failed", message=message)
-        for type_ in (c.COMPLETE, c.READY, c.SUSPENDED):
-            set_(type_, False, c.INVALID_SPEC, message)
-        set_(c.FAILED, True, c.INVALID_SPEC, message)
-        conditions = [x for x in conditions if x.get("type") not in VERDICT_CONDITIONS]
-        status["conditions"] = ordered(conditions, CONDITION_ORDER)
-        return _clean(status)
+        _invalid(status, conditions, invalid)
+    else:
+        _started(status, observed)
+        if complete is not None:
+            _succeeded(status, ftj, observed, complete, conditions, now)
+        elif failed is not None:
+            _failed(status, observed, failed, conditions, now)
+        else:
+            _not_finished(status, old, ftj, observed, conditions, start_timeout_s)
+    status["conditions"] = conditions.ordered(FINETUNEJOB_CONDITIONS)
+    return _clean(status)
 
+
+def _invalid(status: dict[str, Any], conditions: ClippedConditions, invalid: str | None) -> None:
+    message = clip(f"invalid spec: {invalid}")
+    status.update(phase="Failed", message=message)
+    for type_ in (c.COMPLETE, c.READY, c.SUSPENDED):
+        conditions.set(type_, False, c.INVALID_SPEC, message)
+    conditions.set(c.FAILED, True, c.INVALID_SPEC, message)
+    conditions.drop_verdicts()
+
+
+def _started(status: dict[str, Any], observed: Observed) -> None:
+    """startTime (the first pod's start, kept once set) and attempts (never fewer than counted before)."""
     first_start = observed.first_start()
     if first_start and not status.get("startTime"):
         status["startTime"] = first_start
     if observed.job is not None:
         status["attempts"] = max(int(status.get("attempts") or 0), observed.attempts())
-    previous_suspended = find(conditions, c.SUSPENDED) or {}
-    was_suspended = previous_suspended.get("status") == "True" or previous_suspended.get("reason") == c.RESUMED
 
-    complete = observed.job_condition("Complete")
-    failed = observed.job_condition("Failed")
-    if complete is not None:
-        _succeeded(status, ftj, observed, complete, set_, now)
-    elif failed is not None:
-        _failed(status, observed, failed, set_, now)
+
+def _not_finished(status: dict[str, Any], old: dict[str, Any], ftj: FineTuneJob, observed: Observed,
+                  conditions: ClippedConditions, start_timeout_s: float | None) -> None:
+    """Pending, Running or Suspended; or Failed when the trainer has been kept from starting too long."""
+    previous_suspended = conditions.get(c.SUSPENDED) or {}
+    was_suspended = previous_suspended.get("status") == "True" or previous_suspended.get("reason") == c.RESUMED
+    phase, reason, message = _unfinished(ftj, observed)
+    if phase == "Running" and old.get("phase") == "Running" and not observed.pods_in_phase("Running"):
+        # The trainer exited and the Job controller marks the Job Complete or Failed moments later: the
+        # running status stands until then (one status write less per job; the outcome says the rest).
+        message = str(old.get("message") or message)
+    gave_up = start_given_up(observed, reason, message, now=conditions.now, timeout_s=start_timeout_s)
+    if gave_up is not None:
+        status.update(phase="Failed", completionTime=conditions.now, message=clip(gave_up))
+        for type_, value in ((c.COMPLETE, False), (c.FAILED, True), (c.SUSPENDED, False), (c.READY, False)):
+            conditions.set(type_, value, reason, gave_up)
     else:
-        phase, reason, message = _unfinished(ftj, observed)
-        if phase == "Running" and old.get("phase") == "Running" and not observed.pods_in_phase("Running"):
-            # The trainer exited and the Job controller marks the Job Complete or Failed moments later: the
-            # running status stands until then (one status write less per job; the outcome says the rest).
-            message = str(old.get("message") or message)
-        gave_up = start_given_up(observed, reason, message, now=now, timeout_s=start_timeout_s)
-        if gave_up is not None:
-            status.update(phase="Failed", completionTime=now, message=clip(gave_up))
-            for type_, value in ((c.COMPLETE, False), (c.FAILED, True), (c.SUSPENDED, False), (c.READY, False)):
-                set_(type_, value, reason, gave_up)
+        status.update(phase=phase, message=message)
+        for type_ in (c.COMPLETE, c.FAILED, c.READY):
+            conditions.set(type_, False, reason, message)
+        if phase == "Suspended":
+            conditions.set(c.SUSPENDED, True, c.SPEC_SUSPENDED, message)
         else:
-            status.update(phase=phase, message=message)
-            set_(c.COMPLETE, False, reason, message)
-            set_(c.FAILED, False, reason, message)
-            set_(c.READY, False, reason, message)
-            if phase == "Suspended":
-                set_(c.SUSPENDED, True, c.SPEC_SUSPENDED, message)
-            else:
-                set_(c.SUSPENDED, False, c.RESUMED if was_suspended else reason, message)
-        conditions = [x for x in conditions if x.get("type") not in VERDICT_CONDITIONS]
-    status["conditions"] = ordered(conditions, CONDITION_ORDER)
-    return _clean(status)
+            conditions.set(c.SUSPENDED, False, c.RESUMED if was_suspended else reason, message)
+    conditions.drop_verdicts()
 
 
 def start_given_up(observed: Observed, reason: str, message: str, *, now: str,
@@ -435,7 +456,7 @@ def _describe_failure(exit_: TrainerExit) -> str:
 
 
 def _succeeded(status: dict[str, Any], ftj: FineTuneJob, observed: Observed, complete: dict[str, Any],
-               set_: Any, now: str) -> None:
+               conditions: ClippedConditions, now: str) -> None:
     exit_ = _last_exit(observed, "Succeeded")
     report = exit_.report if exit_ is not None else None
     report = report or TerminationMessage()
@@ -455,17 +476,17 @@ def _succeeded(status: dict[str, Any], ftj: FineTuneJob, observed: Observed, com
     )
     if report.optimization is not None:
         served = report.optimization.served
-        set_(c.OPTIMIZED, served, c.OPTIMIZED_SERVED if served else c.FULL_PRECISION_KEPT, report.optimization.reason)
+        conditions.set(c.OPTIMIZED, served, c.OPTIMIZED_SERVED if served else c.FULL_PRECISION_KEPT, report.optimization.reason)
     if not status.get("startTime"):
         status["startTime"] = job_status.get("startTime") or status["completionTime"]
     message = f"model {version} written to {uri}"
-    set_(c.COMPLETE, True, c.SUCCEEDED, message)
-    set_(c.FAILED, False, c.SUCCEEDED, message)
-    set_(c.SUSPENDED, False, c.SUCCEEDED, message)
+    conditions.set(c.COMPLETE, True, c.SUCCEEDED, message)
+    conditions.set(c.FAILED, False, c.SUCCEEDED, message)
+    conditions.set(c.SUSPENDED, False, c.SUCCEEDED, message)
     gate = ftj.spec.evaluation.gate
     if gate is None:
         status["gatePassed"] = None
-        set_(c.READY, True, c.NO_GATE, message + "; no gate")
+        conditions.set(c.READY, True, c.NO_GATE, message + "; no gate")
         status["message"] = message
         return
     decision = decide_gate(gate, report.metrics, report.baseline, report.current_model, report.debiased)
@@ -477,8 +498,8 @@ def _succeeded(status: dict[str, Any], ftj: FineTuneJob, observed: Observed, com
     status["gatePassed"] = passed
     status["message"] = clip(f"{message}; {why}")
     reason = c.GATE_MET if passed else c.GATE_NOT_MET
-    set_(c.GATE_PASSED, passed, reason, why)
-    set_(c.READY, passed, reason, why)
+    conditions.set(c.GATE_PASSED, passed, reason, why)
+    conditions.set(c.READY, passed, reason, why)
 
 
 def optimization_status(optimization: Optimization | None) -> dict[str, Any] | None:
@@ -493,7 +514,8 @@ def optimization_status(optimization: Optimization | None) -> dict[str, Any] | N
     }.items() if v is not None}
 
 
-def _failed(status: dict[str, Any], observed: Observed, failed: dict[str, Any], set_: Any, now: str) -> None:
+def _failed(status: dict[str, Any], observed: Observed, failed: dict[str, Any], conditions: ClippedConditions,
+            now: str) -> None:
     reason = JOB_FAILURE_REASONS.get(str(failed.get("reason")), c.TRAINER_FAILED)
     exit_ = _last_exit(observed, "Failed")
     if exit_ is not None:
@@ -509,12 +531,14 @@ def _failed(status: dict[str, Any], observed: Observed, failed: dict[str, Any], 
     )
     if exit_ is not None and exit_.report is not None and exit_.report.metrics:
         status["metrics"] = exit_.report.metrics
-    set_(c.COMPLETE, False, reason, message)
-    set_(c.FAILED, True, reason, message)
-    set_(c.SUSPENDED, False, reason, message)
-    set_(c.READY, False, reason, message)
+    conditions.set(c.COMPLETE, False, reason, message)
+    conditions.set(c.FAILED, True, reason, message)
+    conditions.set(c.SUSPENDED, False, reason, message)
+    conditions.set(c.READY, False, reason, message)
 
 
 def _clean(status: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in status.items() if v is not None}
+    """Without None, [] and {} (e.g. no metrics): as operator_status reads a stored status, so equal states compare
+    equal, and a field that becomes empty is written as null, which removes it (a merge patch of {} would not)."""
+    return operator_status(status)
 
