@@ -326,8 +326,7 @@ class Operator:
             failures = self.ftj_backoff.get(key, (0, 0.0))[0]
             delay = retry_delay(failures)
             self.ftj_backoff[key] = (failures + 1, time.monotonic() + delay)
-            log.warning("%s %s/%s: %s: %s; retry %d in %.0fs", FTJ_KIND, namespace, name, type(error).__name__,
-                        str(error).splitlines()[0] if str(error) else "", failures + 1, delay)
+            log_retry(FTJ_KIND, namespace, name, error, failures + 1, delay)
         else:
             self.ftj_backoff.pop(key, None)
 
@@ -461,6 +460,13 @@ def retry_delay(retry: int) -> float:
     return float(min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** min(retry, 16)))
 
 
+def log_retry(kind: str, namespace: str, name: str, error: Exception, attempt: int, delay: float) -> None:
+    """One line for a failed pass that will be retried: what failed, and when the next try is."""
+    first_line = str(error).splitlines()[0] if str(error) else ""
+    log.warning("%s %s/%s: %s: %s; retry %d in %.0fs", kind, namespace, name, type(error).__name__, first_line,
+                attempt, delay)
+
+
 @contextlib.contextmanager
 def backing_off(kind: str, namespace: str, name: str, retry: int) -> Iterator[None]:
     """A spec handler's pass: transient API errors and missing permissions are retried with an exponential
@@ -469,8 +475,7 @@ def backing_off(kind: str, namespace: str, name: str, retry: int) -> Iterator[No
         yield
     except Exception as error:
         delay = retry_delay(retry)
-        log.warning("%s %s/%s: %s: %s; retry %d in %.0fs", kind, namespace, name, type(error).__name__,
-                    str(error).splitlines()[0] if str(error) else "", retry + 1, delay)
+        log_retry(kind, namespace, name, error, retry + 1, delay)
         raise kopf.TemporaryError(f"{type(error).__name__}: {error}", delay=delay) from error
 
 
