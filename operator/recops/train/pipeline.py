@@ -14,6 +14,7 @@ from typing import Any
 
 import recops
 from recops import uris
+from recops.api.common import format_time
 from recops.api.contracts import MODEL_MANIFEST, Debiased, ModelManifest, TerminationMessage
 from recops.api.gate import decide_gate
 from recops.fusion import FUSION_FILE
@@ -140,7 +141,7 @@ def run(job: Job) -> TerminationMessage | None:
             "metrics": metrics, "baseline": baseline, "current_model": current, "ties": plain.ties,
             "debiased": debiased,
             "gate": spec.evaluation.gate.to_api() if spec.evaluation.gate else None, "gate_passed": decision.passed,
-            "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "created_at": format_time(datetime.now(UTC)),
         })
         write_card(job, manifest, stage, data, sizes, result, plain.skipped, decision.reasons, dist.world_size,
                    base_dir)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TextIO
 
+from recops.api.common import format_time
 from recops.api.contracts import ENV_FTJ_NAME, PROGRESS_MARKER, progress_record
 
 log = logging.getLogger("recops.train")
@@ -33,7 +34,7 @@ class Progress:
     def record(self) -> str:
         """The progress line of the Contracts, stamped now."""
         return progress_record(self.step, self.total_steps, self.epoch, self.percent,
-                               datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+                               format_time(datetime.now(UTC)))
 
 
 def format_duration(seconds: float) -> str:
