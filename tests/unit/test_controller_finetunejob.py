@@ -17,6 +17,7 @@ from recops.api import contracts
 from recops.api.contracts import LINEAGE_LABEL
 from recops.builders import finetunejob as builders
 from recops.builders.common import BuilderSettings
+from recops.controllers.cache import WatchCache
 from recops.controllers.finetunejob import JOB_CREATED, FineTuneJobController
 from tests.support.fake_kube import FakeKube, ManualClock, owner_reference
 
@@ -24,10 +25,30 @@ NS = "shop"
 CHILD_KINDS = ("Service", "Job")
 
 
-@pytest.fixture
-def controller(kube: FakeKube, clock: ManualClock, posted: list[tuple[str, str]]) -> FineTuneJobController:
-    return FineTuneJobController(kube, BuilderSettings(), post_event=lambda _, t, reason, __: posted.append((t, reason)),
-                                 start_timeout_s=60, now=clock)
+class WatchFedController(FineTuneJobController):
+    """The controller as the operator runs it: reading a WatchCache that, before each pass, has been told every change
+    the API server made so far (what the operator's watch streams deliver)."""
+
+    def __init__(self, kube: FakeKube, *args: Any, **kwargs: Any) -> None:
+        super().__init__(kube, *args, cache=WatchCache(pod_owner_label=contracts.owner_label("FineTuneJob")), **kwargs)
+        self.fake, self.delivered = kube, 0
+
+    def reconcile(self, *args: Any, **kwargs: Any) -> Any:
+        assert self.cache is not None
+        for event, obj in self.fake.watch_events[self.delivered:]:
+            if obj["kind"] in ("FineTuneJob", "Job", "Pod"):
+                self.cache.observe(obj, deleted=event == "DELETED")
+        self.delivered = len(self.fake.watch_events)
+        return super().reconcile(*args, **kwargs)
+
+
+# Every sequencing test runs twice: every read from the API server, and reads from the watches' cache.
+@pytest.fixture(params=[FineTuneJobController, WatchFedController], ids=["api-reads", "watch-cache"])
+def controller(request: pytest.FixtureRequest, kube: FakeKube, clock: ManualClock,
+               posted: list[tuple[str, str]]) -> FineTuneJobController:
+    controller_class: type[FineTuneJobController] = request.param
+    return controller_class(kube, BuilderSettings(), post_event=lambda _, t, reason, __: posted.append((t, reason)),
+                            start_timeout_s=60, now=clock)
 
 
 def finetunejob(kube: FakeKube, name: str, **spec: Any) -> dict[str, Any]:

@@ -269,7 +269,8 @@ def test_owned_jobs_are_this_policys_and_finished_when_complete_or_failed() -> N
 
 
 def test_mid_canary_and_the_event_manifest() -> None:
-    from recops.controllers.monitorpolicy import event_manifest, mid_canary
+    from recops.controllers.events import event_manifest
+    from recops.controllers.monitorpolicy import mid_canary
 
     assert mid_canary({"status": {"phase": "Canary"}})
     assert mid_canary({"status": {"phase": "Progressing", "canary": {"modelVersion": "x"}}})

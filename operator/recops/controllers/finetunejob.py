@@ -20,8 +20,9 @@ from recops.api.contracts import LINEAGE_LABEL, last_progress
 from recops.api.finetunejob import KIND, PLURAL, FineTuneJob
 from recops.api.recmodeldeployment import PLURAL as RMD_PLURAL
 from recops.builders import finetunejob as builders
-from recops.builders.common import BuilderSettings
+from recops.builders.common import BuilderSettings, label_value
 from recops.controllers import finetunejob_status as st
+from recops.controllers.cache import WatchCache
 from recops.controllers.conditions import age_s, stored_invalid
 from recops.controllers.kube import ApiError, Kube, is_rejection, object_path, rejection, resource_path
 from recops.controllers.status import EventPoster, ignore_event, parse, write_status
@@ -55,6 +56,16 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class Seen:
+    """What a pass found of the Job before observing its pods."""
+
+    job: dict[str, Any] | None
+    waiting: tuple[str, str] | None  # (Ready reason, message) of what blocks the Job's creation
+    job_deleting: bool
+    job_created: bool  # by this pass
+
+
 @dataclass
 class PassResult:
     """What one pass did (for metrics, logs and tests)."""
@@ -69,8 +80,10 @@ class PassResult:
 
 class FineTuneJobController:
     def __init__(self, kube: Kube, settings: BuilderSettings, post_event: EventPoster = ignore_event,
-                 start_timeout_s: float | None = None, now: Callable[[], datetime] = _utc_now) -> None:
+                 start_timeout_s: float | None = None, now: Callable[[], datetime] = _utc_now,
+                 cache: WatchCache | None = None) -> None:
         self.kube = kube
+        self.cache = cache  # what the watches last said (controllers/cache.py); None: every read asks the API server
         self.now = now  # a seam for tests: the controller's only clock
         self.settings = settings
         self.post_event = post_event
@@ -78,19 +91,21 @@ class FineTuneJobController:
 
     # --- one pass ---------------------------------------------------------------------------
     def reconcile(self, namespace: str, name: str, *, apply_children: bool = False,
-                  body: dict[str, Any] | None = None) -> PassResult:
+                  body: dict[str, Any] | None = None, read_log: bool = True) -> PassResult:
         """Bring one FineTuneJob's children and status in line with its spec and what runs.
 
         `apply_children`: server-side apply every child even when the Job exists (after a
         spec change or a restart); otherwise only a missing Job (and its companions) is applied.
         `body`: the FineTuneJob as a watch event just delivered it (one GET less); else it is read.
+        `read_log`: read the trainer's newest progress line (a pass for a pod's or Job's change need not: the
+        progress ticks do, and so does the pass that finds the job finished).
         """
         if body is None:
-            body = self.kube.get(ftj_path(namespace, name))
+            body = self.read_finetunejob(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return PassResult(gone=True)  # its children go with it (garbage collection)
 
-        job = self.kube.get(job_path(namespace, name))
+        job = self.read_job(namespace, name)
         if st.is_final(body.get("status")):
             if st.reruns_after_deadline(body):
                 return self._rerun_after_deadline(body, job)
@@ -100,10 +115,10 @@ class FineTuneJobController:
             self._delete_job(namespace, name, job)
             job = self.kube.get(job_path(namespace, name))
 
-        return self._reconcile_unfinished(body, job, apply_children)
+        return self._reconcile_unfinished(body, job, apply_children, read_log)
 
     def _reconcile_unfinished(self, body: dict[str, Any], job: dict[str, Any] | None,
-                              apply_children: bool) -> PassResult:
+                              apply_children: bool, read_log: bool) -> PassResult:
         """An unfinished FineTuneJob: create (or re-apply) its children unless something blocks them, observe what
         runs, write the status."""
         ftj, invalid = self._parse(body, apply_children)
@@ -124,8 +139,17 @@ class FineTuneJobController:
             job, waiting, invalid = self._ensure_children(body, ftj, job, result)
         if job is not None and job_deleting and st.restarting(body.get("status")):
             job = None  # the old Job of a rerun: the new one is created once it is gone
-        observed = self._observe(body, job, waiting, job_deleting=job_deleting, job_created=result.job_created)
-        return self._write_outcome(body, None if invalid is not None else ftj, observed, invalid, result)
+        if invalid is not None:
+            ftj = None
+        seen = Seen(job=job, waiting=waiting, job_deleting=job_deleting, job_created=result.job_created)
+        observed, fresh = self._observe(body, seen, fresh=False, read_log=read_log)
+        new_status = self._compute_status(body, ftj, observed, invalid)
+        if st.is_final(new_status) and not fresh:
+            # A verdict that is never taken back rests on what the API server says now, not on the watch's
+            # latest word: the pods (their termination message) and the trainer's last progress line.
+            observed, _ = self._observe(body, seen, fresh=True, read_log=True)
+            new_status = self._compute_status(body, ftj, observed, invalid)
+        return self._write_outcome(body, ftj, observed, new_status, result)
 
     def _parse(self, body: dict[str, Any], apply_children: bool) -> tuple[FineTuneJob | None, str | None]:
         ftj, invalid = parse_finetunejob(body)
@@ -161,24 +185,31 @@ class FineTuneJobController:
                 raise
             return job, None, rejection(error)
 
-    def _observe(self, body: dict[str, Any], job: dict[str, Any] | None, waiting: tuple[str, str] | None, *,
-                 job_deleting: bool, job_created: bool) -> st.Observed:
-        """The Job's pods, the trainer's progress and, for a Job without a pod past its grace, why it has none."""
+    def _observe(self, body: dict[str, Any], seen: Seen, *, fresh: bool, read_log: bool) -> tuple[st.Observed, bool]:
+        """The Job's pods, the trainer's progress (`read_log`) and, for a Job without a pod past its grace, why it has
+        none; and whether the pods are as the API server lists them now (`fresh` asks for that) rather than as the
+        watch last said."""
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        # A Job created in this pass has no pods yet: no need to ask.
-        pods = self.labelled_pods(namespace, name) if job is not None and not job_created else []
-        observed = st.Observed(job=job, pods=of_job(pods, job), waiting=waiting)
-        observed.progress = self.read_progress(observed)
-        if job is not None and not observed.pods and not job_deleting and \
+        job = seen.job
+        pods: list[dict[str, Any]] = []
+        if job is not None and not seen.job_created:  # a Job created in this pass has no pods yet: no need to ask
+            pods, fresh = self.pods_of(namespace, name, job, fresh=fresh)
+        observed = st.Observed(job=job, pods=of_job(pods, job), waiting=seen.waiting)
+        if read_log:
+            observed.progress = self.read_progress(observed)
+        if job is not None and not observed.pods and not seen.job_deleting and \
                 age_s(job, format_time(self.now())) > POD_CREATE_GRACE_S:
             observed.create_failures = self.create_failures(job)
-        return observed
+        return observed, fresh or job is None or seen.job_created
+
+    def _compute_status(self, body: dict[str, Any], ftj: FineTuneJob | None, observed: st.Observed,
+                        invalid: str | None) -> dict[str, Any]:
+        return st.compute_status(body, ftj, observed, now=format_time(self.now()), invalid=invalid,
+                                 start_timeout_s=self.start_timeout_s)
 
     def _write_outcome(self, body: dict[str, Any], ftj: FineTuneJob | None, observed: st.Observed,
-                       invalid: str | None, result: PassResult) -> PassResult:
+                       new_status: dict[str, Any], result: PassResult) -> PassResult:
         """Write the status, post its transitions' Events, and let a finished job's Job go."""
-        new_status = st.compute_status(body, ftj, observed, now=format_time(self.now()), invalid=invalid,
-                                       start_timeout_s=self.start_timeout_s)
         result.status_written = self.write_status(body, new_status)
         result.phase = new_status.get("phase")
         result.final = st.is_final(new_status)
@@ -218,7 +249,7 @@ class FineTuneJobController:
             elif job is not None:
                 job = self._apply_existing_job(body, manifest)
             else:
-                job = self.kube.apply(manifest)
+                job = self._written(self.kube.apply(manifest))
                 result.job_created = True
         result.applied = True
         if result.job_created:
@@ -289,7 +320,7 @@ class FineTuneJobController:
         """Apply the Job again; if its (immutable) template no longer matches what this operator
         builds (an upgraded operator), change only the fields a running Job accepts."""
         try:
-            return self.kube.apply(manifest)
+            return self._written(self.kube.apply(manifest))
         except ApiError as error:
             if error.status != 422:
                 raise
@@ -298,25 +329,40 @@ class FineTuneJobController:
             mutable["activeDeadlineSeconds"] = None
         log.warning("Job %s/%s differs from what this operator builds; updating only %s",
                     manifest["metadata"]["namespace"], manifest["metadata"]["name"], sorted(mutable))
-        return self.kube.merge_patch(object_path(manifest), {"spec": mutable})
+        return self._written(self.kube.merge_patch(object_path(manifest), {"spec": mutable}))
 
     def _keep_final(self, body: dict[str, Any], job: dict[str, Any] | None) -> PassResult:
         """A finished FineTuneJob: never recreate or re-run anything; just let the Job and pods go."""
         status = body.get("status") or {}
-        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         generation = body["metadata"].get("generation")
-        old = st.operator_status(status)
-        written = write_status(self.kube, ftj_path(namespace, name, "status"), old,
-                               {**old, "observedGeneration": generation})
+        written = self.write_status(body, {**st.operator_status(status), "observedGeneration": generation})
         ftj, _ = parse_finetunejob(body)
         self.expire(job, builders.job_ttl_seconds(ftj, self.settings) if ftj is not None else self.settings.job_ttl_seconds)
         return PassResult(phase=status.get("phase"), final=True, status_written=written)
 
     # --- reads ------------------------------------------------------------------------------
-    def labelled_pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        """Every trainer pod of this FineTuneJob (of any Job it had)."""
+    def read_finetunejob(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._watched_or_read(KIND, namespace, name, ftj_path(namespace, name))
+
+    def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The trainer Job of FineTuneJob `name`."""
+        return self._watched_or_read("Job", namespace, builders.job_name(name), job_path(namespace, name))
+
+    def _watched_or_read(self, kind: str, namespace: str, name: str, path: str) -> dict[str, Any] | None:
+        """The object as the watch last said, else as the API server says (None: it does not exist)."""
+        found = self.cache.get(kind, namespace, name) if self.cache is not None else None
+        return found if found is not None else self.kube.get(path)
+
+    def pods_of(self, namespace: str, name: str, job: dict[str, Any], *,
+                fresh: bool = True) -> tuple[list[dict[str, Any]], bool]:
+        """Every trainer pod of this FineTuneJob (of any Job it had), and whether the API server listed them now.
+        Unless `fresh`: the pods the watch last reported, if it reported any, or none if the Job counts none."""
+        if not fresh and self.cache is not None:
+            known = self.cache.pods(namespace, label_value(name))
+            if known or not counts_pods(job):
+                return known, False
         selector = ",".join(f"{k}={v}" for k, v in builders.selector_labels(name).items())
-        return self.kube.list(resource_path("v1", "pods", namespace), label_selector=selector)
+        return self.kube.list(resource_path("v1", "pods", namespace), label_selector=selector), True
 
     def lineage_current_model(self, ftj: FineTuneJob) -> str | None:
         """The stable model of the RecModelDeployment following this job's lineage, if any."""
@@ -335,8 +381,18 @@ class FineTuneJobController:
     def write_status(self, body: dict[str, Any], new_status: dict[str, Any]) -> bool:
         """Merge-patch the status subresource with what changed; False when nothing did."""
         meta = body["metadata"]
-        return write_status(self.kube, ftj_path(meta["namespace"], meta["name"], "status"),
-                            st.operator_status(body.get("status")), new_status)
+        written = write_status(self.kube, ftj_path(meta["namespace"], meta["name"], "status"),
+                               st.operator_status(body.get("status")), new_status)
+        if written is None:
+            return False
+        self._written(written)
+        return True
+
+    def _written(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """An object as this operator's write returned it: the newest state, until the watch says otherwise."""
+        if self.cache is not None:
+            self.cache.observe(obj)
+        return obj
 
     def expire(self, job: dict[str, Any] | None, ttl: int | None) -> None:
         """Give a finished FineTuneJob's Job its TTL (see builders.job_ttl_seconds); a TTL changed later follows."""
@@ -398,6 +454,13 @@ def of_a_finetunejob(child: dict[str, Any]) -> bool:
 def owned_by(child: dict[str, Any], owner: dict[str, Any]) -> bool:
     uid = owner["metadata"].get("uid")
     return any(ref.get("uid") == uid for ref in child["metadata"].get("ownerReferences") or [])
+
+
+def counts_pods(job: dict[str, Any]) -> bool:
+    """Whether the Job's status counts any pod (the Job controller's word: none yet, right after its creation)."""
+    status = job.get("status") or {}
+    return any(status.get(k) for k in ("active", "ready", "succeeded", "failed", "terminating",
+                                       "uncountedTerminatedPods"))
 
 
 def of_job(pods: list[dict[str, Any]], job: dict[str, Any] | None) -> list[dict[str, Any]]:

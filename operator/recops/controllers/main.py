@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import copy
 import json
 import logging
@@ -25,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 import kopf
@@ -47,6 +46,9 @@ from recops.api.recmodeldeployment import KIND as RMD_KIND
 from recops.api.recmodeldeployment import PLURAL as RMD_PLURAL
 from recops.builders.common import MANAGED_BY_LABEL, MAX_NAME_LENGTH, BuilderSettings
 from recops.controllers import finetunejob_status
+from recops.controllers.cache import WatchCache
+from recops.controllers.events import COMPONENT as EVENTS_COMPONENT
+from recops.controllers.events import EventRecorder
 from recops.controllers.feedback_key import SharedFeedbackKey, ensure_shared_feedback_secret
 from recops.controllers.finetunejob import FineTuneJobController, PassResult
 from recops.controllers.kube import Kube, load_api_client
@@ -113,14 +115,14 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     )
     # Kopf adds its finalizer only for deletion handlers, daemons and timers, which recops does not
     # use; Kopf also strips its own finalizer wherever it finds one unneeded, so its name must differ
-    # from recops.dev/finalizer (the one recops keeps on a trainer Job until its outcome is recorded).
+    # from any finalizer recops may use.
     settings.persistence.finalizer = f"{GROUP}/kopf-finalizer"
-    settings.posting.reporting_component = "recops-operator"
+    settings.posting.reporting_component = EVENTS_COMPONENT
     settings.posting.reporting_instance = config.instance
     settings.posting.event_name_prefix = "recops-"
     # Only Kopf's warnings and errors become Events: its INFO lines ("Handler ... succeeded",
     # "Creation is processed") cost two Event writes per object and per operator start. recops
-    # posts its own Events (JobCreated, Succeeded, ...) explicitly.
+    # posts its own Events (JobCreated, Succeeded, ...) through one EventRecorder (controllers/events.py).
     settings.posting.level = logging.WARNING
     # Watch only what exists at start-up: no cluster-wide CRD or namespace watch (least privilege).
     settings.scanning.disabled = True
@@ -142,8 +144,11 @@ class Operator:
         self.config = config
         self.kube = kube or Kube(load_api_client(config.kubeconfig))
         self.metrics = metrics or OperatorMetrics()
-        self.finetunejobs = FineTuneJobController(self.kube, config.builder, post_event=post_event,
-                                                  start_timeout_s=config.start_timeout_seconds)
+        # FineTuneJobs, their Jobs and pods as the watch streams last said: a FineTuneJob pass reads memory.
+        self.watched = WatchCache(pod_owner_label=FTJ_OWNER_LABEL)
+        self.events = EventRecorder(self.kube, config.instance)  # every controller's Events
+        self.finetunejobs = FineTuneJobController(self.kube, config.builder, post_event=self.events,
+                                                  start_timeout_s=config.start_timeout_seconds, cache=self.watched)
         self.rmds = RecModelDeploymentController(self.kube, config.builder, post_event=self.post_rmd_event,
                                                  prometheus_url=config.prometheus_url,
                                                  prometheus_auth=config.prometheus_auth,
@@ -163,16 +168,13 @@ class Operator:
         self.apply_lock = threading.Lock()
         self.monitor = MonitorPolicyController(
             self.kube, default_prometheus_url=config.prometheus_url, prometheus_auth=config.prometheus_auth,
-            metrics=MonitorMetrics(self.metrics.registry),
-            instance=config.instance,
+            metrics=MonitorMetrics(self.metrics.registry), post_event=self.events,
         )
         # MonitorPolicies seen on the watch stream -> (generation, monotonic time of the next evaluation).
         self.monitor_due: dict[tuple[str, str], tuple[int | None, float]] = {}
         self.monitor_running: dict[tuple[str, str], asyncio.Task[None]] = {}
         # The last relevant state seen of each Job and pod (see child_changed).
         self.child_signatures: dict[tuple[str, str, str, str], Any] = {}
-        # A context of a Kopf resource handler (with Kopf's event queue), for passes Kopf did not start.
-        self.kopf_context: contextvars.Context | None = None
 
     def ensure_feedback_keys(self) -> None:
         """At start (as the leader): the shared feedback-key Secret in each of its namespaces, created if missing."""
@@ -226,8 +228,10 @@ class Operator:
         delivered = [body] if body is not None else []
 
         def reconcile(namespace: str, name: str, *, apply_children: bool) -> PassResult:
+            # A Job's or pod's change rarely moves the trainer's log: the progress ticks read it.
             return self.finetunejobs.reconcile(namespace, name, apply_children=apply_children,
-                                               body=delivered.pop() if delivered else None)
+                                               body=delivered.pop() if delivered else None,
+                                               read_log=trigger != "child")
 
         def record(result: PassResult) -> None:
             if result.gone or result.phase:
@@ -240,7 +244,7 @@ class Operator:
         if reason in (c.ROLLED_BACK, c.PROGRESS_DEADLINE_EXCEEDED):
             meta = body.get("metadata") or {}
             self.metrics.rollbacks.labels(namespace=meta.get("namespace", ""), deployment=meta.get("name", "")).inc()
-        post_event(body, type_, reason, message)
+        self.events(body, type_, reason, message)
 
     def forget_rmd(self, namespace: str, name: str) -> None:
         self.known_rmds.pop((namespace, name), None)
@@ -272,10 +276,8 @@ class Operator:
                 failures, next_try = self.rmd_backoff.get((namespace, name), (0, 0.0))
                 if time.monotonic() < next_try:
                     continue
-                context = (self.kopf_context or contextvars.copy_context()).copy()
                 try:
-                    await asyncio.to_thread(context.run, self.reconcile_rmd, namespace, name,
-                                            "resync" if full else "rollout")
+                    await asyncio.to_thread(self.reconcile_rmd, namespace, name, "resync" if full else "rollout")
                     self.rmd_backoff.pop((namespace, name), None)
                 except Exception:  # logged and counted; retried after a growing delay
                     delay = retry_delay(failures)
@@ -315,6 +317,16 @@ class Operator:
         job_name = (meta.get("labels") or {}).get("batch.kubernetes.io/job-name")
         job = self.kube.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name}") if job_name else None
         return self.ftj_of_child(job) if job else None
+
+    def reconcile_ftj_of_child(self, child: dict[str, Any]) -> None:
+        owner = self.ftj_of_child(child)
+        if owner is not None:
+            self.reconcile_ftj(owner[0], owner[1], "child")
+
+    def feed_deployments(self, ftj: dict[str, Any]) -> None:
+        """A pass for each RecModelDeployment a Succeeded FineTuneJob may feed."""
+        for namespace, name in rmds_following(self.kube, ftj):
+            self.reconcile_rmd(namespace, name, "finetunejob")
 
     def ftj_spec_pass(self, namespace: str, name: str, trigger: str, body: dict[str, Any] | None = None) -> None:
         """A pass that server-side applies every child (new object, spec change, start, retry). A failure is
@@ -359,13 +371,11 @@ class Operator:
             for namespace, name, trigger in self.due_ftjs(now, full, progress):
                 if self.coalescer.busy((FTJ_KIND, namespace, name)):
                     continue
-                # Run in a context captured from a Kopf handler: Kopf's event posting needs its queue.
-                context = (self.kopf_context or contextvars.copy_context()).copy()
                 if trigger == "retry":
-                    await asyncio.to_thread(context.run, self.ftj_spec_pass, namespace, name, trigger)
+                    await asyncio.to_thread(self.ftj_spec_pass, namespace, name, trigger)
                     continue
                 try:
-                    await asyncio.to_thread(context.run, self.reconcile_ftj, namespace, name, trigger)
+                    await asyncio.to_thread(self.reconcile_ftj, namespace, name, trigger)
                 except Exception:  # logged and counted; the next period retries
                     log.exception("%s pass of FineTuneJob %s/%s failed", trigger, namespace, name)
 
@@ -479,14 +489,6 @@ def backing_off(kind: str, namespace: str, name: str, retry: int) -> Iterator[No
         raise kopf.TemporaryError(f"{type(error).__name__}: {error}", delay=delay) from error
 
 
-def post_event(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
-    try:
-        kopf.event(cast(kopf.Body, body), type=type_, reason=reason, message=message[:1024])
-    except LookupError:  # outside any Kopf context (e.g. before the first handler ran): log only
-        log.info("%s/%s %s %s: %s", body["metadata"].get("namespace"), body["metadata"]["name"], type_, reason,
-                 message)
-
-
 def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     """Every handler of the operator. Each calls a plain function and returns None."""
     _register_lifecycle(registry, operator)
@@ -505,9 +507,10 @@ def _register_lifecycle(registry: kopf.OperatorRegistry, operator: Operator) -> 
         return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
     @kopf.on.startup(registry=registry)
-    async def startup(memo: kopf.Memo, **_: Any) -> None:
+    async def startup(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
+        # One pool of worker threads: Kopf's (sync handlers) is also where every pass asyncio.to_thread starts runs.
+        asyncio.get_running_loop().set_default_executor(settings.execution.executor)
         await asyncio.to_thread(operator.ensure_feedback_keys)
-        # Started from a handler so that it inherits Kopf's context (event posting).
         memo["resync"] = asyncio.create_task(operator.ftjs_forever())
         memo["monitor"] = asyncio.create_task(operator.monitor_forever())
         memo["rollouts"] = asyncio.create_task(operator.rollouts_forever())
@@ -536,35 +539,33 @@ def _on_spec(registry: kopf.OperatorRegistry, plural: str, kind: str,
 def _register_finetunejob(registry: kopf.OperatorRegistry, operator: Operator) -> None:
     ftj = {"group": GROUP, "version": VERSION, "plural": FTJ_PLURAL, "registry": registry}
 
+    # The handlers are coroutines: most events need no pass, and those that do run it in a worker thread, so the
+    # rest costs no thread hop.
     @kopf.on.event(**ftj, id="track")  # type: ignore[arg-type]
-    def track_finetunejob(type: str | None, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+    async def track_finetunejob(type: str | None, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
         # No on.create/on.update/on.resume here: those make Kopf patch its bookkeeping annotations onto every
         # FineTuneJob. The watch event is enough to tell what the handlers would.
         key = (namespace, name)
+        operator.watched.observe(dict(body), deleted=type == "DELETED")
         if type == "DELETED":
             operator.known_ftjs.pop(key, None)
             operator.ftj_backoff.pop(key, None)
             operator.metrics.set_phase(namespace, name, None)
-            # Our finalizer on its Job would otherwise hold the garbage collector back.
-            operator.reconcile_ftj(namespace, name, "deleted")
             return
-        if operator.kopf_context is None:
-            operator.kopf_context = contextvars.copy_context()
         status = dict(body.get("status") or {})
         first_seen = key not in operator.known_ftjs
         operator.known_ftjs[key] = ftj_state(status)
         if status.get("phase"):
             operator.metrics.set_phase(namespace, name, status["phase"])
         if spec_pass_wanted(dict(body), first_seen) and key not in operator.ftj_backoff:
-            operator.ftj_spec_pass(namespace, name, "spec", body=copy.deepcopy(dict(body)))
+            await asyncio.to_thread(operator.ftj_spec_pass, namespace, name, "spec", copy.deepcopy(dict(body)))
 
-    def on_child(body: kopf.Body, type: str | None = None, **_: Any) -> None:
+    async def on_child(body: kopf.Body, type: str | None = None, **_: Any) -> None:
         child = dict(body)
+        operator.watched.observe(child, deleted=type == "DELETED")
         if not operator.child_changed(child, deleted=type == "DELETED"):
-            return  # nothing the FineTuneJob's status or finalizers depend on changed
-        owner = operator.ftj_of_child(child)
-        if owner is not None:
-            operator.reconcile_ftj(owner[0], owner[1], "child")
+            return  # nothing the FineTuneJob's status depends on changed
+        await asyncio.to_thread(operator.reconcile_ftj_of_child, child)
 
     kopf.on.event("batch", "v1", "jobs", labels={FTJ_OWNER_LABEL: kopf.PRESENT}, registry=registry,
                   id="finetunejob-job")(on_child)
@@ -572,12 +573,11 @@ def _register_finetunejob(registry: kopf.OperatorRegistry, operator: Operator) -
                   id="finetunejob-pod")(on_child)
 
     @kopf.on.event(**ftj, id="feed-deployments")  # type: ignore[arg-type]
-    def finetunejob_for_deployments(type: str | None, body: kopf.Body, **_: Any) -> None:
+    async def finetunejob_for_deployments(type: str | None, body: kopf.Body, **_: Any) -> None:
         # Only a finished job can change which model a RecModelDeployment wants; deletions never do.
         if type == "DELETED" or (body.get("status") or {}).get("phase") != "Succeeded":
             return
-        for namespace, name in rmds_following(operator.kube, dict(body)):
-            operator.reconcile_rmd(namespace, name, "finetunejob")
+        await asyncio.to_thread(operator.feed_deployments, dict(body))
 
 
 def _register_recmodeldeployment(registry: kopf.OperatorRegistry, operator: Operator) -> None:
@@ -585,8 +585,6 @@ def _register_recmodeldeployment(registry: kopf.OperatorRegistry, operator: Oper
 
     @kopf.on.event(group=GROUP, version=VERSION, plural=RMD_PLURAL, registry=registry, id="track")  # type: ignore[arg-type]
     def track_recmodeldeployment(type: str | None, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
-        if operator.kopf_context is None:
-            operator.kopf_context = contextvars.copy_context()
         if type == "DELETED":
             operator.forget_rmd(namespace, name)
             operator.rmds.forget(namespace, name)

@@ -31,7 +31,7 @@ from recops.builders import monitorpolicy as builders
 from recops.controllers import monitorpolicy_status as mps
 from recops.controllers.conditions import is_true
 from recops.controllers.kube import ApiError, Kube, resource_path
-from recops.controllers.status import EventPoster, parse, write_status
+from recops.controllers.status import EventPoster, ignore_event, parse, write_status
 from recops.monitor import evaluation as ev
 from recops.monitor.prometheus import Prometheus, PrometheusAuth, auth_for
 from recops.monitor.promql import TrackSelector
@@ -135,9 +135,8 @@ class MonitorPolicyController:
         *,
         default_prometheus_url: str | None = None,
         prometheus_auth: PrometheusAuth | None = None,
-        post_event: EventPoster | None = None,
+        post_event: EventPoster = ignore_event,
         metrics: MonitorMetrics | None = None,
-        instance: str = "recops-operator",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         prometheus_timeout: float = 10.0,
         prometheus_factory: Callable[..., Prometheus] = Prometheus,
@@ -147,30 +146,12 @@ class MonitorPolicyController:
         self.prometheus_factory = prometheus_factory
         self.default_prometheus_url = default_prometheus_url
         self.prometheus_auth = prometheus_auth
-        # Kopf's kopf.event() works only inside its per-object processing; evaluations run on
-        # the operator's own schedule, so by default Events are created through the API directly.
-        self.post_event = post_event or self._post_event
-        self.instance = instance
+        self.post_event = post_event
         self.metrics = metrics or MonitorMetrics()
         self.clock = clock
         self.prometheus_timeout = prometheus_timeout
         # Why the last retrain was not started, per policy: an Event only when it changes.
         self.last_block: dict[tuple[str, str], str | None] = {}
-
-    def _post_event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        """Create a core/v1 Event about `body` in a worker thread (fire and forget; failures are logged)."""
-        manifest = event_manifest(body, type_, reason, message, self.instance, self.clock())
-
-        def create() -> None:
-            try:
-                self.kube.request("POST", resource_path("v1", "events", manifest["metadata"]["namespace"]), manifest)
-            except Exception as error:  # an Event is worth a log line, never a failed evaluation
-                log.warning("cannot post Event %s on %s: %s", reason, body["metadata"].get("name"), error)
-
-        try:
-            asyncio.get_running_loop().run_in_executor(None, create)
-        except RuntimeError:  # no event loop (called from a thread): post inline
-            create()
 
     async def _kube(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
@@ -369,31 +350,14 @@ class MonitorPolicyController:
         meta = body["metadata"]
         self.metrics.evaluations.labels(namespace=meta["namespace"], policy=meta["name"], result=result.result).inc()
         try:
-            result.status_written = await self._kube(write_status, self.kube,
-                                                     mp_path(meta["namespace"], meta["name"], "status"),
-                                                     status.old, new)
+            written = await self._kube(write_status, self.kube, mp_path(meta["namespace"], meta["name"], "status"),
+                                       status.old, new)
+            result.status_written = written is not None
         except ApiError as error:
             if error.status != 404:  # deleted meanwhile: nothing to record
                 raise
             result.status_written = True
         return result
-
-
-def event_manifest(body: dict[str, Any], type_: str, reason: str, message: str, instance: str,
-                   now: datetime) -> dict[str, Any]:
-    """A core/v1 Event about a recops object, as `kubectl describe` shows them."""
-    meta = body["metadata"]
-    stamp = format_time(now)
-    return {
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"generateName": f"recops-{meta['name'][:200]}-", "namespace": meta["namespace"]},
-        "involvedObject": {"apiVersion": body.get("apiVersion", API_VERSION), "kind": body.get("kind", "MonitorPolicy"),
-                           "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid")},
-        "type": type_, "reason": reason, "message": message[:1024],
-        "source": {"component": "recops-operator"},
-        "reportingComponent": "recops-operator", "reportingInstance": instance[:128],
-        "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
-    }
 
 
 def _api_message(error: ApiError) -> str:

@@ -343,7 +343,7 @@ class RecModelDeploymentController:
     def write_status(self, body: dict[str, Any], new_status: dict[str, Any]) -> bool:
         meta = body["metadata"]
         return write_status(self.kube, rmd_path(meta["namespace"], meta["name"], "status"),
-                            rollout.operator_status(body.get("status")), new_status)
+                            rollout.operator_status(body.get("status")), new_status) is not None
 
 
 def rmds_following(kube: Kube, ftj: dict[str, Any]) -> list[tuple[str, str]]:

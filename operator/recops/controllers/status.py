@@ -48,9 +48,9 @@ def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, An
     return {k: new.get(k) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
 
 
-def write_status(kube: Kube, path: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    """Merge-patch the status subresource at `path` with what changed; False (no request) when nothing did."""
+def write_status(kube: Kube, path: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Merge-patch the status subresource at `path` with what changed: the object as written, or None (no request)
+    when nothing did."""
     if dict(old) == dict(new):
-        return False
-    kube.merge_patch(path, {"status": status_patch(old, new)})
-    return True
+        return None
+    return kube.merge_patch(path, {"status": status_patch(old, new)})
