@@ -26,6 +26,12 @@ def _version(obj: dict[str, Any]) -> int | None:
     return int(value) if value.isdigit() else None
 
 
+def _kept(obj: dict[str, Any]) -> dict[str, Any]:
+    """A copy without metadata.managedFields: no pass reads them, and they are much of an object's size."""
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    return copy.deepcopy({**obj, "metadata": meta})
+
+
 def _key(obj: dict[str, Any]) -> Key:
     meta = obj.get("metadata") or {}
     return str(obj.get("kind") or ""), str(meta.get("namespace") or ""), str(meta.get("name") or "")
@@ -55,7 +61,7 @@ class WatchCache:
                     return  # the event of an earlier object of the same name
                 self._objects.pop(key, None)
             else:
-                self._objects[key] = copy.deepcopy(obj)
+                self._objects[key] = _kept(obj)
             if key[0] == "Pod":
                 self._index_pod(key, obj, deleted)
 
