@@ -510,6 +510,7 @@ def _register_lifecycle(registry: kopf.OperatorRegistry, operator: Operator) -> 
     async def startup(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
         # One pool of worker threads: Kopf's (sync handlers) is also where every pass asyncio.to_thread starts runs.
         asyncio.get_running_loop().set_default_executor(settings.execution.executor)
+        operator.rmds.loop = asyncio.get_running_loop()  # one event loop for every async request
         await asyncio.to_thread(operator.ensure_feedback_keys)
         memo["resync"] = asyncio.create_task(operator.ftjs_forever())
         memo["monitor"] = asyncio.create_task(operator.monitor_forever())

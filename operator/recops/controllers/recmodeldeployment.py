@@ -57,6 +57,9 @@ class PassResult:
     gone: bool = False
 
 
+ANALYSIS_TIMEOUT_S = 120.0  # every query of one analysis, on the operator's loop (each has its own timeout)
+
+
 def parse(body: dict[str, Any]) -> tuple[RecModelDeployment | None, str | None]:
     return parse_resource(body, RecModelDeployment, builders.problems)
 
@@ -82,6 +85,9 @@ class RecModelDeploymentController:
         # (namespace, name, kind, child name) -> hash of what was applied last: unchanged children are not re-sent.
         self._applied: dict[tuple[str, str, str, str], str] = {}
         self._lock = threading.Lock()
+        # The operator's event loop: the analysis's Prometheus queries run on it (a pass runs in a worker thread).
+        # None (tests, tools): each analysis runs them on a loop of its own.
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     # --- one pass ---------------------------------------------------------------------------
     def reconcile(self, namespace: str, name: str, *, apply_children: bool = False) -> PassResult:
@@ -221,7 +227,9 @@ class RecModelDeploymentController:
                 track: TrackSelector(namespace, name, track, (status.get(track) or {}).get("modelVersion"))
                 for track in ("stable", "canary")
             }
-            measured = asyncio.run(self._measure(metrics, tracks, canary_spec.analysis.window))
+            measuring = self._measure(metrics, tracks, canary_spec.analysis.window)
+            measured = asyncio.run_coroutine_threadsafe(measuring, self.loop).result(ANALYSIS_TIMEOUT_S) \
+                if self.loop is not None else asyncio.run(measuring)
         return rollout.evaluate_rules(rules, canary_spec.analysis.min_impressions, measured)
 
     async def _measure(self, metrics: list[str], tracks: dict[str, TrackSelector],
