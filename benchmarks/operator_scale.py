@@ -3,8 +3,9 @@
 For N FineTuneJobs (default: 100 and 1000) it prints
 
   - create-to-Job latency p50/p99: from the FineTuneJob's create call to its Job's ADDED event,
-  - the time until all N Jobs exist (and, below it, until the last FineTuneJob's own creation was seen: the
-    operator's floor) and until all N FineTuneJobs are Succeeded (kwok runs the pods),
+  - the time until all N Jobs exist (and, below it, until the last FineTuneJob's own creation was seen, in the
+    operator's run and in a run creating the same FineTuneJobs with no operator running: the floor no operator
+    can beat) and until all N FineTuneJobs are Succeeded (kwok runs the pods),
   - the same N trainer Jobs (as the builders make them) created directly with the client, with the
     same concurrency, as the lower bound (latency to the ADDED event; until all exist; until all
     Complete), and the ratio operator / direct,
@@ -265,6 +266,18 @@ def run_size(cluster: Any, n: int, workdir: Path, timeout: float) -> dict[str, A
     # Its deletion (N Jobs and pods) must not load the control plane while the operator is measured.
     cluster.kubectl("delete", "namespace", direct_ns, f"--timeout={int(timeout)}s", check=False)
 
+    # --- the floor: the FineTuneJobs alone, created the same way with no operator running ------------
+    floor_ns = cluster.create_namespace(f"bench-floor-{n}")
+    created = Watcher(custom.list_namespaced_custom_object, ("recops.dev", "v1alpha1", floor_ns, "finetunejobs"),
+                      lambda _: True)
+    time.sleep(1)
+    t0 = time.monotonic()
+    create_all(lambda name: custom.create_namespaced_custom_object(
+        "recops.dev", "v1alpha1", floor_ns, "finetunejobs", ftj_manifest(name)), names)
+    out["floor"] = {"all_exist_s": time.monotonic() - t0 if created.wait(created.added, n, timeout) else None}
+    created.stop.set()
+    cluster.kubectl("delete", "namespace", floor_ns, f"--timeout={int(timeout)}s", check=False)
+
     # --- the operator ---------------------------------------------------------------------------
     ns = cluster.create_namespace(f"bench-operator-{n}")
     with running_operator(cluster, workdir / f"operator-{n}", resync_seconds=60.0) as op:
@@ -328,7 +341,8 @@ def report(result: dict[str, Any]) -> None:
     print(f"{'create-to-Job latency p99':32} {fmt(o['p99']):>10} {fmt(d['p99']):>10} {ratio(o['p99'], d['p99']):>8}")
     print(f"{'until all Jobs exist':32} {fmt(o['all_exist_s']):>10} {fmt(d['all_exist_s']):>10} "
           f"{ratio(o['all_exist_s'], d['all_exist_s']):>8}")
-    print(f"{'  (all FineTuneJobs created)':32} {fmt(o['ftjs_exist_s']):>10}")
+    print(f"{'  (all FineTuneJobs created)':32} {fmt(o['ftjs_exist_s']):>10} {fmt(result['floor']['all_exist_s']):>10}"
+          f"  <- the second: created alone, no operator running")
     print(f"{'until all Succeeded/Complete':32} {fmt(o['all_done_s']):>10} {fmt(d['all_done_s']):>10} "
           f"{ratio(o['all_done_s'], d['all_done_s']):>8}")
     print(f"operator: peak RSS {o['peak_rss_mib']:.0f} MiB; {o['cpu_seconds']:.0f} CPU seconds; "
