@@ -177,10 +177,15 @@ OPERATOR_WRITTEN = {("recops.dev", "finetunejobs"), ("", "configmaps"), ("", "se
                     ("rbac.authorization.k8s.io", "roles"), ("rbac.authorization.k8s.io", "rolebindings"),
                     ("batch", "jobs")}
 WRITE_VERBS = ("POST", "PUT", "PATCH", "APPLY", "DELETE")
+# What a FineTuneJob pass may read (watches, the operator's and this script's, are the verb WATCH, not counted).
+OPERATOR_READ = {("recops.dev", "finetunejobs"), ("batch", "jobs"), ("", "pods"), ("", "events")}
+READ_VERBS = ("GET", "LIST")
 
 
-def api_writes(api: Any) -> dict[str, float]:
-    """apiserver_request_total of the writes to OPERATOR_WRITTEN, as 'VERB resource[/subresource]' -> count."""
+def api_writes(api: Any, verbs: tuple[str, ...] = WRITE_VERBS,
+               resources: set[tuple[str, str]] = OPERATOR_WRITTEN) -> dict[str, float]:
+    """apiserver_request_total of the writes to OPERATOR_WRITTEN (or of other verbs and resources), as
+    'VERB resource[/subresource]' -> count."""
     from prometheus_client.parser import text_string_to_metric_families
 
     method, url, headers, body, _ = api.param_serialize("GET", "/metrics", auth_settings=["BearerToken"])
@@ -191,9 +196,9 @@ def api_writes(api: Any) -> dict[str, float]:
             continue
         for sample in family.samples:
             labels = sample.labels
-            if not sample.name.endswith("_total") or labels.get("verb") not in WRITE_VERBS:
+            if not sample.name.endswith("_total") or labels.get("verb") not in verbs:
                 continue
-            if (labels.get("group", ""), labels.get("resource")) not in OPERATOR_WRITTEN:
+            if (labels.get("group", ""), labels.get("resource")) not in resources:
                 continue
             if labels.get("resource") == "jobs" and labels.get("subresource") == "status":
                 continue  # the Job controller's
@@ -286,6 +291,7 @@ def run_size(cluster: Any, n: int, workdir: Path, timeout: float) -> dict[str, A
                        ftj_succeeded)
         time.sleep(1)
         writes_before = api_writes(api)
+        reads_before = api_writes(api, READ_VERBS, OPERATOR_READ)
         t0 = time.monotonic()
         started = create_all(lambda name: custom.create_namespaced_custom_object(
             "recops.dev", "v1alpha1", ns, "finetunejobs", ftj_manifest(name)), names)
@@ -298,6 +304,7 @@ def run_size(cluster: Any, n: int, workdir: Path, timeout: float) -> dict[str, A
         metrics = op.metrics()
         rss = peak_rss_mib(op.process.pid)
         writes_after = api_writes(api)
+        reads_after = api_writes(api, READ_VERBS, OPERATOR_READ)
         events = operator_events(cluster, ns)
 
     writes = {k: v - writes_before.get(k, 0.0) for k, v in writes_after.items() if v - writes_before.get(k, 0.0)}
@@ -318,7 +325,9 @@ def run_size(cluster: Any, n: int, workdir: Path, timeout: float) -> dict[str, A
                        "reconciles_per_ftj": total("recops_operator_reconciles_total") / n,
                        "errors": total("recops_operator_reconcile_errors_total"),
                        "writes_per_ftj": writes, "api_writes_per_ftj": sum(writes.values()),
-                       "events_per_ftj": events / n}
+                       "events_per_ftj": events / n,
+                       "reads_per_ftj": {k: (v - reads_before.get(k, 0.0)) / n for k, v in sorted(reads_after.items())
+                                         if v - reads_before.get(k, 0.0) > 0}}
     cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
     for node in nodes:
         cluster.kubectl("delete", "node", node, "--wait=false", check=False)
@@ -352,6 +361,8 @@ def report(result: dict[str, Any]) -> None:
     print(f"operator API writes per FineTuneJob: {o['api_writes_per_ftj']:.2f} "
           f"({', '.join(f'{k} {v:.2f}' for k, v in o['writes_per_ftj'].items())}) "
           f"+ {o['events_per_ftj']:.2f} Events")
+    print(f"API reads per FineTuneJob (GET and LIST while the operator ran): {sum(o['reads_per_ftj'].values()):.2f} "
+          f"({', '.join(f'{k} {v:.2f}' for k, v in o['reads_per_ftj'].items())})")
     if d["exist"] < result["n"] or d["done"] < result["n"]:
         print(f"direct: only {d['exist']} Jobs seen, {d['done']} Complete before the timeout")
 
