@@ -174,7 +174,8 @@ class Fusion:
         (Koren 2008), on the residual so that a user who picks good items is not taken for a generous one.
         Only events before the scored one: the data gives each row the user's strictly earlier events, a
         request its `user.ratings`."""
-        if not ratings:
+        if not ratings or self.user_prior_weight >= MAX_PRIOR_WEIGHT:
+            # No evidence that users differ: 0, not a sum over a huge count, which standardising would blow up.
             return 0.0
         recent = list(ratings)[-MAX_USER_RATINGS:]
         total = sum(self.target(grade) - self.popularity.get(item, self.popularity_default) for item, grade in recent)

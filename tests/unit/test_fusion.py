@@ -151,6 +151,8 @@ def test_the_user_offset_is_the_users_shrunk_residual_and_the_server_computes_th
     # (5 - 4) + (3 - 2) + (4 - 3: unknown item) over 3 events + 2 pseudo-events of no offset.
     assert fusion.user_offset([("a", 5.0), ("b", 3.0), ("z", 4.0)]) == pytest.approx(3 / 5)
     assert fusion.user_offset([]) == fusion.user_offset(None) == 0.0
+    # Users that do not differ (or no users to tell): no offset at all, whatever the events.
+    assert dataclasses.replace(fusion, user_prior_weight=MAX_PRIOR_WEIGHT).user_offset([("a", 5.0)] * 10) == 0.0
     # Only the newest MAX_USER_RATINGS count.
     many = [("a", 1.0)] * 50 + [("a", 5.0)] * MAX_USER_RATINGS
     assert fusion.user_offset(many) == pytest.approx(MAX_USER_RATINGS / (MAX_USER_RATINGS + 2))
