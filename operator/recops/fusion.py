@@ -3,10 +3,11 @@
 A fine-tuned cross-encoder learns lexical matching only from enough clicks; BM25 and popularity are
 what the shop already has. The trainer fits, on the validation split, a small linear model over
 
-    [the cross-encoder's raw output, BM25 of the context against the item text, the item's popularity]
+    [the cross-encoder's raw output, BM25 of the context against the item text, the item's popularity,
+     the user's offset]
 
-(logistic for click-through, so the result stays a calibrated log-odds; ridge on the grade for
-relevance) and writes it beside the weights (`fusion.json`, named in recops.json). The evaluation and
+(logistic for click-through, so the result stays a calibrated log-odds; for relevance, ridge on what the
+baseline predictor popularity + user offset leaves of the grade) and writes it beside the weights (`fusion.json`, named in recops.json). The evaluation and
 the server apply the same fusion, so the model that is gated is the model that is served, and a
 model never has to rank worse than a weighted BM25 when its own signal is weak.
 
@@ -24,14 +25,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recops.api.contracts import MAX_USER_RATINGS
+
 if TYPE_CHECKING:
     import numpy as np
 
 FUSION_FILE = "fusion.json"
-FEATURES = ("model", "bm25", "popularity")
+FEATURES = ("model", "bm25", "popularity", "user")
 BM25_K1 = 1.2
 BM25_B = 0.75
-POPULARITY_PRIOR_WEIGHT = 10.0  # pseudo-events of the overall mean added to each item
+POPULARITY_PRIOR_WEIGHT = 10.0  # pseudo-events of the overall mean added to each item, unless fitted
 RIDGE = 1.0  # L2 penalty on the (standardised) weights: a few hundred validation rows must not overfit
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
@@ -82,7 +85,8 @@ class BM25:
         return out
 
 
-def smoothed_means(item_ids: Sequence[str], targets: Sequence[float]) -> tuple[dict[str, float], float]:
+def smoothed_means(item_ids: Sequence[str], targets: Sequence[float],
+                   weight: float = POPULARITY_PRIOR_WEIGHT) -> tuple[dict[str, float], float]:
     """({item: (sum + w * overall) / (count + w)}, overall): each item's mean target shrunk towards the
     overall mean, so an item seen rarely is not trusted."""
     sums: dict[str, float] = {}
@@ -91,8 +95,33 @@ def smoothed_means(item_ids: Sequence[str], targets: Sequence[float]) -> tuple[d
         sums[item] = sums.get(item, 0.0) + float(target)
         counts[item] = counts.get(item, 0) + 1
     overall = (sum(sums.values()) / len(targets)) if len(targets) else 0.0
-    w = POPULARITY_PRIOR_WEIGHT
+    w = weight
     return {item: (sums[item] + w * overall) / (counts[item] + w) for item in sums}, overall
+
+
+MAX_PRIOR_WEIGHT = 1e6  # no evidence that groups differ: their means are not trusted at all
+
+
+def prior_weight(groups: Sequence[str], values: Sequence[float]) -> float:
+    """The empirical-Bayes shrinkage of group means (method of moments): the within-group variance over the
+    variance of the groups' true means, i.e. how many pseudo-events of the overall mean each group's mean gets.
+    Fitted on the data rather than fixed, so a statistic is trusted as much as the data says it differs."""
+    import numpy as np
+    import pandas as pd
+
+    stats = pd.DataFrame({"g": list(groups), "y": np.asarray(values, dtype=float)}).groupby("g")["y"].agg(
+        ["mean", "var", "count"])
+    stats = stats[stats["count"] >= 2]
+    if len(stats) < 2:
+        return MAX_PRIOR_WEIGHT
+    within = float(np.average(stats["var"], weights=stats["count"] - 1))
+    between = float(np.var(stats["mean"]) - np.mean(within / stats["count"]))
+    if between <= 0 or within <= 0:
+        return MAX_PRIOR_WEIGHT if between <= 0 else 1.0
+    return float(min(max(within / between, 0.5), MAX_PRIOR_WEIGHT))
+
+
+Ratings = Sequence[tuple[str, float]]  # a user's earlier events, oldest first: (item id, grade)
 
 
 @dataclass
@@ -110,9 +139,18 @@ class Fusion:
     popularity: dict[str, float]  # item id -> smoothed mean target in the train split
     popularity_default: float
     fitted_on: dict[str, Any] = field(default_factory=dict)  # rows, and the validation figures that chose it
+    # Pseudo-events of no offset added to a user's (user_offset); 1e6: no user feature (a model from before it).
+    user_prior_weight: float = MAX_PRIOR_WEIGHT
+
+    def __post_init__(self) -> None:
+        # A fusion.json written before the user feature: it weighs nothing.
+        missing = len(FEATURES) - len(self.weights)
+        if missing > 0:
+            self.weights, self.means, self.scales = (
+                [*self.weights, *[0.0] * missing], [*self.means, *[0.0] * missing], [*self.scales, *[1.0] * missing])
 
     def describe(self) -> str:
-        """The weights of the standardised features, e.g. "model +0.48, bm25 +0.56, popularity +0.17"."""
+        """The weights of the standardised features, e.g. "model +0.48, bm25 +0.56, popularity +0.17, user +0.00"."""
         return ", ".join(f"{name} {weight:+.3f}" for name, weight in zip(FEATURES, self.weights, strict=True))
 
     # --- features --------------------------------------------------------------------------------
@@ -126,18 +164,44 @@ class Fusion:
             return [math.log(min(max(v, 1e-4), 1 - 1e-4) / (1 - min(max(v, 1e-4), 1 - 1e-4))) for v in values]
         return values
 
+    def target(self, grade: float) -> float:
+        """What the fusion predicts of an event of this grade: clicked or not (logistic), else the grade."""
+        return float(grade >= 1.0) if self.kind == "logistic" else float(grade)
+
+    def user_offset(self, ratings: Ratings | None) -> float:
+        """How far the user's last MAX_USER_RATINGS events lay above their items' popularity, shrunk towards 0:
+        sum(target - popularity of the item) / (count + user_prior_weight). The baseline predictors' user bias
+        (Koren 2008), on the residual so that a user who picks good items is not taken for a generous one.
+        Only events before the scored one: the data gives each row the user's strictly earlier events, a
+        request its `user.ratings`."""
+        if not ratings or self.user_prior_weight >= MAX_PRIOR_WEIGHT:
+            # No evidence that users differ: 0, not a sum over a huge count, which standardising would blow up.
+            return 0.0
+        recent = list(ratings)[-MAX_USER_RATINGS:]
+        total = sum(self.target(grade) - self.popularity.get(item, self.popularity_default) for item, grade in recent)
+        return total / (len(recent) + self.user_prior_weight)
+
+    def user_feature(self, ratings: Sequence[Ratings | None] | None, rows: int) -> list[float]:
+        if ratings is None:
+            return [0.0] * rows
+        offsets: dict[int, float] = {}  # a request's candidates share one ratings object: computed once
+        return [offsets.setdefault(id(r), self.user_offset(r)) if r else 0.0 for r in ratings]
+
     def features(self, raw: Sequence[float] | np.ndarray, contexts: Sequence[str], texts: Sequence[str],
-                 item_ids: Sequence[str | None]) -> np.ndarray:
+                 item_ids: Sequence[str | None], ratings: Sequence[Ratings | None] | None = None) -> np.ndarray:
         import numpy as np
 
+        if not len(raw):
+            return np.zeros((0, len(FEATURES)))
         return np.column_stack([np.asarray(raw, dtype=float), self._bm25().scores(contexts, texts),
-                                self.popularity_feature(item_ids)]) if len(raw) else np.zeros((0, len(FEATURES)))
+                                self.popularity_feature(item_ids), self.user_feature(ratings, len(raw))])
 
     def apply(self, raw: Sequence[float] | np.ndarray, contexts: Sequence[str], texts: Sequence[str],
-              item_ids: Sequence[str | None]) -> list[float]:
+              item_ids: Sequence[str | None], ratings: Sequence[Ratings | None] | None = None) -> list[float]:
+        """The fused raw score of each row; `ratings`: each row's user's earlier events (None: none known)."""
         import numpy as np
 
-        x = self.features(raw, contexts, texts, item_ids)
+        x = self.features(raw, contexts, texts, item_ids, ratings)
         z = (x - np.asarray(self.means)) / np.asarray(self.scales)
         return [float(v) for v in z @ np.asarray(self.weights) + self.bias]
 
@@ -152,44 +216,68 @@ class Fusion:
 
 def fit_fusion(kind: str, raw: Sequence[float] | np.ndarray, contexts: Sequence[str], texts: Sequence[str],
                item_ids: Sequence[str], target: np.ndarray, groups: Sequence[str], *, corpus: Iterable[str],
-               train_items: Sequence[str], train_targets: Sequence[float], seed: int = 0) -> Fusion:
+               train_items: Sequence[str], train_targets: Sequence[float], seed: int = 0,
+               ratings: Sequence[Ratings | None] | None = None, train_users: Sequence[str | None] | None = None) -> Fusion:
     """Fit the fusion on (validation) rows: `raw` is the model's output on them, `target` the 0/1 label
-    (logistic) or the grade (linear); BM25's statistics come from `corpus`, popularity from the train split.
+    (logistic) or the grade (linear), `ratings` each row's user's earlier events; BM25's statistics come
+    from `corpus`, popularity and the shrinkage of the user offset from the train rows (`train_items`,
+    `train_targets`, `train_users`: the train split and the older rows before it, see PreparedData.earlier).
 
     logistic: the weights order each group's rows (pairwise logistic loss over pairs of one group with
-    different labels: what ndcg and mrr judge), then one scale and bias calibrate the fused score into a
-    log-odds (so logloss stays honest). linear: ridge regression on the grade (what rmse judges)."""
+    different labels: what ndcg and mrr judge), then one scale, the user offset's weight and a bias calibrate
+    the fused score into a log-odds (so logloss stays honest). linear: the baseline predictor popularity + user offset, then ridge
+    regression of what it leaves of the grade (what rmse judges) with no intercept of its own: the level
+    comes from the many train rows, not from the validation split's few users."""
     import numpy as np
 
     bm25 = BM25.fit(corpus)
-    popularity, default = smoothed_means(train_items, train_targets)
+    item_prior_weight = prior_weight(train_items, train_targets)
+    popularity, default = smoothed_means(train_items, train_targets, item_prior_weight)
     fusion = Fusion(kind=kind, weights=[0.0] * len(FEATURES), bias=0.0, means=[0.0] * len(FEATURES),
                     scales=[1.0] * len(FEATURES), bm25_idf=bm25.idf, bm25_average_length=bm25.average_length,
                     bm25_default_idf=bm25.default_idf, popularity=popularity, popularity_default=default)
-    x = fusion.features(raw, contexts, texts, item_ids)
+    if train_users is not None:
+        known = [i for i, user in enumerate(train_users) if user is not None]
+        residuals = [float(train_targets[i]) - popularity[train_items[i]] for i in known]
+        fusion.user_prior_weight = prior_weight([str(train_users[i]) for i in known], residuals)
+    x = fusion.features(raw, contexts, texts, item_ids, ratings)
     means = x.mean(axis=0)
     scales = x.std(axis=0)
     scales[scales < 1e-9] = 1.0  # a constant feature gets weight ~0 from the penalty
     z = (x - means) / scales
     y = np.asarray(target, dtype=float)
     if kind == "logistic":
-        direction = _pairwise(z, y, np.asarray(groups), seed)
-        (scale,), bias = _logistic((z @ direction)[:, None], y, penalty=0.0)
+        # The user offset is one user's level, not an order of their items: it joins the calibration, not the
+        # pairwise order (within a user's group it moves only with time, which pairs would read as a signal).
+        user = FEATURES.index("user")
+        ordering = z.copy()
+        ordering[:, user] = 0.0
+        direction = _pairwise(ordering, y, np.asarray(groups), seed)
+        direction[user] = 0.0
+        (scale, user_weight), bias = _logistic(np.column_stack([ordering @ direction, z[:, user]]), y, penalty=0.0)
         weights = direction * scale
+        weights[user] = user_weight
     else:
-        weights, bias = _ridge(z, y)
+        # The baseline predictor in standardised terms: popularity and the user offset at weight 1 each.
+        baseline = np.zeros(len(FEATURES))
+        for name in ("popularity", "user"):
+            baseline[FEATURES.index(name)] = scales[FEATURES.index(name)]
+        correction = _ridge(z, y - (z @ baseline + means[FEATURES.index("popularity")] + means[FEATURES.index("user")]))
+        weights = baseline + correction
+        bias = means[FEATURES.index("popularity")] + means[FEATURES.index("user")]
     fusion.weights, fusion.bias = [float(w) for w in weights], float(bias)
     fusion.means, fusion.scales = [float(m) for m in means], [float(s) for s in scales]
-    fusion.fitted_on = {"rows": len(y)}
+    fusion.fitted_on = {"rows": len(y), "popularityPriorWeight": round(item_prior_weight, 3),
+                        "userPriorWeight": round(fusion.user_prior_weight, 3)}
     return fusion
 
 
-def _ridge(z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+def _ridge(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Ridge weights of y on the (centred) z, without an intercept."""
     import numpy as np
 
-    bias = float(y.mean())
-    weights = np.linalg.solve(z.T @ z + RIDGE * np.eye(z.shape[1]), z.T @ (y - bias))
-    return weights, bias
+    weights: np.ndarray = np.linalg.solve(z.T @ z + RIDGE * np.eye(z.shape[1]), z.T @ y)
+    return weights
 
 
 MAX_PAIRS = 50_000

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from recops.api.contracts import with_history
+from recops.api.contracts import MAX_USER_RATINGS, with_history
 from recops.api.finetunejob import DatasetSpec
-from recops.fusion import FEATURES, Fusion, fit_fusion
+from recops.fusion import FEATURES, MAX_PRIOR_WEIGHT, Fusion, fit_fusion, prior_weight
+from recops.serve.validation import Limits, parse_rank
 from recops.train import data
 from recops.train.metrics import compute_metrics
 from recops.train.modelcard import verdict
@@ -108,3 +111,122 @@ def test_the_card_says_plainly_what_the_model_does_not_beat() -> None:
     assert "ndcg@10: bm25 0.4200 vs model 0.4000" in lines and "logloss: constant 0.4500 vs model 0.5000" in lines
     assert "current model 0.4000" in lines  # a tie does not beat
     assert "popularity" not in lines
+
+
+def rated_events() -> pd.DataFrame:
+    """u1 rates a..f over time (c and d at once); u2 rates a once; the oldest rows are the ones maxRows cuts."""
+    return pd.DataFrame({
+        "user_id": ["u1"] * 6 + ["u2"],
+        "product_id": ["a", "b", "c", "d", "e", "f", "a"],
+        "title": ["Alpha", "Bravo", "Charlie", "Delta", "Echo", "Foxtrot", "Alpha"],
+        "rating": [5.0, 1.0, 4.0, 2.0, 3.0, 5.0, 4.0],
+        "timestamp": [1, 2, 3, 3, 4, 5, 6],
+    })
+
+
+def test_each_row_sees_only_its_users_strictly_earlier_events_even_those_max_rows_cut() -> None:
+    spec = DatasetSpec.model_validate({"fields": {"query": None, "label": "rating"}, "maxRows": 5,
+                                       "split": {"by": "random"}, "pseudonymisation": {"enabled": False}})
+    prepared = data.prepare_frame(rated_events(), spec, "relevance", salt="s")
+    rows = pd.concat([prepared.train, prepared.validation, prepared.test]).set_index(["user", "product_id"])
+    assert len(rows) == 5  # c to f and u2's a: the newest
+    # c and d happened at once: neither is before the other. a and b are, though maxRows left them out of every split.
+    assert rows.loc[("u1", "c"), "ratings"] == rows.loc[("u1", "d"), "ratings"] == (("a", 5.0), ("b", 1.0))
+    assert rows.loc[("u1", "f"), "ratings"] == (("a", 5.0), ("b", 1.0), ("c", 4.0), ("d", 2.0), ("e", 3.0))
+    assert rows.loc[("u2", "a"), "ratings"] == ()  # another user's events never leak in
+    # The rows the cut left out are all older than every kept one, and feed the item statistics.
+    assert prepared.earlier is not None and sorted(prepared.earlier["product_id"]) == ["a", "b"]
+    assert len(prepared.statistics_rows()) == len(prepared.train) + 2
+
+    # Untimed data: "earlier" means nothing, so no row has ratings and a sample's left-out rows are not kept.
+    untimed = data.prepare_frame(rated_events().drop(columns=["timestamp"]), spec, "relevance", salt="s")
+    assert untimed.earlier is None
+    assert all(r == () for r in pd.concat([untimed.train, untimed.validation, untimed.test])["ratings"])
+
+
+def test_the_user_offset_is_the_users_shrunk_residual_and_the_server_computes_the_same() -> None:
+    fusion = Fusion(kind="linear", weights=[0.0, 0.0, 1.0, 1.0], bias=0.0, means=[0.0] * 4, scales=[1.0] * 4,
+                    bm25_idf={}, bm25_average_length=1.0, bm25_default_idf=1.0,
+                    popularity={"a": 4.0, "b": 2.0}, popularity_default=3.0, user_prior_weight=2.0)
+    # (5 - 4) + (3 - 2) + (4 - 3: unknown item) over 3 events + 2 pseudo-events of no offset.
+    assert fusion.user_offset([("a", 5.0), ("b", 3.0), ("z", 4.0)]) == pytest.approx(3 / 5)
+    assert fusion.user_offset([]) == fusion.user_offset(None) == 0.0
+    # Users that do not differ (or no users to tell): no offset at all, whatever the events.
+    assert dataclasses.replace(fusion, user_prior_weight=MAX_PRIOR_WEIGHT).user_offset([("a", 5.0)] * 10) == 0.0
+    # Only the newest MAX_USER_RATINGS count.
+    many = [("a", 1.0)] * 50 + [("a", 5.0)] * MAX_USER_RATINGS
+    assert fusion.user_offset(many) == pytest.approx(MAX_USER_RATINGS / (MAX_USER_RATINGS + 2))
+    # The served score adds the offset to the item's popularity; a request's ratings as the parser gives them
+    # produce the evaluation's score of a prepared row with the same earlier events.
+    request = parse_rank({"user": {"ratings": [{"id": "a", "grade": 5}, {"id": "b", "grade": 3}, {"id": "z", "grade": 4}]},
+                          "candidates": [{"id": "b", "text": "Bravo"}]}, Limits(10, 100))
+    served = fusion.apply([0.0], [""], ["Bravo"], ["b"], [request.user_ratings])
+    evaluated = fusion.apply([0.0], [""], ["Bravo"], ["b"], [(("a", 5.0), ("b", 3.0), ("z", 4.0))])
+    assert served == evaluated == pytest.approx([2.0 + 3 / 5])
+    # Click-through: an event counts as clicked or not, against the item's rate.
+    clicks = dataclasses.replace(fusion, kind="logistic", popularity={"a": 0.25}, popularity_default=0.5)
+    assert clicks.user_offset([("a", 2.0), ("a", 0.0)]) == pytest.approx((0.75 - 0.25) / 4)
+
+
+def test_prior_weights_are_fitted_from_how_much_groups_differ() -> None:
+    rng = np.random.default_rng(3)
+    groups = np.repeat(np.arange(200), 20).astype(str)
+    alike = rng.normal(0, 1, len(groups))
+    apart = alike + np.repeat(rng.normal(0, 0.5, 200), 20)
+    assert prior_weight(groups, apart) == pytest.approx(4, rel=0.3)  # within variance 1, between 0.25
+    assert prior_weight(groups, alike) > 20  # the groups do not differ: their means are hardly trusted
+    assert prior_weight(["a"], [1.0]) == MAX_PRIOR_WEIGHT
+
+
+def test_the_relevance_fusion_learns_user_levels_and_takes_its_level_from_the_train_rows() -> None:
+    """Users grade an item's quality plus their own generosity; validation holds a few unusually generous users."""
+    rng = np.random.default_rng(5)
+    quality = rng.normal(3.0, 0.7, 60)
+
+    def graded(users: range, generosity: np.ndarray) -> pd.DataFrame:
+        rows = []
+        for user in users:
+            ratings: list[tuple[str, float]] = []
+            for _ in range(25):
+                item = int(rng.integers(60))
+                grade = float(quality[item] + generosity[user] + rng.normal(0, 0.5))
+                rows.append({"user": f"u{user}", "product_id": f"p{item}", "label": grade, "ratings": tuple(ratings),
+                             "context": "", "product_text": f"film {item}", "group": f"u{user}"})
+                ratings.append((f"p{item}", grade))
+        return pd.DataFrame(rows)
+
+    generosity = rng.normal(0, 0.8, 300)
+    train, test = graded(range(200), generosity), graded(range(200, 300), generosity)
+    validation = graded(range(0, 4), generosity + 1.0)  # four users, all a grade above what they usually give
+    fusion = fit_fusion("linear", np.zeros(len(validation)), validation["context"].tolist(),
+                        validation["product_text"].tolist(), validation["product_id"].tolist(),
+                        validation["label"].to_numpy(), validation["group"].tolist(), corpus=set(train["product_text"]),
+                        train_items=train["product_id"].tolist(), train_targets=train["label"].tolist(),
+                        ratings=validation["ratings"].tolist(), train_users=train["user"].tolist())
+    assert fusion.weights[FEATURES.index("user")] > 0
+
+    def rmse(ratings: list[object] | None) -> float:
+        predicted = np.array(fusion.apply(np.zeros(len(test)), test["context"].tolist(), test["product_text"].tolist(),
+                                          test["product_id"].tolist(), ratings))  # type: ignore[arg-type]
+        return float(np.sqrt(np.mean((predicted - test["label"].to_numpy()) ** 2)))
+
+    constant = float(np.sqrt(np.mean((test["label"] - train["label"].mean()) ** 2)))
+    with_users, without = rmse(test["ratings"].tolist()), rmse(None)
+    assert with_users < 0.8 * without < 0.8 * constant
+    # The validation users' generosity (+1) did not become everyone's: a user without history gets about the
+    # item's popularity, the train rows' level.
+    first = test[test["ratings"].map(len) == 0]
+    predicted = fusion.apply(np.zeros(len(first)), first["context"].tolist(), first["product_text"].tolist(),
+                             first["product_id"].tolist(), first["ratings"].tolist())
+    popularity = fusion.popularity_feature(first["product_id"].tolist())
+    assert np.mean(np.subtract(predicted, popularity)) == pytest.approx(0.0, abs=0.25)
+
+
+def test_a_fusion_written_before_the_user_feature_loads_and_ignores_ratings(tmp_path: Path) -> None:
+    old = {"kind": "linear", "weights": [0.5, 0.2, 1.0], "bias": 3.0, "means": [0.0, 0.0, 3.0], "scales": [1.0, 1.0, 1.0],
+           "bm25_idf": {}, "bm25_average_length": 1.0, "bm25_default_idf": 1.0, "popularity": {"a": 4.0},
+           "popularity_default": 3.0, "fitted_on": {"rows": 100}}
+    (tmp_path / "fusion.json").write_text(json.dumps(old))
+    fusion = Fusion.load(tmp_path)
+    assert len(fusion.weights) == len(FEATURES)
+    assert fusion.apply([1.0], [""], ["x"], ["a"], [(("a", 5.0),)]) == pytest.approx([3.0 + 0.5 + 1.0])

@@ -14,6 +14,12 @@ def test_a_kept_score_is_found_by_version_context_id_and_text_only() -> None:
     assert cache.get(cache.keys("red shoes", [("Red running shoe, new text", "p1")])) == [None]  # text changed
     assert cache.get(cache.keys("blue shoes", [("Red running shoe", "p1")])) == [None]  # another context
     assert cache.get(ScoreCache("v2", 10, 60).keys("red shoes", [("Red running shoe", "p1")])) == [None]
+    # The user's earlier events move the fusion's user offset: another history is another score.
+    rated = cache.keys("red shoes", [("Red running shoe", "p1")], (("p2", 5.0),))
+    assert cache.get(rated) == [None]
+    cache.put(rated, [0.95])
+    assert cache.get(cache.keys("red shoes", [("Red running shoe", "p1")], (("p2", 5.0),))) == [0.95]
+    assert cache.get(cache.keys("red shoes", [("Red running shoe", "p1")], (("p2", 4.0),))) == [None]
     other_version = ScoreCache("v2", 10, 60)
     other_version.entries = cache.entries  # even sharing one store, another model's scores are not its
     assert other_version.get(other_version.keys("red shoes", [("Red running shoe", "p1")])) == [None]

@@ -6,6 +6,7 @@ import argparse
 
 import pytest
 
+from recops.api.contracts import MAX_USER_RATINGS
 from recops.serve import settings
 from recops.serve.validation import ApiError, Limits, parse_feedback, parse_infer, parse_json, parse_rank
 
@@ -24,6 +25,14 @@ def test_rank_request_defaults_and_id_normalisation() -> None:
     assert parsed.top_k == 2 and [c.id for c in parsed.candidates] == ["1", "2"]
     assert parsed.user_id == "7" and parsed.user_context == "c"
     assert parse_rank({"candidates": [{"id": "a", "text": "x"}], "topK": 50}, LIMITS).top_k == 1
+    assert parsed.user_ratings == ()
+
+
+def test_user_ratings_are_read_oldest_first_and_only_the_newest_hundred() -> None:
+    ratings = [{"id": i, "grade": i % 5} for i in range(MAX_USER_RATINGS + 20)]
+    parsed = parse_rank({"user": {"ratings": ratings}, "candidates": [{"id": "a", "text": "x"}]}, LIMITS)
+    assert len(parsed.user_ratings) == MAX_USER_RATINGS
+    assert parsed.user_ratings[0] == ("20", 0.0) and parsed.user_ratings[-1] == (str(MAX_USER_RATINGS + 19), 4.0)
 
 
 @pytest.mark.parametrize(("body", "status", "message"), [
@@ -38,6 +47,11 @@ def test_rank_request_defaults_and_id_normalisation() -> None:
     ({"candidates": [{"id": "a", "text": "x" * 11}]}, 413, "candidates[0].text is 11 characters long"),
     ({"query": 5, "candidates": [{"id": "a", "text": "x"}]}, 400, "query must be a string or null"),
     ({"user": {"context": 1}, "candidates": [{"id": "a", "text": "x"}]}, 400, "user.context"),
+    ({"user": {"ratings": {}}, "candidates": [{"id": "a", "text": "x"}]}, 400, "user.ratings must be a list"),
+    ({"user": {"ratings": [{"id": "a"}]}, "candidates": [{"id": "a", "text": "x"}]}, 400, "user.ratings[0] must be"),
+    ({"user": {"ratings": [{"id": "a", "grade": "5"}]}, "candidates": [{"id": "a", "text": "x"}]}, 400,
+     "user.ratings[0].grade must be a finite number"),
+    ({"user": {"ratings": [{"id": "a", "grade": -1}]}, "candidates": [{"id": "a", "text": "x"}]}, 400, "grade"),
     ({"candidates": [{"id": "a", "text": "x"}], "topK": "3"}, 400, "topK must be a positive integer"),
     ({"candidates": [{"id": "a", "text": "x"}], "topK": True}, 400, "topK"),
     ({"candidates": [{"id": "a", "text": "x\ud800"}]}, 400, "candidates[0].text is not valid Unicode text"),

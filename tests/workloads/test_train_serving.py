@@ -20,6 +20,7 @@ def test_the_server_scores_the_trained_model_as_the_evaluation_did(task: str, tm
                                                                     shop_events: Path) -> None:
     from recops.api.finetunejob import DatasetSpec
     from recops.serve.model import Scorer, locate
+    from recops.serve.validation import Limits, parse_rank
     from recops.train.data import prepare
     from recops.train.evaluate import load_model, score
 
@@ -31,10 +32,18 @@ def test_the_server_scores_the_trained_model_as_the_evaluation_did(task: str, tm
     location = locate(str(model_dir(output)))
     scorer = Scorer(location, device="cpu")
     test = prepare(DatasetSpec.model_validate({"uri": str(shop_events)}), task).test.head(40)
-    served = np.array(scorer.score([list(zip(test["context"], test["product_text"], test["product_id"], strict=True))])[0])
+    assert any(test["ratings"].map(len) > 0)  # the users' earlier events reach the fusion's user offset
+    # Each row as a request would carry it: the user's earlier events in `user.ratings`, read by the server's parser.
+    requests = []
+    for row in test.itertuples():
+        body = {"user": {"ratings": [{"id": item, "grade": grade} for item, grade in row.ratings]},
+                "candidates": [{"id": row.product_id, "text": row.product_text}]}
+        ratings = parse_rank(body, Limits(max_candidates=1, max_text_length=10_000)).user_ratings
+        requests.append([(row.context, row.product_text, row.product_id, ratings)])
+    served = np.array([scores[0] for scores in scorer.score(requests)])
     evaluated = score(load_model(model_dir(output)), test)
     manifest = location.manifest
-    if task == "relevance":  # a cross-encoder is served fused with BM25 and popularity, as it was evaluated
+    if task == "relevance":  # a cross-encoder is served fused with BM25, popularity and the user offset, as evaluated
         assert manifest.fusion is not None and scorer.fusion is not None
     as_served = [unit_score(float(v) * (manifest.max_grade if manifest.score_transform == "grade" else 1.0),
                             manifest.score_transform, manifest.max_grade) for v in evaluated]

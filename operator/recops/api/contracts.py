@@ -178,6 +178,11 @@ def context_text(query: str | None, user_context: str | None) -> str:
     return ""
 
 
+# The user offset of a model's fusion (recops.fusion) reads the user's last this many events: each prepared row's
+# earlier events in the trainer, a request's `user.ratings` in the server.
+MAX_USER_RATINGS = 100
+
+
 def with_history(user_context: str | None, liked_texts: list[str]) -> str:
     """A user context with the product texts of the user's last liked items (dataset.userHistory):
     "<context>; liked: <text>; <text>"."""

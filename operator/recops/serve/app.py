@@ -219,14 +219,17 @@ class Server:
         except BatcherStopped as err:
             raise ApiError(503, str(err)) from None
 
-    async def _scores(self, context: str, candidates: list[tuple[str, str | None]]) -> list[float]:
-        """Each (text, id) candidate's score for `context`: kept ones from the cache, the rest in one batch item."""
+    async def _scores(self, context: str, candidates: list[tuple[str, str | None]],
+                      ratings: tuple[tuple[str, float], ...] = ()) -> list[float]:
+        """Each (text, id) candidate's score for `context` and the user's earlier events (`ratings`): kept ones from
+        the cache, the rest in one batch item."""
         assert self.cache is not None and self.metrics is not None
-        keys = self.cache.keys(context, candidates)
+        keys = self.cache.keys(context, candidates, ratings)
         scores = self.cache.get(keys)
         missing = [i for i, score in enumerate(scores) if score is None]
         if missing:
             fresh: list[float] = await self._submit("score", [
+                (context, text, item_id, ratings) if ratings else
                 (context, text, item_id) if item_id is not None else (context, text)
                 for text, item_id in (candidates[i] for i in missing)])
             for i, score in zip(missing, fresh, strict=True):
@@ -253,7 +256,7 @@ class Server:
         metrics = self._require_ready()
         ranked = parse_rank(await self._body(request), self.limits)
         context = context_text(ranked.query, ranked.user_context)
-        scores = await self._scores(context, [(c.text, c.id) for c in ranked.candidates])
+        scores = await self._scores(context, [(c.text, c.id) for c in ranked.candidates], ranked.user_ratings)
         metrics.observe_scores(scores)
         # Highest score first; ties keep the caller's order.
         ranking = sorted(range(len(scores)), key=lambda i: -scores[i])

@@ -23,8 +23,9 @@ from recops.uris import filesystem, local_path, parse
 log = logging.getLogger("recops.serve.model")
 
 Pair = tuple[str, str]
-# A pair, or a pair and the item's id (what the fusion's popularity needs; recops.fusion).
-Candidate = tuple[str, str] | tuple[str, str, str]
+# A pair, or a pair and the item's id (what the fusion's popularity needs; recops.fusion), and the user's earlier
+# events (its user offset; a request's candidates share one tuple).
+Candidate = tuple[str, str] | tuple[str, str, str] | tuple[str, str, str | None, tuple[tuple[str, float], ...]]
 
 
 class ModelLoadError(RuntimeError):
@@ -206,7 +207,8 @@ class Scorer:
             raw = self._cross_encode(pairs)
             if self.fusion is not None:
                 ids = [candidate[2] if len(candidate) > 2 else None for candidate in candidates]
-                raw = self.fusion.apply(raw, [c for c, _ in pairs], [t for _, t in pairs], ids)
+                ratings = [candidate[3] if len(candidate) > 3 else None for candidate in candidates]
+                raw = self.fusion.apply(raw, [c for c, _ in pairs], [t for _, t in pairs], ids, ratings)
         else:
             # Each distinct text is embedded once per batch (contexts repeat across candidates).
             texts = list(dict.fromkeys(text for pair in pairs for text in pair))

@@ -6,10 +6,11 @@ Pure functions (no aiohttp, no torch), unit-tested in tests/unit/test_serve_vali
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
-from recops.api.contracts import FEEDBACK_EVENTS
+from recops.api.contracts import FEEDBACK_EVENTS, MAX_USER_RATINGS
 
 
 class ApiError(Exception):
@@ -40,6 +41,8 @@ class RankRequest:
     user_context: str | None
     candidates: tuple[Candidate, ...]
     top_k: int
+    # The user's earlier events, oldest first, at most MAX_USER_RATINGS (the newest kept): (item id, grade).
+    user_ratings: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,12 +111,14 @@ def parse_rank(body: dict[str, Any], limits: Limits) -> RankRequest:
     query = _text(body.get("query"), "query", limits, optional=True)
     user = body.get("user")
     user_id = user_context = None
+    user_ratings: tuple[tuple[str, float], ...] = ()
     if user is not None:
         if not isinstance(user, dict):
-            raise ApiError(400, "user must be an object {id?, context?}")
+            raise ApiError(400, "user must be an object {id?, context?, ratings?}")
         if user.get("id") is not None:
             user_id = _identifier(user["id"], "user.id", limits)
         user_context = _text(user.get("context"), "user.context", limits, optional=True)
+        user_ratings = _ratings(user.get("ratings"), limits)
     raw = body.get("candidates")
     if raw is None:
         raise ApiError(400, "candidates is required: a list of {id, text}")
@@ -140,7 +145,24 @@ def parse_rank(body: dict[str, Any], limits: Limits) -> RankRequest:
     top_k = body.get("topK", len(candidates))
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ApiError(400, f"topK must be a positive integer, not {top_k!r}")
-    return RankRequest(query, user_id, user_context, tuple(candidates), min(top_k, len(candidates)))
+    return RankRequest(query, user_id, user_context, tuple(candidates), min(top_k, len(candidates)), user_ratings)
+
+
+def _ratings(value: Any, limits: Limits) -> tuple[tuple[str, float], ...]:
+    """`user.ratings`: [{id, grade}], oldest first; only the newest MAX_USER_RATINGS are read (recops.fusion)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ApiError(400, "user.ratings must be a list of {id, grade}")
+    out = []
+    for i, entry in enumerate(value[-MAX_USER_RATINGS:], start=max(0, len(value) - MAX_USER_RATINGS)):
+        if not isinstance(entry, dict) or "id" not in entry or "grade" not in entry:
+            raise ApiError(400, f"user.ratings[{i}] must be an object {{id, grade}}")
+        grade = entry["grade"]
+        if isinstance(grade, bool) or not isinstance(grade, (int, float)) or not math.isfinite(grade) or grade < 0:
+            raise ApiError(400, f"user.ratings[{i}].grade must be a finite number >= 0, not {grade!r}")
+        out.append((_identifier(entry["id"], f"user.ratings[{i}].id", limits), float(grade)))
+    return tuple(out)
 
 
 def parse_embed(body: dict[str, Any], limits: Limits) -> list[str]:

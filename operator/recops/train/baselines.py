@@ -3,8 +3,9 @@ mean something for it (recops.api.gate.baseline_applies):
 
 - constant: the train split's base rate (click-through) or mean grade (relevance) for every row: what a
   model must beat on rmse, logloss, loss and accuracy.
-- popularity: each product's smoothed rate of positive events (grade >= 1) in the train split, shrunk
-  towards the overall rate (a product seen rarely is not trusted): the bestseller list, for auc and the
+- popularity: each product's smoothed rate of positive events (grade >= 1) in the train split and the older
+  rows before it (PreparedData.statistics_rows: the rows the fusion's popularity reads too), shrunk towards the
+  overall rate by a fitted weight (a product seen rarely is not trusted): the bestseller list, for auc and the
   ranking metrics.
 - bm25: Okapi BM25 of the context (query, else user context) against the product text, with the
   statistics of every split's product texts: the lexical search, for auc and the ranking metrics.
@@ -15,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from recops.api.gate import BASELINES, baseline_applies
-from recops.fusion import BM25, smoothed_means
+from recops.fusion import BM25, POPULARITY_PRIOR_WEIGHT, prior_weight, smoothed_means
 
 if TYPE_CHECKING:
     import numpy as np
@@ -24,11 +25,13 @@ if TYPE_CHECKING:
     from recops.train.data import PreparedData
 
 
-def popularity_scores(train: pd.DataFrame, frame: pd.DataFrame) -> np.ndarray:
-    """Per product: (positives + w * overall rate) / (events + w), from train; unseen products get the overall rate."""
+def popularity_scores(train: pd.DataFrame, frame: pd.DataFrame, weight: float | None = POPULARITY_PRIOR_WEIGHT) -> np.ndarray:
+    """Per product: (positives + w * overall rate) / (events + w), from `train` (w: fitted on it when None);
+    unseen products get the overall rate."""
 
     positive = (train["grade"].to_numpy(dtype=float) >= 1.0).astype(float)
-    rates, overall = smoothed_means(train["product_id"].astype(str).tolist(), positive.tolist())
+    items = train["product_id"].astype(str).tolist()
+    rates, overall = smoothed_means(items, positive.tolist(), prior_weight(items, positive) if weight is None else weight)
     scores: np.ndarray = frame["product_id"].astype(str).map(rates).fillna(overall).to_numpy(dtype=float)
     return scores
 
@@ -54,7 +57,7 @@ def baseline_scores(data: PreparedData, frame: pd.DataFrame | None = None) -> di
     frame = data.test if frame is None else frame
     return {
         "constant": np.full(len(frame), constant_score(data.train, data.max_grade)),
-        "popularity": popularity_scores(data.train, frame),
+        "popularity": popularity_scores(data.statistics_rows(), frame, weight=None),
         "bm25": bm25_scores(frame, data.product_texts()),
     }
 

@@ -44,8 +44,10 @@ if TYPE_CHECKING:
 
     from recops.api.finetunejob import DatasetSpec
 
-# Columns of every prepared frame, in this order.
-COLUMNS = ("group", "context", "query", "user", "product_id", "product_text", "grade", "label", "timestamp", "explored")
+# Columns of every prepared frame, in this order. ratings: the user's earlier events (_with_ratings).
+COLUMNS = ("group", "context", "query", "user", "product_id", "product_text", "grade", "label", "timestamp", "explored",
+           "ratings")
+EARLIER_COLUMNS = ("user", "product_id", "grade", "label")
 SPLITS = ("train", "validation", "test")
 TASKS = ("click-through", "relevance", "embedding", "domain-pretrain")
 # The request id of the serving event log: feedback rows join their impression on it.
@@ -123,10 +125,23 @@ class PreparedData:
     max_grade: float  # the largest label value the task can have (1.0 for binary tasks)
     # Logged by `recops serve` (_served_log): ranked by a served model; column `explored` marks the exploration slice.
     logged: bool = False
+    # Timed rows that dataset.maxRows left out, all older than every kept row (EARLIER_COLUMNS): item and user
+    # statistics may use them without seeing a held-out label or the future; None when there are none.
+    earlier: pd.DataFrame | None = None
 
     def product_texts(self) -> set[str]:
         """Every split's product texts: the corpus of BM25's statistics (no labels, so no leak)."""
         return {*self.train["product_text"], *self.validation["product_text"], *self.test["product_text"]}
+
+    def statistics_rows(self) -> pd.DataFrame:
+        """The rows that item popularity and the user offset's shrinkage are estimated from, for the fusion and
+        the popularity baseline alike: the train split and the older rows before every split."""
+        import pandas as pd
+
+        train = self.train[list(EARLIER_COLUMNS)]
+        if self.earlier is None or self.earlier.empty:
+            return train
+        return pd.concat([self.earlier[list(EARLIER_COLUMNS)], train], ignore_index=True)
 
     def split(self, name: str) -> pd.DataFrame:
         frame: pd.DataFrame = getattr(self, name)
@@ -548,9 +563,10 @@ def _require(frame: pd.DataFrame, name: str, role: str) -> None:
 
 def _clean(
     raw: pd.DataFrame, dataset: DatasetSpec, task: str, rows_read: int, salt: str
-) -> tuple[pd.DataFrame, list[tuple[str, int]], int]:
+) -> tuple[pd.DataFrame, list[tuple[str, int]], int, pd.DataFrame | None]:
     """Map columns to roles and clean. Returns the frame (with the split keys in `_key_*`
-    columns that hold clear IDs: callers drop them), the steps, and the pseudonymised users."""
+    columns that hold clear IDs: callers drop them), the steps, the pseudonymised users, and the
+    earlier rows that maxRows left out of timed data (PreparedData.earlier)."""
     import numpy as np
     import pandas as pd
 
@@ -681,8 +697,9 @@ def _clean(
 
     # 6. At most max_rows rows: the newest when the data is timed, else a random sample seeded by
     # split.seed (the first rows of an export sorted by product or query would be a biased sample).
+    over = np.zeros(len(f), dtype=bool)
+    step = "max_rows"
     if dataset.max_rows is not None and len(f) > dataset.max_rows:
-        step = "max_rows"
         if time_col:
             order = f["timestamp"].rank(method="first", ascending=False, na_option="bottom")
             over = (order > dataset.max_rows).to_numpy()
@@ -690,6 +707,12 @@ def _clean(
             step = "max_rows_random_sample"
             over = np.ones(len(f), dtype=bool)
             over[np.random.default_rng(dataset.split.seed).choice(len(f), dataset.max_rows, replace=False)] = False
+    # Each kept row's user's earlier events, read before the cut, so they reach into the older rows.
+    f = f.assign(_ratings=_with_ratings(f, ~over) if time_col else pd.Series([()] * len(f), index=f.index,
+                                                                             dtype=object))
+    # The older rows the cut leaves out of timed data: every one is before every kept row.
+    earlier = f.loc[over, ["_user", "product_id", "grade"]].copy() if time_col and over.any() else None
+    if over.any():
         cleaner.frame = f
         cleaner.drop(step, over)
         f = cleaner.frame
@@ -698,10 +721,7 @@ def _clean(
         raise DataError(f"no rows left after cleaning ({rows_read} read; dropped: {_summary(cleaner.steps)})")
 
     # Labels of the task.
-    if task in ("click-through", "embedding"):
-        f["label"] = (f["grade"] >= 1.0).astype(float)
-    else:
-        f["label"] = f["grade"].astype(float)
+    f["label"] = _task_label(f["grade"], task)
     if needs_target and f["label"].nunique() < 2:
         value = f["label"].iloc[0]
         raise DataError(
@@ -718,6 +738,14 @@ def _clean(
     else:
         f["user"] = users.astype("string")
         pseudonymised = 0
+    if earlier is not None:
+        earlier_users = earlier["_user"]
+        if dataset.pseudonymisation.enabled:
+            pseudonyms = {user: contracts.pseudonymise(str(user), salt) for user in earlier_users.dropna().unique()}
+            earlier_users = earlier_users.map(pseudonyms)
+        earlier = pd.DataFrame({"user": earlier_users.astype(object).where(earlier_users.notna(), None),
+                                "product_id": earlier["product_id"].astype(str), "grade": earlier["grade"].astype(float),
+                                "label": _task_label(earlier["grade"], task)}).reset_index(drop=True)
     # contracts.context_text, vectorised: the query, else "user: <context>", else "".
     with_context = f["_context"].notna() & (f["_context"] != "")
     user_context = ("user: " + f["_context"]).where(with_context, "")
@@ -726,7 +754,38 @@ def _clean(
     # Split keys, independent of the salt so that the split is the same with any salt.
     f["_key_group"] = ("q:" + f["query"]).fillna("u:" + users).fillna("c:" + f["context"]).astype(str)
     f["_key_user"] = ("u:" + users).fillna(f["_key_group"]).astype(str)
-    return f, cleaner.steps, pseudonymised
+    f["ratings"] = f["_ratings"]
+    return f, cleaner.steps, pseudonymised, earlier
+
+
+def _task_label(grade: pd.Series, task: str) -> pd.Series:
+    """click-through and embedding learn whether an event was positive (grade >= 1); relevance the grade."""
+    if task in ("click-through", "embedding"):
+        return (grade >= 1.0).astype(float)
+    return grade.astype(float)
+
+
+def _with_ratings(f: pd.DataFrame, wanted: np.ndarray) -> pd.Series:
+    """For each wanted row, its user's last MAX_USER_RATINGS events strictly before the row's time, oldest first,
+    as (product id, grade) pairs (rows at the same time never see each other; the fusion's user offset reads them,
+    as the server reads a request's `user.ratings`). Other rows, and rows without a user or time: ()."""
+    import numpy as np
+    import pandas as pd
+
+    out = np.empty(len(f), dtype=object)
+    out[:] = [()] * len(f)
+    timed = f.assign(_row=np.arange(len(f)), _wanted=wanted).dropna(subset=["_user", "timestamp"])
+    timed = timed.sort_values(["_user", "timestamp"], kind="stable")
+    for _, rows in timed.groupby("_user", sort=False):
+        if not rows["_wanted"].any():
+            continue
+        times = rows["timestamp"].to_numpy(dtype=float)
+        events = list(zip(rows["product_id"].astype(str), rows["grade"].astype(float), strict=True))
+        before = np.searchsorted(times, times, side="left")  # events strictly earlier than each row
+        for row, end, keep in zip(rows["_row"].to_numpy(), before, rows["_wanted"].to_numpy(), strict=True):
+            if keep:
+                out[row] = tuple(events[max(0, end - contracts.MAX_USER_RATINGS):end])
+    return pd.Series(out, index=f.index, dtype=object)
 
 
 def _with_history(f: pd.DataFrame, items: int) -> pd.Series:
@@ -877,7 +936,7 @@ def prepare_frame(
     merged = _merge_feedback(raw, dataset)
     if _is_event_log(raw, dataset):
         steps.append(("feedback_merged", len(raw) - len(merged)))
-    frame, cleaning_steps, pseudonymised = _clean(merged, dataset, task, rows_read, salt)
+    frame, cleaning_steps, pseudonymised, earlier = _clean(merged, dataset, task, rows_read, salt)
     steps += cleaning_steps
 
     fractions = (dataset.split.validation, dataset.split.test)
@@ -926,6 +985,7 @@ def prepare_frame(
         fingerprint=_fingerprint(frames, task),
         max_grade=max_grade,
         logged=_served_log(raw, dataset),
+        earlier=earlier,
     )
 
 

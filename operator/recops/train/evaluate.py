@@ -123,7 +123,8 @@ def score(loaded: LoadedModel, frame: Any) -> np.ndarray:
     if loaded.manifest.architecture == "cross-encoder":
         raw = cross_encoder_logits(loaded, contexts, products)
         if loaded.fusion is not None:
-            raw = np.asarray(loaded.fusion.apply(raw, contexts, products, frame["product_id"].astype(str).tolist()))
+            raw = np.asarray(loaded.fusion.apply(raw, contexts, products, frame["product_id"].astype(str).tolist(),
+                                                 row_ratings(frame)))
         if loaded.manifest.score_transform == "sigmoid":
             probabilities: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(raw, -60, 60)))
             return probabilities
@@ -137,6 +138,11 @@ def score(loaded: LoadedModel, frame: Any) -> np.ndarray:
     cosine = (context_vectors[context_index] * product_vectors[product_index]).sum(dim=-1)
     result: np.ndarray = cosine.numpy().astype(np.float64)
     return result
+
+
+def row_ratings(frame: Any) -> list[Any] | None:
+    """Each row's user's earlier events (the prepared `ratings` column), as a request's `user.ratings` gives them."""
+    return frame["ratings"].tolist() if "ratings" in frame.columns else None
 
 
 MIN_FUSION_ROWS = 50
@@ -153,10 +159,12 @@ def fit_validation_fusion(directory: Path, manifest: ModelManifest, data: Any) -
     contexts = frame["context"].astype(str).tolist()
     texts = frame["product_text"].astype(str).tolist()
     raw = cross_encoder_logits(loaded, contexts, texts)
+    statistics = data.statistics_rows()
     return fit_fusion(kind, raw, contexts, texts, frame["product_id"].astype(str).tolist(),
                       frame["label"].to_numpy(dtype=float), frame["group"].astype(str).tolist(), corpus=data.product_texts(),
-                      train_items=data.train["product_id"].astype(str).tolist(),
-                      train_targets=data.train["label"].astype(float).tolist())
+                      train_items=statistics["product_id"].astype(str).tolist(),
+                      train_targets=statistics["label"].astype(float).tolist(),
+                      ratings=row_ratings(frame), train_users=statistics["user"].tolist())
 
 
 def in_batch_loss(loaded: LoadedModel, frame: Any, batch_size: int) -> float | None:
