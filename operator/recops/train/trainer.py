@@ -366,13 +366,17 @@ class RecopsTrainer(Trainer):
 class ProgressCallback(TrainerCallback):
     """Readable log lines on the main process, and the progress lines the operator reads through the reporter."""
 
-    def __init__(self, reporter: ProgressReporter | None) -> None:
+    def __init__(self, reporter: ProgressReporter | None, epochs_per_pass: float = 1.0) -> None:
         self.reporter = reporter
+        self.epochs_per_pass = epochs_per_pass  # progress counts training.epochs, not passes over merged rows
         self.started = time.monotonic()
         self.first_step: int | None = None
 
-    def _progress(self, state: Any) -> Progress:
-        return Progress(step=state.global_step, total_steps=state.max_steps, epoch=float(state.epoch or 0.0))
+    def _progress(self, state: Any, final: bool = False) -> Progress:
+        # A run that stopped early (BestEpoch) is complete at the step it reached.
+        total = state.global_step if final else state.max_steps
+        return Progress(step=state.global_step, total_steps=total,
+                        epoch=round(float(state.epoch or 0.0) * self.epochs_per_pass, 4))
 
     def _eta(self, state: Any) -> float | None:
         done = state.global_step - (self.first_step or 0)
@@ -383,8 +387,9 @@ class ProgressCallback(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.started, self.first_step = time.monotonic(), state.global_step
         if state.is_world_process_zero:
-            log.info("training: %d optimiser steps, %s epochs, from step %d", state.max_steps,
-                     f"{args.num_train_epochs:g}", state.global_step)
+            log.info("training: %d optimiser steps, %s epochs (%s passes over the rows), from step %d", state.max_steps,
+                     f"{args.num_train_epochs * self.epochs_per_pass:g}", f"{args.num_train_epochs:.3g}",
+                     state.global_step)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.reporter is not None and state.is_world_process_zero:
@@ -406,7 +411,7 @@ class ProgressCallback(TrainerCallback):
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.reporter is not None and state.is_world_process_zero:
-            self.reporter.report(self._progress(state))
+            self.reporter.report(self._progress(state, final=True))
             self.reporter.close()  # the last step now, not after the evaluation
 
 
@@ -451,15 +456,17 @@ class BestEpoch(TrainerCallback):
         else:
             self.stale += 1
             control.should_training_stop = self.stale >= SELECTION_PATIENCE
-        log.info("validation %s %.4f after epoch %g (best %s)", self.metric, value, epoch,
-                 f"{self.best[1]:.4f} after epoch {self.best[0]:g}" if self.best else "none yet")
+        log.info("validation %s %.4f after pass %g (best %s)", self.metric, value, epoch,
+                 f"{self.best[1]:.4f} after pass {self.best[0]:g}" if self.best else "none yet")
+        if control.should_training_stop and state.global_step < state.max_steps:
+            log.info("training stopped early: %d passes without a better validation figure", self.stale)
 
     def restore(self, model: Any) -> None:
         """Put the best epoch's weights back into `model` (a no-op when the last epoch was the best)."""
         if self.best is None or self.weights is None or self.best[0] == self.history[-1][0]:
             return
         model.load_state_dict(self.weights)
-        log.info("kept the weights of epoch %g (validation %s %.4f; the last epoch's %.4f)", self.best[0],
+        log.info("kept the weights of pass %g (validation %s %.4f; the last pass's %.4f)", self.best[0],
                  self.metric, self.best[1], self.history[-1][1])
 
 
@@ -656,7 +663,7 @@ def train(
     if dist.world_size > 1 and torch.distributed.is_initialized():
         torch.distributed.barrier()  # every rank sees the main rank's view of the checkpoints
     resume = usable_checkpoint(checkpoints, run_key, dist)
-    callback = ProgressCallback(reporter)
+    callback = ProgressCallback(reporter, training.epochs / passes)
     callbacks: list[TrainerCallback] = [callback]
     if on_checkpoint is not None:
         callbacks.append(_CheckpointHook(checkpoints, on_checkpoint))
@@ -696,7 +703,7 @@ def train(
         samples_per_second=samples_per_second * rows_per_example if samples_per_second else None,
     )
     if dist.is_main:
-        log.info("trained %d examples (of %d rows) x %s epochs in %.1fs: %.1f samples/s (precision %s, %d process%s)",
+        log.info("trained %d examples (of %d rows) x %s passes in %.1fs: %.1f samples/s (precision %s, %d process%s)",
                  result.train_examples, len(data.train),
                  f"{passes:.3g}", seconds, result.samples_per_second or 0.0, precision, dist.world_size,
                  "es" if dist.world_size > 1 else "")
