@@ -142,7 +142,7 @@ def test_best_epoch_keeps_the_best_weights_and_stops_after_patience(monkeypatch:
     for epoch in range(1, 2 + SELECTION_PATIENCE + 1):
         with torch.no_grad():
             model.weight.fill_(float(epoch))
-        callback.on_epoch_end(None, SimpleNamespace(epoch=float(epoch)), control, model=model)
+        callback.on_epoch_end(None, SimpleNamespace(epoch=float(epoch), global_step=epoch, max_steps=100), control, model=model)
         assert control.should_training_stop == (epoch == 2 + SELECTION_PATIENCE)  # 3 epochs without beating 0.35
     assert callback.best == (2.0, 0.35)
     callback.restore(model)
