@@ -95,6 +95,7 @@ def run(name: str, task: str, work: Path, args: argparse.Namespace) -> dict[str,
                            "--model-version", f"{name}-{task}-{int(started)}", "--termination-message-path",
                            str(termination)], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     seconds = time.monotonic() - started
+    (work / f"{name}-{task}.log").write_text(proc.stderr)  # the trainer's log: epochs, validation figures, fusion
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed", "seconds": seconds}
     message = json.loads(termination.read_text())

@@ -37,7 +37,10 @@ def test_the_trainer_prints_progress_lines_the_operator_reads(tmp_path: Path, ti
     final = contracts.last_progress(proc.stderr)  # what the operator takes from the log's tail
     assert final is not None
     assert final["step"] == final["totalSteps"] > 0 and final["percent"] == 100
-    assert final["epoch"] == pytest.approx(4.0)
+    if "training stopped early" in proc.stderr:  # the best epoch on validation was behind it (BestEpoch)
+        assert 0 < final["epoch"] < 4.0
+    else:
+        assert final["epoch"] == pytest.approx(4.0)  # in epochs of the spec, not passes over merged rows
     assert final["updatedAt"].endswith("Z")
     # The final line comes when training ends, before the evaluation's lines.
     assert proc.stderr.rindex(contracts.PROGRESS_MARKER) < proc.stderr.rindex("model written to")

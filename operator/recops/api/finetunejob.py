@@ -125,7 +125,12 @@ class LoraSpec(KubeModel):
 
 class TrainingSpec(KubeModel):
     # Defaults measured on the synthetic shop and ml-100k (docs/finetunejob.md, "Defaults").
-    epochs: float = Field(default=2.0, gt=0, le=100, description="Passes over the training split.")
+    epochs: float = Field(
+        default=2.0, gt=0, le=100,
+        description="Passes over the training split. click-through: counted in impressions (repeated (context, "
+        "product) impressions train as one weighted row, the passes over those rows scaled to the same steps), and the "
+        "epoch best on the validation split is kept.",
+    )
     learning_rate: float = Field(default=1e-4, gt=0, le=1, description="Peak learning rate.")
     batch_size: int = Field(default=32, ge=1, le=4096, description="Per-device batch size.")
     gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024, description="Steps per optimiser update.")

@@ -85,18 +85,25 @@ def _batches_by_length(lengths: list[int], size: int) -> list[list[int]]:
     return [order[i:i + size] for i in range(0, len(order), size)]
 
 
-@torch.inference_mode()
 def cross_encoder_logits(loaded: LoadedModel, contexts: list[str], products: list[str]) -> np.ndarray:
-    encoded = loaded.tokenizer(contexts, products, truncation=True, max_length=loaded.manifest.max_length)
+    return raw_logits(loaded.model, loaded.tokenizer, loaded.manifest.max_length, loaded.device, contexts, products,
+                      loaded.onnx)
+
+
+@torch.inference_mode()
+def raw_logits(model: Any, tokenizer: Any, max_length: int, device: torch.device, contexts: list[str],
+               products: list[str], onnx: OnnxCrossEncoder | None = None) -> np.ndarray:
+    """A cross-encoder's raw output for each (context, product) pair (`onnx`: its optimised form instead)."""
+    encoded = tokenizer(contexts, products, truncation=True, max_length=max_length)
     out = np.zeros(len(contexts), dtype=np.float64)
     for batch in _batches_by_length([len(ids) for ids in encoded["input_ids"]], EVAL_BATCH):
         features = [{k: encoded[k][i] for k in encoded} for i in batch]
-        if loaded.onnx is not None:
-            out[batch] = loaded.onnx.raw(loaded.tokenizer.pad(features, padding=True, return_tensors="np"))
+        if onnx is not None:
+            out[batch] = onnx.raw(tokenizer.pad(features, padding=True, return_tensors="np"))
             continue
-        inputs = loaded.tokenizer.pad(features, padding=True, return_tensors="pt").to(loaded.device)
-        with _autocast(loaded.device):
-            logits = loaded.model(**inputs).logits[:, 0]
+        inputs = tokenizer.pad(features, padding=True, return_tensors="pt").to(device)
+        with _autocast(device):
+            logits = model(**inputs).logits[:, 0]
         out[batch] = logits.float().cpu().numpy()
     return out
 
@@ -165,6 +172,29 @@ def fit_validation_fusion(directory: Path, manifest: ModelManifest, data: Any) -
                       train_items=statistics["product_id"].astype(str).tolist(),
                       train_targets=statistics["label"].astype(float).tolist(),
                       ratings=row_ratings(frame), train_users=statistics["user"].tolist())
+
+
+def fused_validation_metric(model: Any, tokenizer: Any, max_length: int, data: Any, metric: str) -> float:
+    """`metric` of the model as it would be served (fused, the fusion fitted on the validation split as after
+    training) on the validation split, each distinct (context, product) scored once."""
+    from recops.train.metrics import compute_metrics
+
+    frame = data.validation
+    pairs = frame[["context", "product_text"]].drop_duplicates()
+    device = next(model.parameters()).device
+    logits = raw_logits(model, tokenizer, max_length, device, pairs["context"].astype(str).tolist(),
+                        pairs["product_text"].astype(str).tolist())
+    by_pair = dict(zip(zip(pairs["context"], pairs["product_text"], strict=True), logits, strict=True))
+    raw = np.array([by_pair[key] for key in zip(frame["context"], frame["product_text"], strict=True)])
+    contexts, texts = frame["context"].astype(str).tolist(), frame["product_text"].astype(str).tolist()
+    items = frame["product_id"].astype(str).tolist()
+    fusion = fit_fusion("logistic", raw, contexts, texts, items, frame["label"].to_numpy(dtype=float),
+                        frame["group"].astype(str).tolist(), corpus=data.product_texts(),
+                        train_items=data.train["product_id"].astype(str).tolist(),
+                        train_targets=data.train["label"].astype(float).tolist())
+    fused = np.asarray(fusion.apply(raw, contexts, texts, items))
+    scores = 1.0 / (1.0 + np.exp(-np.clip(fused, -60, 60)))
+    return float(compute_metrics([metric], frame, scores)[metric])
 
 
 def in_batch_loss(loaded: LoadedModel, frame: Any, batch_size: int) -> float | None:

@@ -2,7 +2,8 @@
 
 - click-through: cross-encoder (context, product text) -> logit, BCE on the 0/1 label; with
   `training.loss: listwise` also a softmax over each group's impressions (ListNet-style, several
-  positives allowed), batches made of whole groups.
+  positives allowed), batches made of whole groups. Impressions of the same (group, context, product)
+  are one example weighted by their count (`impression_pairs`): the same loss, one forward pass.
 - relevance: cross-encoder -> predicted grade, MSE on the grade.
 - embedding: bi-encoder, mean pooling, in-batch negatives over positive pairs.
 - domain-pretrain: masked-language model on product text.
@@ -56,7 +57,9 @@ CHECKPOINTS_PER_RUN = 10  # under torchrun (ranks must agree on when to save, so
 DEFAULT_CHECKPOINT_SECONDS = 600.0  # one process: a restarted pod loses at most this much training
 ENV_CHECKPOINT_SECONDS = "RECOPS_CHECKPOINT_SECONDS"
 EVALUATIONS_PER_RUN = 4
-MAX_LIST_ROWS = 32  # listwise: the most impressions of one group in one list
+MAX_LIST_ROWS = 32  # listwise: the most rows (distinct products) of one group in one list
+WEIGHTS = "weights"  # click-through: how many impressions a row stands for, over the mean (impression_pairs)
+NOT_MODEL_INPUTS = ("labels", "length", WEIGHTS)
 LOG_LINES_PER_RUN = 40
 RUN_MARKER = "recops-run.json"  # which job and data the checkpoints belong to
 CHECKPOINT_STATE = "trainer_state.json"  # written last into a checkpoint: its presence marks it usable
@@ -72,6 +75,8 @@ class TrainResult:
     train_examples: int = 0
     seconds: float = 0.0
     samples_per_second: float | None = None
+    epochs: list[tuple[float, float]] = field(default_factory=list)  # (epoch, validation figure) when BestEpoch ran
+    best_epoch: float | None = None  # the epoch whose weights were kept
 
 
 def resolve_precision(precision: str) -> str:
@@ -93,10 +98,12 @@ class _PaddingCollator:
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         labels = torch.tensor([f["labels"] for f in features], dtype=torch.float32)
-        encoded = [{k: v for k, v in f.items() if k not in ("labels", "length")} for f in features]
+        encoded = [{k: v for k, v in f.items() if k not in NOT_MODEL_INPUTS} for f in features]
         batch = self.tokenizer.pad(encoded, padding=True, pad_to_multiple_of=self.pad_to_multiple_of,
                                    return_tensors="pt")
         batch["labels"] = labels
+        if WEIGHTS in features[0]:
+            batch[WEIGHTS] = torch.tensor([f[WEIGHTS] for f in features], dtype=torch.float32)
         return dict(batch)
 
 
@@ -108,11 +115,13 @@ class _ListCollator:
         self.tokenizer, self.pad_to_multiple_of = tokenizer, pad_to_multiple_of
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        names = [k for k in features[0] if k not in ("labels", "length")]
+        names = [k for k in features[0] if k not in NOT_MODEL_INPUTS]
         rows = [{name: f[name][i] for name in names} for f in features for i in range(len(f["labels"]))]
         batch = self.tokenizer.pad(rows, padding=True, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt")
         batch["labels"] = torch.tensor([label for f in features for label in f["labels"]], dtype=torch.float32)
         batch["list_index"] = torch.tensor([g for g, f in enumerate(features) for _ in f["labels"]])
+        if WEIGHTS in features[0]:
+            batch[WEIGHTS] = torch.tensor([w for f in features for w in f[WEIGHTS]], dtype=torch.float32)
         return dict(batch)
 
 
@@ -134,16 +143,21 @@ def listwise_rows(rows: dict[str, list[Any]], groups: list[str], seed: int) -> d
     return lists
 
 
-def listwise_loss(logits: torch.Tensor, labels: torch.Tensor, list_index: torch.Tensor) -> torch.Tensor:
+def listwise_loss(logits: torch.Tensor, labels: torch.Tensor, list_index: torch.Tensor,
+                  weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over the lists with a positive of the cross-entropy between the softmax of the list's logits
-    and its labels normalised to sum to one (ListNet with several positives)."""
+    and its labels normalised to sum to one (ListNet with several positives). With `weights` (a row
+    stands for that many impressions, in proportion; its label their mean) the loss is the one over
+    the impressions: each row counts weight times in the target and in the softmax's normaliser."""
     losses = []
     for group in torch.unique(list_index):
         rows = list_index == group
-        target = labels[rows]
-        if target.sum() <= 0 or int(rows.sum()) < 2:
+        count = weights[rows] if weights is not None else torch.ones_like(labels[rows])
+        target = labels[rows] * count
+        if target.sum() <= 0 or float(count.sum()) < 2:
             continue
-        losses.append(-(target / target.sum() * F.log_softmax(logits[rows], dim=0)).sum())
+        log_norm = torch.logsumexp(logits[rows] + torch.log(count), dim=0)
+        losses.append(-(target / target.sum() * (logits[rows] - log_norm)).sum())
     return torch.stack(losses).mean() if losses else logits.sum() * 0.0
 
 
@@ -193,7 +207,19 @@ def cross_encoder_rows(tokenizer: PreTrainedTokenizerBase, frame: Any, max_lengt
     rows: dict[str, list[Any]] = {k: list(v) for k, v in encoded.items()}
     rows["labels"] = frame[target].astype(float).tolist()
     rows["length"] = _lengths(encoded)
+    if WEIGHTS in frame:
+        rows[WEIGHTS] = frame[WEIGHTS].astype(float).tolist()
     return rows
+
+
+def impression_pairs(frame: Any) -> Any:
+    """Click-through rows of one (group, context, product) as one row: `label` the share of them that
+    were positive, `weights` their count over the mean count. The cross-entropy is linear in the label,
+    so the weighted loss is the loss over the impressions, computed with one forward pass per pair (a
+    search log repeats its head queries' products: the benchmark's shop has ~4 impressions a pair)."""
+    pairs = frame.groupby(["group", "context", "product_text"], sort=False, dropna=False).agg(
+        label=("label", "mean"), impressions=("label", "size")).reset_index()
+    return pairs.assign(**{WEIGHTS: pairs["impressions"] / pairs["impressions"].mean()})
 
 
 def positive_pairs(frame: Any) -> Any:
@@ -239,8 +265,9 @@ def text_rows(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: 
 def build_rows(task: str, tokenizer: PreTrainedTokenizerBase, frame: Any, max_length: int,
                seed: int = 0, listwise: bool = False) -> dict[str, list[Any]]:
     if task == "click-through":
-        rows = cross_encoder_rows(tokenizer, frame, max_length, "label")
-        return listwise_rows(rows, frame["group"].astype(str).tolist(), seed) if listwise else rows
+        pairs = impression_pairs(frame)
+        rows = cross_encoder_rows(tokenizer, pairs, max_length, "label")
+        return listwise_rows(rows, pairs["group"].astype(str).tolist(), seed) if listwise else rows
     if task == "relevance":
         return cross_encoder_rows(tokenizer, frame, max_length, "grade")
     if task == "embedding":
@@ -324,11 +351,12 @@ class RecopsTrainer(Trainer):
             loss = F.cross_entropy(logits, labels)
         else:
             list_index = inputs.pop("list_index", None)
+            weights = inputs.pop(WEIGHTS, None)
             logits = model(**inputs).logits.squeeze(-1).float()
             if self.recops_task == "click-through":
-                loss = F.binary_cross_entropy_with_logits(logits, labels.float())
+                loss = F.binary_cross_entropy_with_logits(logits, labels.float(), weight=weights)
                 if list_index is not None:
-                    loss = loss + listwise_loss(logits, labels.float(), list_index)
+                    loss = loss + listwise_loss(logits, labels.float(), list_index, weights)
             else:
                 loss = F.mse_loss(logits, labels.float())
         return (loss, {"logits": logits}) if return_outputs else loss
@@ -338,13 +366,17 @@ class RecopsTrainer(Trainer):
 class ProgressCallback(TrainerCallback):
     """Readable log lines on the main process, and the progress lines the operator reads through the reporter."""
 
-    def __init__(self, reporter: ProgressReporter | None) -> None:
+    def __init__(self, reporter: ProgressReporter | None, epochs_per_pass: float = 1.0) -> None:
         self.reporter = reporter
+        self.epochs_per_pass = epochs_per_pass  # progress counts training.epochs, not passes over merged rows
         self.started = time.monotonic()
         self.first_step: int | None = None
 
-    def _progress(self, state: Any) -> Progress:
-        return Progress(step=state.global_step, total_steps=state.max_steps, epoch=float(state.epoch or 0.0))
+    def _progress(self, state: Any, final: bool = False) -> Progress:
+        # A run that stopped early (BestEpoch) is complete at the step it reached.
+        total = state.global_step if final else state.max_steps
+        return Progress(step=state.global_step, total_steps=total,
+                        epoch=round(float(state.epoch or 0.0) * self.epochs_per_pass, 4))
 
     def _eta(self, state: Any) -> float | None:
         done = state.global_step - (self.first_step or 0)
@@ -355,8 +387,9 @@ class ProgressCallback(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.started, self.first_step = time.monotonic(), state.global_step
         if state.is_world_process_zero:
-            log.info("training: %d optimiser steps, %s epochs, from step %d", state.max_steps,
-                     f"{args.num_train_epochs:g}", state.global_step)
+            log.info("training: %d optimiser steps, %s epochs (%s passes over the rows), from step %d", state.max_steps,
+                     f"{args.num_train_epochs * self.epochs_per_pass:g}", f"{args.num_train_epochs:.3g}",
+                     state.global_step)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.reporter is not None and state.is_world_process_zero:
@@ -378,8 +411,71 @@ class ProgressCallback(TrainerCallback):
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.reporter is not None and state.is_world_process_zero:
-            self.reporter.report(self._progress(state))
+            self.reporter.report(self._progress(state, final=True))
             self.reporter.close()  # the last step now, not after the evaluation
+
+
+# --- the best epoch -------------------------------------------------------------------------
+RANKING_METRICS = ("auc", "mrr", "ndcg@", "recall@")
+SELECTION_METRIC = "ndcg@10"  # without a gate on a ranking metric
+SELECTION_PATIENCE = 3  # epochs in a row without a better validation figure before training stops
+
+
+def selection_metric(spec: FineTuneJobSpec) -> str:
+    """The metric that picks the best epoch: the gate's when it ranks, else ndcg@10."""
+    gate = spec.evaluation.gate
+    return gate.metric if gate is not None and gate.metric.startswith(RANKING_METRICS) else SELECTION_METRIC
+
+
+class BestEpoch(TrainerCallback):
+    """Click-through: after each epoch, `metric` on the validation split of the model as it would be served
+    (fused with BM25 and popularity, as after training); the best epoch's weights are the ones kept, and
+    training stops after SELECTION_PATIENCE epochs without a better figure. Later epochs can overfit a
+    small log, and which epoch is best differs from one data set to the next."""
+
+    def __init__(self, data: Any, metric: str, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
+        self.data, self.metric, self.tokenizer, self.max_length = data, metric, tokenizer, max_length
+        self.history: list[tuple[float, float]] = []  # (epoch, validation figure)
+        self.best: tuple[float, float] | None = None
+        self.weights: dict[str, torch.Tensor] | None = None
+        self.stale = 0
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        from recops.api.gate import better
+        from recops.train.evaluate import fused_validation_metric
+
+        training = model.training
+        model.eval()
+        value = fused_validation_metric(model, self.tokenizer, self.max_length, self.data, self.metric)
+        model.train(training)
+        epoch = round(float(state.epoch or 0.0), 2)
+        self.history.append((epoch, value))
+        if math.isfinite(value) and (self.best is None or better(self.metric, value, self.best[1])):
+            self.best, self.stale = (epoch, value), 0
+            self.weights = {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
+        else:
+            self.stale += 1
+            control.should_training_stop = self.stale >= SELECTION_PATIENCE
+        log.info("validation %s %.4f after pass %g (best %s)", self.metric, value, epoch,
+                 f"{self.best[1]:.4f} after pass {self.best[0]:g}" if self.best else "none yet")
+        if control.should_training_stop and state.global_step < state.max_steps:
+            log.info("training stopped early: %d passes without a better validation figure", self.stale)
+
+    def restore(self, model: Any) -> None:
+        """Put the best epoch's weights back into `model` (a no-op when the last epoch was the best)."""
+        if self.best is None or self.weights is None or self.best[0] == self.history[-1][0]:
+            return
+        model.load_state_dict(self.weights)
+        log.info("kept the weights of pass %g (validation %s %.4f; the last pass's %.4f)", self.best[0],
+                 self.metric, self.best[1], self.history[-1][1])
+
+
+def picks_best_epoch(task: str, data: Any, world_size: int) -> bool:
+    """One process, click-through, and a validation split the fusion can be fitted on."""
+    from recops.train.evaluate import MIN_FUSION_ROWS
+
+    return (task == "click-through" and world_size == 1 and len(data.validation) >= MIN_FUSION_ROWS
+            and data.validation["label"].nunique() >= 2)
 
 
 # --- checkpoints ----------------------------------------------------------------------------
@@ -456,6 +552,14 @@ def _sampling_arguments(grouped: bool) -> dict[str, Any]:
     return {"group_by_length": grouped}
 
 
+def training_passes(epochs: float, impressions: int, rows: int) -> float:
+    """Passes over the rows the model runs for `epochs` passes over the training split: click-through
+    trains on (context, product) pairs that each stand for several impressions (impression_pairs), and
+    `training.epochs` keeps counting passes over the impressions in optimiser steps, as before they were
+    merged, so the same setting buys the same training time whether a log repeats its impressions or not."""
+    return epochs * max(impressions, 1) / max(rows, 1)
+
+
 def planned_steps(examples: int, batch_size: int, accumulation: int, world_size: int, epochs: float) -> int:
     batches = math.ceil(examples / (batch_size * world_size))
     return max(1, math.ceil(max(1, batches // accumulation) * epochs))
@@ -487,9 +591,11 @@ def train(
     listwise = task == "click-through" and training.loss == "listwise"
     train_rows = build_rows(task, tokenizer, data.train, training.max_length, training.seed, listwise)
     examples = len(train_rows["length"])
-    # Listwise examples are whole groups: as many groups per batch as make about batchSize impressions.
-    batch_size = (max(1, round(training.batch_size * examples / len(data.train))) if listwise
-                  else training.batch_size)
+    # The rows the model runs: (context, product) pairs for click-through (impression_pairs); listwise examples are
+    # lists of them, as many lists per batch as make about batchSize rows.
+    model_rows = sum(len(labels) for labels in train_rows["labels"]) if listwise else examples
+    batch_size = max(1, round(training.batch_size * examples / model_rows)) if listwise else training.batch_size
+    passes = training_passes(training.epochs, len(data.train), model_rows) if task == "click-through" else training.epochs
     if examples < (2 if task == "embedding" else 1):
         what = "positive (context, product) pairs" if task == "embedding" else "examples"
         raise JobError(f"the training split has {examples} {what}; too few to train {task}")
@@ -513,7 +619,7 @@ def train(
         model = apply_lora(task, model, training.lora)
 
     total = planned_steps(examples, batch_size, training.gradient_accumulation_steps, dist.world_size,
-                          training.epochs)
+                          passes)
     # Checkpoints cost time (weights and optimiser state): save by the clock in one process; by
     # steps under torchrun, where every rank must decide alike without talking.
     fixed_steps = os.environ.get(ENV_CHECKPOINT_STEPS)
@@ -521,7 +627,7 @@ def train(
     save_steps = int(fixed_steps or max(1, math.ceil(total / CHECKPOINTS_PER_RUN)))
     args = TrainingArguments(
         output_dir=str(checkpoints),
-        num_train_epochs=training.epochs,
+        num_train_epochs=passes,
         learning_rate=training.learning_rate,
         per_device_train_batch_size=batch_size,
         per_device_eval_batch_size=batch_size if listwise else max(batch_size, 32),
@@ -557,10 +663,14 @@ def train(
     if dist.world_size > 1 and torch.distributed.is_initialized():
         torch.distributed.barrier()  # every rank sees the main rank's view of the checkpoints
     resume = usable_checkpoint(checkpoints, run_key, dist)
-    callback = ProgressCallback(reporter)
+    callback = ProgressCallback(reporter, training.epochs / passes)
     callbacks: list[TrainerCallback] = [callback]
     if on_checkpoint is not None:
         callbacks.append(_CheckpointHook(checkpoints, on_checkpoint))
+    best_epoch = (BestEpoch(data, selection_metric(spec), tokenizer, training.max_length)
+                  if picks_best_epoch(task, data, dist.world_size) and not naive else None)
+    if best_epoch is not None:
+        callbacks.append(best_epoch)
     if timed:
         callbacks.append(TimedCheckpoints(float(os.environ.get(ENV_CHECKPOINT_SECONDS) or DEFAULT_CHECKPOINT_SECONDS)))
     trainer = RecopsTrainer(
@@ -580,23 +690,27 @@ def train(
     started = time.monotonic()
     output = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     seconds = time.monotonic() - started
-    # Figures in impressions (rows), also when the Trainer counted listwise examples (one group each).
-    rows_per_example = len(data.train) / examples if listwise else 1.0
+    # Figures in rows the model ran, also when the Trainer counted listwise examples (lists of rows).
+    rows_per_example = model_rows / examples
     samples_per_second = (output.metrics or {}).get("train_samples_per_second")
     result = TrainResult(
         log_history=list(trainer.state.log_history),
         precision=precision,
         total_steps=trainer.state.max_steps,
         resumed_from=str(resume) if resume is not None else None,
-        train_examples=len(data.train) if listwise else examples,
+        train_examples=model_rows,
         seconds=seconds,
         samples_per_second=samples_per_second * rows_per_example if samples_per_second else None,
     )
     if dist.is_main:
-        log.info("trained %d examples x %s epochs in %.1fs: %.1f samples/s (precision %s, %d process%s)",
-                 result.train_examples,
-                 f"{training.epochs:g}", seconds, result.samples_per_second or 0.0, precision, dist.world_size,
+        log.info("trained %d examples (of %d rows) x %s passes in %.1fs: %.1f samples/s (precision %s, %d process%s)",
+                 result.train_examples, len(data.train),
+                 f"{passes:.3g}", seconds, result.samples_per_second or 0.0, precision, dist.world_size,
                  "es" if dist.world_size > 1 else "")
+    if best_epoch is not None:
+        best_epoch.restore(trainer.model)
+        result.epochs = best_epoch.history
+        result.best_epoch = best_epoch.best[0] if best_epoch.best else None
     if dist.is_main and save_to is not None:
         final: Any = trainer.model
         if training.lora is not None:
