@@ -33,11 +33,16 @@ def better(metric: str, candidate: float, reference: float) -> bool:
     return candidate > reference if higher_is_better(metric) else candidate < reference
 
 
+def is_ranking(metric: str) -> bool:
+    """Whether `metric` judges only the order of scores (auc, mrr, ndcg@K, recall@K)."""
+    return metric == "auc" or metric == "mrr" or metric.startswith(("ndcg@", "recall@"))
+
+
 def baseline_applies(baseline: str, metric: str) -> bool:
     """Whether `baseline` has a meaningful value of `metric` (see the module docstring)."""
     if baseline == "constant":
         return metric in CONSTANT_METRICS
-    return metric == "auc" or metric == "mrr" or metric.startswith(("ndcg@", "recall@"))
+    return is_ranking(metric)
 
 
 def _finite(value: float | None) -> bool:

@@ -44,6 +44,7 @@ from transformers import (
 )
 
 from recops.api.finetunejob import FineTuneJobSpec, LoraSpec
+from recops.api.gate import is_ranking
 from recops.train.job import Distributed, JobError
 from recops.train.progress import Progress, ProgressReporter, progress_line
 
@@ -416,7 +417,6 @@ class ProgressCallback(TrainerCallback):
 
 
 # --- the best epoch -------------------------------------------------------------------------
-RANKING_METRICS = ("auc", "mrr", "ndcg@", "recall@")
 SELECTION_METRIC = "ndcg@10"  # without a gate on a ranking metric
 SELECTION_PATIENCE = 3  # epochs in a row without a better validation figure before training stops
 
@@ -424,7 +424,7 @@ SELECTION_PATIENCE = 3  # epochs in a row without a better validation figure bef
 def selection_metric(spec: FineTuneJobSpec) -> str:
     """The metric that picks the best epoch: the gate's when it ranks, else ndcg@10."""
     gate = spec.evaluation.gate
-    return gate.metric if gate is not None and gate.metric.startswith(RANKING_METRICS) else SELECTION_METRIC
+    return gate.metric if gate is not None and is_ranking(gate.metric) else SELECTION_METRIC
 
 
 class BestEpoch(TrainerCallback):
