@@ -29,11 +29,13 @@ def prometheus() -> FakePrometheus:
 
 
 @pytest.fixture
-def controller(kube: FakeKube, clock: ManualClock, prometheus: FakePrometheus,
-               posted: list[tuple[str, str]]) -> MonitorPolicyController:
-    return MonitorPolicyController(kube, default_prometheus_url="http://prometheus:9090", clock=clock,
-                                   post_event=lambda _, t, reason, __: posted.append((t, reason)),
-                                   prometheus_factory=prometheus)
+def controller(kube: FakeKube, clock: ManualClock, prometheus: FakePrometheus, posted: list[tuple[str, str]],
+               operator_loop: asyncio.AbstractEventLoop | None) -> MonitorPolicyController:
+    controller = MonitorPolicyController(kube, default_prometheus_url="http://prometheus:9090", clock=clock,
+                                         post_event=lambda _, t, reason, __: posted.append((t, reason)),
+                                         prometheus_factory=prometheus)
+    controller.loop = operator_loop
+    return controller
 
 
 def target(kube: FakeKube, **status: Any) -> dict[str, Any]:
@@ -56,7 +58,7 @@ def policy(kube: FakeKube, *, for_: str = "0s", **retrain: Any) -> dict[str, Any
 
 
 def evaluate(controller: MonitorPolicyController) -> Evaluation:
-    return asyncio.run(controller.evaluate(NS, POLICY))
+    return controller.evaluate(NS, POLICY)
 
 
 def status(kube: FakeKube) -> dict[str, Any]:

@@ -9,8 +9,6 @@ queries stay there.
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -35,25 +33,14 @@ def prometheus() -> FakePrometheus:
     return FakePrometheus(tracks={"stable": dict(GOOD), "canary": dict(GOOD)})
 
 
-@pytest.fixture(params=["own-loop", "operator-loop"])
-def controller(request: pytest.FixtureRequest, kube: FakeKube, clock: ManualClock, prometheus: FakePrometheus,
-               posted: list[tuple[str, str]]) -> Iterator[RecModelDeploymentController]:
-    """Every test twice: the analysis on a loop of its own, and (as in the operator) on an event loop running in
-    another thread while the pass runs in this one."""
+@pytest.fixture
+def controller(kube: FakeKube, clock: ManualClock, prometheus: FakePrometheus, posted: list[tuple[str, str]],
+               operator_loop: asyncio.AbstractEventLoop | None) -> RecModelDeploymentController:
     controller = RecModelDeploymentController(
         kube, BuilderSettings(), post_event=lambda _, t, reason, __: posted.append((t, reason)),
         prometheus_url="http://prometheus:9090", now=clock, prometheus_factory=prometheus)
-    if request.param == "own-loop":
-        yield controller
-        return
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    controller.loop = loop
-    yield controller
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
+    controller.loop = operator_loop
+    return controller
 
 
 def canary_rollout(**canary: Any) -> dict[str, Any]:

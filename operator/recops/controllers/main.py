@@ -407,7 +407,7 @@ class Operator:
         interval = MONITOR_RETRY_SECONDS
         self.metrics.reconciles.labels(kind=MP_KIND, trigger="interval").inc()
         try:
-            result = await self.monitor.evaluate(*key)
+            result = await asyncio.to_thread(self.monitor.evaluate, *key)
             if result.gone:
                 self.monitor_due.pop(key, None)
                 return
@@ -510,7 +510,8 @@ def _register_lifecycle(registry: kopf.OperatorRegistry, operator: Operator) -> 
     async def startup(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
         # One pool of worker threads: Kopf's (sync handlers) is also where every pass asyncio.to_thread starts runs.
         asyncio.get_running_loop().set_default_executor(settings.execution.executor)
-        operator.rmds.loop = asyncio.get_running_loop()  # one event loop for every async request
+        # One event loop for every async request (the passes' Prometheus queries).
+        operator.rmds.loop = operator.monitor.loop = asyncio.get_running_loop()
         await asyncio.to_thread(operator.ensure_feedback_keys)
         memo["resync"] = asyncio.create_task(operator.ftjs_forever())
         memo["monitor"] = asyncio.create_task(operator.monitor_forever())

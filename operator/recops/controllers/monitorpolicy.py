@@ -7,8 +7,8 @@ track pinned to the stable model; captures a baseline after each promotion; judg
 when cooldown, maxPerDay, in-flight and mid-canary allow; prunes finished jobs beyond
 historyLimit; and writes the status once, only what changed. Missing data never retrains.
 
-Evaluation is async (Prometheus queries run on the event loop); Kubernetes calls run in
-worker threads through the same `Kube` client as the other controllers.
+An evaluation is a plain function run in a worker thread, like every pass (controllers/work.py);
+its Prometheus queries run on the operator's event loop.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from recops.controllers import monitorpolicy_status as mps
 from recops.controllers.conditions import is_true
 from recops.controllers.kube import ApiError, Kube, resource_path
 from recops.controllers.status import EventPoster, ignore_event, parse, write_status
+from recops.controllers.work import on_loop
 from recops.monitor import evaluation as ev
 from recops.monitor.prometheus import Prometheus, PrometheusAuth, auth_for
 from recops.monitor.promql import TrackSelector
@@ -48,6 +49,8 @@ from recops.monitor.rules import Measurement, RuleVerdict
 log = logging.getLogger("recops.controllers.monitorpolicy")
 
 DEFAULT_INTERVAL = 60.0
+# The longest an evaluation waits for its queries on the operator's loop (each query has its own timeout too).
+PROMETHEUS_WAIT_S = 120.0
 
 
 def mp_path(namespace: str, name: str | None = None, subresource: str | None = None) -> str:
@@ -152,14 +155,13 @@ class MonitorPolicyController:
         self.prometheus_timeout = prometheus_timeout
         # Why the last retrain was not started, per policy: an Event only when it changes.
         self.last_block: dict[tuple[str, str], str | None] = {}
-
-    async def _kube(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.to_thread(fn, *args)
+        # The operator's event loop, where the Prometheus queries run; None (tests, tools): a loop of their own.
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     # --- one evaluation -------------------------------------------------------------------
-    async def evaluate(self, namespace: str, name: str) -> Evaluation:
+    def evaluate(self, namespace: str, name: str) -> Evaluation:
         """Measure, judge, maybe retrain, and write the status once (only what changed)."""
-        body = await self._kube(self.kube.get, mp_path(namespace, name))
+        body = self.kube.get(mp_path(namespace, name))
         if body is None or body["metadata"].get("deletionTimestamp"):
             self.last_block.pop((namespace, name), None)
             return Evaluation(gone=True)
@@ -168,31 +170,31 @@ class MonitorPolicyController:
         policy, invalid = parse(body, MonitorPolicy)
         if policy is None:
             status.conditions.set(c.READY, False, c.INVALID_SPEC, (invalid or "invalid spec")[:4096])
-            return await self._finish(body, status, Evaluation(result="invalid"))
+            return self._finish(body, status, Evaluation(result="invalid"))
         spec = policy.spec
         result = Evaluation(interval=max(parse_duration(spec.interval).total_seconds(), 1.0))
-        target = await self._kube(self.kube.get, rmd_path(namespace, spec.target_ref.name))
+        target = self.kube.get(rmd_path(namespace, spec.target_ref.name))
         if target is None:
             mps.target_missing(status.conditions, spec)
             result.result = "target_not_found"
-            return await self._finish(body, status, result)
-        judged = await self._judge(body, spec, target, status, now)
+            return self._finish(body, status, result)
+        judged = self._judge(body, spec, target, status, now)
         result.result = mps.judged_conditions(status.conditions, spec, judged)
-        jobs = await self._owned_jobs(body)
-        decision = await self._retrain(body, spec, target, jobs, judged.breached, status, now, result)
+        jobs = self._owned_jobs(body)
+        decision = self._retrain(body, spec, target, jobs, judged.breached, status, now, result)
         mps.retraining_condition(status, jobs, decision, bool(judged.breached))
         if spec.retrain is not None:
-            result.pruned = await self._prune(body, jobs, spec.retrain.history_limit)
+            result.pruned = self._prune(body, jobs, spec.retrain.history_limit)
         self._rule_events(body, status.previous_rules, judged.verdicts)
-        return await self._finish(body, status, result)
+        return self._finish(body, status, result)
 
-    async def _owned_jobs(self, body: dict[str, Any]) -> list[OwnedJob]:
+    def _owned_jobs(self, body: dict[str, Any]) -> list[OwnedJob]:
         meta = body["metadata"]
         selector = ",".join(f"{k}={v}" for k, v in builders.retrain_selector(meta["name"]).items())
-        items = await self._kube(self.kube.list, ftj_path(meta["namespace"]), selector)
+        items = self.kube.list(ftj_path(meta["namespace"]), selector)
         return owned_jobs(items, meta["uid"])
 
-    async def _judge(self, body: dict[str, Any], spec: MonitorPolicySpec, target: dict[str, Any],
+    def _judge(self, body: dict[str, Any], spec: MonitorPolicySpec, target: dict[str, Any],
                      status: mps.PolicyStatus, now: datetime) -> mps.Judged:
         """Measure every rule on the target's stable model (capturing its baseline first) and judge it."""
         target_status = target.get("status") or {}
@@ -210,14 +212,13 @@ class MonitorPolicyController:
             selector = TrackSelector(namespace, spec.target_ref.name, "stable", judged.model_version)
             prometheus = self.prometheus_factory(url, timeout_seconds=self.prometheus_timeout,
                                                  auth=auth_for(url, self.default_prometheus_url, self.prometheus_auth))
-            baseline = await self._baseline(body, spec, status.old.get("baseline"), stable, selector, prometheus,
+            baseline = self._baseline(body, spec, status.old.get("baseline"), stable, selector, prometheus,
                                             now, judged.errors)
             status.new["baseline"] = baseline
             captured = bool(baseline.get("capturedAt"))
             histogram = ev.Histogram.from_status(baseline.get("scoreHistogram")) if captured else None
-            measured = await asyncio.gather(*(
-                ev.measure_rule(prometheus, rule, selector, baseline_histogram=histogram) for rule in spec.rules
-            ))
+            measured = on_loop(ev.measure_rules(prometheus, spec.rules, selector, baseline_histogram=histogram),
+                               self.loop, PROMETHEUS_WAIT_S)
             measurements = dict(zip((r.name for r in spec.rules), measured, strict=True))
             baseline_values = baseline.get("values") if captured else None
             judged.errors += [m.error for m in measurements.values() if m.error]
@@ -225,7 +226,7 @@ class MonitorPolicyController:
         status.new["rules"] = [ev.rule_status(rule, judged.verdicts[rule.name]) for rule in spec.rules]
         return judged
 
-    async def _retrain(self, body: dict[str, Any], spec: MonitorPolicySpec, target: dict[str, Any],
+    def _retrain(self, body: dict[str, Any], spec: MonitorPolicySpec, target: dict[str, Any],
                        jobs: list[OwnedJob], breached: list[str], status: mps.PolicyStatus, now: datetime,
                        result: Evaluation) -> RetrainDecision:
         """Create a FineTuneJob when a breach asks for one and nothing holds it back (recops.monitor.retrain)."""
@@ -240,7 +241,7 @@ class MonitorPolicyController:
                                               "(spec.serving.eventLog.uri), so there is nothing to retrain on",
                                        "no-event-log")
         if decision.create and spec.retrain is not None and event_log:
-            created, new_object = await self._create_retrain(body, spec, target, event_log, now, jobs,
+            created, new_object = self._create_retrain(body, spec, target, event_log, now, jobs,
                                                              len(status.new["retrains"]), decision.reason)
             if created is not None:
                 mps.record_retrain(status, created, decision.reason)
@@ -253,7 +254,7 @@ class MonitorPolicyController:
         return decision
 
     # --- baseline ---------------------------------------------------------------------------
-    async def _baseline(self, body: dict[str, Any], spec: MonitorPolicySpec, previous: dict[str, Any] | None,
+    def _baseline(self, body: dict[str, Any], spec: MonitorPolicySpec, previous: dict[str, Any] | None,
                         stable: dict[str, Any], selector: TrackSelector, prometheus: Prometheus, now: datetime,
                         errors: list[str]) -> dict[str, Any]:
         model_version = stable["modelVersion"]
@@ -271,7 +272,8 @@ class MonitorPolicyController:
         started_at = parse_time(baseline.get("startedAt")) or now
         if not ev.baseline_due(started_at, spec.baseline_window, now):
             return baseline
-        measured = await ev.measure_baseline(prometheus, spec.rules, selector, spec.baseline_window)
+        measured = on_loop(ev.measure_baseline(prometheus, spec.rules, selector, spec.baseline_window), self.loop,
+                           PROMETHEUS_WAIT_S)
         if measured.error:
             errors.append(measured.error)
             return baseline
@@ -287,7 +289,7 @@ class MonitorPolicyController:
         return baseline
 
     # --- retrain ----------------------------------------------------------------------------
-    async def _create_retrain(self, body: dict[str, Any], spec: MonitorPolicySpec, target: dict[str, Any],
+    def _create_retrain(self, body: dict[str, Any], spec: MonitorPolicySpec, target: dict[str, Any],
                               event_log: str, now: datetime, jobs: list[OwnedJob], recorded_count: int,
                               reason: str) -> tuple[str | None, bool]:
         """(the job's name or None when it could not be created, whether this call created it)."""
@@ -299,7 +301,7 @@ class MonitorPolicyController:
         name = str(manifest["metadata"]["name"])
         namespace = body["metadata"]["namespace"]
         try:
-            await self._kube(self.kube.request, "POST", ftj_path(namespace), manifest)
+            self.kube.request("POST", ftj_path(namespace), manifest)
         except ApiError as error:
             if error.status == 409:  # created by an earlier pass that did not get to record it
                 log.info("FineTuneJob %s/%s exists already", namespace, name)
@@ -312,12 +314,12 @@ class MonitorPolicyController:
                         f"created FineTuneJob {name} ({reason}) on {event_log} since {format_time(since)}")
         return name, True
 
-    async def _prune(self, body: dict[str, Any], jobs: list[OwnedJob], history_limit: int) -> list[str]:
+    def _prune(self, body: dict[str, Any], jobs: list[OwnedJob], history_limit: int) -> list[str]:
         names = jobs_to_prune(jobs, history_limit)
         namespace = body["metadata"]["namespace"]
         for job_name in names:
             try:
-                await self._kube(self.kube.request, "DELETE", ftj_path(namespace, job_name))
+                self.kube.request("DELETE", ftj_path(namespace, job_name))
             except ApiError as error:
                 if error.status != 404:
                     raise
@@ -343,15 +345,14 @@ class MonitorPolicyController:
                 self.metrics.breaches.labels(namespace=meta["namespace"], policy=meta["name"], rule=rule).inc()
             self.post_event(body, type_, reason, message)
 
-    async def _finish(self, body: dict[str, Any], status: mps.PolicyStatus, result: Evaluation) -> Evaluation:
+    def _finish(self, body: dict[str, Any], status: mps.PolicyStatus, result: Evaluation) -> Evaluation:
         new = status.finished()
         for type_, reason, message in mps.condition_events(status.old.get("conditions") or [], new["conditions"]):
             self.post_event(body, type_, reason, message)
         meta = body["metadata"]
         self.metrics.evaluations.labels(namespace=meta["namespace"], policy=meta["name"], result=result.result).inc()
         try:
-            written = await self._kube(write_status, self.kube, mp_path(meta["namespace"], meta["name"], "status"),
-                                       status.old, new)
+            written = write_status(self.kube, mp_path(meta["namespace"], meta["name"], "status"), status.old, new)
             result.status_written = written is not None
         except ApiError as error:
             if error.status != 404:  # deleted meanwhile: nothing to record

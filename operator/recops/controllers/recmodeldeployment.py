@@ -33,6 +33,7 @@ from recops.controllers.feedback_key import Outcome, SharedFeedbackKey, ensure_s
 from recops.controllers.kube import ApiError, Kube, is_rejection, object_path, rejection, resource_path
 from recops.controllers.status import EventPoster, ignore_event, write_status
 from recops.controllers.status import parse as parse_resource
+from recops.controllers.work import on_loop
 from recops.monitor.evaluation import measure_builtin
 from recops.monitor.promql import TrackSelector
 
@@ -228,8 +229,7 @@ class RecModelDeploymentController:
                 for track in ("stable", "canary")
             }
             measuring = self._measure(metrics, tracks, canary_spec.analysis.window)
-            measured = asyncio.run_coroutine_threadsafe(measuring, self.loop).result(ANALYSIS_TIMEOUT_S) \
-                if self.loop is not None else asyncio.run(measuring)
+            measured = on_loop(measuring, self.loop, ANALYSIS_TIMEOUT_S)
         return rollout.evaluate_rules(rules, canary_spec.analysis.min_impressions, measured)
 
     async def _measure(self, metrics: list[str], tracks: dict[str, TrackSelector],

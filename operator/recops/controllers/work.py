@@ -1,17 +1,29 @@
-"""Per-object serialisation of reconcile passes without blocking worker threads.
+"""How passes run: one at a time per object, in worker threads, with async I/O on the operator's loop.
 
-Many triggers (the FineTuneJob's own handlers, its Job's and pods' events, the resync loop)
-may ask for a pass on the same object at once. Only one pass per object runs at a time;
-requests arriving meanwhile collapse into one more pass after it, which re-reads everything.
+Every pass of every kind is a plain function run in a worker thread of the one pool (Kopf's executor,
+also the loop's default). Many triggers (an object's own handlers, its children's events, the resync
+loops) may ask for a pass on the same object at once: only one pass per object runs at a time (`Coalescer`);
+requests arriving meanwhile collapse into one more pass after it, which re-reads everything. The only
+async I/O, Prometheus queries, runs on the operator's event loop (`on_loop`), so one loop and one pool
+serve everything.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Callable, Hashable
-from typing import TypeVar
+from collections.abc import Callable, Coroutine, Hashable
+from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+def on_loop(coroutine: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop | None, timeout_s: float) -> T:
+    """Run `coroutine` from a pass's worker thread on the operator's event loop and wait for it; with no loop
+    (tests, tools) on a loop of its own."""
+    if loop is None:
+        return asyncio.run(coroutine)
+    return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout_s)
 
 
 class Coalescer:
