@@ -47,7 +47,7 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-    from recops.train.synth import dirty, generate_shop, write_shop
+    from recops.shop.synth import dirty, generate_shop, write_shop
 
     started = time.perf_counter()
     shop = generate_shop(

@@ -66,7 +66,7 @@ def main() -> int:
     print(f"torch {torch.__version__}, cuda {torch.cuda.is_available()}"
           + (f", {torch.cuda.get_device_name(0)}, bf16 {torch.cuda.is_bf16_supported()}" if torch.cuda.is_available() else ""),
           flush=True)
-    from recops.train.synth import generate_shop, write_shop
+    from recops.shop.synth import generate_shop, write_shop
 
     work = Path(tempfile.mkdtemp(prefix="recops-gpu-work-"))
     shop = generate_shop(sessions=sessions, products=max(100, sessions // 5), users=max(50, sessions // 10), seed=0)

@@ -44,7 +44,7 @@ DEMO_SHOP = {"users": 200, "products": 300, "sessions": 1500, "seed": 0}  # hack
 
 
 def dataset_spec(name: str, task: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from recops.train.synth import generate_graded, generate_shop, write_shop
+    from recops.shop.synth import generate_graded, generate_shop, write_shop
 
     if name in ("demo", "shop"):
         size = dict(DEMO_SHOP) if name == "demo" else {"users": 300, "products": 600, "sessions": 2000, "seed": 1}

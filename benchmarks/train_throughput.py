@@ -54,8 +54,8 @@ def main() -> int:
 
     from recops import uris
     from recops.api.finetunejob import FineTuneJobSpec
+    from recops.shop.synth import generate_shop, write_shop
     from recops.train.data import prepare
-    from recops.train.synth import generate_shop, write_shop
     from recops.train.trainer import build_rows, train
 
     work = Path(tempfile.mkdtemp(prefix="recops-bench-"))

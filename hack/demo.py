@@ -776,7 +776,7 @@ def traffic(args: argparse.Namespace) -> int:
     import random
 
     sys.path.insert(0, str(REPO / "operator"))
-    from recops.train.traffic import ShopWorld, TrafficStats, drive
+    from recops.shop.traffic import ShopWorld, TrafficStats, drive
 
     env = dict(os.environ)
     world = ShopWorld.generate(**SHOP)

@@ -15,7 +15,7 @@ from recops import __version__
 # name -> (module, help); each module has add_arguments(parser) and main(args) -> int.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("recops.controllers.command", "run the Kubernetes operator (Kopf)"),
-    "data": ("recops.train.datacommand", "work with training data (synth)"),
+    "data": ("recops.shop.command", "work with training data (synth)"),
     "serve": ("recops.serve.command", "serve a complete model: ranking, embeddings, feedback and metrics over HTTP"),
     "train": ("recops.train.command", "fine-tune, evaluate, gate and write a deployable model (a FineTuneJob pod)"),
     "fetch-model": ("recops.serve.fetch", "copy a complete model (e.g. from s3://) into a local directory"),

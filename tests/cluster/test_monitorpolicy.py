@@ -6,7 +6,7 @@ the serving identity in its environment, as the RecModelDeployment builders will
 Prometheus finds them through the process node's file_sd file, by their prometheus.io/*
 annotations. No RecModelDeployment controller exists yet, so the test plays its part: it
 creates the RecModelDeployment and, as the admin, sets `status.stable` to the model the pods
-serve. The traffic driver (`recops.train.traffic`) sends shoppers of the synthetic shop;
+serve. The traffic driver (`recops.shop.traffic`) sends shoppers of the synthetic shop;
 with the preference shift on, the click-through rate falls. The FineTuneJob a breach creates
 runs on a kwok node, whose test hook hands it a termination message.
 """
@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from recops.api import contracts
-from recops.train.traffic import ShopWorld, TrafficStats, drive
+from recops.shop.traffic import ShopWorld, TrafficStats, drive
 from tests.support.cluster import ON_PROCESS_NODE, Cluster, wait_for_status, wait_until
 from tests.support.models import tiny_served_model
 from tests.support.operator import RunningOperator, running_operator

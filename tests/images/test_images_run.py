@@ -113,7 +113,7 @@ def test_the_torch_free_server_refuses_a_torch_only_model_and_names_the_image_th
 
 def test_the_cpu_trainer_trains_a_tiny_model_to_a_complete_output_without_network(
         built_images: dict[str, str], tmp_path: Path) -> None:
-    from recops.train.synth import generate_shop, write_shop
+    from recops.shop.synth import generate_shop, write_shop
 
     inputs = tmp_path / "inputs"
     tiny_base_model(inputs / "base")

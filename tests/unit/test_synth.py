@@ -11,8 +11,8 @@ import pytest
 
 from recops import cli
 from recops.api.finetunejob import DatasetSpec
+from recops.shop.synth import generate_shop
 from recops.train import data
-from recops.train.synth import generate_shop
 
 DEFAULT_FIELDS = ["query", "user_id", "product_id", "title", "brand", "category", "price", "event", "timestamp"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from recops.train.synth import BRANDS, generate_shop
-from recops.train.traffic import ShopWorld
+from recops.shop.synth import BRANDS, generate_shop
+from recops.shop.traffic import ShopWorld
 
 
 def test_world_is_the_shop_generate_shop_draws() -> None:

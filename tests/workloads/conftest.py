@@ -21,7 +21,7 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def shop_events(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """~1,200 impressions over 40 queries: enough for every split to hold positives."""
-    from recops.train.synth import generate_shop, write_shop
+    from recops.shop.synth import generate_shop, write_shop
 
     root = tmp_path_factory.mktemp("shop")
     shop = generate_shop(users=40, products=90, sessions=120, queries=30, seed=7)

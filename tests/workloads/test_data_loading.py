@@ -11,9 +11,9 @@ import pytest
 
 from recops.api import contracts
 from recops.api.finetunejob import DatasetSpec
+from recops.shop.synth import generate_shop, write_shop
 from recops.train import baselines, data
 from recops.train.errors import DataError
-from recops.train.synth import generate_shop, write_shop
 from tests.support.local_servers import free_port
 from tests.support.s3 import running_moto
 

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.workload, pytest.mark.timeout(900)]
 
 
 def test_fine_tuned_minilm_beats_popularity_and_bm25_on_held_out_queries(tmp_path: Path) -> None:
-    from recops.train.synth import generate_shop, write_shop
+    from recops.shop.synth import generate_shop, write_shop
 
     write_shop(generate_shop(users=80, products=200, sessions=300, queries=60, seed=1), str(tmp_path / "shop"), "jsonl")
     output = tmp_path / "models"

@@ -1,7 +1,7 @@
 """Live traffic from the synthetic shop: shoppers query a running `recops serve`, look at what
 it ranks, and click, add to cart and buy by the shop's hidden relevance.
 
-The world (catalogue, queries, tastes) is the one `recops.train.synth.generate_shop` draws for
+The world (catalogue, queries, tastes) is the one `recops.shop.synth.generate_shop` draws for
 the same seed and sizes, so a model trained on `recops data synth` output serves the same shop.
 With the preference shift on, tastes are those after `shift_day`: the trends flip and brand
 affinities are redrawn.
@@ -24,7 +24,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from recops.train import synth
+from recops.shop import synth
 
 # How much the retrieval stage favours what sold before the shift (see the module doc).
 BESTSELLER_BOOST = 3.0

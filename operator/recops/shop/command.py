@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synth.add_argument(
         "--partition-by-day", action="store_true", help="write events as events/dt=YYYY-MM-DD/part-0.<ext>"
     )
-    from recops.train import traffic
+    from recops.shop import traffic
 
     traffic.add_arguments(sub.add_parser(
         "traffic", help="send shoppers' searches and feedback from the synthetic shop to a running recops serve",
@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from recops.train.synth import generate_shop, write_shop
+    from recops.shop.synth import generate_shop, write_shop
 
     for name in ("users", "products", "sessions", "days"):
         if getattr(args, name) < 1:
@@ -67,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
     if args.data_command == "synth":
         return _synth(args)
     if args.data_command == "traffic":
-        from recops.train import traffic
+        from recops.shop import traffic
 
         return traffic.main(args)
     raise AssertionError(args.data_command)
