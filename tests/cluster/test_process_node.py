@@ -1,4 +1,4 @@
-"""The local process node (hack/process_node.py, issue 9) runs pods as real processes.
+"""The local process node (hack/process_node, issue 9) runs pods as real processes.
 
 Pods are bound to `recops-local` with a nodeSelector and the toleration of its taint,
 created through the real apiserver and scheduled by the real scheduler.

@@ -1,5 +1,5 @@
 """The operator image as the process node sees it: built by `make images` (hack/images) into the
-podman storage that hack/podman_runtime.py reads, with the same settings."""
+podman storage that hack/process_node/podman.py reads, with the same settings."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ BUILD_TIMEOUT_S = 1800  # a cold build (the debootstrap base, then the image) on
 
 
 def podman_runtime() -> Any:
-    """A `Podman` of hack/podman_runtime.py (hack/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("podman_runtime", HACK / "podman_runtime.py")
+    """A `Podman` of hack/process_node/podman.py (hack/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("podman_runtime", HACK / "process_node" / "podman.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

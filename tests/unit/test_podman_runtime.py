@@ -1,4 +1,4 @@
-"""hack/podman_runtime.py's pure parts: what `podman run` is given for a pod's container."""
+"""hack/process_node/podman.py's pure parts: what `podman run` is given for a pod's container."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ HACK = Path(__file__).resolve().parents[2] / "hack"
 
 
 def runtime() -> Any:
-    spec = importlib.util.spec_from_file_location("podman_runtime", HACK / "podman_runtime.py")
+    spec = importlib.util.spec_from_file_location("podman_runtime", HACK / "process_node" / "podman.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -10,7 +10,7 @@ network (pod IPs are loopback addresses; a server binds its RECOPS_SERVE_HOST),
 env passed by name (values travel in podman's environment, not in its argv), and its
 securityContext (user, groups, read-only root, no new privileges, dropped capabilities).
 
-Stdlib only, like process_node.py.
+Stdlib only, like the rest of the process node; tests load it on its own (no imports of the package).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ ROOT_ENV = "RECOPS_IMAGES_DIR"
 DEFAULT_ROOT = Path.home() / ".cache" / "recops" / "containers"
 NODE_LABEL = "recops.dev/process-node-dir"  # on every container: lets a restarted node remove leftovers
 CONTAINERS_CONF = """\
-# Written by hack/podman_runtime.py: the sandbox's hard limits are below podman's default ulimits.
+# Written by hack/process_node/podman.py: the sandbox's hard limits are below podman's default ulimits.
 [containers]
 default_ulimits = []
 pids_limit = 0
