@@ -195,7 +195,7 @@ class MonitorPolicyController:
         return owned_jobs(items, meta["uid"])
 
     def _judge(self, body: dict[str, Any], spec: MonitorPolicySpec, target: dict[str, Any],
-                     status: mps.PolicyStatus, now: datetime) -> mps.Judged:
+               status: mps.PolicyStatus, now: datetime) -> mps.Judged:
         """Measure every rule on the target's stable model (capturing its baseline first) and judge it."""
         target_status = target.get("status") or {}
         stable = {**(target_status.get("stable") or {}), "tookOverAt": took_over_at(target_status)}
@@ -213,7 +213,7 @@ class MonitorPolicyController:
             prometheus = self.prometheus_factory(url, timeout_seconds=self.prometheus_timeout,
                                                  auth=auth_for(url, self.default_prometheus_url, self.prometheus_auth))
             baseline = self._baseline(body, spec, status.old.get("baseline"), stable, selector, prometheus,
-                                            now, judged.errors)
+                                      now, judged.errors)
             status.new["baseline"] = baseline
             captured = bool(baseline.get("capturedAt"))
             histogram = ev.Histogram.from_status(baseline.get("scoreHistogram")) if captured else None
@@ -227,8 +227,8 @@ class MonitorPolicyController:
         return judged
 
     def _retrain(self, body: dict[str, Any], spec: MonitorPolicySpec, target: dict[str, Any],
-                       jobs: list[OwnedJob], breached: list[str], status: mps.PolicyStatus, now: datetime,
-                       result: Evaluation) -> RetrainDecision:
+                 jobs: list[OwnedJob], breached: list[str], status: mps.PolicyStatus, now: datetime,
+                 result: Evaluation) -> RetrainDecision:
         """Create a FineTuneJob when a breach asks for one and nothing holds it back (recops.monitor.retrain)."""
         old_records = status.old.get("retrains") or []
         recorded = {r["fineTuneJob"]: t for r in old_records if (t := parse_time(r.get("createdAt"))) is not None}
@@ -242,7 +242,7 @@ class MonitorPolicyController:
                                        "no-event-log")
         if decision.create and spec.retrain is not None and event_log:
             created, new_object = self._create_retrain(body, spec, target, event_log, now, jobs,
-                                                             len(status.new["retrains"]), decision.reason)
+                                                       len(status.new["retrains"]), decision.reason)
             if created is not None:
                 mps.record_retrain(status, created, decision.reason)
                 jobs.append(OwnedJob(created, now, False))
@@ -255,8 +255,8 @@ class MonitorPolicyController:
 
     # --- baseline ---------------------------------------------------------------------------
     def _baseline(self, body: dict[str, Any], spec: MonitorPolicySpec, previous: dict[str, Any] | None,
-                        stable: dict[str, Any], selector: TrackSelector, prometheus: Prometheus, now: datetime,
-                        errors: list[str]) -> dict[str, Any]:
+                  stable: dict[str, Any], selector: TrackSelector, prometheus: Prometheus, now: datetime,
+                  errors: list[str]) -> dict[str, Any]:
         model_version = stable["modelVersion"]
         if previous and previous.get("modelVersion") == model_version:
             baseline = dict(previous)
@@ -290,8 +290,8 @@ class MonitorPolicyController:
 
     # --- retrain ----------------------------------------------------------------------------
     def _create_retrain(self, body: dict[str, Any], spec: MonitorPolicySpec, target: dict[str, Any],
-                              event_log: str, now: datetime, jobs: list[OwnedJob], recorded_count: int,
-                              reason: str) -> tuple[str | None, bool]:
+                        event_log: str, now: datetime, jobs: list[OwnedJob], recorded_count: int,
+                        reason: str) -> tuple[str | None, bool]:
         """(the job's name or None when it could not be created, whether this call created it)."""
         assert spec.retrain is not None
         lineage = ((target.get("spec") or {}).get("model") or {}).get("lineage")
