@@ -305,6 +305,10 @@ class PodRunner(Probes, Volumes, PodStatus):
                                     start_new_session=True, env=popen_env)
         with self.lock:
             c.proc = proc
+        if c.podman_name and self.node.podman:
+            # Running once podman has started it, as the kubelet reports, not when `podman run` was asked to.
+            self.node.podman.wait_running(c.podman_name, proc)
+        with self.lock:
             started = now()
             c.state = {"running": {"startedAt": started}}
             # With a startup probe the container counts as started (and other probes

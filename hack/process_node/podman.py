@@ -23,6 +23,7 @@ import socket
 import socketserver
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 # Where images and containers live: the storage `make images` (hack/images) builds into.
@@ -109,6 +110,15 @@ class Podman:
     def remove(self, name: str) -> None:
         """Stop (SIGKILL) and remove a container; nothing if it is gone."""
         self.podman("rm", "--force", "--time", "0", "--ignore", name, timeout=60)
+
+    def wait_running(self, name: str, run: subprocess.Popen, poll_s: float = 0.2) -> None:
+        """Until container `name` runs, or `run` (its `podman run`) has exited: the container is created a moment
+        (seconds, on a busy machine) after `podman run` starts."""
+        while run.poll() is None:
+            inspected = self.podman("container", "inspect", "--format", "{{.State.Running}}", name)
+            if inspected.returncode == 0 and inspected.stdout.strip() == "true":
+                return
+            time.sleep(poll_s)
 
     def exec_command(self, name: str, command: list[str]) -> tuple[list[str], dict[str, str]]:
         return [*self.global_args(), "exec", name, *command], self.base_env()

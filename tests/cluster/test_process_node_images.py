@@ -112,8 +112,9 @@ def test_deleting_the_pod_stops_and_removes_its_container(cluster: Cluster, imag
     name = running.status.container_statuses[0].container_id.removeprefix("podman://")
 
     def listed() -> list[str]:
-        out: str = podman.podman("ps", "--all", "--format", "{{.Names}}").stdout
-        return out.split()
+        listing = podman.podman("ps", "--all", "--format", "{{.Names}}")
+        assert listing.returncode == 0, listing.stderr  # a failed listing must not pass for "removed"
+        return str(listing.stdout).split()
     assert name in listed()
     cluster.kubectl("delete", "pod", "sleeper", "-n", ns, "--timeout=60s")
     wait_until(lambda: name not in listed(), 30, f"container {name} removed")
