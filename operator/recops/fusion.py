@@ -7,7 +7,8 @@ what the shop already has. The trainer fits, on the validation split, a small li
      the user's offset, the user's residuals on similar items (relevance)]
 
 (logistic for click-through, so the result stays a calibrated log-odds; for relevance, ridge on what the
-baseline predictor popularity + user offset leaves of the grade) and writes it beside the weights (`fusion.json`, named in recops.json). The evaluation and
+baseline predictor popularity + user offset leaves of the grade) and writes it beside the weights (`fusion.json`, named in
+recops.json; the item neighbourhood's similarities in `neighbours.npz`). The evaluation and
 the server apply the same fusion, so the model that is gated is the model that is served, and a
 model never has to rank worse than a weighted BM25 when its own signal is weak.
 
