@@ -43,8 +43,11 @@ def test_the_server_scores_the_trained_model_as_the_evaluation_did(task: str, tm
     served = np.array([scores[0] for scores in scorer.score(requests)])
     evaluated = score(load_model(model_dir(output)), test)
     manifest = location.manifest
-    if task == "relevance":  # a cross-encoder is served fused with BM25, popularity and the user offset, as evaluated
-        assert manifest.fusion is not None and scorer.fusion is not None
+    if task == "relevance":  # a cross-encoder is served fused with BM25, popularity, the user offset and the
+        # item neighbourhood (from neighbours.npz beside fusion.json), as evaluated
+        assert manifest.fusion is not None and scorer.fusion is not None and scorer.fusion.neighbours is not None
+        neighbour = scorer.fusion.neighbour_feature(test["product_id"].tolist(), test["ratings"].tolist(), len(test))
+        assert any(value != 0.0 for value in neighbour)  # the comparison covers that feature too
     as_served = [unit_score(float(v) * (manifest.max_grade if manifest.score_transform == "grade" else 1.0),
                             manifest.score_transform, manifest.max_grade) for v in evaluated]
     np.testing.assert_allclose(served, as_served, atol=1e-5)

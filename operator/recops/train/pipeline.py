@@ -267,8 +267,9 @@ def _describe_fusion(stage: Path) -> str:
     from recops.fusion import Fusion
 
     fusion = Fusion.load(stage)
-    return (f"The served score fuses the fine-tuned model's output with BM25, popularity and the user's offset (from "
-            f"the request's `user.ratings`) ({fusion.kind}, fitted on {fusion.fitted_on.get('rows')} validation rows; "
+    neighbourhood = " and the user's grades of similar items" if fusion.neighbours is not None else ""
+    return (f"The served score fuses the fine-tuned model's output with BM25, popularity, the user's offset{neighbourhood} "
+            f"(from the request's `user.ratings`) ({fusion.kind}, fitted on {fusion.fitted_on.get('rows')} validation rows; "
             f"weights of the standardised features: {fusion.describe()}). "
             "The figures above are those of the fused model, as served.")
 
