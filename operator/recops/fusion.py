@@ -210,10 +210,15 @@ class ItemNeighbours:
 
     @classmethod
     def load(cls, path: Path) -> ItemNeighbours:
+        import zipfile
+
         import numpy as np
 
-        with np.load(path, allow_pickle=False) as saved:
-            return cls(saved["ids"], saved["indptr"], saved["indices"], saved["similarity"])
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                return cls(saved["ids"], saved["indptr"], saved["indices"], saved["similarity"])
+        except (zipfile.BadZipFile, KeyError) as error:  # a truncated or foreign file: a ValueError, like bad JSON
+            raise ValueError(f"{path.name} is not a neighbourhood file: {error}") from None
 
 
 @dataclass

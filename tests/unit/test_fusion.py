@@ -299,6 +299,11 @@ def test_the_neighbourhood_reads_the_users_taste_on_similar_items_and_only_the_t
     assert served == pytest.approx(evaluated, abs=1e-9)
     assert len(set(np.round(served, 6))) == 3
 
+    # A truncated neighbourhood file is a ValueError (the server's clean "cannot load the fusion"), not a crash.
+    (tmp_path / "neighbours.npz").write_bytes((tmp_path / "neighbours.npz").read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"neighbours\.npz"):
+        Fusion.load(tmp_path)
+
 
 def test_no_neighbourhood_without_users_nor_for_click_through() -> None:
     rng = np.random.default_rng(12)
