@@ -21,6 +21,7 @@ from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceCl
 
 from recops.api.contracts import MODEL_MANIFEST, ModelManifest
 from recops.fusion import Fusion, fit_fusion
+from recops.lexical import LexicalModel, fit_lexical
 from recops.optimized import OnnxCrossEncoder
 from recops.train.job import metric_applies
 from recops.train.trainer import EMBEDDING_SCALE, mean_pool, positive_pairs, product_texts
@@ -171,7 +172,18 @@ def fit_validation_fusion(directory: Path, manifest: ModelManifest, data: Any) -
                       frame["label"].to_numpy(dtype=float), frame["group"].astype(str).tolist(), corpus=data.product_texts(),
                       train_items=statistics["product_id"].astype(str).tolist(),
                       train_targets=statistics["label"].astype(float).tolist(),
-                      ratings=row_ratings(frame), train_users=statistics["user"].tolist())
+                      ratings=row_ratings(frame), train_users=statistics["user"].tolist(),
+                      lexical=train_lexical(data) if kind == "logistic" else None)
+
+
+def train_lexical(data: Any) -> LexicalModel | None:
+    """The fusion's lexical model (recops.lexical), fitted on the train split's clicks; fitted once per data."""
+    if not hasattr(data, "_lexical"):
+        train = data.train
+        data._lexical = fit_lexical(train["context"].astype(str).tolist(), train["product_text"].astype(str).tolist(),
+                                    train["label"].to_numpy(dtype=float))
+    lexical: LexicalModel | None = data._lexical
+    return lexical
 
 
 def fused_validation_metric(model: Any, tokenizer: Any, max_length: int, data: Any, metric: str) -> float:
@@ -191,7 +203,7 @@ def fused_validation_metric(model: Any, tokenizer: Any, max_length: int, data: A
     fusion = fit_fusion("logistic", raw, contexts, texts, items, frame["label"].to_numpy(dtype=float),
                         frame["group"].astype(str).tolist(), corpus=data.product_texts(),
                         train_items=data.train["product_id"].astype(str).tolist(),
-                        train_targets=data.train["label"].astype(float).tolist())
+                        train_targets=data.train["label"].astype(float).tolist(), lexical=train_lexical(data))
     fused = np.asarray(fusion.apply(raw, contexts, texts, items))
     scores = 1.0 / (1.0 + np.exp(-np.clip(fused, -60, 60)))
     return float(compute_metrics([metric], frame, scores)[metric])

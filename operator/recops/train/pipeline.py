@@ -268,7 +268,8 @@ def _describe_fusion(stage: Path) -> str:
 
     fusion = Fusion.load(stage)
     return (f"The served score fuses the fine-tuned model's output with BM25, popularity and the user's offset (from "
-            f"the request's `user.ratings`) ({fusion.kind}, fitted on {fusion.fitted_on.get('rows')} validation rows; "
+            f"the request's `user.ratings`){' and a lexical model learnt from the train split' if fusion.lexical else ''} "
+            f"({fusion.kind}, fitted on {fusion.fitted_on.get('rows')} validation rows; "
             f"weights of the standardised features: {fusion.describe()}). "
             "The figures above are those of the fused model, as served.")
 
