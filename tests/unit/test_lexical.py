@@ -101,3 +101,20 @@ def test_a_model_from_before_the_lexical_feature_loads_and_scores_as_it_did(tmp_
     contexts, texts, items = validation["context"].tolist(), validation["product_text"].tolist(), validation["product_id"].tolist()
     assert loaded.apply(np.zeros(len(validation)), contexts, texts, items) == pytest.approx(
         old.apply(np.zeros(len(validation)), contexts, texts, items))
+
+
+def test_the_lexical_feature_is_kept_only_where_it_ranks_better_out_of_sample() -> None:
+    from recops.train.evaluate import lexical_helps
+
+    train, validation = shop_rows(7, 300), shop_rows(8, 60)
+    lexical = fit_lexical(train["context"].tolist(), train["product_text"].tolist(), train["label"].to_numpy())
+    noise = fit_lexical(train["context"].tolist(), train["product_text"].tolist(),
+                        np.random.default_rng(0).permutation(train["label"].to_numpy()))  # clicks that mean nothing
+    assert lexical is not None and noise is not None
+
+    def fit(rows: np.ndarray, model: LexicalModel | None) -> Fusion:
+        return fused(pd.concat([train, validation]), validation.iloc[rows], train, model)
+
+    raw = np.zeros(len(validation))
+    assert lexical_helps(validation, raw, lexical, fit)
+    assert not lexical_helps(validation, raw, noise, fit)
