@@ -45,8 +45,9 @@ def test_the_server_scores_the_trained_model_as_the_evaluation_did(task: str, tm
     manifest = location.manifest
     if task in ("click-through", "relevance"):  # a cross-encoder is served fused (BM25, popularity, ...), as evaluated
         assert manifest.fusion is not None and scorer.fusion is not None
-    if task == "click-through":  # with the lexical model learnt from the train split's clicks (recops.lexical)
-        assert scorer.fusion is not None and scorer.fusion.lexical is not None and scorer.fusion.lexical.weights
+    if task == "click-through":  # the lexical model (recops.lexical) is served where the trainer kept it
+        assert scorer.fusion is not None
+        assert (scorer.fusion.lexical is not None) == (model_dir(output) / "lexical.json").exists()
     # The evaluation's scores: a probability already (sigmoid), a grade / maxGrade, or a cosine.
     as_served = (evaluated if manifest.score_transform == "sigmoid" else
                  [unit_score(float(v) * (manifest.max_grade if manifest.score_transform == "grade" else 1.0),
