@@ -4,7 +4,8 @@ A fine-tuned cross-encoder learns lexical matching only from enough clicks; BM25
 what the shop already has. The trainer fits, on the validation split, a small linear model over
 
     [the cross-encoder's raw output, BM25 of the context against the item text, the item's popularity,
-     the user's offset, the user's residuals on similar items (relevance)]
+     the user's offset, the user's residuals on similar items (relevance), the learnt lexical score
+     (recops.lexical; click-through)]
 
 (logistic for click-through, so the result stays a calibrated log-odds; for relevance, ridge on what the
 baseline predictor popularity + user offset leaves of the grade) and writes it beside the weights (`fusion.json`, named in
@@ -31,8 +32,10 @@ from recops.api.contracts import MAX_USER_RATINGS
 if TYPE_CHECKING:
     import numpy as np
 
+    from recops.lexical import LexicalModel
+
 FUSION_FILE = "fusion.json"
-FEATURES = ("model", "bm25", "popularity", "user", "neighbours")
+FEATURES = ("model", "bm25", "popularity", "user", "neighbours", "lexical")
 NEIGHBOURS_FILE = "neighbours.npz"
 BM25_K1 = 1.2
 BM25_B = 0.75
@@ -241,6 +244,8 @@ class Fusion:
     # The item neighbourhood's file beside fusion.json, or None: no such feature (it weighs nothing).
     neighbours_file: str | None = None
     neighbours: ItemNeighbours | None = field(default=None, repr=False, compare=False)  # loaded from that file
+    # The learnt lexical model (saved beside, in lexical.json); None: the feature is 0 (a model from before it).
+    lexical: LexicalModel | None = None
 
     def __post_init__(self) -> None:
         # A fusion.json written before the user feature: it weighs nothing.
@@ -311,6 +316,9 @@ class Fusion:
             out.append(self.neighbours.predict(item, *inputs[key]))
         return out
 
+    def lexical_feature(self, contexts: Sequence[str], texts: Sequence[str]) -> list[float]:
+        return self.lexical.scores(contexts, texts) if self.lexical is not None else [0.0] * len(contexts)
+
     def user_feature(self, ratings: Sequence[Ratings | None] | None, rows: int) -> list[float]:
         if ratings is None:
             return [0.0] * rows
@@ -325,7 +333,7 @@ class Fusion:
             return np.zeros((0, len(FEATURES)))
         return np.column_stack([np.asarray(raw, dtype=float), self._bm25().scores(contexts, texts),
                                 self.popularity_feature(item_ids), self.user_feature(ratings, len(raw)),
-                                self.neighbour_feature(item_ids, ratings, len(raw))])
+                                self.neighbour_feature(item_ids, ratings, len(raw)), self.lexical_feature(contexts, texts)])
 
     def apply(self, raw: Sequence[float] | np.ndarray, contexts: Sequence[str], texts: Sequence[str],
               item_ids: Sequence[str | None], ratings: Sequence[Ratings | None] | None = None) -> list[float]:
@@ -341,12 +349,16 @@ class Fusion:
         if self.neighbours is not None:
             self.neighbours.save(directory / NEIGHBOURS_FILE)
             self.neighbours_file = NEIGHBOURS_FILE
-        state = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "neighbours"}
+        state = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("neighbours", "lexical")}
         (directory / FUSION_FILE).write_text(json.dumps(state, sort_keys=True))
+        if self.lexical is not None:
+            self.lexical.save(directory)
 
     @classmethod
     def load(cls, directory: Path) -> Fusion:
-        fusion = cls(**json.loads((directory / FUSION_FILE).read_text()))
+        from recops.lexical import LexicalModel
+
+        fusion = cls(**json.loads((directory / FUSION_FILE).read_text()), lexical=LexicalModel.load(directory))
         if fusion.neighbours_file:
             fusion.neighbours = ItemNeighbours.load(directory / fusion.neighbours_file)
         return fusion
@@ -355,11 +367,13 @@ class Fusion:
 def fit_fusion(kind: str, raw: Sequence[float] | np.ndarray, contexts: Sequence[str], texts: Sequence[str],
                item_ids: Sequence[str], target: np.ndarray, groups: Sequence[str], *, corpus: Iterable[str],
                train_items: Sequence[str], train_targets: Sequence[float], seed: int = 0,
-               ratings: Sequence[Ratings | None] | None = None, train_users: Sequence[str | None] | None = None) -> Fusion:
+               ratings: Sequence[Ratings | None] | None = None, train_users: Sequence[str | None] | None = None,
+               lexical: LexicalModel | None = None) -> Fusion:
     """Fit the fusion on (validation) rows: `raw` is the model's output on them, `target` the 0/1 label
     (logistic) or the grade (linear), `ratings` each row's user's earlier events; BM25's statistics come
     from `corpus`, popularity and the shrinkage of the user offset from the train rows (`train_items`,
-    `train_targets`, `train_users`: the train split and the older rows before it, see PreparedData.earlier).
+    `train_targets`, `train_users`: the train split and the older rows before it, see PreparedData.earlier);
+    `lexical`: the lexical model fitted on the train split (recops.lexical), or None.
 
     logistic: the weights order each group's rows (pairwise logistic loss over pairs of one group with
     different labels: what ndcg and mrr judge), then one scale, the user offset's weight and a bias calibrate
@@ -373,7 +387,8 @@ def fit_fusion(kind: str, raw: Sequence[float] | np.ndarray, contexts: Sequence[
     popularity, default = smoothed_means(train_items, train_targets, item_prior_weight)
     fusion = Fusion(kind=kind, weights=[0.0] * len(FEATURES), bias=0.0, means=[0.0] * len(FEATURES),
                     scales=[1.0] * len(FEATURES), bm25_idf=bm25.idf, bm25_average_length=bm25.average_length,
-                    bm25_default_idf=bm25.default_idf, popularity=popularity, popularity_default=default)
+                    bm25_default_idf=bm25.default_idf, popularity=popularity, popularity_default=default,
+                    lexical=lexical)
     if train_users is not None:
         known = [i for i, user in enumerate(train_users) if user is not None]
         residuals = [float(train_targets[i]) - popularity[train_items[i]] for i in known]

@@ -15,7 +15,7 @@ from tests.workloads.train_support import job_manifest, model_dir, run_train, wr
 pytestmark = [pytest.mark.workload, pytest.mark.timeout(900)]
 
 
-@pytest.mark.parametrize("task", ["relevance", "domain-pretrain"])
+@pytest.mark.parametrize("task", ["click-through", "relevance", "domain-pretrain"])
 def test_the_server_scores_the_trained_model_as_the_evaluation_did(task: str, tmp_path: Path, tiny_base: Path,
                                                                     shop_events: Path) -> None:
     from recops.api.finetunejob import DatasetSpec
@@ -43,12 +43,18 @@ def test_the_server_scores_the_trained_model_as_the_evaluation_did(task: str, tm
     served = np.array([scores[0] for scores in scorer.score(requests)])
     evaluated = score(load_model(model_dir(output)), test)
     manifest = location.manifest
-    if task == "relevance":  # a cross-encoder is served fused with BM25, popularity, the user offset and the
-        # item neighbourhood (from neighbours.npz beside fusion.json), as evaluated
-        assert manifest.fusion is not None and scorer.fusion is not None and scorer.fusion.neighbours is not None
+    if task in ("click-through", "relevance"):  # a cross-encoder is served fused (BM25, popularity, ...), as evaluated
+        assert manifest.fusion is not None and scorer.fusion is not None
+    if task == "relevance":  # with the item neighbourhood (neighbours.npz beside fusion.json), as evaluated
+        assert scorer.fusion is not None and scorer.fusion.neighbours is not None
         neighbour = scorer.fusion.neighbour_feature(test["product_id"].tolist(), test["ratings"].tolist(), len(test))
         assert any(value != 0.0 for value in neighbour)  # the comparison covers that feature too
-    as_served = [unit_score(float(v) * (manifest.max_grade if manifest.score_transform == "grade" else 1.0),
-                            manifest.score_transform, manifest.max_grade) for v in evaluated]
+    if task == "click-through":  # the lexical model (recops.lexical) is served where the trainer kept it
+        assert scorer.fusion is not None
+        assert (scorer.fusion.lexical is not None) == (model_dir(output) / "lexical.json").exists()
+    # The evaluation's scores: a probability already (sigmoid), a grade / maxGrade, or a cosine.
+    as_served = (evaluated if manifest.score_transform == "sigmoid" else
+                 [unit_score(float(v) * (manifest.max_grade if manifest.score_transform == "grade" else 1.0),
+                             manifest.score_transform, manifest.max_grade) for v in evaluated])
     np.testing.assert_allclose(served, as_served, atol=1e-5)
     assert len(set(np.round(served, 6))) > 1  # not a constant: the comparison means something

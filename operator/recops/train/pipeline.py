@@ -268,8 +268,10 @@ def _describe_fusion(stage: Path) -> str:
 
     fusion = Fusion.load(stage)
     neighbourhood = " and the user's grades of similar items" if fusion.neighbours is not None else ""
+    lexical = " and a lexical model learnt from the train split" if fusion.lexical is not None else ""
     return (f"The served score fuses the fine-tuned model's output with BM25, popularity, the user's offset{neighbourhood} "
-            f"(from the request's `user.ratings`) ({fusion.kind}, fitted on {fusion.fitted_on.get('rows')} validation rows; "
+            f"(from the request's `user.ratings`){lexical} ({fusion.kind}, fitted on {fusion.fitted_on.get('rows')} "
+            "validation rows; "
             f"weights of the standardised features: {fusion.describe()}). "
             "The figures above are those of the fused model, as served.")
 
