@@ -22,7 +22,7 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,14 +80,19 @@ class BM25:
         return total
 
     def scores(self, contexts: Sequence[str], texts: Sequence[str]) -> list[float]:
-        """BM25 of each (context, text) pair, each distinct pair computed once."""
-        cache: dict[tuple[str, str], float] = {}
-        out = []
-        for pair in zip(contexts, texts, strict=True):
-            if pair not in cache:
-                cache[pair] = self.score(*pair)
-            out.append(cache[pair])
-        return out
+        """BM25 of each (context, text) pair."""
+        return pair_scores(self.score, contexts, texts)
+
+
+def pair_scores(score: Callable[[str, str], float], contexts: Sequence[str], texts: Sequence[str]) -> list[float]:
+    """`score` of each (context, text) pair, each distinct pair computed once (a query's rows share its words)."""
+    cache: dict[tuple[str, str], float] = {}
+    out = []
+    for pair in zip(contexts, texts, strict=True):
+        if pair not in cache:
+            cache[pair] = score(*pair)
+        out.append(cache[pair])
+    return out
 
 
 def smoothed_means(item_ids: Sequence[str], targets: Sequence[float],

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recops.fusion import tokens
+from recops.fusion import pair_scores, tokens
 
 if TYPE_CHECKING:
     import numpy as np
@@ -52,14 +52,8 @@ class LexicalModel:
         return sum(self.weights.get(name, 0.0) for name in pair_features(context, text))
 
     def scores(self, contexts: Sequence[str], texts: Sequence[str]) -> list[float]:
-        """The score of each (context, text) pair, each distinct pair computed once."""
-        cache: dict[tuple[str, str], float] = {}
-        out = []
-        for pair in zip(contexts, texts, strict=True):
-            if pair not in cache:
-                cache[pair] = self.score(*pair)
-            out.append(cache[pair])
-        return out
+        """The score of each (context, text) pair."""
+        return pair_scores(self.score, contexts, texts)
 
     def save(self, directory: Path) -> None:
         (directory / LEXICAL_FILE).write_text(json.dumps({"weights": self.weights}, sort_keys=True))
