@@ -219,13 +219,10 @@ def lexical_helps(frame: Any, raw: np.ndarray, lexical: LexicalModel, fit: Any) 
 
 
 def train_lexical(data: Any) -> LexicalModel | None:
-    """The fusion's lexical model (recops.lexical), fitted on the train split's clicks; fitted once per data."""
-    if not hasattr(data, "_lexical"):
-        train = data.train
-        data._lexical = fit_lexical(train["context"].astype(str).tolist(), train["product_text"].astype(str).tolist(),
-                                    train["label"].to_numpy(dtype=float))
-    lexical: LexicalModel | None = data._lexical
-    return lexical
+    """The fusion's lexical model (recops.lexical), fitted on the train split's clicks."""
+    train = data.train
+    return fit_lexical(train["context"].astype(str).tolist(), train["product_text"].astype(str).tolist(),
+                       train["label"].to_numpy(dtype=float))
 
 
 def fused_validation_metric(model: Any, tokenizer: Any, max_length: int, data: Any, metric: str) -> float:
