@@ -130,6 +130,22 @@ def pod_security_context() -> dict[str, Any]:
     }
 
 
+def pod_placement(template: PodTemplate, node_selector: Mapping[str, str],
+                  tolerations: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The optional pod spec fields that place and pull a pod (node selector, tolerations, affinity, image pull
+    secrets), only those set: an unset field stays out of what is applied."""
+    fields: dict[str, Any] = {}
+    if node_selector:
+        fields["nodeSelector"] = dict(node_selector)
+    if tolerations := [dict(t) for t in tolerations]:
+        fields["tolerations"] = tolerations
+    if template.affinity:
+        fields["affinity"] = dict(template.affinity)
+    if template.image_pull_secrets:
+        fields["imagePullSecrets"] = [{"name": s.name} for s in template.image_pull_secrets]
+    return fields
+
+
 def container_security_context() -> dict[str, Any]:
     return {
         "runAsNonRoot": True,

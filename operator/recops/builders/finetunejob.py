@@ -29,6 +29,7 @@ from recops.builders.common import (
     merge_env,
     merge_user_labels,
     object_meta,
+    pod_placement,
     pod_security_context,
     pvc_volumes,
     referenced_claims,
@@ -312,20 +313,10 @@ def trainer_image(ftj: FineTuneJob, settings: BuilderSettings) -> str:
     return settings.trainer_gpu_image if res.gpus_per_worker > 0 else settings.trainer_image
 
 
-def trainer_job(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: str | None = None) -> dict[str, Any]:
+def _trainer_container(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: str | None,
+                       env: list[dict[str, Any]], mounts: list[dict[str, Any]]) -> dict[str, Any]:
     spec = ftj.spec
     res = spec.resources
-    pod_template = spec.pod_template
-    name = name_of(ftj)
-    own_labels = labels(ftj)
-
-    scratch_vols, scratch_mounts, scratch_env = scratch_volumes()
-    claim_vols, claim_mounts = pvc_volumes(_uri_uses(ftj, current_model_uri))
-    # The job as a file: the pod's own annotation through the downward API (no ConfigMap to create).
-    config_volume = {"name": CONFIG_VOLUME, "downwardAPI": {"items": [{
-        "path": CONFIG_KEY, "fieldRef": {"fieldPath": f"metadata.annotations['{contracts.JOB_CONFIG_ANNOTATION}']"}}]}}
-    config_mount = {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True}
-
     command, args = trainer_command(ftj, current_model_uri)
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
@@ -333,53 +324,61 @@ def trainer_job(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: 
         "imagePullPolicy": settings.image_pull_policy,
         "command": command,
         "args": args,
-        "env": _env(ftj, scratch_env + torchrun_env(ftj)),
-        "volumeMounts": [config_mount, *scratch_mounts, *claim_mounts, *(dict(m) for m in pod_template.volume_mounts)],
+        "env": env,
+        "volumeMounts": mounts,
         "securityContext": container_security_context(),
         "terminationMessagePath": contracts.TERMINATION_MESSAGE_PATH,
         # The trainer's JSON when it wrote one, else the tail of its log: either explains a failure.
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    env_from = env_from_secrets(
-        [spec.base_model.credentials_secret_ref, spec.dataset.credentials_secret_ref, spec.output.credentials_secret_ref]
-    )
-    if env_from:
+    if env_from := env_from_secrets([spec.base_model.credentials_secret_ref, spec.dataset.credentials_secret_ref,
+                                     spec.output.credentials_secret_ref]):
         container["envFrom"] = env_from
-    resources = container_resources(res.cpu, res.memory, res.gpus_per_worker)
-    if resources:
+    if resources := container_resources(res.cpu, res.memory, res.gpus_per_worker):
         container["resources"] = resources
     if res.workers > 1:
         container["ports"] = [{"name": RENDEZVOUS_PORT_NAME, "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}]
+    return container
 
+
+def _trainer_pod_spec(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: str | None) -> dict[str, Any]:
+    res = ftj.spec.resources
+    pod_template = ftj.spec.pod_template
+    scratch_vols, scratch_mounts, scratch_env = scratch_volumes()
+    claim_vols, claim_mounts = pvc_volumes(_uri_uses(ftj, current_model_uri))
+    # The job as a file: the pod's own annotation through the downward API (no ConfigMap to create).
+    config_volume = {"name": CONFIG_VOLUME, "downwardAPI": {"items": [{
+        "path": CONFIG_KEY, "fieldRef": {"fieldPath": f"metadata.annotations['{contracts.JOB_CONFIG_ANNOTATION}']"}}]}}
+    config_mount = {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True}
+    container = _trainer_container(
+        ftj, settings, current_model_uri, _env(ftj, scratch_env + torchrun_env(ftj)),
+        [config_mount, *scratch_mounts, *claim_mounts, *(dict(m) for m in pod_template.volume_mounts)])
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "enableServiceLinks": False,
         "securityContext": pod_security_context(),
         "containers": [container],
         "volumes": [config_volume, *scratch_vols, *claim_vols, *(dict(v) for v in pod_template.volumes)],
+        **pod_placement(pod_template, res.node_selector, _tolerations(ftj)),
     }
-    account = trainer_service_account(ftj)
-    if account:
+    if account := trainer_service_account(ftj):
         pod_spec["serviceAccountName"] = account  # its own automount setting decides about a token
     else:
         pod_spec["automountServiceAccountToken"] = False  # the trainer calls no API: it holds no credentials
     if res.workers > 1:
         # With the Indexed Job's hostname <job>-<index>, <job>-0.<service> resolves to the rank-0 pod.
-        pod_spec["subdomain"] = service_name(name)
-    if res.node_selector:
-        pod_spec["nodeSelector"] = dict(res.node_selector)
-    tolerations = _tolerations(ftj)
-    if tolerations:
-        pod_spec["tolerations"] = tolerations
+        pod_spec["subdomain"] = service_name(name_of(ftj))
     if res.priority_class_name:
         pod_spec["priorityClassName"] = res.priority_class_name
-    if pod_template.affinity:
-        pod_spec["affinity"] = dict(pod_template.affinity)
-    if pod_template.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": s.name} for s in pod_template.image_pull_secrets]
+    return pod_spec
 
-    pod_meta: dict[str, Any] = {"labels": merge_user_labels(own_labels, pod_template.labels)}
-    pod_meta["annotations"] = {**without_forbidden(pod_template.annotations),
+
+def trainer_job(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: str | None = None) -> dict[str, Any]:
+    spec = ftj.spec
+    res = spec.resources
+    own_labels = labels(ftj)
+    pod_meta: dict[str, Any] = {"labels": merge_user_labels(own_labels, spec.pod_template.labels)}
+    pod_meta["annotations"] = {**without_forbidden(spec.pod_template.annotations),
                                contracts.JOB_CONFIG_ANNOTATION: job_config(ftj)}
 
     job_labels = dict(own_labels)
@@ -399,10 +398,10 @@ def trainer_job(ftj: FineTuneJob, settings: BuilderSettings, current_model_uri: 
         job_spec["suspend"] = spec.suspend
     if spec.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
-    job_spec["template"] = {"metadata": pod_meta, "spec": pod_spec}
+    job_spec["template"] = {"metadata": pod_meta, "spec": _trainer_pod_spec(ftj, settings, current_model_uri)}
 
     metadata = object_meta(
-        job_name(name), owner_body(ftj), job_labels, annotations={MODEL_VERSION_ANNOTATION: model_version(ftj)}
+        job_name(name_of(ftj)), owner_body(ftj), job_labels, annotations={MODEL_VERSION_ANNOTATION: model_version(ftj)}
     )
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
 

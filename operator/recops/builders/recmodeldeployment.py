@@ -17,7 +17,7 @@ from typing import Any
 
 from recops import uris
 from recops.api import contracts
-from recops.api.common import GROUP, SecretKeySelector
+from recops.api.common import GROUP, LocalObjectReference, SecretKeySelector
 from recops.api.recmodeldeployment import KIND, RecModelDeployment
 from recops.builders.common import (
     APP_NAME,
@@ -33,6 +33,7 @@ from recops.builders.common import (
     merge_env,
     merge_user_labels,
     object_meta,
+    pod_placement,
     pod_security_context,
     pvc_volumes,
     scratch_volumes,
@@ -189,54 +190,35 @@ def server_image(rmd: RecModelDeployment, model: TrackModel, settings: BuilderSe
     return settings.server_onnx_image if onnx else settings.server_image
 
 
-def pod_template(rmd: RecModelDeployment, track: str, model: TrackModel, settings: BuilderSettings) -> dict[str, Any]:
-    name, namespace = name_of(rmd), namespace_of(rmd)
-    spec = rmd.spec
-    user = spec.pod_template
-    image = server_image(rmd, model, settings)
-    volumes, mounts, env = scratch_volumes()
-    init_containers: list[dict[str, Any]] = []
-    model_arg = model.uri
-    parsed = uris.parse(model.uri)
-    credentials = [spec.model.credentials_secret_ref]
-    if parsed.scheme == "s3":
-        # Downloaded before the server starts (as KServe's storage initializer does), into an
-        # emptyDir the server reads only.
-        volumes.append({"name": MODEL_VOLUME, "emptyDir": {}})
-        mounts.append({"name": MODEL_VOLUME, "mountPath": MODEL_DIR, "readOnly": True})
-        model_arg = MODEL_DIR
-        fetch_mounts = [m for m in mounts if m["name"] != MODEL_VOLUME] + [
-            {"name": MODEL_VOLUME, "mountPath": MODEL_DIR}
-        ]
-        fetch: dict[str, Any] = {
-            "name": FETCH_CONTAINER_NAME,
-            "image": image,
-            "imagePullPolicy": settings.image_pull_policy,
-            "command": ["recops", "fetch-model"],
-            "args": ["--model", model.uri, "--dest", MODEL_DIR],
-            "env": list(env),
-            "volumeMounts": fetch_mounts,
-            "securityContext": container_security_context(),
-        }
-        env_from = env_from_secrets([spec.model.credentials_secret_ref])
-        if env_from:
-            fetch["envFrom"] = env_from
-        init_containers.append(fetch)
-        credentials = []  # the server never needs the model's credentials
-    event_log = spec.serving.event_log
-    if event_log is not None:
-        credentials.append(event_log.credentials_secret_ref)
-    pvc_vols, pvc_mounts = pvc_volumes([
-        (model.uri if parsed.scheme == "pvc" else None, True),
-        (event_log.uri if event_log is not None else None, False),
-    ])
-    volumes += pvc_vols
-    mounts += pvc_mounts
+def _model_fetch(rmd: RecModelDeployment, model: TrackModel, image: str, settings: BuilderSettings,
+                 volumes: list[dict[str, Any]], mounts: list[dict[str, Any]], env: list[dict[str, Any]],
+                 ) -> dict[str, Any]:
+    """The init container that downloads an s3:// model before the server starts (as KServe's storage initializer
+    does) into an emptyDir, which it adds to `volumes` and, read-only, to the server's `mounts`."""
+    volumes.append({"name": MODEL_VOLUME, "emptyDir": {}})
+    fetch_mounts = [*mounts, {"name": MODEL_VOLUME, "mountPath": MODEL_DIR}]
+    mounts.append({"name": MODEL_VOLUME, "mountPath": MODEL_DIR, "readOnly": True})
+    fetch: dict[str, Any] = {
+        "name": FETCH_CONTAINER_NAME,
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["recops", "fetch-model"],
+        "args": ["--model", model.uri, "--dest", MODEL_DIR],
+        "env": list(env),
+        "volumeMounts": fetch_mounts,
+        "securityContext": container_security_context(),
+    }
+    if env_from := env_from_secrets([rmd.spec.model.credentials_secret_ref]):
+        fetch["envFrom"] = env_from
+    return fetch
 
+
+def _server_env(rmd: RecModelDeployment, track: str, model: TrackModel) -> list[dict[str, Any]]:
+    """What the server learns from its environment (contracts.ENV_*): who it is, and the feedback key's Secret."""
     feedback = feedback_key_ref(rmd)
-    env += [
-        {"name": contracts.ENV_NAMESPACE, "value": namespace},
-        {"name": contracts.ENV_DEPLOYMENT, "value": name},
+    return [
+        {"name": contracts.ENV_NAMESPACE, "value": namespace_of(rmd)},
+        {"name": contracts.ENV_DEPLOYMENT, "value": name_of(rmd)},
         {"name": contracts.ENV_TRACK, "value": track},
         {"name": contracts.ENV_MODEL_VERSION, "value": model.version},
         {"name": contracts.ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -244,10 +226,11 @@ def pod_template(rmd: RecModelDeployment, track: str, model: TrackModel, setting
         {"name": contracts.ENV_PSEUDONYM_SALT, "valueFrom": {"secretKeyRef": {
             "name": feedback.name, "key": PSEUDONYM_SALT_KEY, "optional": True}}},
     ]
-    env = merge_env(env, list(user.env), protected=PROTECTED_ENV)
-    volumes += [dict(v) for v in user.volumes]
-    mounts += [dict(m) for m in user.volume_mounts]
 
+
+def _server_container(rmd: RecModelDeployment, track: str, image: str, model_arg: str, env: list[dict[str, Any]],
+                      mounts: list[dict[str, Any]], credentials: list[LocalObjectReference | None],
+                      settings: BuilderSettings) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": image,
@@ -269,14 +252,40 @@ def pod_template(rmd: RecModelDeployment, track: str, model: TrackModel, setting
         "securityContext": container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    env_from = env_from_secrets(credentials)
-    if env_from:
+    if env_from := env_from_secrets(credentials):
         container["envFrom"] = env_from
     res = rmd.spec.resources
-    resources = container_resources(res.cpu, res.memory, str(res.gpus) if res.gpus else None)
-    if resources:
+    if resources := container_resources(res.cpu, res.memory, str(res.gpus) if res.gpus else None):
         container["resources"] = resources
+    return container
 
+
+def pod_template(rmd: RecModelDeployment, track: str, model: TrackModel, settings: BuilderSettings) -> dict[str, Any]:
+    spec = rmd.spec
+    user = spec.pod_template
+    image = server_image(rmd, model, settings)
+    volumes, mounts, env = scratch_volumes()
+    init_containers: list[dict[str, Any]] = []
+    model_arg = model.uri
+    parsed = uris.parse(model.uri)
+    credentials = [spec.model.credentials_secret_ref]
+    if parsed.scheme == "s3":
+        init_containers.append(_model_fetch(rmd, model, image, settings, volumes, mounts, env))
+        model_arg = MODEL_DIR
+        credentials = []  # the server never needs the model's credentials
+    event_log = spec.serving.event_log
+    if event_log is not None:
+        credentials.append(event_log.credentials_secret_ref)
+    pvc_vols, pvc_mounts = pvc_volumes([
+        (model.uri if parsed.scheme == "pvc" else None, True),
+        (event_log.uri if event_log is not None else None, False),
+    ])
+    env = merge_env(env + _server_env(rmd, track, model), list(user.env), protected=PROTECTED_ENV)
+    volumes += [*pvc_vols, *(dict(v) for v in user.volumes)]
+    mounts += [*pvc_mounts, *(dict(m) for m in user.volume_mounts)]
+    container = _server_container(rmd, track, image, model_arg, env, mounts, credentials, settings)
+
+    name = name_of(rmd)
     labels = merge_user_labels(
         {**standard_labels(KIND, name, COMPONENT), **selector_labels(name, track),
          MODEL_VERSION_LABEL: label_value(model.version)},
@@ -294,17 +303,10 @@ def pod_template(rmd: RecModelDeployment, track: str, model: TrackModel, setting
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "containers": [container],
         "volumes": volumes,
+        **pod_placement(user, spec.resources.node_selector, spec.resources.tolerations),
     }
     if init_containers:
         pod_spec["initContainers"] = init_containers
-    if spec.resources.node_selector:
-        pod_spec["nodeSelector"] = dict(spec.resources.node_selector)
-    if spec.resources.tolerations:
-        pod_spec["tolerations"] = [dict(t) for t in spec.resources.tolerations]
-    if user.affinity:
-        pod_spec["affinity"] = dict(user.affinity)
-    if user.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": s.name} for s in user.image_pull_secrets]
     if user.service_account_name:
         # Workload identity needs no API token: IRSA's and Pod Identity's webhooks project their own, GKE's
         # metadata server needs none; automountServiceAccountToken stays false.
