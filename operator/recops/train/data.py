@@ -561,16 +561,22 @@ def _require(frame: pd.DataFrame, name: str, role: str) -> None:
         raise DataError(f"column {name!r} ({role}) is not in the data; columns are: {shown}{more}")
 
 
-def _clean(
-    raw: pd.DataFrame, dataset: DatasetSpec, task: str, rows_read: int, salt: str
-) -> tuple[pd.DataFrame, list[tuple[str, int]], int, pd.DataFrame | None]:
-    """Map columns to roles and clean. Returns the frame (with the split keys in `_key_*`
-    columns that hold clear IDs: callers drop them), the steps, the pseudonymised users, and the
-    earlier rows that maxRows left out of timed data (PreparedData.earlier)."""
-    import numpy as np
-    import pandas as pd
+@dataclass(frozen=True)
+class _Columns:
+    """The raw data's column for each role (None: not in the data) and what the task needs of them."""
 
-    fields, cleaning = dataset.fields, dataset.cleaning
+    label: str | None
+    event: str | None
+    query: str | None
+    user: str | None
+    context: str | None
+    time: str | None
+    needs_target: bool
+
+
+def _columns(raw: pd.DataFrame, dataset: DatasetSpec, task: str) -> _Columns:
+    """Map roles to columns, refusing data that lacks what the spec names or the task needs (DataError)."""
+    fields = dataset.fields
     _require(raw, fields.product_id, "fields.productId")
     for name in fields.product_text:
         _require(raw, name, "fields.productText")
@@ -583,63 +589,76 @@ def _clean(
         if name is not None and name != type(fields).model_fields[attr].default:
             _require(raw, name, role)
     needs_target = task != "domain-pretrain"
-    label_col = fields.label
-    if label_col is not None:
-        _require(raw, label_col, "fields.label")
-    event_col = _column(raw, fields.event) if label_col is None else None
-    if needs_target and label_col is None and event_col is None:
+    if fields.label is not None:
+        _require(raw, fields.label, "fields.label")
+    columns = _Columns(label=fields.label, event=_column(raw, fields.event) if fields.label is None else None,
+                       query=_column(raw, fields.query), user=_column(raw, fields.user),
+                       context=_column(raw, fields.user_context), time=_column(raw, fields.timestamp),
+                       needs_target=needs_target)
+    if needs_target and columns.label is None and columns.event is None:
         raise DataError(
             f"no label: column {fields.event!r} (fields.event) is not in the data and fields.label is not set"
         )
-    query_col = _column(raw, fields.query)
-    user_col = _column(raw, fields.user)
-    context_col = _column(raw, fields.user_context)
-    time_col = _column(raw, fields.timestamp)
-    if needs_target and not (query_col or user_col or context_col):
+    if needs_target and not (columns.query or columns.user or columns.context):
         raise DataError(
             "the data has no query, user or user context column (fields.query "
             f"{fields.query!r}, fields.user {fields.user!r}, fields.userContext {fields.user_context!r}): a {task} "
             "model ranks products for a query or a user; map the column that holds one"
         )
-    split_by: str = dataset.split.by
-    if split_by == "time" and time_col is None:
+    if dataset.split.by == "time" and columns.time is None:
         raise DataError(f"split.by is time but column {fields.timestamp!r} (fields.timestamp) is not in the data")
+    return columns
 
+
+def _role_frame(raw: pd.DataFrame, dataset: DatasetSpec, columns: _Columns) -> pd.DataFrame:
+    """The raw data as roles: product id and text, query, user, context, exploration flag and the raw event, label
+    and time columns (`_event`, `_label_raw`, `_time_raw`) that cleaning reads."""
+    import pandas as pd
+
+    fields = dataset.fields
     # Text fields joined in order; empty ones are skipped, not joined as blanks.
     joined = pd.Series("", index=raw.index, dtype="string")
     for name in fields.product_text:
         part = _text(raw[name]).fillna("")
         prefix = joined.where(joined == "", joined + contracts.PRODUCT_TEXT_SEPARATOR)
         joined = joined.where(part == "", prefix + part)
+    absent = pd.Series(pd.NA, index=raw.index, dtype="string")
     frame = pd.DataFrame(
         {
             "product_id": _ids(raw[fields.product_id]),
             "product_text": joined,
-            "query": _text(raw[query_col]) if query_col else pd.Series(pd.NA, index=raw.index, dtype="string"),
-            "_user": _ids(raw[user_col]) if user_col else pd.Series(pd.NA, index=raw.index, dtype="string"),
-            "_context": _text(raw[context_col]) if context_col else pd.Series(pd.NA, index=raw.index, dtype="string"),
+            "query": _text(raw[columns.query]) if columns.query else absent,
+            "_user": _ids(raw[columns.user]) if columns.user else absent,
+            "_context": _text(raw[columns.context]) if columns.context else absent,
         },
         index=raw.index,
     )
     frame["query"] = frame["query"].where(frame["query"] != "", pd.NA)
     explored = raw[EXPLORED] if EXPLORED in raw.columns else pd.Series(False, index=raw.index)
     frame["explored"] = explored.eq(True).astype(bool)
-    if event_col:
-        frame["_event"] = _text(raw[event_col])
-    if label_col:
-        frame["_label_raw"] = raw[label_col]
-    if time_col:
-        frame["_time_raw"] = raw[time_col]
-    cleaner = _Cleaner(frame)
+    if columns.event:
+        frame["_event"] = _text(raw[columns.event])
+    if columns.label:
+        frame["_label_raw"] = raw[columns.label]
+    if columns.time:
+        frame["_time_raw"] = raw[columns.time]
+    return frame
 
+
+def _drop_invalid(cleaner: _Cleaner, dataset: DatasetSpec, columns: _Columns) -> pd.DataFrame:
+    """Cleaning steps 1-4 (each counted in the report), then each row's grade and timestamp."""
+    import numpy as np
+    import pandas as pd
+
+    cleaning = dataset.cleaning
     # 1. Rows missing a required field.
     f = cleaner.frame
     missing = f["product_id"].isna() | (f["product_text"] == "")
-    if event_col:
+    if columns.event:
         missing |= f["_event"].isna() | (f["_event"] == "")
-    if label_col:
+    if columns.label:
         missing |= f["_label_raw"].isna()
-    if split_by == "time":
+    if dataset.split.by == "time":
         missing |= f["_time_raw"].isna()
     cleaner.drop("missing_fields", missing)
 
@@ -654,75 +673,99 @@ def _clean(
     )
 
     # 3. Events the grade table does not know.
-    f = cleaner.frame
     grades_known = {str(name): float(grade) for name, grade in dataset.event_grades.items()}
-    if event_col:
-        known = f["_event"].isin(list(grades_known))
-        if cleaning.drop_unknown_events:
-            cleaner.drop("unknown_events", ~known)
+    if columns.event and cleaning.drop_unknown_events:
+        cleaner.drop("unknown_events", ~cleaner.frame["_event"].isin(list(grades_known)))
 
     # 4. Impossible values: labels that are not finite non-negative numbers, times that are no times.
     f = cleaner.frame
     impossible = pd.Series(False, index=f.index)
-    if label_col:
+    if columns.label:
         label_values = pd.to_numeric(f["_label_raw"], errors="coerce").astype(float)
         impossible |= ~np.isfinite(label_values.to_numpy(dtype=float, na_value=np.nan)) | (label_values < 0)
-    if time_col:
+    if columns.time:
         _, bad_time = _epoch_seconds(f["_time_raw"])
         impossible |= bad_time
     cleaner.drop("impossible_values", impossible)
 
     f = cleaner.frame.copy()
-    if label_col:
+    if columns.label:
         f["grade"] = pd.to_numeric(f["_label_raw"], errors="coerce").astype(float)
-    elif event_col:
+    elif columns.event:
         f["grade"] = f["_event"].map(grades_known).fillna(0.0).astype(float)
     else:
         f["grade"] = 0.0
-    f["timestamp"] = _epoch_seconds(f["_time_raw"])[0].astype(float) if time_col else np.nan
+    f["timestamp"] = _epoch_seconds(f["_time_raw"])[0].astype(float) if columns.time else np.nan
+    return f
 
-    # 5. Only what happened at or after dataset.since (rows without a time cannot prove they did).
-    if dataset.since is not None:
-        if not time_col:
-            raise DataError(f"dataset.since is set but column {fields.timestamp!r} (fields.timestamp) is not in the data")
-        cleaner.frame = f
-        cleaner.drop("before_since", ~(f["timestamp"] >= since_epoch(dataset.since)).to_numpy())
-        f = cleaner.frame
 
-    if dataset.user_history:
-        if not time_col or f["_user"].isna().all():
-            raise DataError("dataset.userHistory needs a user and a timestamp column (fields.user, fields.timestamp)")
-        f = f.assign(_context=_with_history(f, dataset.user_history))
-        cleaner.frame = f
+def _limit_rows(cleaner: _Cleaner, f: pd.DataFrame, dataset: DatasetSpec, timed: bool) -> pd.DataFrame | None:
+    """Step 6, at most maxRows rows: the newest when the data is timed, else a random sample seeded by split.seed
+    (the first rows of an export sorted by product or query would be a biased sample). Gives each kept row its
+    user's earlier events (`_ratings`), read before the cut so that they reach into the older rows, and returns
+    the older rows the cut leaves out of timed data (every one is before every kept row), or None."""
+    import numpy as np
+    import pandas as pd
 
-    # 6. At most max_rows rows: the newest when the data is timed, else a random sample seeded by
-    # split.seed (the first rows of an export sorted by product or query would be a biased sample).
     over = np.zeros(len(f), dtype=bool)
     step = "max_rows"
     if dataset.max_rows is not None and len(f) > dataset.max_rows:
-        if time_col:
+        if timed:
             order = f["timestamp"].rank(method="first", ascending=False, na_option="bottom")
             over = (order > dataset.max_rows).to_numpy()
         else:
             step = "max_rows_random_sample"
             over = np.ones(len(f), dtype=bool)
             over[np.random.default_rng(dataset.split.seed).choice(len(f), dataset.max_rows, replace=False)] = False
-    # Each kept row's user's earlier events, read before the cut, so they reach into the older rows.
-    f = f.assign(_ratings=_with_ratings(f, ~over) if time_col else pd.Series([()] * len(f), index=f.index,
-                                                                             dtype=object))
-    # The older rows the cut leaves out of timed data: every one is before every kept row.
-    earlier = f.loc[over, ["_user", "product_id", "grade"]].copy() if time_col and over.any() else None
+    cleaner.frame = f.assign(_ratings=_with_ratings(f, ~over) if timed else pd.Series([()] * len(f), index=f.index,
+                                                                                       dtype=object))
+    earlier = cleaner.frame.loc[over, ["_user", "product_id", "grade"]].copy() if timed and over.any() else None
     if over.any():
-        cleaner.frame = f
         cleaner.drop(step, over)
+    return earlier
+
+
+def _pseudonymised(users: pd.Series, dataset: DatasetSpec, salt: str) -> pd.Series:
+    """The users' pseudonyms (or their IDs when pseudonymisation is off); a missing user stays missing."""
+    if not dataset.pseudonymisation.enabled:
+        return users
+    return users.map({user: contracts.pseudonymise(str(user), salt) for user in users.dropna().unique()})
+
+
+def _clean(
+    raw: pd.DataFrame, dataset: DatasetSpec, task: str, rows_read: int, salt: str
+) -> tuple[pd.DataFrame, list[tuple[str, int]], int, pd.DataFrame | None]:
+    """Map columns to roles and clean. Returns the frame (with the split keys in `_key_*`
+    columns that hold clear IDs: callers drop them), the steps, the pseudonymised users, and the
+    earlier rows that maxRows left out of timed data (PreparedData.earlier)."""
+    import pandas as pd
+
+    columns = _columns(raw, dataset, task)
+    cleaner = _Cleaner(_role_frame(raw, dataset, columns))
+    f = _drop_invalid(cleaner, dataset, columns)
+
+    # 5. Only what happened at or after dataset.since (rows without a time cannot prove they did).
+    if dataset.since is not None:
+        if not columns.time:
+            raise DataError(f"dataset.since is set but column {dataset.fields.timestamp!r} (fields.timestamp) is not "
+                            "in the data")
+        cleaner.frame = f
+        cleaner.drop("before_since", ~(f["timestamp"] >= since_epoch(dataset.since)).to_numpy())
         f = cleaner.frame
 
+    if dataset.user_history:
+        if not columns.time or f["_user"].isna().all():
+            raise DataError("dataset.userHistory needs a user and a timestamp column (fields.user, fields.timestamp)")
+        f = f.assign(_context=_with_history(f, dataset.user_history))
+
+    earlier = _limit_rows(cleaner, f, dataset, timed=columns.time is not None)
+    f = cleaner.frame
     if f.empty:
         raise DataError(f"no rows left after cleaning ({rows_read} read; dropped: {_summary(cleaner.steps)})")
 
     # Labels of the task.
     f["label"] = _task_label(f["grade"], task)
-    if needs_target and f["label"].nunique() < 2:
+    if columns.needs_target and f["label"].nunique() < 2:
         value = f["label"].iloc[0]
         raise DataError(
             f"the {task} label has a single class ({value:g} in all {len(f)} rows): nothing to learn"
@@ -730,19 +773,10 @@ def _clean(
 
     # Pseudonymise: the clear ID stays only in `_key_user` (memory) for the split, then is dropped.
     users = f["_user"]
-    distinct = users.dropna().unique()
-    if dataset.pseudonymisation.enabled:
-        mapping = {user: contracts.pseudonymise(str(user), salt) for user in distinct}
-        f["user"] = users.map(mapping).astype("string")
-        pseudonymised = len(mapping)
-    else:
-        f["user"] = users.astype("string")
-        pseudonymised = 0
+    f["user"] = _pseudonymised(users, dataset, salt).astype("string")
+    pseudonymised = int(users.dropna().nunique()) if dataset.pseudonymisation.enabled else 0
     if earlier is not None:
-        earlier_users = earlier["_user"]
-        if dataset.pseudonymisation.enabled:
-            pseudonyms = {user: contracts.pseudonymise(str(user), salt) for user in earlier_users.dropna().unique()}
-            earlier_users = earlier_users.map(pseudonyms)
+        earlier_users = _pseudonymised(earlier["_user"], dataset, salt)
         earlier = pd.DataFrame({"user": earlier_users.astype(object).where(earlier_users.notna(), None),
                                 "product_id": earlier["product_id"].astype(str), "grade": earlier["grade"].astype(float),
                                 "label": _task_label(earlier["grade"], task)}).reset_index(drop=True)
