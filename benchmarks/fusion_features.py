@@ -7,6 +7,13 @@ RMSE of the constant (the statistics rows' mean grade), the fusion without the n
 user offset) and with it. Tune on split seeds other than 42, which the held-out table reports.
 
     .venv/bin/python benchmarks/fusion_features.py --seeds 3,7,11
+
+`--task click-through` does the same for ml-100k click-through (liked: 4-5 stars; groups are users, no query): the
+test split's ndcg@10 / mrr of popularity against the fusion (model output 0) as it was (no neighbourhood, the user
+offset scored), with the item neighbourhood, and with the neighbourhood and the user offset left out of the score
+(what `recops train` fits for data whose groups are users); logloss against the constant (the base rate).
+
+    .venv/bin/python benchmarks/fusion_features.py --task click-through --seeds 3,7,11
 """
 
 from __future__ import annotations
@@ -16,7 +23,6 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -30,21 +36,60 @@ def rmse_of(fusion: Any, frame: Any) -> float:
     return float(np.sqrt(np.mean((predicted - frame["label"].to_numpy(dtype=float)) ** 2)))
 
 
-def fitted(data: Any, neighbourhood: bool) -> Any:
+def fitted(data: Any, neighbourhood: bool, kind: str = "linear", user_offset_scored: bool = True) -> Any:
     import numpy as np
 
-    from recops import fusion as fusion_module
+    from recops.fusion import fit_fusion
 
     frame, statistics = data.validation, data.statistics_rows()
-    with mock.patch.object(fusion_module, "_fit_neighbours",
-                           fusion_module._fit_neighbours if neighbourhood else (lambda *_: None)):
-        return fusion_module.fit_fusion(
-            "linear", np.zeros(len(frame)), frame["context"].astype(str).tolist(),
-            frame["product_text"].astype(str).tolist(), frame["product_id"].astype(str).tolist(),
-            frame["label"].to_numpy(dtype=float), frame["group"].astype(str).tolist(), corpus=data.product_texts(),
-            train_items=statistics["product_id"].astype(str).tolist(),
-            train_targets=statistics["label"].astype(float).tolist(), ratings=frame["ratings"].tolist(),
-            train_users=statistics["user"].tolist())
+    return fit_fusion(
+        kind, np.zeros(len(frame)), frame["context"].astype(str).tolist(),
+        frame["product_text"].astype(str).tolist(), frame["product_id"].astype(str).tolist(),
+        frame["label"].to_numpy(dtype=float), frame["group"].astype(str).tolist(), corpus=data.product_texts(),
+        train_items=statistics["product_id"].astype(str).tolist(),
+        train_targets=statistics["label"].astype(float).tolist(), ratings=frame["ratings"].tolist(),
+        train_users=statistics["user"].tolist(), neighbourhood=neighbourhood, user_offset_scored=user_offset_scored)
+
+
+def probabilities(fusion: Any, frame: Any) -> Any:
+    import numpy as np
+
+    raw = np.asarray(fusion.apply(np.zeros(len(frame)), frame["context"].astype(str).tolist(),
+                                  frame["product_text"].astype(str).tolist(),
+                                  frame["product_id"].astype(str).tolist(), frame["ratings"].tolist()))
+    return 1.0 / (1.0 + np.exp(-np.clip(raw, -60, 60)))
+
+
+def click_through(seeds: list[int], args: argparse.Namespace, work: Path) -> None:
+    """Popularity against the fusion (model output 0) on ml-100k click-through's held-out users, per split seed."""
+    from train_quality import dataset_spec
+
+    from recops.api.finetunejob import DatasetSpec
+    from recops.train.baselines import baseline_scores
+    from recops.train.data import prepare
+    from recops.train.metrics import compute_metrics
+
+    variants = {"as before": (False, True), "+ neighbourhood": (True, True),
+                "+ neighbourhood, user offset unscored": (True, False)}
+    print("| split seed | test users | popularity ndcg@10 / mrr | constant logloss | "
+          + " | ".join(f"fusion {name}: ndcg@10 (vs popularity) / mrr / logloss" for name in variants)
+          + " | fused weights (last) |")
+    print("|---|---:|---:|---:|" + "---:|" * len(variants) + "---|")
+    for seed in seeds:
+        spec = dataset_spec("ml-100k", "click-through", work, argparse.Namespace(
+            seed=seed, ml_rows=args.ml_rows, user_history=args.user_history))
+        data = prepare(DatasetSpec.model_validate(spec), "click-through")
+        baselines = baseline_scores(data, data.test)
+        popularity = compute_metrics(["ndcg@10", "mrr"], data.test, baselines["popularity"])
+        constant = compute_metrics(["logloss"], data.test, baselines["constant"])["logloss"]
+        cells = []
+        for neighbourhood, user_offset_scored in variants.values():
+            fusion = fitted(data, neighbourhood, "logistic", user_offset_scored)
+            m = compute_metrics(["ndcg@10", "mrr", "logloss"], data.test, probabilities(fusion, data.test))
+            cells.append(f"{m['ndcg@10']:.4f} ({(m['ndcg@10'] / popularity['ndcg@10'] - 1) * 100:+.1f}%) / "
+                         f"{m['mrr']:.4f} / {m['logloss']:.4f}")
+        print(f"| {seed} | {data.test['group'].nunique()} | {popularity['ndcg@10']:.4f} / {popularity['mrr']:.4f} "
+              f"| {constant:.4f} | " + " | ".join(cells) + f" | {fusion.describe()} |", flush=True)
 
 
 def main() -> int:
@@ -58,7 +103,11 @@ def main() -> int:
     parser.add_argument("--seeds", default="3,7,11", help="split seeds (which users are held out)")
     parser.add_argument("--ml-rows", type=int, default=5000)
     parser.add_argument("--user-history", type=int, default=5)
+    parser.add_argument("--task", choices=("relevance", "click-through"), default="relevance")
     args = parser.parse_args()
+    if args.task == "click-through":
+        click_through([int(s) for s in args.seeds.split(",")], args, Path(tempfile.mkdtemp(prefix="recops-fusion-features-")))
+        return 0
     print("| split seed | test rows | constant | fusion without the model | + neighbourhood | gain (points below the constant) | fused weights |")
     print("|---|---:|---:|---:|---:|---:|---|")
     work = Path(tempfile.mkdtemp(prefix="recops-fusion-features-"))

@@ -373,12 +373,15 @@ def fit_fusion(kind: str, raw: Sequence[float] | np.ndarray, contexts: Sequence[
                item_ids: Sequence[str], target: np.ndarray, groups: Sequence[str], *, corpus: Iterable[str],
                train_items: Sequence[str], train_targets: Sequence[float], seed: int = 0,
                ratings: Sequence[Ratings | None] | None = None, train_users: Sequence[str | None] | None = None,
-               lexical: LexicalModel | None = None) -> Fusion:
+               lexical: LexicalModel | None = None, neighbourhood: bool | None = None,
+               user_offset_scored: bool = True) -> Fusion:
     """Fit the fusion on (validation) rows: `raw` is the model's output on them, `target` the 0/1 label
     (logistic) or the grade (linear), `ratings` each row's user's earlier events; BM25's statistics come
     from `corpus`, popularity and the shrinkage of the user offset from the train rows (`train_items`,
     `train_targets`, `train_users`: the train split and the older rows before it, see PreparedData.earlier);
-    `lexical`: the lexical model fitted on the train split (recops.lexical), or None.
+    `lexical`: the lexical model fitted on the train split (recops.lexical), or None. `neighbourhood`: fit the
+    item neighbourhood (None: for linear only, where it was measured first). `user_offset_scored` (logistic):
+    False gives the user offset weight 0, for data whose groups are users (docs/finetunejob.md).
 
     logistic: the weights order each group's rows (pairwise logistic loss over pairs of one group with
     different labels: what ndcg and mrr judge), then one scale, the user offset's weight and a bias calibrate
@@ -398,7 +401,7 @@ def fit_fusion(kind: str, raw: Sequence[float] | np.ndarray, contexts: Sequence[
         known = [i for i, user in enumerate(train_users) if user is not None]
         residuals = [float(train_targets[i]) - popularity[train_items[i]] for i in known]
         fusion.user_prior_weight = prior_weight([str(train_users[i]) for i in known], residuals)
-        if kind == "linear":  # measured for graded data only (issue 17); click-through fits no neighbourhood
+        if neighbourhood if neighbourhood is not None else kind == "linear":
             fusion.neighbours = _fit_neighbours(fusion, [str(train_users[i]) for i in known],
                                                 [str(train_items[i]) for i in known], residuals)
     x = fusion.features(raw, contexts, texts, item_ids, ratings)
@@ -415,9 +418,12 @@ def fit_fusion(kind: str, raw: Sequence[float] | np.ndarray, contexts: Sequence[
         ordering[:, user] = 0.0
         direction = _pairwise(ordering, y, np.asarray(groups), seed)
         direction[user] = 0.0
-        (scale, user_weight), bias = _logistic(np.column_stack([ordering @ direction, z[:, user]]), y, penalty=0.0)
-        weights = direction * scale
-        weights[user] = user_weight
+        # Where a group is one user's rows, the offset moves within it only with time (each row's earlier events),
+        # which reorders the group offline but never a request: scored only where the caller says it belongs.
+        calibration = [ordering @ direction, z[:, user]] if user_offset_scored else [ordering @ direction]
+        fitted, bias = _logistic(np.column_stack(calibration), y, penalty=0.0)
+        weights = direction * fitted[0]
+        weights[user] = fitted[1] if user_offset_scored else 0.0
     else:
         # The baseline predictor in standardised terms: popularity and the user offset at weight 1 each.
         baseline = np.zeros(len(FEATURES))

@@ -314,3 +314,47 @@ def test_no_neighbourhood_without_users_nor_for_click_through() -> None:
     clicks = train.assign(label=(train["label"] > 3.0).astype(float))
     assert fitted_on_users("logistic", validation.assign(label=(validation["label"] > 3.0).astype(float)),
                            clicks).neighbours is None
+
+
+def test_click_through_on_users_fits_the_neighbourhood_and_leaves_the_offset_out_of_the_score() -> None:
+    """Recommendation without a query (groups are users): liked = a grade above 3 of taste_rows' films."""
+    rng = np.random.default_rng(13)
+    quality, taste = rng.normal(3.0, 0.5, 60), rng.normal(0, 1.0, 400)
+    train, validation, test = (taste_rows(range(0, 200), taste, rng, quality), taste_rows(range(200, 300), taste, rng, quality),
+                               taste_rows(range(300, 400), taste, rng, quality))
+    liked = [frame.assign(grade=(frame["label"] > 3.0).astype(float), label=(frame["label"] > 3.0).astype(float))
+             for frame in (train, validation, test)]
+    train, validation, test = liked
+
+    def fit(**options: bool) -> Fusion:
+        return fit_fusion("logistic", np.zeros(len(validation)), validation["context"].tolist(),
+                          validation["product_text"].tolist(), validation["product_id"].tolist(),
+                          validation["label"].to_numpy(), validation["group"].tolist(),
+                          corpus=set(train["product_text"]), train_items=train["product_id"].tolist(),
+                          train_targets=train["label"].tolist(), ratings=validation["ratings"].tolist(),
+                          train_users=train["user"].tolist(), **options)
+
+    def probabilities(model: Fusion) -> np.ndarray:
+        raw = np.array(model.apply(np.zeros(len(test)), test["context"].tolist(), test["product_text"].tolist(),
+                                   test["product_id"].tolist(), test["ratings"].tolist()))
+        return 1.0 / (1.0 + np.exp(-raw))
+
+    assert fit().neighbours is None and fit().weights[FEATURES.index("user")] != 0.0  # the default: as before
+    fusion = fit(neighbourhood=True, user_offset_scored=False)
+    assert fusion.neighbours is not None and fusion.weights[FEATURES.index("neighbours")] > 0
+    assert fusion.weights[FEATURES.index("user")] == 0.0
+    metrics = ["ndcg@10", "logloss"]
+    served = compute_metrics(metrics, test, probabilities(fusion))
+    without = compute_metrics(metrics, test, probabilities(dataclasses.replace(fusion, neighbours=None)))
+    assert served["ndcg@10"] > without["ndcg@10"] + 0.02  # the user's taste on similar films orders their list
+    constant = compute_metrics(["logloss"], test, np.full(len(test), train["label"].mean()))["logloss"]
+    assert served["logloss"] < constant  # still a calibrated log-odds, without the offset
+
+
+def test_groups_are_users_only_without_a_query_and_with_users() -> None:
+    from recops.train.evaluate import groups_are_users
+
+    users = pd.DataFrame({"query": [None, None], "user": ["u1", "u2"]})
+    assert groups_are_users(users)
+    assert not groups_are_users(users.assign(query=["boots", None]))
+    assert not groups_are_users(users.assign(user=[None, None]))

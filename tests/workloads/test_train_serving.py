@@ -15,9 +15,12 @@ from tests.workloads.train_support import job_manifest, model_dir, run_train, wr
 pytestmark = [pytest.mark.workload, pytest.mark.timeout(900)]
 
 
-@pytest.mark.parametrize("task", ["click-through", "relevance", "domain-pretrain"])
-def test_the_server_scores_the_trained_model_as_the_evaluation_did(task: str, tmp_path: Path, tiny_base: Path,
-                                                                    shop_events: Path) -> None:
+# "users": the same events without their queries, so each group is one user's rows (recommendation): the
+# click-through fusion then fits the item neighbourhood and leaves the user offset out (recops.train.evaluate).
+@pytest.mark.parametrize(("task", "grouping"), [("click-through", "queries"), ("click-through", "users"),
+                                                ("relevance", "queries"), ("domain-pretrain", "queries")])
+def test_the_server_scores_the_trained_model_as_the_evaluation_did(task: str, grouping: str, tmp_path: Path,
+                                                                    tiny_base: Path, shop_events: Path) -> None:
     from recops.api.finetunejob import DatasetSpec
     from recops.serve.model import Scorer, locate
     from recops.serve.validation import Limits, parse_rank
@@ -25,13 +28,14 @@ def test_the_server_scores_the_trained_model_as_the_evaluation_did(task: str, tm
     from recops.train.evaluate import load_model, score
 
     output = tmp_path / "models"
-    run = run_train(write_config(tmp_path, job_manifest(task, tiny_base, shop_events, output)),
+    dataset = {"fields": {"query": None}} if grouping == "users" else {}
+    run = run_train(write_config(tmp_path, job_manifest(task, tiny_base, shop_events, output, dataset=dataset)),
                     tmp_path / "termination-log")
     assert run.returncode == 0, run.stderr[-3000:]
 
     location = locate(str(model_dir(output)))
     scorer = Scorer(location, device="cpu")
-    test = prepare(DatasetSpec.model_validate({"uri": str(shop_events)}), task).test.head(40)
+    test = prepare(DatasetSpec.model_validate({"uri": str(shop_events), **dataset}), task).test.head(40)
     assert any(test["ratings"].map(len) > 0)  # the users' earlier events reach the fusion's user offset
     # Each row as a request would carry it: the user's earlier events in `user.ratings`, read by the server's parser.
     requests = []
@@ -45,7 +49,7 @@ def test_the_server_scores_the_trained_model_as_the_evaluation_did(task: str, tm
     manifest = location.manifest
     if task in ("click-through", "relevance"):  # a cross-encoder is served fused (BM25, popularity, ...), as evaluated
         assert manifest.fusion is not None and scorer.fusion is not None
-    if task == "relevance":  # with the item neighbourhood (neighbours.npz beside fusion.json), as evaluated
+    if task == "relevance" or grouping == "users":  # with the item neighbourhood (neighbours.npz), as evaluated
         assert scorer.fusion is not None and scorer.fusion.neighbours is not None
         neighbour = scorer.fusion.neighbour_feature(test["product_id"].tolist(), test["ratings"].tolist(), len(test))
         assert any(value != 0.0 for value in neighbour)  # the comparison covers that feature too

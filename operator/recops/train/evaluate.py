@@ -168,6 +168,7 @@ def fit_validation_fusion(directory: Path, manifest: ModelManifest, data: Any) -
     texts = frame["product_text"].astype(str).tolist()
     raw = cross_encoder_logits(loaded, contexts, texts)
     statistics = data.statistics_rows()
+    by_user = groups_are_users(frame)
 
     def fit(rows: np.ndarray, lexical: LexicalModel | None) -> Fusion:
         part = frame.iloc[rows]
@@ -177,12 +178,22 @@ def fit_validation_fusion(directory: Path, manifest: ModelManifest, data: Any) -
                           part["group"].astype(str).tolist(), corpus=data.product_texts(),
                           train_items=statistics["product_id"].astype(str).tolist(),
                           train_targets=statistics["label"].astype(float).tolist(),
-                          ratings=ratings, train_users=statistics["user"].tolist(), lexical=lexical)
+                          ratings=ratings, train_users=statistics["user"].tolist(), lexical=lexical,
+                          neighbourhood=kind == "linear" or by_user,
+                          user_offset_scored=kind == "linear" or not by_user)
 
     lexical = train_lexical(data) if kind == "logistic" else None
     if lexical is not None and not lexical_helps(frame, raw, lexical, fit):
         lexical = None
     return fit(np.arange(len(frame)), lexical)
+
+
+def groups_are_users(frame: Any) -> bool:
+    """Recommendation without a query: each group is one user's rows (recops.train.data). There the item
+    neighbourhood orders a user's items, and the user offset, constant within a request, would only reorder a
+    group offline by when each row happened; so the click-through fusion fits the one and does not score the
+    other (docs/finetunejob.md, measured with benchmarks/fusion_features.py --task click-through)."""
+    return bool(frame["query"].isna().all() and frame["user"].notna().any())
 
 
 LEXICAL_FOLDS = 5
