@@ -264,14 +264,19 @@ def _log_figures(prefix: str, comparison: Comparison) -> None:
 
 
 def _describe_fusion(stage: Path) -> str:
-    from recops.fusion import Fusion
+    from recops.fusion import FEATURES, Fusion
 
     fusion = Fusion.load(stage)
-    neighbourhood = " and the user's grades of similar items" if fusion.neighbours is not None else ""
-    lexical = " and a lexical model learnt from the train split" if fusion.lexical is not None else ""
-    return (f"The served score fuses the fine-tuned model's output with BM25, popularity, the user's offset{neighbourhood} "
-            f"(from the request's `user.ratings`){lexical} ({fusion.kind}, fitted on {fusion.fitted_on.get('rows')} "
-            "validation rows; "
+    # Each input named only if it weighs something: a click-through fusion leaves the user's offset out.
+    weight = dict(zip(FEATURES, fusion.weights, strict=True))
+    inputs = ["BM25", "popularity"] + [name for feature, name in (
+        ("user", "the user's offset"), ("neighbours", "the user's grades of similar items")) if weight[feature]]
+    if weight["user"] or weight["neighbours"]:
+        inputs[-1] += " (from the request's `user.ratings`)"
+    if fusion.lexical is not None:
+        inputs.append("a lexical model learnt from the train split")
+    return (f"The served score fuses the fine-tuned model's output with {', '.join(inputs[:-1])} and {inputs[-1]} "
+            f"({fusion.kind}, fitted on {fusion.fitted_on.get('rows')} validation rows; "
             f"weights of the standardised features: {fusion.describe()}). "
             "The figures above are those of the fused model, as served.")
 
