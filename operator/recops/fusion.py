@@ -381,8 +381,8 @@ def fit_fusion(kind: str, raw: Sequence[float] | np.ndarray, contexts: Sequence[
     `lexical`: the lexical model fitted on the train split (recops.lexical), or None.
 
     logistic: the weights order each group's rows (pairwise logistic loss over pairs of one group with
-    different labels: what ndcg and mrr judge), then one scale, the user offset's weight and a bias calibrate
-    the fused score into a log-odds (so logloss stays honest). linear: the baseline predictor popularity + user offset, then ridge
+    different labels: what ndcg and mrr judge), then one scale and a bias calibrate the fused score into a
+    log-odds (so logloss stays honest); the user offset weighs 0 there (constant within a request). linear: the baseline predictor popularity + user offset, then ridge
     regression of what it leaves of the grade (what rmse judges) with no intercept of its own: the level
     comes from the many train rows, not from the validation split's few users."""
     import numpy as np
@@ -408,16 +408,16 @@ def fit_fusion(kind: str, raw: Sequence[float] | np.ndarray, contexts: Sequence[
     z = (x - means) / scales
     y = np.asarray(target, dtype=float)
     if kind == "logistic":
-        # The user offset is one user's level, not an order of their items: it joins the calibration, not the
-        # pairwise order (within a user's group it moves only with time, which pairs would read as a signal).
+        # The user offset is constant within a request, so it never changes a served order; offline, where a
+        # group mixes users, its weight (fitted on few validation rows, at times negative) only reorders them
+        # (the demo's retrain lost to BM25 by it). It weighs 0; one scale and a bias calibrate the order.
         user = FEATURES.index("user")
         ordering = z.copy()
         ordering[:, user] = 0.0
         direction = _pairwise(ordering, y, np.asarray(groups), seed)
         direction[user] = 0.0
-        (scale, user_weight), bias = _logistic(np.column_stack([ordering @ direction, z[:, user]]), y, penalty=0.0)
+        (scale,), bias = _logistic((ordering @ direction)[:, None], y, penalty=0.0)
         weights = direction * scale
-        weights[user] = user_weight
     else:
         # The baseline predictor in standardised terms: popularity and the user offset at weight 1 each.
         baseline = np.zeros(len(FEATURES))
