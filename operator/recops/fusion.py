@@ -373,19 +373,17 @@ def fit_fusion(kind: str, raw: Sequence[float] | np.ndarray, contexts: Sequence[
                item_ids: Sequence[str], target: np.ndarray, groups: Sequence[str], *, corpus: Iterable[str],
                train_items: Sequence[str], train_targets: Sequence[float], seed: int = 0,
                ratings: Sequence[Ratings | None] | None = None, train_users: Sequence[str | None] | None = None,
-               lexical: LexicalModel | None = None, neighbourhood: bool | None = None,
-               user_offset_scored: bool = True) -> Fusion:
+               lexical: LexicalModel | None = None, neighbourhood: bool | None = None) -> Fusion:
     """Fit the fusion on (validation) rows: `raw` is the model's output on them, `target` the 0/1 label
     (logistic) or the grade (linear), `ratings` each row's user's earlier events; BM25's statistics come
     from `corpus`, popularity and the shrinkage of the user offset from the train rows (`train_items`,
     `train_targets`, `train_users`: the train split and the older rows before it, see PreparedData.earlier);
     `lexical`: the lexical model fitted on the train split (recops.lexical), or None. `neighbourhood`: fit the
-    item neighbourhood (None: for linear only, where it was measured first). `user_offset_scored` (logistic):
-    False gives the user offset weight 0, for data whose groups are users (docs/finetunejob.md).
+    item neighbourhood (None: for linear only, where it was measured first).
 
     logistic: the weights order each group's rows (pairwise logistic loss over pairs of one group with
-    different labels: what ndcg and mrr judge), then one scale, the user offset's weight and a bias calibrate
-    the fused score into a log-odds (so logloss stays honest). linear: the baseline predictor popularity + user offset, then ridge
+    different labels: what ndcg and mrr judge), then one scale and a bias calibrate the fused score into a
+    log-odds (so logloss stays honest); the user offset weighs 0 there (constant within a request). linear: the baseline predictor popularity + user offset, then ridge
     regression of what it leaves of the grade (what rmse judges) with no intercept of its own: the level
     comes from the many train rows, not from the validation split's few users."""
     import numpy as np
@@ -411,19 +409,17 @@ def fit_fusion(kind: str, raw: Sequence[float] | np.ndarray, contexts: Sequence[
     z = (x - means) / scales
     y = np.asarray(target, dtype=float)
     if kind == "logistic":
-        # The user offset is one user's level, not an order of their items: it joins the calibration, not the
-        # pairwise order (within a user's group it moves only with time, which pairs would read as a signal).
+        # The user offset is constant within a request, so it never changes a served order; offline, where a
+        # group mixes users (a query) or spans one user's time (each row's own earlier events), its weight (fitted
+        # on few validation rows, at times negative) only reorders the group (the demo's retrain lost to BM25 by
+        # it). It weighs 0; one scale and a bias calibrate the order.
         user = FEATURES.index("user")
         ordering = z.copy()
         ordering[:, user] = 0.0
         direction = _pairwise(ordering, y, np.asarray(groups), seed)
         direction[user] = 0.0
-        # Where a group is one user's rows, the offset moves within it only with time (each row's earlier events),
-        # which reorders the group offline but never a request: scored only where the caller says it belongs.
-        calibration = [ordering @ direction, z[:, user]] if user_offset_scored else [ordering @ direction]
-        fitted, bias = _logistic(np.column_stack(calibration), y, penalty=0.0)
-        weights = direction * fitted[0]
-        weights[user] = fitted[1] if user_offset_scored else 0.0
+        (scale,), bias = _logistic((ordering @ direction)[:, None], y, penalty=0.0)
+        weights = direction * scale
     else:
         # The baseline predictor in standardised terms: popularity and the user offset at weight 1 each.
         baseline = np.zeros(len(FEATURES))

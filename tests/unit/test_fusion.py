@@ -316,7 +316,7 @@ def test_no_neighbourhood_without_users_nor_for_click_through() -> None:
                            clicks).neighbours is None
 
 
-def test_click_through_on_users_fits_the_neighbourhood_and_leaves_the_offset_out_of_the_score() -> None:
+def test_click_through_on_users_fits_the_neighbourhood() -> None:
     """Recommendation without a query (groups are users): liked = a grade above 3 of taste_rows' films."""
     rng = np.random.default_rng(13)
     quality, taste = rng.normal(3.0, 0.5, 60), rng.normal(0, 1.0, 400)
@@ -339,8 +339,8 @@ def test_click_through_on_users_fits_the_neighbourhood_and_leaves_the_offset_out
                                    test["product_id"].tolist(), test["ratings"].tolist()))
         return 1.0 / (1.0 + np.exp(-raw))
 
-    assert fit().neighbours is None and fit().weights[FEATURES.index("user")] != 0.0  # the default: as before
-    fusion = fit(neighbourhood=True, user_offset_scored=False)
+    assert fit().neighbours is None  # the default: for linear fusions only
+    fusion = fit(neighbourhood=True)
     assert fusion.neighbours is not None and fusion.weights[FEATURES.index("neighbours")] > 0
     assert fusion.weights[FEATURES.index("user")] == 0.0
     metrics = ["ndcg@10", "logloss"]
@@ -358,3 +358,36 @@ def test_groups_are_users_only_without_a_query_and_with_users() -> None:
     assert groups_are_users(users)
     assert not groups_are_users(users.assign(query=["boots", None]))
     assert not groups_are_users(users.assign(user=[None, None]))
+
+
+def click_rows(users: range, level: np.ndarray, appeal: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+    """Users click at their own level (some click everything) on items of their own appeal; each group (a query)
+    mixes users, as an offline split of logged traffic does."""
+    rows = []
+    for user in users:
+        ratings: list[tuple[str, float]] = []
+        for _ in range(20):
+            item = int(rng.integers(len(appeal)))
+            clicked = float(rng.random() < 1.0 / (1.0 + np.exp(-(appeal[item] + level[user] - 1.0))))
+            rows.append({"user": f"u{user}", "product_id": f"p{item}", "label": clicked, "ratings": tuple(ratings),
+                         "context": "", "product_text": f"item {item}", "group": f"q{int(rng.integers(10))}"})
+            ratings.append((f"p{item}", clicked))
+    return pd.DataFrame(rows)
+
+
+def test_a_click_fusion_gives_the_user_offset_no_weight_so_it_never_reorders_a_group() -> None:
+    """The offset is informative here (users' click levels differ), yet constant within a served request: fitted on
+    a few validation rows it only reorders an offline group that mixes users, so it weighs nothing."""
+    rng = np.random.default_rng(4)
+    level, appeal = rng.normal(0, 1.5, 300), rng.normal(0, 1.0, 40)
+    train, validation = click_rows(range(0, 200), level, appeal, rng), click_rows(range(200, 300), level, appeal, rng)
+    fusion = fitted_on_users("logistic", validation, train)
+    assert fusion.user_prior_weight < MAX_PRIOR_WEIGHT  # the offset was measured, and differs between users
+    assert fusion.weights[FEATURES.index("user")] == 0.0
+    assert fusion.weights[FEATURES.index("popularity")] > 0
+
+    def scores(ratings: list[object] | None) -> list[float]:
+        return fusion.apply(np.zeros(len(validation)), validation["context"].tolist(),
+                            validation["product_text"].tolist(), validation["product_id"].tolist(), ratings)  # type: ignore[arg-type]
+
+    assert scores(validation["ratings"].tolist()) == pytest.approx(scores(None))

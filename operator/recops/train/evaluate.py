@@ -179,8 +179,7 @@ def fit_validation_fusion(directory: Path, manifest: ModelManifest, data: Any) -
                           train_items=statistics["product_id"].astype(str).tolist(),
                           train_targets=statistics["label"].astype(float).tolist(),
                           ratings=ratings, train_users=statistics["user"].tolist(), lexical=lexical,
-                          neighbourhood=kind == "linear" or by_user,
-                          user_offset_scored=kind == "linear" or not by_user)
+                          neighbourhood=kind == "linear" or by_user)
 
     lexical = train_lexical(data) if kind == "logistic" else None
     if lexical is not None and not lexical_helps(frame, raw, lexical, fit):
@@ -190,29 +189,37 @@ def fit_validation_fusion(directory: Path, manifest: ModelManifest, data: Any) -
 
 def groups_are_users(frame: Any) -> bool:
     """Recommendation without a query: each group is one user's rows (recops.train.data). There the item
-    neighbourhood orders a user's items, and the user offset, constant within a request, would only reorder a
-    group offline by when each row happened; so the click-through fusion fits the one and does not score the
-    other (docs/finetunejob.md, measured with benchmarks/fusion_features.py --task click-through)."""
+    neighbourhood orders a user's items, so the click-through fusion fits it (docs/finetunejob.md, measured with
+    benchmarks/fusion_features.py --task click-through)."""
     return bool(frame["query"].isna().all() and frame["user"].notna().any())
 
 
 LEXICAL_FOLDS = 5
+LEXICAL_REPEATS = 3  # fold assignments: one split of a few dozen queries into 5 folds decides by chance
 
 
 def lexical_helps(frame: Any, raw: np.ndarray, lexical: LexicalModel, fit: Any) -> bool:
     """Whether the lexical feature improves the fused ndcg@10 out of sample: the fusion fitted with and without
-    it on 4/5 of the validation groups, judged on the fifth, over 5 folds. On little train data (the demo's
-    shop) its word weights are noise that a fit on a few validation queries still trusts; this keeps it out
-    there (docs/finetunejob.md)."""
-    from recops.train.metrics import compute_metrics
-
+    it on 4/5 of the validation groups, judged on the fifth, over 5 folds, each of LEXICAL_REPEATS random
+    assignments of groups to folds (repeated cross-validation). On little train data (the demo's shop) its
+    word weights are noise that a fit on a few validation queries still trusts; this keeps it out there
+    (docs/finetunejob.md)."""
     groups = frame["group"].astype(str).to_numpy()
     names = np.unique(groups)
     if len(names) < LEXICAL_FOLDS:
         return False
-    fold_of = dict(zip(np.random.default_rng(0).permutation(names), np.arange(len(names)) % LEXICAL_FOLDS,
-                       strict=True))
-    fold = np.array([fold_of[g] for g in groups])
+    gains = []
+    for repeat in range(LEXICAL_REPEATS):
+        fold_of = dict(zip(np.random.default_rng(repeat).permutation(names), np.arange(len(names)) % LEXICAL_FOLDS,
+                           strict=True))
+        gains += _lexical_gains(frame, raw, lexical, fit, np.array([fold_of[g] for g in groups]))
+    return bool(gains) and float(np.mean(gains)) > 0
+
+
+def _lexical_gains(frame: Any, raw: np.ndarray, lexical: LexicalModel, fit: Any, fold: np.ndarray) -> list[float]:
+    """Each fold's fused ndcg@10 with the lexical feature less without it (`fold`: each row's fold)."""
+    from recops.train.metrics import compute_metrics
+
     gains = []
     for k in range(LEXICAL_FOLDS):
         held, rest = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
@@ -226,7 +233,7 @@ def lexical_helps(frame: Any, raw: np.ndarray, lexical: LexicalModel, fit: Any) 
                                                       part["product_id"].astype(str).tolist(), row_ratings(part)))
             figures.append(float(compute_metrics(["ndcg@10"], part, 1.0 / (1.0 + np.exp(-fused)))["ndcg@10"]))
         gains.append(figures[0] - figures[1])
-    return bool(gains) and float(np.mean(gains)) > 0
+    return gains
 
 
 def train_lexical(data: Any) -> LexicalModel | None:
