@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.workload, pytest.mark.timeout(900)]
 
 
 # "users": the same events without their queries, so each group is one user's rows (recommendation): the
-# click-through fusion then fits the item neighbourhood and leaves the user offset out (recops.train.evaluate).
+# click-through fusion then fits the item neighbourhood too (recops.train.evaluate.groups_are_users).
 @pytest.mark.parametrize(("task", "grouping"), [("click-through", "queries"), ("click-through", "users"),
                                                 ("relevance", "queries"), ("domain-pretrain", "queries")])
 def test_the_server_scores_the_trained_model_as_the_evaluation_did(task: str, grouping: str, tmp_path: Path,
