@@ -416,8 +416,7 @@ def fit_fusion(kind: str, raw: Sequence[float] | np.ndarray, contexts: Sequence[
         user = FEATURES.index("user")
         ordering = z.copy()
         ordering[:, user] = 0.0
-        direction = _pairwise(ordering, y, np.asarray(groups), seed)
-        direction[user] = 0.0
+        direction = _pairwise(ordering, y, np.asarray(groups), seed)  # a zero column: weight 0
         (scale,), bias = _logistic((ordering @ direction)[:, None], y, penalty=0.0)
         weights = direction * scale
     else:

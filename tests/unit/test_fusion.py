@@ -246,12 +246,14 @@ def taste_rows(users: range, taste: np.ndarray, rng: np.random.Generator, qualit
     return pd.DataFrame(rows)
 
 
-def fitted_on_users(kind: str, validation: pd.DataFrame, train: pd.DataFrame, users: bool = True) -> Fusion:
+def fitted_on_users(kind: str, validation: pd.DataFrame, train: pd.DataFrame, users: bool = True,
+                    neighbourhood: bool | None = None) -> Fusion:
     return fit_fusion(kind, np.zeros(len(validation)), validation["context"].tolist(),
                       validation["product_text"].tolist(), validation["product_id"].tolist(),
                       validation["label"].to_numpy(), validation["group"].tolist(), corpus=set(train["product_text"]),
                       train_items=train["product_id"].tolist(), train_targets=train["label"].tolist(),
-                      ratings=validation["ratings"].tolist(), train_users=train["user"].tolist() if users else None)
+                      ratings=validation["ratings"].tolist(), train_users=train["user"].tolist() if users else None,
+                      neighbourhood=neighbourhood)
 
 
 def test_the_neighbourhood_reads_the_users_taste_on_similar_items_and_only_the_train_rows(tmp_path: Path) -> None:
@@ -326,21 +328,13 @@ def test_click_through_on_users_fits_the_neighbourhood() -> None:
              for frame in (train, validation, test)]
     train, validation, test = liked
 
-    def fit(**options: bool) -> Fusion:
-        return fit_fusion("logistic", np.zeros(len(validation)), validation["context"].tolist(),
-                          validation["product_text"].tolist(), validation["product_id"].tolist(),
-                          validation["label"].to_numpy(), validation["group"].tolist(),
-                          corpus=set(train["product_text"]), train_items=train["product_id"].tolist(),
-                          train_targets=train["label"].tolist(), ratings=validation["ratings"].tolist(),
-                          train_users=train["user"].tolist(), **options)
-
     def probabilities(model: Fusion) -> np.ndarray:
         raw = np.array(model.apply(np.zeros(len(test)), test["context"].tolist(), test["product_text"].tolist(),
                                    test["product_id"].tolist(), test["ratings"].tolist()))
         return 1.0 / (1.0 + np.exp(-raw))
 
-    assert fit().neighbours is None  # the default: for linear fusions only
-    fusion = fit(neighbourhood=True)
+    assert fitted_on_users("logistic", validation, train).neighbours is None  # the default: linear fusions only
+    fusion = fitted_on_users("logistic", validation, train, neighbourhood=True)
     assert fusion.neighbours is not None and fusion.weights[FEATURES.index("neighbours")] > 0
     assert fusion.weights[FEATURES.index("user")] == 0.0
     metrics = ["ndcg@10", "logloss"]

@@ -702,7 +702,8 @@ def _drop_invalid(cleaner: _Cleaner, dataset: DatasetSpec, columns: _Columns) ->
 def _limit_rows(cleaner: _Cleaner, f: pd.DataFrame, dataset: DatasetSpec, timed: bool) -> pd.DataFrame | None:
     """Step 6, at most maxRows rows: the newest when the data is timed, else a random sample seeded by split.seed
     (the first rows of an export sorted by product or query would be a biased sample). Gives each kept row its
-    user's earlier events (`_ratings`), read before the cut so that they reach into the older rows, and returns
+    user's earlier events (`_ratings`), read before the cut so that they reach into the older rows, leaves the kept
+    rows in `cleaner.frame` (the cut counted as a step) and returns
     the older rows the cut leaves out of timed data (every one is before every kept row), or None."""
     import numpy as np
     import pandas as pd
