@@ -172,31 +172,65 @@ def test_a_finetunejob_event_asks_for_a_spec_pass_when_new_changed_or_first_seen
     assert spec_pass_wanted(body(2, 2), first_seen=True)  # after a start: resume it
 
 
-def test_failed_spec_passes_are_retried_with_back_off_and_passes_fall_due_by_state() -> None:
+def test_failed_passes_are_retried_with_back_off_and_timed_passes_fall_due_by_state() -> None:
     from prometheus_client import CollectorRegistry
 
-    from recops.controllers.main import FTJ_FINAL, FTJ_OTHER, FTJ_RUNNING, Operator, OperatorConfig
+    from recops.controllers.main import Operator, OperatorConfig
     from recops.controllers.metrics import OperatorMetrics
+    from recops.controllers.schedule import Schedule
     from tests.support.fake_kube import FakeKube
 
     kube = FakeKube()
-    operator = Operator(OperatorConfig(), kube=kube, metrics=OperatorMetrics(CollectorRegistry()))
+    clock = [100.0]
+    operator = Operator(OperatorConfig(resync_seconds=60, progress_seconds=15), kube=kube,
+                        metrics=OperatorMetrics(CollectorRegistry()))
+    operator.schedule = schedule = Schedule(clock=lambda: clock[0])
+    key = ("FineTuneJob", "ns", "a")
     kube.put({"apiVersion": "recops.dev/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": "a", "namespace": "ns"},
               "spec": {"task": "click-through", "dataset": {"uri": "/d"}, "output": {"uri": "/m"}}})
-    operator.known_ftjs[("ns", "a")] = FTJ_OTHER
     kube.fail_next("PATCH", "Job", 500, "etcd timeout")
-    operator.ftj_spec_pass("ns", "a", "spec")  # logged, never raised into Kopf
-    failures, next_try = operator.ftj_backoff[("ns", "a")]
-    assert failures == 1 and kube.obj("Job", "ns", "a") is None
-    assert operator.due_ftjs(next_try - 1, full=True, progress=True) == []  # backing off: not even on resync
-    assert operator.due_ftjs(next_try, full=False, progress=False) == [("ns", "a", "retry")]
-    operator.ftj_spec_pass("ns", "a", "retry")
-    assert kube.obj("Job", "ns", "a") is not None and ("ns", "a") not in operator.ftj_backoff
+    operator.reconcile_ftj("ns", "a", "spec", apply_children=True)  # logged, never raised into Kopf
+    assert kube.obj("Job", "ns", "a") is None and schedule.backing_off(key)
+    schedule.arm(key, 0.0, "resync")  # a watch event meanwhile: the retry keeps its time
+    clock[0] += 4.9
+    assert schedule.take_due() == []
+    clock[0] += 0.1
+    assert schedule.take_due() == [(key, "retry")]
+    operator.run_timed(key, "retry")  # applies every child, as the failed pass was to
+    assert kube.obj("Job", "ns", "a") is not None and not schedule.backing_off(key)
+    clock[0] += 60
+    assert schedule.take_due() == [(key, "resync")]  # Pending: the resync is the next timed pass
 
-    operator.known_ftjs.update({("ns", "b"): FTJ_RUNNING, ("ns", "c"): FTJ_FINAL})
-    assert operator.due_ftjs(0.0, full=False, progress=False) == []
-    assert operator.due_ftjs(0.0, full=False, progress=True) == [("ns", "b", "progress")]
-    assert operator.due_ftjs(0.0, full=True, progress=False) == [("ns", "a", "resync"), ("ns", "b", "resync")]
+    # A second failure in a row waits twice as long.
+    kube.fail_next("PATCH", "Job", 500, "etcd timeout")
+    kube.fail_next("PATCH", "Job", 500, "etcd timeout")
+    operator.reconcile_ftj("ns", "a", "spec", apply_children=True)
+    clock[0] += 5
+    assert schedule.take_due() == [(key, "retry")]
+    operator.run_timed(key, "retry")
+    clock[0] += 9.9
+    assert schedule.take_due() == []
+    clock[0] += 0.1
+    assert schedule.take_due() == [(key, "retry")]
+
+    # By state: running ones are read for progress, final ones get no timed pass.
+    assert operator.ftj_next_pass(False, "Running") == (15, "progress")
+    assert operator.ftj_next_pass(False, "Pending") == (60, "resync")
+    assert operator.ftj_next_pass(True, "Succeeded") == (None, "")
+    # Every kind the same way: a MonitorPolicy evaluation that cannot read its policy is retried too.
+    policy = ("MonitorPolicy", "ns", "p")
+    kube.fail_next("GET", "MonitorPolicy", 500, "etcd timeout")
+    operator.evaluate_policy("ns", "p", "spec")
+    assert schedule.backing_off(policy)
+    clock[0] += 5
+    assert (policy, "retry") in schedule.take_due()
+    operator.run_timed(policy, "retry")  # gone by now: forgotten
+    assert not schedule.knows(policy)
+
+    schedule.passed(("FineTuneJob", "ns", "b"), 15, "progress")
+    schedule.arm(("FineTuneJob", "ns", "b"), 60, "resync")  # a later time never postpones an earlier one
+    clock[0] += 15
+    assert schedule.take_due() == [(("FineTuneJob", "ns", "b"), "progress")]
 
 
 def test_a_spec_pass_uses_the_delivered_body_once_and_a_rerun_the_newest_state() -> None:
@@ -224,7 +258,7 @@ def test_a_spec_pass_uses_the_delivered_body_once_and_a_rerun_the_newest_state()
         return request(method, path, *args, **kwargs)  # type: ignore[arg-type]
 
     kube.request = counting  # type: ignore[method-assign]
-    operator.ftj_spec_pass("ns", "a", "spec", body=body)
+    operator.reconcile_ftj("ns", "a", "spec", apply_children=True, body=body)
     assert kube.obj("Job", "ns", "a") is not None and applied
     # The first pass used the delivered body; the pass run after it, the object as the first pass's status write
     # returned it (the watch cache), not the delivered body: neither asked the API server, and the second found

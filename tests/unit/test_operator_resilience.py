@@ -24,10 +24,12 @@ def test_leader_election_is_off_by_default_and_set_by_flag_or_environment(monkey
 
 
 def test_failing_handlers_back_off_exponentially_up_to_five_minutes() -> None:
-    delays = [main.retry_delay(retry) for retry in range(12)]
+    from recops.controllers import schedule
+
+    delays = [schedule.retry_delay(retry) for retry in range(12)]
     assert delays[:4] == [5.0, 10.0, 20.0, 40.0]
-    assert delays == sorted(delays) and max(delays) == main.RETRY_MAX_SECONDS == 300.0
-    assert main.retry_delay(10_000) == 300.0
+    assert delays == sorted(delays) and max(delays) == schedule.RETRY_MAX_SECONDS == 300.0
+    assert schedule.retry_delay(10_000) == 300.0
 
 
 def test_lease_times_are_micro_times() -> None:

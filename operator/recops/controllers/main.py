@@ -6,13 +6,14 @@ own bookkeeping (handler progress, last-handled configuration) lives in `recops.
 annotations of RecModelDeployments. FineTuneJobs get none: their passes start from watch events,
 and a spec change is told by `metadata.generation` against `status.observedGeneration`, so Kopf
 patches nothing on them (one write less per job). The FineTuneJob needs no finalizer: its
-children are owned and garbage-collected.
+children are owned and garbage-collected. Everything timed (resyncs, progress reads, rollout ticks,
+policy intervals, the retries of failed passes) is an entry of one `Schedule` (controllers/schedule.py),
+run by one loop (`Operator.schedule_forever`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import json
 import logging
@@ -51,12 +52,13 @@ from recops.controllers.events import COMPONENT as EVENTS_COMPONENT
 from recops.controllers.events import EventRecorder
 from recops.controllers.feedback_key import SharedFeedbackKey, ensure_shared_feedback_secret
 from recops.controllers.finetunejob import FineTuneJobController, PassResult
-from recops.controllers.kube import Kube, load_api_client
+from recops.controllers.kube import ApiError, Kube, load_api_client
 from recops.controllers.leader import LeaseElector, lease_client
 from recops.controllers.metrics import OperatorMetrics
-from recops.controllers.monitorpolicy import MonitorMetrics, MonitorPolicyController
+from recops.controllers.monitorpolicy import Evaluation, MonitorMetrics, MonitorPolicyController
 from recops.controllers.recmodeldeployment import PassResult as RmdPassResult
 from recops.controllers.recmodeldeployment import RecModelDeploymentController, rmds_following
+from recops.controllers.schedule import Schedule
 from recops.controllers.work import Coalescer
 from recops.monitor.prometheus import PrometheusAuth
 
@@ -68,18 +70,12 @@ FTJ_OWNER_LABEL = owner_label(FTJ_KIND)
 CHILD_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY},{FTJ_OWNER_LABEL}"
 RMD_OWNER_LABEL = owner_label(RMD_KIND)
 RMD_CHILD_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY},{RMD_OWNER_LABEL}"
+# How often the scheduler looks for passes that are due (controllers/schedule.py).
+TICK_SECONDS = 0.5
 # How often RecModelDeployments in a rollout get a pass (canary pauses and analysis intervals are timed on it).
 ROLLOUT_TICK_SECONDS = 1.0
 # How often every child of every RecModelDeployment is server-side applied again, changed or not (drift repair).
 REAPPLY_SECONDS = 300.0
-# How often the MonitorPolicy scheduler looks for policies whose interval has passed.
-MONITOR_TICK_SECONDS = 0.5
-# After an evaluation raised (e.g. the API server was unreachable), the next try comes this soon.
-MONITOR_RETRY_SECONDS = 5.0
-# How often the FineTuneJob scheduler looks for passes that are due (resync, progress, retry).
-FTJ_TICK_SECONDS = 1.0
-# What the operator knows of a FineTuneJob from its watch events: which passes it is due.
-FTJ_FINAL, FTJ_RUNNING, FTJ_OTHER = "final", "running", "other"
 
 
 @dataclass(frozen=True)
@@ -154,15 +150,9 @@ class Operator:
                                                  prometheus_auth=config.prometheus_auth,
                                                  shared_feedback_key=config.feedback_key)
         self.coalescer = Coalescer()
-        # RecModelDeployments seen on the watch stream -> whether a rollout is under way.
-        self.known_rmds: dict[tuple[str, str], bool] = {}
-        # RecModelDeployments whose last tick pass failed -> (failures in a row, monotonic time of the next try):
-        # a failing object is retried 5s, 10s, 20s, ... later, not every tick.
-        self.rmd_backoff: dict[tuple[str, str], tuple[int, float]] = {}
-        # FineTuneJobs seen on the watch stream -> FTJ_FINAL, FTJ_RUNNING or FTJ_OTHER.
-        self.known_ftjs: dict[tuple[str, str], str] = {}
-        # FineTuneJobs whose spec pass failed -> (failures in a row, monotonic time of the next try).
-        self.ftj_backoff: dict[tuple[str, str], tuple[int, float]] = {}
+        # Every object's next timed pass (resync, progress, rollout tick, policy interval, retry).
+        self.schedule = Schedule()
+        self.last_reapply = time.monotonic()
         # Objects whose next pass must server-side apply every child (after a spec change or restart).
         self.apply_wanted: set[tuple[str, str, str]] = set()
         self.apply_lock = threading.Lock()
@@ -170,9 +160,6 @@ class Operator:
             self.kube, default_prometheus_url=config.prometheus_url, prometheus_auth=config.prometheus_auth,
             metrics=MonitorMetrics(self.metrics.registry), post_event=self.events,
         )
-        # MonitorPolicies seen on the watch stream -> (generation, monotonic time of the next evaluation).
-        self.monitor_due: dict[tuple[str, str], tuple[int | None, float]] = {}
-        self.monitor_running: dict[tuple[str, str], asyncio.Task[None]] = {}
         # The last relevant state seen of each Job and pod (see child_changed).
         self.child_signatures: dict[tuple[str, str, str, str], Any] = {}
 
@@ -190,9 +177,11 @@ class Operator:
                 log.info("feedback-key Secret %s/%s: %s", namespace, shared.secret, outcome.value)
 
     def _pass(self, kind: str, namespace: str, name: str, trigger: str, apply_children: bool,
-              reconcile: Callable[..., Any], record: Callable[[Any], None]) -> None:
-        """One coalesced, counted pass of `reconcile(namespace, name, apply_children=...)`; `record`
-        takes its result (a PassResult of that controller)."""
+              reconcile: Callable[..., Any], next_pass: Callable[[Any], tuple[float | None, str]]) -> None:
+        """One coalesced, counted pass of `reconcile(namespace, name, apply_children=...)`, whatever asked for it.
+        `next_pass` reads its result (a controller's PassResult) and says when the next timed pass is due
+        (seconds or None, and its trigger). A failed pass is logged, counted and retried by the schedule with a
+        growing delay; it never raises into Kopf."""
         key = (kind, namespace, name)
         if apply_children:
             # Read by whichever pass runs next, so a request that coalesces into a running pass keeps it.
@@ -212,12 +201,17 @@ class Operator:
                 if apply:
                     with self.apply_lock:
                         self.apply_wanted.add(key)
-                raise
+                failures, delay = self.schedule.failed(key)
+                log_retry(kind, namespace, name, error, failures, delay)
+                return
             finally:
                 self.metrics.duration.labels(kind=kind).observe(time.monotonic() - start)
             if result.status_written:
                 self.metrics.status_writes.labels(kind=kind).inc()
-            record(result)
+            if result.gone:
+                self.schedule.forget(key)
+            else:
+                self.schedule.passed(key, *next_pass(result))
 
         self.coalescer.run(key, one_pass)
 
@@ -233,11 +227,32 @@ class Operator:
                                                body=delivered.pop() if delivered else None,
                                                read_log=trigger != "child")
 
-        def record(result: PassResult) -> None:
-            if result.gone or result.phase:
-                self.metrics.set_phase(namespace, name, None if result.gone else result.phase)
+        def next_pass(result: PassResult) -> tuple[float | None, str]:
+            self.metrics.set_phase(namespace, name, None if result.gone else result.phase)
+            return self.ftj_next_pass(result.final, result.phase)
 
-        self._pass(FTJ_KIND, namespace, name, trigger, apply_children, reconcile, record)
+        self._pass(FTJ_KIND, namespace, name, trigger, apply_children, reconcile, next_pass)
+
+    def ftj_next_pass(self, final: bool, phase: str | None) -> tuple[float | None, str]:
+        """A FineTuneJob's next timed pass: none once its status is final, a progress read while it runs, else
+        the resync (the level-based safety net)."""
+        if final:
+            return None, ""
+        if phase == "Running" and self.config.progress_seconds:
+            return self.config.progress_seconds, "progress"
+        return self.config.resync_seconds, "resync"
+
+    def reconcile_rmd(self, namespace: str, name: str, trigger: str, apply_children: bool = False) -> None:
+        def next_pass(result: RmdPassResult) -> tuple[float | None, str]:
+            return (ROLLOUT_TICK_SECONDS, "rollout") if result.active else (self.config.resync_seconds, "resync")
+
+        self._pass(RMD_KIND, namespace, name, trigger, apply_children, self.rmds.reconcile, next_pass)
+
+    def evaluate_policy(self, namespace: str, name: str, trigger: str) -> None:
+        def evaluate(namespace: str, name: str, *, apply_children: bool) -> Evaluation:
+            return self.monitor.evaluate(namespace, name)
+
+        self._pass(MP_KIND, namespace, name, trigger, False, evaluate, lambda result: (result.interval, "interval"))
 
     def post_rmd_event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """Post a RecModelDeployment's Event; a rollback also counts in recops_operator_rollbacks_total."""
@@ -245,45 +260,6 @@ class Operator:
             meta = body.get("metadata") or {}
             self.metrics.rollbacks.labels(namespace=meta.get("namespace", ""), deployment=meta.get("name", "")).inc()
         self.events(body, type_, reason, message)
-
-    def forget_rmd(self, namespace: str, name: str) -> None:
-        self.known_rmds.pop((namespace, name), None)
-        self.rmd_backoff.pop((namespace, name), None)
-
-    def reconcile_rmd(self, namespace: str, name: str, trigger: str, apply_children: bool = False) -> None:
-        def record(result: RmdPassResult) -> None:
-            if result.gone:
-                self.forget_rmd(namespace, name)
-            else:
-                self.known_rmds[(namespace, name)] = result.active
-
-        self._pass(RMD_KIND, namespace, name, trigger, apply_children, self.rmds.reconcile, record)
-
-    async def rollouts_forever(self) -> None:
-        """A pass every tick for RecModelDeployments in a rollout, every resync period for the others."""
-        last_full = last_reapply = time.monotonic()
-        while True:
-            await asyncio.sleep(ROLLOUT_TICK_SECONDS)
-            full = time.monotonic() - last_full >= self.config.resync_seconds
-            if full:
-                last_full = time.monotonic()
-            if time.monotonic() - last_reapply >= REAPPLY_SECONDS:
-                last_reapply = time.monotonic()
-                self.rmds.forget_all()
-            for (namespace, name), active in list(self.known_rmds.items()):
-                if not (active or full) or self.coalescer.busy((RMD_KIND, namespace, name)):
-                    continue
-                failures, next_try = self.rmd_backoff.get((namespace, name), (0, 0.0))
-                if time.monotonic() < next_try:
-                    continue
-                try:
-                    await asyncio.to_thread(self.reconcile_rmd, namespace, name, "resync" if full else "rollout")
-                    self.rmd_backoff.pop((namespace, name), None)
-                except Exception:  # logged and counted; retried after a growing delay
-                    delay = retry_delay(failures)
-                    self.rmd_backoff[(namespace, name)] = (failures + 1, time.monotonic() + delay)
-                    log.exception("pass of RecModelDeployment %s/%s failed; next try in %.0fs", namespace, name,
-                                  delay)
 
     def child_changed(self, body: dict[str, Any], deleted: bool = False) -> bool:
         """Whether a Job or pod event changes anything a FineTuneJob pass reads (most of a Job's and
@@ -328,113 +304,38 @@ class Operator:
         for namespace, name in rmds_following(self.kube, ftj):
             self.reconcile_rmd(namespace, name, "finetunejob")
 
-    def ftj_spec_pass(self, namespace: str, name: str, trigger: str, body: dict[str, Any] | None = None) -> None:
-        """A pass that server-side applies every child (new object, spec change, start, retry). A failure is
-        retried 5s, 10s, 20s, ... later by the scheduler (ftjs_forever), never in a storm."""
-        key = (namespace, name)
-        try:
-            self.reconcile_ftj(namespace, name, trigger, apply_children=True, body=body)
-        except Exception as error:
-            failures = self.ftj_backoff.get(key, (0, 0.0))[0]
-            delay = retry_delay(failures)
-            self.ftj_backoff[key] = (failures + 1, time.monotonic() + delay)
-            log_retry(FTJ_KIND, namespace, name, error, failures + 1, delay)
+    def run_timed(self, key: tuple[str, str, str], trigger: str) -> None:
+        """A pass the schedule says is due: a retry of a failed pass (which applies every child when the failed
+        one was to), a resync, a progress read, a rollout tick or a policy's interval."""
+        kind, namespace, name = key
+        if kind == FTJ_KIND:
+            self.reconcile_ftj(namespace, name, trigger)
+        elif kind == RMD_KIND:
+            self.reconcile_rmd(namespace, name, trigger)
         else:
-            self.ftj_backoff.pop(key, None)
+            self.evaluate_policy(namespace, name, trigger)
 
-    def due_ftjs(self, now: float, full: bool, progress: bool) -> list[tuple[str, str, str]]:
-        """(namespace, name, trigger) of the FineTuneJob passes due now: failed spec passes whose back-off
-        ended, running ones on a progress tick, every unfinished one on a full resync."""
-        due = []
-        for (namespace, name), state in list(self.known_ftjs.items()):
-            failures_next = self.ftj_backoff.get((namespace, name))
-            if failures_next is not None:
-                if failures_next[1] <= now:
-                    due.append((namespace, name, "retry"))
-            elif state != FTJ_FINAL and full:
-                due.append((namespace, name, "resync"))
-            elif state == FTJ_RUNNING and progress:
-                due.append((namespace, name, "progress"))
-        return due
-
-    async def ftjs_forever(self) -> None:
-        """The level-based safety net and the progress reads: one pass for each unfinished FineTuneJob every
-        resync period, for each running one every progress period, and the retries of failed spec passes."""
-        last_full = last_progress = time.monotonic()
+    async def schedule_forever(self) -> None:
+        """Run every pass the schedule says is due, each in a worker thread (a slow one, e.g. a canary analysis,
+        holds up no other); and every REAPPLY_SECONDS make the next pass of each RecModelDeployment apply every
+        child again (drift repair)."""
+        running: set[asyncio.Task[None]] = set()
         while True:
-            await asyncio.sleep(FTJ_TICK_SECONDS)
-            now = time.monotonic()
-            full = now - last_full >= self.config.resync_seconds
-            progress = bool(self.config.progress_seconds) and now - last_progress >= self.config.progress_seconds
-            last_full = now if full else last_full
-            last_progress = now if progress else last_progress
-            for namespace, name, trigger in self.due_ftjs(now, full, progress):
-                if self.coalescer.busy((FTJ_KIND, namespace, name)):
-                    continue
-                if trigger == "retry":
-                    await asyncio.to_thread(self.ftj_spec_pass, namespace, name, trigger)
-                    continue
-                try:
-                    await asyncio.to_thread(self.reconcile_ftj, namespace, name, trigger)
-                except Exception:  # logged and counted; the next period retries
-                    log.exception("%s pass of FineTuneJob %s/%s failed", trigger, namespace, name)
-
-    def track_policy(self, namespace: str, name: str, generation: int | None, deleted: bool = False) -> None:
-        """A MonitorPolicy event: a new policy or a new generation is evaluated at once."""
-        key = (namespace, name)
-        if deleted:
-            self.monitor_due.pop(key, None)
-            return
-        known = self.monitor_due.get(key)
-        if known is None or known[0] != generation:
-            self.monitor_due[key] = (generation, time.monotonic())
-
-    async def monitor_forever(self) -> None:
-        """Evaluate each MonitorPolicy every spec.interval, one evaluation per policy at a time.
-
-        A scheduler of its own rather than a Kopf timer: timers would add a finalizer to every
-        policy and Kopf would log (and post as an Event) each successful tick.
-        """
-        while True:
-            now = time.monotonic()
-            for key, (_, due) in list(self.monitor_due.items()):
-                if due <= now and key not in self.monitor_running:
-                    self.monitor_running[key] = asyncio.create_task(self._evaluate_policy(key))
-            await asyncio.sleep(MONITOR_TICK_SECONDS)
-
-    async def _evaluate_policy(self, key: tuple[str, str]) -> None:
-        start = time.monotonic()
-        interval = MONITOR_RETRY_SECONDS
-        self.metrics.reconciles.labels(kind=MP_KIND, trigger="interval").inc()
-        try:
-            result = await asyncio.to_thread(self.monitor.evaluate, *key)
-            if result.gone:
-                self.monitor_due.pop(key, None)
-                return
-            interval = result.interval
-            if result.status_written:
-                self.metrics.status_writes.labels(kind=MP_KIND).inc()
-        except Exception as error:  # logged and counted; retried soon
-            self.metrics.errors.labels(kind=MP_KIND, error=type(error).__name__).inc()
-            log.exception("evaluation of MonitorPolicy %s/%s failed", *key)
-        finally:
-            self.monitor_running.pop(key, None)
-            self.metrics.duration.labels(kind=MP_KIND).observe(time.monotonic() - start)
-        known = self.monitor_due.get(key)
-        if known is not None and known[1] <= start:  # not re-armed by a spec change meanwhile
-            self.monitor_due[key] = (known[0], start + interval)
-
-
-def ftj_state(status: dict[str, Any]) -> str:
-    if finetunejob_status.is_final(status):
-        return FTJ_FINAL
-    return FTJ_RUNNING if status.get("phase") == "Running" else FTJ_OTHER
+            await asyncio.sleep(TICK_SECONDS)
+            if time.monotonic() - self.last_reapply >= REAPPLY_SECONDS:
+                self.last_reapply = time.monotonic()
+                self.rmds.forget_all()
+            for key, trigger in self.schedule.take_due():
+                task = asyncio.create_task(asyncio.to_thread(self.run_timed, key, trigger))
+                running.add(task)  # held until done: the loop keeps only weak references to tasks
+                task.add_done_callback(running.discard)
 
 
 def spec_pass_wanted(body: dict[str, Any], first_seen: bool) -> bool:
-    """Whether a FineTuneJob's watch event asks for a pass that applies every child: the first event of it since
-    the operator started (a new object, or one to resume), or a generation its status has not observed (a new
-    object, or a spec change; the pass writes observedGeneration, so it asks once)."""
+    """Whether a FineTuneJob's or MonitorPolicy's watch event asks for a pass at once (for a FineTuneJob, one
+    that applies every child): the first event of it since the operator started (a new object, or one to
+    resume), or a generation its status has not observed (a new object, or a spec change; the pass writes
+    observedGeneration, so it asks once)."""
     generation = (body.get("metadata") or {}).get("generation")
     return first_seen or (body.get("status") or {}).get("observedGeneration") != generation
 
@@ -461,32 +362,14 @@ def child_signature(body: dict[str, Any]) -> Any:
 
 
 MAX_WORKERS = 48
-RETRY_BASE_SECONDS = 5.0
-RETRY_MAX_SECONDS = 300.0
-
-
-def retry_delay(retry: int) -> float:
-    """5s, 10s, 20s, ... at most 5 minutes."""
-    return float(min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** min(retry, 16)))
 
 
 def log_retry(kind: str, namespace: str, name: str, error: Exception, attempt: int, delay: float) -> None:
-    """One line for a failed pass that will be retried: what failed, and when the next try is."""
+    """One line for a failed pass that will be retried: what failed, and when the next try is (with the traceback
+    when it is not the API server's answer, i.e. likely a bug)."""
     first_line = str(error).splitlines()[0] if str(error) else ""
     log.warning("%s %s/%s: %s: %s; retry %d in %.0fs", kind, namespace, name, type(error).__name__, first_line,
-                attempt, delay)
-
-
-@contextlib.contextmanager
-def backing_off(kind: str, namespace: str, name: str, retry: int) -> Iterator[None]:
-    """A spec handler's pass: transient API errors and missing permissions are retried with an exponential
-    back-off, never in a storm (an invalid spec never gets here: it is a status, not an error)."""
-    try:
-        yield
-    except Exception as error:
-        delay = retry_delay(retry)
-        log_retry(kind, namespace, name, error, retry + 1, delay)
-        raise kopf.TemporaryError(f"{type(error).__name__}: {error}", delay=delay) from error
+                attempt, delay, exc_info=not isinstance(error, ApiError))
 
 
 def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
@@ -497,7 +380,12 @@ def register(registry: kopf.OperatorRegistry, operator: Operator) -> None:
 
     @kopf.on.event(GROUP, VERSION, MP_PLURAL, registry=registry, id="monitorpolicy")  # type: ignore[arg-type]
     def track_monitorpolicy(type: str | None, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
-        operator.track_policy(namespace, name, body.get("metadata", {}).get("generation"), deleted=type == "DELETED")
+        # A MonitorPolicy only ever gets timed passes: a new policy or generation is evaluated on the next tick.
+        key = (MP_KIND, namespace, name)
+        if type == "DELETED":
+            operator.schedule.forget(key)
+        elif spec_pass_wanted(dict(body), first_seen=not operator.schedule.knows(key)):
+            operator.schedule.arm(key, 0.0, "spec")
 
 
 def _register_lifecycle(registry: kopf.OperatorRegistry, operator: Operator) -> None:
@@ -513,29 +401,25 @@ def _register_lifecycle(registry: kopf.OperatorRegistry, operator: Operator) -> 
         # One event loop for every async request (the passes' Prometheus queries).
         operator.rmds.loop = operator.monitor.loop = asyncio.get_running_loop()
         await asyncio.to_thread(operator.ensure_feedback_keys)
-        memo["resync"] = asyncio.create_task(operator.ftjs_forever())
-        memo["monitor"] = asyncio.create_task(operator.monitor_forever())
-        memo["rollouts"] = asyncio.create_task(operator.rollouts_forever())
+        memo["schedule"] = asyncio.create_task(operator.schedule_forever())
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-        for key in ("resync", "monitor", "rollouts"):
-            task = memo.get(key)
-            if task is not None:
-                task.cancel()
+        task = memo.get("schedule")
+        if task is not None:
+            task.cancel()
 
 
 def _on_spec(registry: kopf.OperatorRegistry, plural: str, kind: str,
              reconcile: Callable[..., None]) -> None:
     """A pass that applies every child on create, update and resume of a kind (a spec to act on); a failed pass
-    is retried by Kopf with backoff."""
-    def on_spec(namespace: str, name: str, retry: int = 0, **_: Any) -> None:
-        with backing_off(kind, namespace, name, retry):
-            reconcile(namespace, name, "spec", apply_children=True)
+    is retried by the schedule, so Kopf sees none fail."""
+    def on_spec(namespace: str, name: str, **_: Any) -> None:
+        reconcile(namespace, name, "spec", apply_children=True)
 
     resource = {"group": GROUP, "version": VERSION, "plural": plural, "registry": registry}
     for cause in (kopf.on.create, kopf.on.update, kopf.on.resume):
-        cause(**resource, id="reconcile", backoff=5)(on_spec)  # type: ignore[arg-type]
+        cause(**resource, id="reconcile")(on_spec)  # type: ignore[arg-type]
 
 
 def _register_finetunejob(registry: kopf.OperatorRegistry, operator: Operator) -> None:
@@ -547,20 +431,19 @@ def _register_finetunejob(registry: kopf.OperatorRegistry, operator: Operator) -
     async def track_finetunejob(type: str | None, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
         # No on.create/on.update/on.resume here: those make Kopf patch its bookkeeping annotations onto every
         # FineTuneJob. The watch event is enough to tell what the handlers would.
-        key = (namespace, name)
+        key = (FTJ_KIND, namespace, name)
         operator.watched.observe(dict(body), deleted=type == "DELETED")
         if type == "DELETED":
-            operator.known_ftjs.pop(key, None)
-            operator.ftj_backoff.pop(key, None)
+            operator.schedule.forget(key)
             operator.metrics.set_phase(namespace, name, None)
             return
         status = dict(body.get("status") or {})
-        first_seen = key not in operator.known_ftjs
-        operator.known_ftjs[key] = ftj_state(status)
+        first_seen = not operator.schedule.knows(key)
+        operator.schedule.arm(key, *operator.ftj_next_pass(finetunejob_status.is_final(status), status.get("phase")))
         if status.get("phase"):
             operator.metrics.set_phase(namespace, name, status["phase"])
-        if spec_pass_wanted(dict(body), first_seen) and key not in operator.ftj_backoff:
-            await asyncio.to_thread(operator.ftj_spec_pass, namespace, name, "spec", copy.deepcopy(dict(body)))
+        if spec_pass_wanted(dict(body), first_seen) and not operator.schedule.backing_off(key):
+            await asyncio.to_thread(operator.reconcile_ftj, namespace, name, "spec", True, copy.deepcopy(dict(body)))
 
     async def on_child(body: kopf.Body, type: str | None = None, **_: Any) -> None:
         child = dict(body)
@@ -587,13 +470,13 @@ def _register_recmodeldeployment(registry: kopf.OperatorRegistry, operator: Oper
 
     @kopf.on.event(group=GROUP, version=VERSION, plural=RMD_PLURAL, registry=registry, id="track")  # type: ignore[arg-type]
     def track_recmodeldeployment(type: str | None, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+        key = (RMD_KIND, namespace, name)
         if type == "DELETED":
-            operator.forget_rmd(namespace, name)
+            operator.schedule.forget(key)
             operator.rmds.forget(namespace, name)
             return
-        key = (namespace, name)
-        if key not in operator.known_rmds:
-            operator.known_rmds[key] = True
+        if not operator.schedule.knows(key):  # ticks until a pass says no rollout is under way
+            operator.schedule.arm(key, ROLLOUT_TICK_SECONDS, "rollout")
         # A steering annotation not acted on yet: act now (annotations alone may not count as an update).
         annotations = dict(body.get("metadata", {}).get("annotations") or {})
         handled = dict((body.get("status") or {}).get("handledAnnotations") or {})
