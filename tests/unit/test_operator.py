@@ -266,3 +266,45 @@ def test_a_spec_pass_uses_the_delivered_body_once_and_a_rerun_the_newest_state()
     assert reads == []
     assert len(kube.writes_of("FineTuneJob", "PATCH", sub="status")) == 1
     assert (operator.watched.get("FineTuneJob", "ns", "a") or {}).get("status", {}).get("phase") == "Pending"
+
+
+def test_the_schedule_loop_runs_what_is_due_in_worker_threads_and_arms_the_next_pass() -> None:
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from recops.controllers import main
+    from recops.controllers.metrics import OperatorMetrics
+    from tests.support.fake_kube import FakeKube
+
+    kube = FakeKube()
+    operator = main.Operator(main.OperatorConfig(resync_seconds=60), kube=kube,
+                             metrics=OperatorMetrics(CollectorRegistry()))
+    kube.put({"apiVersion": "recops.dev/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": "a", "namespace": "ns"},
+              "spec": {"task": "click-through", "dataset": {"uri": "/d"}, "output": {"uri": "/m"}}})
+    key, gone = ("FineTuneJob", "ns", "a"), ("MonitorPolicy", "ns", "deleted-meanwhile")
+    operator.schedule.arm(key, 0.0, "resync")
+    operator.schedule.arm(gone, 0.0, "spec")
+    threads: list[str] = []
+    reconcile = operator.finetunejobs.reconcile
+
+    def recording(*args: object, **kwargs: object) -> object:
+        threads.append(threading.current_thread().name)
+        return reconcile(*args, **kwargs)  # type: ignore[arg-type]
+
+    operator.finetunejobs.reconcile = recording  # type: ignore[method-assign]
+
+    async def run_a_while() -> None:
+        loop_task = asyncio.create_task(operator.schedule_forever())
+        deadline = asyncio.get_running_loop().time() + 10
+        while (operator.schedule.knows(gone) or kube.obj("Job", "ns", "a") is None) and \
+                asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        loop_task.cancel()
+
+    asyncio.run(run_a_while())
+    assert kube.obj("Job", "ns", "a") is not None  # a resync creates a missing Job
+    assert threads and threading.main_thread().name not in threads
+    assert not operator.schedule.knows(gone)  # its pass found it gone: forgotten
+    assert operator.schedule.take_due() == []  # the next resync is 60 s away
+    assert operator.schedule.knows(key) and not operator.schedule.backing_off(key)
