@@ -2,7 +2,7 @@
 
 Watch events start passes at once. Everything timed is an entry here: a FineTuneJob's resync and
 progress reads, a RecModelDeployment's rollout ticks and resyncs, a MonitorPolicy's interval, and the
-retry of any failed pass (5 s, 10 s, 20s, ... at most 5 minutes, never in a storm). After each pass
+retry of any failed pass (5 s, 10 s, 20 s, ... at most 5 minutes, never in a storm). After each pass
 the kind says when the next one is due (`arm`); one loop (`Operator.schedule_forever`) takes what is
 due and runs it. An entry is kept while its object exists, timed or not, so it also says whether the
 operator has seen the object since it started.
@@ -22,7 +22,7 @@ RETRY = "retry"  # the trigger of a failed pass's next try
 
 
 def retry_delay(failures: int) -> float:
-    """After the first failure 5s, then 10s, 20s, ... at most 5 minutes."""
+    """After the first failure 5 s, then 10 s, 20 s, ... at most 5 minutes."""
     return float(min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** min(failures, 16)))
 
 
