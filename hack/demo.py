@@ -589,7 +589,9 @@ def up(args: argparse.Namespace) -> int:
     }
     (demo_dir() / "summary.json").write_text(json.dumps(summary, indent=1))
     print_summary(summary)
-    return {"Promoted": 0, "RolledBack": 2, "GateFailed": 3}[outcome]
+    # Each outcome is a whole, working run of the loop (which one depends on the live traffic): the summary and
+    # summary.json's "outcome" say which; a failure of the demo itself raises.
+    return 0
 
 
 def go_seconds(duration: str) -> float:
