@@ -6,6 +6,7 @@ nodes run the pods (a test adds a node to fix "no node can take it")."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from collections.abc import Iterator
@@ -166,9 +167,14 @@ def test_gpu_request_no_node_can_satisfy_until_a_node_joins(cluster: Cluster, na
         assert pod["spec"]["nodeName"] == node
     obj = ftj(cluster, namespace, name)
     assert obj["status"]["phase"] == "Succeeded" and ready(obj) == ("True", "NoGate")
-    # One Event per cause: the scheduler's message changes only when the nodes do.
-    unschedulable = [m for _, r, m in event_reasons(cluster, namespace, name) if r == "Unschedulable"]
-    assert unschedulable and len(unschedulable) == len(set(unschedulable))
+    # One Event per cause: a new one only when the scheduler's message changes, i.e. when the nodes do. Other
+    # tests' nodes may still be going away meanwhile, so a message may come back (4 nodes, 3, then 4 with ours
+    # not ready yet): what must never happen is the same message twice in a row. The Events in the order they
+    # were created (etcd revisions; their timestamps are whole seconds).
+    posted = sorted((e for e in events(cluster, namespace, name) if e["reason"] == "Unschedulable"),
+                    key=lambda e: int(e["metadata"]["resourceVersion"]))
+    messages = [e["message"] for e in posted]
+    assert messages and all(a != b for a, b in itertools.pairwise(messages)), messages
 
 
 def test_a_job_that_cannot_create_its_pod_says_why_then_recovers(cluster: Cluster, namespace: str,
