@@ -410,8 +410,7 @@ def _register_lifecycle(registry: kopf.OperatorRegistry, operator: Operator) -> 
             task.cancel()
 
 
-def _on_spec(registry: kopf.OperatorRegistry, plural: str, kind: str,
-             reconcile: Callable[..., None]) -> None:
+def _on_spec(registry: kopf.OperatorRegistry, plural: str, reconcile: Callable[..., None]) -> None:
     """A pass that applies every child on create, update and resume of a kind (a spec to act on); a failed pass
     is retried by the schedule, so Kopf sees none fail."""
     def on_spec(namespace: str, name: str, **_: Any) -> None:
@@ -466,7 +465,7 @@ def _register_finetunejob(registry: kopf.OperatorRegistry, operator: Operator) -
 
 
 def _register_recmodeldeployment(registry: kopf.OperatorRegistry, operator: Operator) -> None:
-    _on_spec(registry, RMD_PLURAL, RMD_KIND, operator.reconcile_rmd)
+    _on_spec(registry, RMD_PLURAL, operator.reconcile_rmd)
 
     @kopf.on.event(group=GROUP, version=VERSION, plural=RMD_PLURAL, registry=registry, id="track")  # type: ignore[arg-type]
     def track_recmodeldeployment(type: str | None, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
