@@ -127,25 +127,36 @@ def test_the_gate(the_gate: Gate | None, metrics: dict[str, float], current: dic
     assert decision.reasons
 
 
-def test_on_an_event_log_beat_current_is_judged_on_the_exploration_slice_only() -> None:
+def test_on_an_event_log_every_reference_is_judged_on_the_exploration_slice() -> None:
     beat_current = gate(metric="ndcg@10", beatBaselines=["bm25"], beatCurrent=True)
     metrics, current = {"ndcg@10": 0.55}, {"ndcg@10": 0.60}  # the plain log favours the model that ranked it
-    slice_won = Debiased(rows=40, groups=9, metrics={"ndcg@10": 0.52}, currentModel={"ndcg@10": 0.47})
-    slice_lost = Debiased(rows=40, groups=9, metrics={"ndcg@10": 0.45}, currentModel={"ndcg@10": 0.47})
+    slice_bm25 = {"bm25": {"ndcg@10": 0.48}}
+    slice_won = Debiased(rows=40, groups=9, metrics={"ndcg@10": 0.52}, baseline=slice_bm25, currentModel={"ndcg@10": 0.47})
+    slice_lost = Debiased(rows=40, groups=9, metrics={"ndcg@10": 0.45}, baseline=slice_bm25, currentModel={"ndcg@10": 0.47})
     assert decide_gate(beat_current, metrics, BASELINE, current).passed is False  # not a log: plain
     decision = decide_gate(beat_current, metrics, BASELINE, current, slice_won)
-    assert decision.passed is True and "debiased: 40 explored impressions" in decision.summary
+    assert decision.passed is True
+    assert "vs bm25 (debiased: 40 explored impressions) 0.4800" in decision.summary
+    assert "vs the current model (debiased: 40 explored impressions) 0.4700" in decision.summary
     assert decide_gate(beat_current, metrics, BASELINE, current, slice_lost).passed is False
-    # Baselines stay judged on the whole test split: the slice's model figure beats no bm25 here.
-    assert decide_gate(beat_current, {"ndcg@10": 0.45}, BASELINE, current, slice_won).passed is False
+    # BM25 too: the plain log favours what ranks like the logging model. Plain, 0.45 loses to bm25's 0.50; on the
+    # slice the model's 0.52 beats bm25's 0.48 (and the reverse fails).
+    beat_bm25 = gate(metric="ndcg@10", beatBaselines=["bm25"])
+    assert decide_gate(beat_bm25, {"ndcg@10": 0.45}, BASELINE, None, slice_won).passed is True
+    assert decide_gate(beat_bm25, {"ndcg@10": 0.60}, BASELINE, None, slice_lost).passed is False
+    # The slice lacks the baseline's figure: not shown to be beaten.
+    no_bm25 = slice_won.model_copy(update={"baseline": {}})
+    assert decide_gate(beat_bm25, metrics, BASELINE, None, no_bm25).passed is False
     # A log without the slice cannot judge beatCurrent: fail closed and say why.
     no_slice = decide_gate(beat_current, metrics, BASELINE, {"ndcg@10": 0.1}, Debiased())
     assert no_slice.passed is False and "no exploration slice" in no_slice.summary
     # The slice lacks the metric (e.g. no click in it): not shown to be beaten.
     empty = Debiased(rows=3, groups=1, metrics={}, currentModel={})
     assert decide_gate(beat_current, metrics, BASELINE, current, empty).passed is False
-    # Without beatCurrent the slice changes nothing.
+    # Without the slice the baselines are judged on the whole log.
     assert decide_gate(gate(metric="ndcg@10", beatBaselines=["bm25"]), metrics, BASELINE, current, Debiased()).passed
+    assert not decide_gate(gate(metric="ndcg@10", beatBaselines=["bm25"]), {"ndcg@10": 0.45}, BASELINE, current,
+                           Debiased()).passed
 
 
 def test_the_termination_message_keeps_the_verdict_and_slims_the_rest_under_4_kb() -> None:

@@ -207,12 +207,14 @@ class Gate(KubeModel):
     maximum: float | None = Field(default=None, description="Pass only when the metric is at most this (losses).")
     beat_baselines: list[BaselineName] = Field(
         default_factory=list, max_length=3,
-        description="Pass only when the model beats each of these baselines on the metric (same test split): "
+        description="Pass only when the model beats each of these baselines on the metric (same test split; on a "
+        "serving event log, its exploration slice): "
         "popularity and bm25 for auc and ranking metrics, constant for rmse, logloss, loss and accuracy.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     beat_current: bool = Field(
-        default=False, description="Also require beating the model that serves now on the same test split."
+        default=False, description="Also require beating the model that serves now on the same test split (on a serving "
+        "event log, its exploration slice)."
     )
 
     @model_validator(mode="after")

@@ -71,8 +71,10 @@ def decide_gate(
     Fails closed: a gate metric that could not be computed, or a named baseline or current model that
     lacks it, does not pass (nothing was shown to be beaten). beatCurrent with no current model (the
     first model of a lineage) has nothing to beat and passes that part. On a serving event log
-    (`debiased` given) beatCurrent is judged on the exploration slice only: elsewhere the log's clicks
-    went to what the current model put first, which favours it; a log without the slice cannot judge it.
+    (`debiased` given) every reference is judged on the exploration slice only: elsewhere the log's clicks
+    went to what the current model put first, which favours it and whatever ranks like it (BM25, where the
+    model leans on it; docs/finetunejob.md has the measurements). A log without the slice cannot judge
+    beatCurrent; the baselines are then judged on the whole log.
     """
     if gate is None:
         return GateDecision(None, ["no gate: every complete model may be deployed"])
@@ -92,9 +94,12 @@ def decide_gate(
         reasons.append(f"{metric} {value:.4f} {'<=' if ok else '>'} maximum {gate.maximum:g}")
         passed &= ok
     # (reference, the model's figure, the reference's figure)
-    judged: list[tuple[str, float | None, float | None]] = [
-        (name, value, (baseline or {}).get(name, {}).get(metric)) for name in gate.beat_baselines
-    ]
+    judged: list[tuple[str, float | None, float | None]]
+    if debiased is not None and debiased.rows:
+        judged = [(f"{name} (debiased: {debiased.rows} explored impressions)", debiased.metrics.get(metric),
+                   debiased.baseline.get(name, {}).get(metric)) for name in gate.beat_baselines]
+    else:
+        judged = [(name, value, (baseline or {}).get(name, {}).get(metric)) for name in gate.beat_baselines]
     if gate.beat_current:
         if current is None:
             reasons.append("beatCurrent: no model serves now, nothing to beat")
