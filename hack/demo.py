@@ -744,9 +744,14 @@ def print_summary(summary: dict[str, Any]) -> None:
     print("\n".join(against_baselines(summary["firstMetrics"], summary.get("firstBaseline"))))
     print(served_as(summary, "first"))
     print(f"retrained model: {summary['retrainedModel']}")
-    print(f"  gate {gate_word(summary.get('retrainedGatePassed'))}; test split of the served event log, against the "
-          "baselines:")
+    debiased = summary.get("retrainedDebiased") or {}
+    judged = "on its exploration slice, below" if debiased.get("rows") else "plainly: the log has no exploration slice"
+    print(f"  gate {gate_word(summary.get('retrainedGatePassed'))} (judged {judged}); the whole test split of the "
+          "served event log, against the baselines:")
     print("\n".join(against_baselines(summary["retrainedMetrics"], summary.get("retrainedBaseline"))))
+    if debiased.get("rows"):
+        print(f"  debiased: the test split's exploration slice ({debiased['rows']} impressions), against the baselines:")
+        print("\n".join(against_baselines(debiased.get("metrics"), debiased.get("baseline"))))
     print(served_as(summary, "retrained"))
     print(f"canary:          {summary['outcome']}")
     print("\n".join(against_current(summary)))
