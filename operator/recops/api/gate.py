@@ -93,26 +93,27 @@ def decide_gate(
         ok = value <= gate.maximum
         reasons.append(f"{metric} {value:.4f} {'<=' if ok else '>'} maximum {gate.maximum:g}")
         passed &= ok
+    # The figures the references are judged on: the exploration slice of a serving event log, else the test split.
+    on_slice = debiased is not None and debiased.rows > 0
+    own_figures, references, current_figures = (metrics, baseline or {}, current or {})
+    where = ""
+    if debiased is not None and on_slice:
+        own_figures, references, current_figures = debiased.metrics, debiased.baseline, debiased.current_model or {}
+        where = f" (debiased: {debiased.rows} explored impressions)"
     # (reference, the model's figure, the reference's figure)
-    judged: list[tuple[str, float | None, float | None]]
-    if debiased is not None and debiased.rows:
-        judged = [(f"{name} (debiased: {debiased.rows} explored impressions)", debiased.metrics.get(metric),
-                   debiased.baseline.get(name, {}).get(metric)) for name in gate.beat_baselines]
-    else:
-        judged = [(name, value, (baseline or {}).get(name, {}).get(metric)) for name in gate.beat_baselines]
+    judged: list[tuple[str, float | None, float | None]] = [
+        (f"{name}{where}", own_figures.get(metric), references.get(name, {}).get(metric)) for name in gate.beat_baselines
+    ]
     if gate.beat_current:
         if current is None:
             reasons.append("beatCurrent: no model serves now, nothing to beat")
-        elif debiased is None:
-            judged.append(("the current model", value, current.get(metric)))
-        elif debiased.rows == 0:
+        elif debiased is not None and not on_slice:
             reasons.append("beatCurrent: the event log's test split has no exploration slice (responses showing "
                            "random candidates in a random order; RecModelDeployment serving.eventLog.exploration), and the rest of the log "
                            "favours the model that ranked it: not shown to be beaten")
             passed = False
         else:
-            judged.append((f"the current model (debiased: {debiased.rows} explored impressions)",
-                           debiased.metrics.get(metric), (debiased.current_model or {}).get(metric)))
+            judged.append((f"the current model{where}", own_figures.get(metric), current_figures.get(metric)))
     for name, own, reference in judged:
         if not _finite(own) or not _finite(reference):
             lacking = name if _finite(own) else "the model"
