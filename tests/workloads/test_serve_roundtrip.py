@@ -60,9 +60,9 @@ def test_event_log_becomes_click_through_rows_labelled_by_feedback(tmp_path: Pat
     assert all(row["user"] and not str(row["user"]).startswith("user-") for row in rows)  # never the raw id
 
 
-def test_the_exploration_slice_is_logged_and_judges_the_current_model(tmp_path: Path, tiny_base: Path) -> None:
+def test_the_exploration_slice_is_logged_and_judges_every_reference_of_the_gate(tmp_path: Path, tiny_base: Path) -> None:
     """`recops serve --exploration` shows a share of responses in a random order and logs every impression's
-    propensity; `recops train` on that log judges beatCurrent on the explored test rows only."""
+    propensity; `recops train` on that log judges beatCurrent and beatBaselines on the explored test rows only."""
     import json
 
     from recops.api.contracts import MODEL_MANIFEST, ModelManifest
@@ -109,7 +109,7 @@ def test_the_exploration_slice_is_logged_and_judges_the_current_model(tmp_path: 
     manifest = job_manifest("click-through", tiny_base, log_dir, output,
                             dataset={"format": "jsonl", "split": {"by": "random", "validation": 0.2, "test": 0.4}},
                             evaluation={"metrics": ["auc", "ndcg@10"],
-                                        "gate": {"metric": "auc", "beatCurrent": True}})
+                                        "gate": {"metric": "auc", "beatBaselines": ["bm25"], "beatCurrent": True}})
     run = run_train(write_config(tmp_path, manifest), tmp_path / "termination-log", "--current-model", str(current))
     assert run.returncode == 0, run.stderr[-3000:]
     written = ModelManifest.model_validate_json((model_dir(output) / MODEL_MANIFEST).read_text())
@@ -119,4 +119,5 @@ def test_the_exploration_slice_is_logged_and_judges_the_current_model(tmp_path: 
     assert run.termination is not None and run.termination["debiased"]["rows"] == written.debiased.rows
     card = (model_dir(output) / "README.md").read_text()
     assert "Debiased: the exploration slice" in card
-    assert f"the current model (debiased: {written.debiased.rows} explored impressions)" in card
+    for reference in ("the current model", "bm25"):
+        assert f"{reference} (debiased: {written.debiased.rows} explored impressions)" in card
