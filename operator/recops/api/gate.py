@@ -94,10 +94,8 @@ def decide_gate(
         reasons.append(f"{metric} {value:.4f} {'<=' if ok else '>'} maximum {gate.maximum:g}")
         passed &= ok
     # The figures the references are judged on: the exploration slice of a serving event log, else the test split.
-    on_slice = debiased is not None and debiased.rows > 0
-    own_figures, references, current_figures = (metrics, baseline or {}, current or {})
-    where = ""
-    if debiased is not None and on_slice:
+    own_figures, references, current_figures, where = metrics, baseline or {}, current or {}, ""
+    if debiased is not None and debiased.rows:
         own_figures, references, current_figures = debiased.metrics, debiased.baseline, debiased.current_model or {}
         where = f" (debiased: {debiased.rows} explored impressions)"
     # (reference, the model's figure, the reference's figure)
@@ -107,7 +105,7 @@ def decide_gate(
     if gate.beat_current:
         if current is None:
             reasons.append("beatCurrent: no model serves now, nothing to beat")
-        elif debiased is not None and not on_slice:
+        elif debiased is not None and not debiased.rows:
             reasons.append("beatCurrent: the event log's test split has no exploration slice (responses showing "
                            "random candidates in a random order; RecModelDeployment serving.eventLog.exploration), and the rest of the log "
                            "favours the model that ranked it: not shown to be beaten")
