@@ -1,4 +1,4 @@
-"""The fusion's own features on ml-100k ratings, without a fine-tuned model: what each adds to the RMSE.
+"""The fusion's own features without a fine-tuned model: what each adds (ml-100k ratings and click-through, the shop's lexical model).
 
 The numpy-only check that chose the item neighbourhood (recops.fusion.ItemNeighbours) and its constants before a
 `recops train` run: the same data and split as `train_quality.py --jobs ml-100k:relevance` (5,000 newest ratings,
@@ -14,6 +14,16 @@ test split's ndcg@10 / mrr of popularity against the fusion (model output 0) wit
 logloss against the constant (the base rate).
 
     .venv/bin/python benchmarks/fusion_features.py --task click-through --seeds 3,7,11
+
+`--task lexical` asks of the synthetic shop (`--shops shop,demo`: the benchmark's size and the demo's) whether the
+lexical model (recops.lexical) helps the fusion (model output 0): the test split's ndcg@10 of BM25 and of the fusion
+without and with it (fitted on validation), what the trainer's check (`lexical_helps`, on the validation split)
+decides, and a check on the train split instead: every feature cross-fitted over 5 folds of the train queries (the
+lexical model and popularity fitted without the fold), then the fusion's weights fitted with and without the lexical
+feature on 4/5 of the train queries and judged on the fifth, 3 fold assignments (the mean ndcg@10 gain). Tune on
+data seeds other than the held-out table's (shop 1, demo 0).
+
+    .venv/bin/python benchmarks/fusion_features.py --task lexical --seeds 7,8,9,10
 """
 
 from __future__ import annotations
@@ -91,6 +101,98 @@ def click_through(seeds: list[int], args: argparse.Namespace, work: Path) -> Non
               f"| {constant:.4f} | " + " | ".join(cells) + f" | {fusion.describe()} |", flush=True)
 
 
+def cross_fitted_lexical_gain(data: Any, folds: int = 5, repeats: int = 3) -> float:
+    """The train split's check (see the docstring above): the mean ndcg@10 gain of the lexical feature."""
+    import numpy as np
+
+    from recops.fusion import BM25, _pairwise, prior_weight, smoothed_means
+    from recops.lexical import fit_lexical
+    from recops.train.metrics import compute_metrics
+
+    train = data.train
+    groups = train["group"].astype(str).to_numpy()
+    contexts, texts = train["context"].astype(str).tolist(), train["product_text"].astype(str).tolist()
+    items, y = train["product_id"].astype(str).tolist(), train["label"].to_numpy(dtype=float)
+
+    def assignment(seed: int) -> Any:
+        names = np.unique(groups)
+        fold_of = dict(zip(np.random.default_rng(seed).permutation(names), np.arange(len(names)) % folds, strict=True))
+        return np.array([fold_of[g] for g in groups])
+
+    lexical, popularity = np.zeros(len(train)), np.zeros(len(train))
+    fold = assignment(0)
+    for k in range(folds):
+        rest, held = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        model = fit_lexical([contexts[i] for i in rest], [texts[i] for i in rest], y[rest])
+        lexical[held] = model.scores([contexts[i] for i in held], [texts[i] for i in held]) if model else 0.0
+        rest_items, rest_y = [items[i] for i in rest], y[rest].tolist()
+        means, overall = smoothed_means(rest_items, rest_y, prior_weight(rest_items, rest_y))
+        rate = np.array([means.get(items[i], overall) for i in held]).clip(1e-4, 1 - 1e-4)
+        popularity[held] = np.log(rate / (1 - rate))
+    x = np.column_stack([BM25.fit(data.product_texts()).scores(contexts, texts), popularity, lexical])
+    z = (x - x.mean(axis=0)) / np.where(x.std(axis=0) < 1e-9, 1.0, x.std(axis=0))
+    gains = []
+    for repeat in range(repeats):
+        fold = assignment(100 + repeat)
+        for k in range(folds):
+            rest, held = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+            part = train.iloc[held]
+            if part["label"].nunique() < 2:
+                continue
+            ndcg = [compute_metrics(["ndcg@10"], part, z[held][:, columns] @ _pairwise(z[rest][:, columns], y[rest],
+                                                                                       groups[rest], 0))["ndcg@10"]
+                    for columns in ([0, 1, 2], [0, 1])]
+            gains.append(ndcg[0] - ndcg[1])
+    return float(np.mean(gains))
+
+
+def lexical(seeds: list[int], shops: list[str], work: Path) -> None:
+    """Whether the lexical model helps the fusion on the synthetic shop, per size and data seed (model output 0)."""
+    import numpy as np
+    from train_quality import dataset_spec
+
+    from recops.api.finetunejob import DatasetSpec
+    from recops.fusion import fit_fusion
+    from recops.train.baselines import baseline_scores
+    from recops.train.data import prepare
+    from recops.train.evaluate import lexical_helps, row_ratings, train_lexical
+    from recops.train.metrics import compute_metrics
+
+    print("| shop, data seed | train / validation / test queries | test bm25 ndcg@10 | fusion without it (vs bm25) | "
+          "with it (vs bm25) | the trainer's check (validation) | cross-fitted check (train): gain |")
+    print("|---|---:|---:|---:|---:|---|---:|")
+    for shop in shops:
+        for seed in seeds:
+            spec = dataset_spec(shop, "click-through", work, argparse.Namespace(seed=seed))
+            data = prepare(DatasetSpec.model_validate(spec), "click-through")
+            validation, test, statistics = data.validation, data.test, data.statistics_rows()
+            model = train_lexical(data)
+
+            def fit(rows: Any, lexical_model: Any, frame: Any = validation, data: Any = data,
+                    statistics: Any = statistics) -> Any:
+                part = frame.iloc[rows]
+                return fit_fusion("logistic", np.zeros(len(part)), part["context"].astype(str).tolist(),
+                                  part["product_text"].astype(str).tolist(), part["product_id"].astype(str).tolist(),
+                                  part["label"].to_numpy(dtype=float), part["group"].astype(str).tolist(),
+                                  corpus=data.product_texts(),
+                                  train_items=statistics["product_id"].astype(str).tolist(),
+                                  train_targets=statistics["label"].astype(float).tolist(), ratings=row_ratings(part),
+                                  train_users=statistics["user"].tolist(), lexical=lexical_model)
+
+            bm25 = compute_metrics(["ndcg@10"], test, baseline_scores(data, test)["bm25"])["ndcg@10"]
+            cells = []
+            for lexical_model in (None, model):
+                fused = fit(np.arange(len(validation)), lexical_model).apply(
+                    np.zeros(len(test)), test["context"].astype(str).tolist(), test["product_text"].astype(str).tolist(),
+                    test["product_id"].astype(str).tolist(), row_ratings(test))
+                value = compute_metrics(["ndcg@10"], test, np.asarray(fused))["ndcg@10"]
+                cells.append(f"{value:.4f} ({(value / bm25 - 1) * 100:+.1f}%)")
+            kept = model is not None and lexical_helps(validation, np.zeros(len(validation)), model, fit)
+            queries = " / ".join(str(frame["group"].nunique()) for frame in (data.train, validation, test))
+            print(f"| {shop}, {seed} | {queries} | {bm25:.4f} | {cells[0]} | {cells[1]} | {'kept' if kept else 'dropped'} "
+                  f"| {cross_fitted_lexical_gain(data):+.4f} |", flush=True)
+
+
 def main() -> int:
     import numpy as np
     from train_quality import dataset_spec
@@ -102,8 +204,13 @@ def main() -> int:
     parser.add_argument("--seeds", default="3,7,11", help="split seeds (which users are held out)")
     parser.add_argument("--ml-rows", type=int, default=5000)
     parser.add_argument("--user-history", type=int, default=5)
-    parser.add_argument("--task", choices=("relevance", "click-through"), default="relevance")
+    parser.add_argument("--task", choices=("relevance", "click-through", "lexical"), default="relevance")
+    parser.add_argument("--shops", default="shop,demo", help="--task lexical: the shop sizes (train_quality's names)")
     args = parser.parse_args()
+    if args.task == "lexical":
+        lexical([int(s) for s in args.seeds.split(",")], args.shops.split(","),
+                Path(tempfile.mkdtemp(prefix="recops-fusion-features-")))
+        return 0
     if args.task == "click-through":
         click_through([int(s) for s in args.seeds.split(",")], args, Path(tempfile.mkdtemp(prefix="recops-fusion-features-")))
         return 0
