@@ -47,19 +47,22 @@ def rmse_of(fusion: Any, frame: Any) -> float:
     return float(np.sqrt(np.mean((predicted - frame["label"].to_numpy(dtype=float)) ** 2)))
 
 
-def fitted(data: Any, neighbourhood: bool, kind: str = "linear") -> Any:
+def fitted(data: Any, neighbourhood: bool, kind: str = "linear", rows: Any = None, lexical: Any = None) -> Any:
+    """The fusion (model output 0) fitted on the validation split, or on its `rows`."""
     import numpy as np
 
     from recops.fusion import fit_fusion
+    from recops.train.evaluate import row_ratings
 
-    frame, statistics = data.validation, data.statistics_rows()
+    statistics = data.statistics_rows()
+    frame = data.validation if rows is None else data.validation.iloc[rows]
     return fit_fusion(
         kind, np.zeros(len(frame)), frame["context"].astype(str).tolist(),
         frame["product_text"].astype(str).tolist(), frame["product_id"].astype(str).tolist(),
         frame["label"].to_numpy(dtype=float), frame["group"].astype(str).tolist(), corpus=data.product_texts(),
         train_items=statistics["product_id"].astype(str).tolist(),
-        train_targets=statistics["label"].astype(float).tolist(), ratings=frame["ratings"].tolist(),
-        train_users=statistics["user"].tolist(), neighbourhood=neighbourhood)
+        train_targets=statistics["label"].astype(float).tolist(), ratings=row_ratings(frame),
+        train_users=statistics["user"].tolist(), neighbourhood=neighbourhood, lexical=lexical)
 
 
 def probabilities(fusion: Any, frame: Any) -> Any:
@@ -172,7 +175,6 @@ def lexical(seeds: list[int], shops: list[str], work: Path) -> None:
     from train_quality import dataset_spec
 
     from recops.api.finetunejob import DatasetSpec
-    from recops.fusion import fit_fusion
     from recops.train.baselines import baseline_scores
     from recops.train.data import prepare
     from recops.train.evaluate import lexical_helps, row_ratings, train_lexical
@@ -186,24 +188,16 @@ def lexical(seeds: list[int], shops: list[str], work: Path) -> None:
         for seed in seeds:
             spec = dataset_spec(shop, "click-through", work, argparse.Namespace(seed=seed))
             data = prepare(DatasetSpec.model_validate(spec), "click-through")
-            validation, test, statistics = data.validation, data.test, data.statistics_rows()
+            validation, test = data.validation, data.test
             model = train_lexical(data)
 
-            def fit(rows: Any, lexical_model: Any, frame: Any = validation, data: Any = data,
-                    statistics: Any = statistics) -> Any:
-                part = frame.iloc[rows]
-                return fit_fusion("logistic", np.zeros(len(part)), part["context"].astype(str).tolist(),
-                                  part["product_text"].astype(str).tolist(), part["product_id"].astype(str).tolist(),
-                                  part["label"].to_numpy(dtype=float), part["group"].astype(str).tolist(),
-                                  corpus=data.product_texts(),
-                                  train_items=statistics["product_id"].astype(str).tolist(),
-                                  train_targets=statistics["label"].astype(float).tolist(), ratings=row_ratings(part),
-                                  train_users=statistics["user"].tolist(), lexical=lexical_model)
+            def fit(rows: Any, lexical_model: Any, data: Any = data) -> Any:
+                return fitted(data, False, "logistic", rows, lexical_model)
 
             bm25 = compute_metrics(["ndcg@10"], test, baseline_scores(data, test)["bm25"])["ndcg@10"]
             cells = []
             for lexical_model in (None, model):
-                fused = fit(np.arange(len(validation)), lexical_model).apply(
+                fused = fit(None, lexical_model).apply(
                     np.zeros(len(test)), test["context"].astype(str).tolist(), test["product_text"].astype(str).tolist(),
                     test["product_id"].astype(str).tolist(), row_ratings(test))
                 value = compute_metrics(["ndcg@10"], test, np.asarray(fused))["ndcg@10"]
