@@ -140,8 +140,8 @@ class FineTuneJobController:
         if job is not None and job_deleting and st.restarting(body.get("status")):
             job = None  # the old Job of a rerun: the new one is created once it is gone
         if result.job_created:
-            # The new Job's watch event brings the next pass within a batch period (as the Job controller batches
-            # its pods' events): it observes the Job and its first pod and writes one status for both.
+            # The next pass, a batch period later (controllers/main.py: CHILD_BATCH_SECONDS), observes the Job and
+            # its first pod and writes one status for both.
             return result
         if invalid is not None:
             ftj = None
