@@ -1,7 +1,6 @@
 """When each object's next timed pass falls due: one table for every kind.
 
-Watch events start passes at once (a FineTuneJob's Job and pod events arm one a second later, batched).
-Everything timed is an entry here: a FineTuneJob's resync and
+Watch events start passes at once. Everything timed is an entry here: a FineTuneJob's resync and
 progress reads, a RecModelDeployment's rollout ticks and resyncs, a MonitorPolicy's interval, and the
 retry of any failed pass (5 s, 10 s, 20 s, ... at most 5 minutes, never in a storm). After each pass
 the kind says when the next one is due (`arm`); one loop (`Operator.schedule_forever`) takes what is
