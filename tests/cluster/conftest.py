@@ -4,11 +4,13 @@
 config/rbac, started with `running_operator(**operator_options)`. A module that needs other
 settings overrides `operator_options` (e.g. a Prometheus URL), not `operator` itself.
 `prometheus` (one a module): a real Prometheus scraping the process node's pods (its file_sd file).
+A failing test's report carries what the module's operator logged while that test ran.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +33,31 @@ def operator(cluster: Cluster, crds: list[str], operator_options: dict[str, Any]
     install_rbac(cluster)
     with running_operator(cluster, tmp_path_factory.mktemp("operator"), **operator_options) as running:
         yield running
+
+
+# (the operator's log, its size when the test began): where a failing test's part of the log starts.
+OPERATOR_LOG_START = pytest.StashKey[tuple[Path, int]]()
+OPERATOR_LOG_CHARS = 30000
+
+
+@pytest.fixture(autouse=True)
+def _mark_operator_log(request: pytest.FixtureRequest) -> None:
+    if "operator" in request.fixturenames:
+        log = request.getfixturevalue("operator").log
+        request.node.stash[OPERATOR_LOG_START] = (log, log.stat().st_size)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failure shows what the operator logged during the test: the race behind a flake is in there."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    start = item.stash.get(OPERATOR_LOG_START, None)
+    if report.failed and start is not None:
+        log, offset = start
+        with log.open(errors="replace") as text:
+            text.seek(offset)
+            report.sections.append(("recops operator log during the test", text.read()[-OPERATOR_LOG_CHARS:]))
 
 
 @pytest.fixture(scope="module")

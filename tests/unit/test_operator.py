@@ -175,7 +175,7 @@ def test_a_finetunejob_event_asks_for_a_spec_pass_when_new_changed_or_first_seen
 def test_failed_passes_are_retried_with_back_off_and_timed_passes_fall_due_by_state() -> None:
     from prometheus_client import CollectorRegistry
 
-    from recops.controllers.main import Operator, OperatorConfig
+    from recops.controllers.main import CHILD_BATCH_SECONDS, Operator, OperatorConfig
     from recops.controllers.metrics import OperatorMetrics
     from recops.controllers.schedule import Schedule
     from tests.support.fake_kube import FakeKube
@@ -198,6 +198,10 @@ def test_failed_passes_are_retried_with_back_off_and_timed_passes_fall_due_by_st
     assert schedule.take_due() == [(key, "retry")]
     operator.run_timed(key, "retry")  # applies every child, as the failed pass was to
     assert kube.obj("Job", "ns", "a") is not None and not schedule.backing_off(key)
+    clock[0] += CHILD_BATCH_SECONDS
+    assert schedule.take_due() == [(key, "child")]  # the new Job's first status: one batch period later
+    operator.run_timed(key, "child")
+    assert kube.obj("FineTuneJob", "ns", "a")["status"]["phase"] == "Pending"
     clock[0] += 60
     assert schedule.take_due() == [(key, "resync")]  # Pending: the resync is the next timed pass
 
@@ -212,6 +216,18 @@ def test_failed_passes_are_retried_with_back_off_and_timed_passes_fall_due_by_st
     assert schedule.take_due() == []
     clock[0] += 0.1
     assert schedule.take_due() == [(key, "retry")]
+
+    # A child's event during the backoff brings the pass forward (what it reports must not wait out the retry); it
+    # does not reset the count, so a pass that fails again waits longer still.
+    kube.fail_next("PATCH", "Job", 500, "etcd timeout")
+    operator.run_timed(key, "retry")  # the third failure: the next retry is 20 s away
+    assert schedule.backing_off(key)
+    clock[0] += 1
+    operator.batch_ftj_of_child(kube.obj("Job", "ns", "a") or {})
+    clock[0] += CHILD_BATCH_SECONDS
+    assert schedule.take_due() == [(key, "child")]
+    operator.run_timed(key, "child")
+    assert not schedule.backing_off(key)
 
     # By state: running ones are read for progress, final ones get no timed pass.
     assert operator.ftj_next_pass(False, "Running") == (15, "progress")
@@ -231,6 +247,36 @@ def test_failed_passes_are_retried_with_back_off_and_timed_passes_fall_due_by_st
     schedule.arm(("FineTuneJob", "ns", "b"), 60, "resync")  # a later time never postpones an earlier one
     clock[0] += 15
     assert schedule.take_due() == [(("FineTuneJob", "ns", "b"), "progress")]
+
+
+def test_a_new_jobs_events_batch_into_one_pass_that_writes_its_first_status() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from recops.controllers.main import CHILD_BATCH_SECONDS, Operator, OperatorConfig
+    from recops.controllers.metrics import OperatorMetrics
+    from recops.controllers.schedule import Schedule
+    from tests.support.fake_kube import FakeKube
+
+    kube = FakeKube()
+    clock = [100.0]
+    operator = Operator(OperatorConfig(resync_seconds=60), kube=kube, metrics=OperatorMetrics(CollectorRegistry()))
+    operator.schedule = schedule = Schedule(clock=lambda: clock[0])
+    key = ("FineTuneJob", "ns", "a")
+    kube.put({"apiVersion": "recops.dev/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": "a", "namespace": "ns"},
+              "spec": {"task": "click-through", "dataset": {"uri": "/d"}, "output": {"uri": "/m"}}})
+    operator.reconcile_ftj("ns", "a", "spec", apply_children=True)
+    job = kube.obj("Job", "ns", "a")
+    assert job is not None and "status" not in (kube.obj("FineTuneJob", "ns", "a") or {})
+    clock[0] += 0.5
+    for event in (job, {**job, "status": {"active": 1}}):  # the Job's ADDED, then its first pod counted
+        operator.batch_ftj_of_child(event)
+    clock[0] += CHILD_BATCH_SECONDS - 0.6
+    assert schedule.take_due() == []  # within the batch period nothing runs
+    clock[0] += 0.1
+    assert schedule.take_due() == [(key, "child")]  # one pass for the creating pass and both events
+    operator.run_timed(key, "child")
+    assert (kube.obj("FineTuneJob", "ns", "a") or {})["status"]["phase"] == "Pending"
+    assert len(kube.writes_of("FineTuneJob", "PATCH", sub="status")) == 1
 
 
 def test_a_spec_pass_uses_the_delivered_body_once_and_a_rerun_the_newest_state() -> None:
@@ -258,11 +304,11 @@ def test_a_spec_pass_uses_the_delivered_body_once_and_a_rerun_the_newest_state()
         return request(method, path, *args, **kwargs)  # type: ignore[arg-type]
 
     kube.request = counting  # type: ignore[method-assign]
+    operator.watched.observe(body)  # as the FineTuneJob's watch handler does before its pass
     operator.reconcile_ftj("ns", "a", "spec", apply_children=True, body=body)
     assert kube.obj("Job", "ns", "a") is not None and applied
-    # The first pass used the delivered body; the pass run after it, the object as the first pass's status write
-    # returned it (the watch cache), not the delivered body: neither asked the API server, and the second found
-    # nothing to write.
+    # The first pass used the delivered body and created the Job; the pass run after it read the watch cache, and
+    # wrote the one status: neither asked the API server for the FineTuneJob.
     assert reads == []
     assert len(kube.writes_of("FineTuneJob", "PATCH", sub="status")) == 1
     assert (operator.watched.get("FineTuneJob", "ns", "a") or {}).get("status", {}).get("phase") == "Pending"

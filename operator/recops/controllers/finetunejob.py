@@ -139,6 +139,10 @@ class FineTuneJobController:
             job, waiting, invalid = self._ensure_children(body, ftj, job, result)
         if job is not None and job_deleting and st.restarting(body.get("status")):
             job = None  # the old Job of a rerun: the new one is created once it is gone
+        if result.job_created:
+            # The next pass, a batch period later (controllers/main.py: CHILD_BATCH_SECONDS), observes the Job and
+            # its first pod and writes one status for both.
+            return result
         if invalid is not None:
             ftj = None
         seen = Seen(job=job, waiting=waiting, job_deleting=job_deleting, job_created=result.job_created)

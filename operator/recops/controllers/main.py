@@ -72,6 +72,10 @@ RMD_OWNER_LABEL = owner_label(RMD_KIND)
 RMD_CHILD_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY},{RMD_OWNER_LABEL}"
 # How often the scheduler looks for passes that are due (controllers/schedule.py).
 TICK_SECONDS = 0.5
+# A FineTuneJob's Job and pod events (and the pass that created its Job) arm one pass this much later, as the Job
+# controller batches its pods' events (its syncJobBatchPeriod): a new Job's first second (pod created, scheduled,
+# started) is one pass and one status write, not a write per step while a burst of creations waits on the API server.
+CHILD_BATCH_SECONDS = 1.0
 # How often RecModelDeployments in a rollout get a pass (canary pauses and analysis intervals are timed on it).
 ROLLOUT_TICK_SECONDS = 1.0
 # How often every child of every RecModelDeployment is server-side applied again, changed or not (drift repair).
@@ -228,6 +232,8 @@ class Operator:
                                                read_log=trigger != "child")
 
         def next_pass(result: PassResult) -> tuple[float | None, str]:
+            if result.job_created:  # its status is written by the next pass
+                return CHILD_BATCH_SECONDS, "child"
             self.metrics.set_phase(namespace, name, None if result.gone else result.phase)
             return self.ftj_next_pass(result.final, result.phase)
 
@@ -294,10 +300,10 @@ class Operator:
         job = self.kube.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name}") if job_name else None
         return self.ftj_of_child(job) if job else None
 
-    def reconcile_ftj_of_child(self, child: dict[str, Any]) -> None:
+    def batch_ftj_of_child(self, child: dict[str, Any]) -> None:
         owner = self.ftj_of_child(child)
         if owner is not None:
-            self.reconcile_ftj(owner[0], owner[1], "child")
+            self.schedule.soon((FTJ_KIND, *owner), CHILD_BATCH_SECONDS, "child")
 
     def feed_deployments(self, ftj: dict[str, Any]) -> None:
         """A pass for each RecModelDeployment a Succeeded FineTuneJob may feed."""
@@ -449,7 +455,7 @@ def _register_finetunejob(registry: kopf.OperatorRegistry, operator: Operator) -
         operator.watched.observe(child, deleted=type == "DELETED")
         if not operator.child_changed(child, deleted=type == "DELETED"):
             return  # nothing the FineTuneJob's status depends on changed
-        await asyncio.to_thread(operator.reconcile_ftj_of_child, child)
+        await asyncio.to_thread(operator.batch_ftj_of_child, child)
 
     kopf.on.event("batch", "v1", "jobs", labels={FTJ_OWNER_LABEL: kopf.PRESENT}, registry=registry,
                   id="finetunejob-job")(on_child)

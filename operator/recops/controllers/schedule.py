@@ -1,11 +1,12 @@
 """When each object's next timed pass falls due: one table for every kind.
 
-Watch events start passes at once. Everything timed is an entry here: a FineTuneJob's resync and
-progress reads, a RecModelDeployment's rollout ticks and resyncs, a MonitorPolicy's interval, and the
-retry of any failed pass (5 s, 10 s, 20 s, ... at most 5 minutes, never in a storm). After each pass
-the kind says when the next one is due (`arm`); one loop (`Operator.schedule_forever`) takes what is
-due and runs it. An entry is kept while its object exists, timed or not, so it also says whether the
-operator has seen the object since it started.
+Watch events start passes at once, except a FineTuneJob's Job and pod events: they batch into one pass
+a second later (`soon`, which comes before a pending retry too). Everything timed is an entry here: a
+FineTuneJob's resync and progress reads, a RecModelDeployment's rollout ticks and resyncs, a
+MonitorPolicy's interval, and the retry of any failed pass (5 s, 10 s, 20 s, ... at most 5 minutes,
+never in a storm). After each pass the kind says when the next one is due (`arm`); one loop
+(`Operator.schedule_forever`) takes what is due and runs it. An entry is kept while its object exists,
+timed or not, so it also says whether the operator has seen the object since it started.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class Schedule:
 
     def arm(self, key: Key, delay: float | None, trigger: str) -> None:
         """The next pass of `key` is due within `delay` seconds (an earlier time already set stands); None:
-        nothing timed. A pending retry keeps its time: it is the sooner of the two that matters."""
+        nothing timed. A pending retry keeps its time: a timed pass would only repeat what failed."""
         with self._lock:
             entry = self._entries.setdefault(key, Entry())
             if entry.failures:
@@ -58,9 +59,18 @@ class Schedule:
             if delay is None:
                 entry.due = None
                 return
-            due = self.clock() + delay
-            if entry.due is None or due < entry.due:
-                entry.due, entry.trigger = due, trigger
+            self._sooner(entry, delay, trigger)
+
+    def soon(self, key: Key, delay: float, trigger: str) -> None:
+        """A pass of `key` within `delay` seconds, before a pending retry too: something it reads changed (a
+        child's event), so it may now succeed, and what it would report must not wait out the backoff."""
+        with self._lock:
+            self._sooner(self._entries.setdefault(key, Entry()), delay, trigger)
+
+    def _sooner(self, entry: Entry, delay: float, trigger: str) -> None:
+        due = self.clock() + delay
+        if entry.due is None or due < entry.due:
+            entry.due, entry.trigger = due, trigger
 
     def passed(self, key: Key, delay: float | None, trigger: str) -> None:
         """A pass of `key` succeeded: no retry is pending any more, and the next pass is due within `delay`."""
