@@ -217,8 +217,8 @@ def test_failed_passes_are_retried_with_back_off_and_timed_passes_fall_due_by_st
     clock[0] += 0.1
     assert schedule.take_due() == [(key, "retry")]
 
-    # A child's event during the backoff brings the pass forward (what it reports must not wait out the retry); it
-    # does not reset the count, so a pass that fails again waits longer still.
+    # A child's event during the backoff brings the pass forward (what it reports must not wait out the retry), and
+    # that pass succeeding ends the backoff.
     kube.fail_next("PATCH", "Job", 500, "etcd timeout")
     operator.run_timed(key, "retry")  # the third failure: the next retry is 20 s away
     assert schedule.backing_off(key)
