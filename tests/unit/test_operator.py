@@ -279,6 +279,35 @@ def test_a_new_jobs_events_batch_into_one_pass_that_writes_its_first_status() ->
     assert len(kube.writes_of("FineTuneJob", "PATCH", sub="status")) == 1
 
 
+def test_batched_status_passes_wait_while_finetunejobs_wait_for_their_spec_pass() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from recops.controllers.main import CHILD_BATCH_SECONDS, CHILD_HOLD_MAX_SECONDS, Operator, OperatorConfig
+    from recops.controllers.metrics import OperatorMetrics
+    from recops.controllers.schedule import Schedule
+    from tests.support.fake_kube import FakeKube
+
+    clock = [100.0]
+    operator = Operator(OperatorConfig(resync_seconds=60), kube=FakeKube(),
+                        metrics=OperatorMetrics(CollectorRegistry()))
+    operator.schedule = schedule = Schedule(clock=lambda: clock[0])
+    child, resync = ("FineTuneJob", "ns", "a"), ("FineTuneJob", "ns", "b")
+    schedule.soon(child, CHILD_BATCH_SECONDS, "child")
+    schedule.arm(resync, CHILD_BATCH_SECONDS, "resync")
+    operator.spec_passes_waiting = 3  # a burst of creations: their Jobs come first
+    clock[0] += CHILD_BATCH_SECONDS
+    assert schedule.take_due(held=operator.held) == [(resync, "resync")]  # only the batched status pass waits
+    clock[0] += CHILD_HOLD_MAX_SECONDS - 0.1
+    assert schedule.take_due(held=operator.held) == []
+    clock[0] += 0.2
+    assert schedule.take_due(held=operator.held) == [(child, "child")]  # never more than the cap late
+    schedule.soon(child, CHILD_BATCH_SECONDS, "child")
+    clock[0] += CHILD_BATCH_SECONDS
+    assert schedule.take_due(held=operator.held) == []
+    operator.spec_passes_waiting = 0  # the burst is over
+    assert schedule.take_due(held=operator.held) == [(child, "child")]
+
+
 def test_a_spec_pass_uses_the_delivered_body_once_and_a_rerun_the_newest_state() -> None:
     from prometheus_client import CollectorRegistry
 

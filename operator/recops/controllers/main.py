@@ -76,6 +76,10 @@ TICK_SECONDS = 0.5
 # controller batches its pods' events (its syncJobBatchPeriod): a new Job's first second (pod created, scheduled,
 # started) is one pass and one status write, not a write per step while a burst of creations waits on the API server.
 CHILD_BATCH_SECONDS = 1.0
+# While FineTuneJobs wait for their spec pass (a burst of creations), those batched status passes wait too, at most
+# this much past due: every Job is created first and each status written once after, rather than both in turn on a
+# saturated API server (a status patch is its dearest request).
+CHILD_HOLD_MAX_SECONDS = 30.0
 # How often RecModelDeployments in a rollout get a pass (canary pauses and analysis intervals are timed on it).
 ROLLOUT_TICK_SECONDS = 1.0
 # How often every child of every RecModelDeployment is server-side applied again, changed or not (drift repair).
@@ -157,6 +161,7 @@ class Operator:
         # Every object's next timed pass (resync, progress, rollout tick, policy interval, retry).
         self.schedule = Schedule()
         self.last_reapply = time.monotonic()
+        self.spec_passes_waiting = 0  # FineTuneJob spec passes asked for and not yet done (on the event loop)
         # Objects whose next pass must server-side apply every child (after a spec change or restart).
         self.apply_wanted: set[tuple[str, str, str]] = set()
         self.apply_lock = threading.Lock()
@@ -310,6 +315,11 @@ class Operator:
         for namespace, name in rmds_following(self.kube, ftj):
             self.reconcile_rmd(namespace, name, "finetunejob")
 
+    def held(self, trigger: str, late: float) -> bool:
+        """Whether a due pass waits for a later tick: a batched status pass while spec passes wait (see
+        CHILD_HOLD_MAX_SECONDS)."""
+        return trigger == "child" and self.spec_passes_waiting > 0 and late < CHILD_HOLD_MAX_SECONDS
+
     def run_timed(self, key: tuple[str, str, str], trigger: str) -> None:
         """A pass the schedule says is due: a retry of a failed pass (which applies every child when the failed
         one was to), a resync, a progress read, a rollout tick or a policy's interval."""
@@ -331,7 +341,7 @@ class Operator:
             if time.monotonic() - self.last_reapply >= REAPPLY_SECONDS:
                 self.last_reapply = time.monotonic()
                 self.rmds.forget_all()
-            for key, trigger in self.schedule.take_due():
+            for key, trigger in self.schedule.take_due(held=self.held):
                 task = asyncio.create_task(asyncio.to_thread(self.run_timed, key, trigger))
                 running.add(task)  # held until done: the loop keeps only weak references to tasks
                 task.add_done_callback(running.discard)
@@ -448,7 +458,12 @@ def _register_finetunejob(registry: kopf.OperatorRegistry, operator: Operator) -
         if status.get("phase"):
             operator.metrics.set_phase(namespace, name, status["phase"])
         if spec_pass_wanted(dict(body), first_seen) and not operator.schedule.backing_off(key):
-            await asyncio.to_thread(operator.reconcile_ftj, namespace, name, "spec", True, copy.deepcopy(dict(body)))
+            operator.spec_passes_waiting += 1
+            try:
+                await asyncio.to_thread(operator.reconcile_ftj, namespace, name, "spec", True,
+                                        copy.deepcopy(dict(body)))
+            finally:
+                operator.spec_passes_waiting -= 1
 
     async def on_child(body: kopf.Body, type: str | None = None, **_: Any) -> None:
         child = dict(body)

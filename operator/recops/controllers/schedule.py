@@ -1,7 +1,8 @@
 """When each object's next timed pass falls due: one table for every kind.
 
 Watch events start passes at once, except a FineTuneJob's Job and pod events: they batch into one pass
-a second later (`soon`, which comes before a pending retry too). Everything timed is an entry here: a
+a second later (`soon`, which comes before a pending retry too; `take_due(held=...)` lets the operator keep
+them back while a burst of new FineTuneJobs waits for its Jobs). Everything timed is an entry here: a
 FineTuneJob's resync and progress reads, a RecModelDeployment's rollout ticks and resyncs, a
 MonitorPolicy's interval, and the retry of any failed pass (5 s, 10 s, 20 s, ... at most 5 minutes,
 never in a storm). After each pass the kind says when the next one is due (`arm`); one loop
@@ -93,13 +94,14 @@ class Schedule:
         with self._lock:
             self._entries.pop(key, None)
 
-    def take_due(self) -> list[tuple[Key, str]]:
-        """Every (key, trigger) due now, soonest first; each is untimed until its pass arms it again (a retry
-        keeps its failure count, so a pass that fails again waits longer)."""
+    def take_due(self, held: Callable[[str, float], bool] = lambda trigger, late: False) -> list[tuple[Key, str]]:
+        """Every (key, trigger) due now, soonest first, but those `held(trigger, seconds overdue)` keeps for a
+        later tick; each is untimed until its pass arms it again (a retry keeps its failure count, so a pass that
+        fails again waits longer)."""
         now = self.clock()
         with self._lock:
             due = sorted((entry.due, key, entry.trigger) for key, entry in self._entries.items()
-                         if entry.due is not None and entry.due <= now)
+                         if entry.due is not None and entry.due <= now and not held(entry.trigger, now - entry.due))
             for _, key, _ in due:
                 self._entries[key].due = None
         return [(key, trigger) for _, key, trigger in due]
