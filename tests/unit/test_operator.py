@@ -308,6 +308,48 @@ def test_batched_status_passes_wait_while_finetunejobs_wait_for_their_spec_pass(
     assert schedule.take_due(held=operator.held) == [(child, "child")]
 
 
+def test_the_finetunejob_watch_handler_counts_the_spec_pass_it_waits_for_until_it_ends_or_fails() -> None:
+    import asyncio
+
+    import kopf
+    from prometheus_client import CollectorRegistry
+
+    from recops.controllers.main import Operator, OperatorConfig, register
+    from recops.controllers.metrics import OperatorMetrics
+    from tests.support.fake_kube import FakeKube
+
+    operator = Operator(OperatorConfig(), kube=FakeKube(), metrics=OperatorMetrics(CollectorRegistry()))
+    registry = kopf.OperatorRegistry()
+    register(registry, operator)
+    [track] = [h for h in registry._watching.get_all_handlers() if h.fn.__name__ == "track_finetunejob"]
+    entered, release = threading.Event(), threading.Event()
+
+    def reconcile_ftj(namespace: str, name: str, trigger: str, apply_children: bool = False,
+                      body: object = None) -> None:
+        entered.set()
+        release.wait(10)
+        if name == "broken":
+            raise RuntimeError("a pass that raises")
+
+    operator.reconcile_ftj = reconcile_ftj  # type: ignore[method-assign]
+
+    async def one_event(name: str) -> None:
+        body = {"metadata": {"name": name, "namespace": "ns", "generation": 1}, "spec": {}}
+        handler = asyncio.ensure_future(track.fn(type="ADDED", body=body, namespace="ns", name=name))
+        while not entered.is_set():
+            await asyncio.sleep(0.01)
+        assert operator.spec_passes_waiting == 1  # while its pass runs in a worker thread
+        release.set()
+        [outcome] = await asyncio.gather(handler, return_exceptions=True)
+        assert (outcome is None) == (name != "broken")
+        assert operator.spec_passes_waiting == 0
+        entered.clear()
+        release.clear()
+
+    asyncio.run(one_event("ranker"))
+    asyncio.run(one_event("broken"))  # a pass that raises is no longer waited for either
+
+
 def test_a_spec_pass_uses_the_delivered_body_once_and_a_rerun_the_newest_state() -> None:
     from prometheus_client import CollectorRegistry
 
