@@ -336,9 +336,9 @@ def test_the_finetunejob_watch_handler_counts_the_spec_pass_it_waits_for_until_i
     async def one_event(name: str) -> None:
         body = {"metadata": {"name": name, "namespace": "ns", "generation": 1}, "spec": {}}
         handler = asyncio.ensure_future(track.fn(type="ADDED", body=body, namespace="ns", name=name))
-        while not entered.is_set():
+        while not entered.is_set() and not handler.done():
             await asyncio.sleep(0.01)
-        assert operator.spec_passes_waiting == 1  # while its pass runs in a worker thread
+        assert entered.is_set() and operator.spec_passes_waiting == 1  # while its pass runs in a worker thread
         release.set()
         [outcome] = await asyncio.gather(handler, return_exceptions=True)
         assert (outcome is None) == (name != "broken")
