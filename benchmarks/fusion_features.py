@@ -17,11 +17,10 @@ logloss against the constant (the base rate).
 
 `--task lexical` asks of the synthetic shop (`--shops shop,demo`: the benchmark's size and the demo's) whether the
 lexical model (recops.lexical) helps the fusion (model output 0): the test split's ndcg@10 of BM25 and of the fusion
-without and with it (fitted on validation), what the trainer's check (`lexical_helps`, on the validation split)
-decides, and a check on the train split instead: every feature cross-fitted over 5 folds of the train queries (the
-lexical model and popularity fitted without the fold), then the fusion's weights fitted with and without the lexical
-feature on 4/5 of the train queries and judged on the fifth, 3 fold assignments (the mean ndcg@10 gain); and the
-test split's ndcg@10 with the weights fitted on the whole train split (stacking). Tune on data seeds other than the
+without and with it (fitted on validation), the trainer's check (`lexical_gains` / `lexical_helps`: every feature
+cross-fitted over 5 folds of the train queries, then the weights fitted with and without the lexical feature on 4/5
+of them and judged on the fifth, 3 fold assignments; its mean gain and standard error), and the test split's
+ndcg@10 with the weights fitted on the whole train split instead (stacking). Tune on data seeds other than the
 held-out table's (shop 1, demo 0).
 
     .venv/bin/python benchmarks/fusion_features.py --task lexical --seeds 7,8,9,10
@@ -105,68 +104,26 @@ def click_through(seeds: list[int], args: argparse.Namespace, work: Path) -> Non
               f"| {constant:.4f} | " + " | ".join(cells) + f" | {fusion.describe()} |", flush=True)
 
 
-def popularity_log_odds(item_ids: list[str], targets: list[float], items: list[str]) -> Any:
-    """Each of `items`' smoothed click rate over (`item_ids`, `targets`) as a log-odds, as the fusion reads it."""
+def stacked_ndcg(data: Any) -> float:
+    """The test split's ndcg@10 of BM25, popularity and the lexical model weighted as fitted on the whole train split
+    (stacked), the train split's features cross-fitted as the trainer's check fits them."""
     import numpy as np
 
-    from recops.fusion import prior_weight, smoothed_means
-
-    means, overall = smoothed_means(item_ids, targets, prior_weight(item_ids, targets))
-    rate = np.array([means.get(item, overall) for item in items]).clip(1e-4, 1 - 1e-4)
-    return np.log(rate / (1 - rate))
-
-
-def cross_fitted_checks(data: Any, lexical_model: Any, folds: int = 5, repeats: int = 3) -> tuple[float, float]:
-    """The train split's check (see the docstring above): the mean ndcg@10 gain of the lexical feature; and the test
-    split's ndcg@10 of BM25, popularity and the lexical model weighted as fitted on the whole train split (stacked)."""
-    import numpy as np
-
-    from recops.fusion import BM25, _pairwise
-    from recops.lexical import fit_lexical
+    from recops.fusion import BM25, _pairwise, prior_weight, smoothed_means
+    from recops.train.evaluate import cross_fitted_features, train_lexical
     from recops.train.metrics import compute_metrics
 
-    train, test = data.train, data.test
-    groups = train["group"].astype(str).to_numpy()
-    contexts, texts = train["context"].astype(str).tolist(), train["product_text"].astype(str).tolist()
-    items, y = train["product_id"].astype(str).tolist(), train["label"].to_numpy(dtype=float)
-    bm25 = BM25.fit(data.product_texts())
-
-    def assignment(seed: int) -> Any:
-        names = np.unique(groups)
-        fold_of = dict(zip(np.random.default_rng(seed).permutation(names), np.arange(len(names)) % folds, strict=True))
-        return np.array([fold_of[g] for g in groups])
-
-    lexical, popularity = np.zeros(len(train)), np.zeros(len(train))
-    fold = assignment(0)
-    for k in range(folds):
-        rest, held = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-        model = fit_lexical([contexts[i] for i in rest], [texts[i] for i in rest], y[rest])
-        lexical[held] = model.scores([contexts[i] for i in held], [texts[i] for i in held]) if model else 0.0
-        popularity[held] = popularity_log_odds([items[i] for i in rest], y[rest].tolist(), [items[i] for i in held])
-    x = np.column_stack([bm25.scores(contexts, texts), popularity, lexical])
+    x, y, groups = cross_fitted_features(data)
     means, scales = x.mean(axis=0), np.where(x.std(axis=0) < 1e-9, 1.0, x.std(axis=0))
-    z = (x - means) / scales
-    gains = []
-    for repeat in range(repeats):
-        fold = assignment(100 + repeat)
-        for k in range(folds):
-            rest, held = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-            part = train.iloc[held]
-            if part["label"].nunique() < 2:
-                continue
-            ndcg = [compute_metrics(["ndcg@10"], part, z[held][:, columns] @ _pairwise(z[rest][:, columns], y[rest],
-                                                                                       groups[rest], 0))["ndcg@10"]
-                    for columns in ([0, 1, 2], [0, 1])]
-            gains.append(ndcg[0] - ndcg[1])
-    statistics = data.statistics_rows()
-    test_contexts, test_texts = test["context"].astype(str).tolist(), test["product_text"].astype(str).tolist()
-    test_x = np.column_stack([
-        bm25.scores(test_contexts, test_texts),
-        popularity_log_odds(statistics["product_id"].astype(str).tolist(), statistics["label"].astype(float).tolist(),
-                            test["product_id"].astype(str).tolist()),
-        lexical_model.scores(test_contexts, test_texts) if lexical_model else np.zeros(len(test))])
-    stacked = ((test_x - means) / scales) @ _pairwise(z, y, groups, 0)
-    return float(np.mean(gains)), float(compute_metrics(["ndcg@10"], test, stacked)["ndcg@10"])
+    test, statistics, model = data.test, data.statistics_rows(), train_lexical(data)
+    contexts, texts = test["context"].astype(str).tolist(), test["product_text"].astype(str).tolist()
+    items, targets = statistics["product_id"].astype(str).tolist(), statistics["label"].astype(float).tolist()
+    rates, overall = smoothed_means(items, targets, prior_weight(items, targets))
+    rate = np.clip([rates.get(item, overall) for item in test["product_id"].astype(str)], 1e-4, 1 - 1e-4)
+    test_x = np.column_stack([BM25.fit(data.product_texts()).scores(contexts, texts), np.log(rate / (1 - rate)),
+                              model.scores(contexts, texts) if model else np.zeros(len(test))])
+    stacked = ((test_x - means) / scales) @ _pairwise((x - means) / scales, y, groups, 0)
+    return float(compute_metrics(["ndcg@10"], test, stacked)["ndcg@10"])
 
 
 def lexical(seeds: list[int], shops: list[str], work: Path) -> None:
@@ -177,11 +134,11 @@ def lexical(seeds: list[int], shops: list[str], work: Path) -> None:
     from recops.api.finetunejob import DatasetSpec
     from recops.train.baselines import baseline_scores
     from recops.train.data import prepare
-    from recops.train.evaluate import lexical_helps, row_ratings, train_lexical
+    from recops.train.evaluate import lexical_gains, lexical_helps, row_ratings, train_lexical
     from recops.train.metrics import compute_metrics
 
     print("| shop, data seed | train / validation / test queries | test bm25 ndcg@10 | fusion without it (vs bm25) | "
-          "with it (vs bm25) | the trainer's check (validation) | cross-fitted check (train): gain | "
+          "with it (vs bm25) | the trainer's check (train split): mean gain / standard error | "
           "with it, weights fitted on the train split (vs bm25) |")
     print("|---|---:|---:|---:|---:|---|---:|---:|")
     for shop in shops:
@@ -202,11 +159,13 @@ def lexical(seeds: list[int], shops: list[str], work: Path) -> None:
                     test["product_id"].astype(str).tolist(), row_ratings(test))
                 value = compute_metrics(["ndcg@10"], test, np.asarray(fused))["ndcg@10"]
                 cells.append(f"{value:.4f} ({(value / bm25 - 1) * 100:+.1f}%)")
-            kept = model is not None and lexical_helps(validation, np.zeros(len(validation)), model, fit)
+            gains = lexical_gains(data)
+            se = gains.std(ddof=1) / np.sqrt(len(gains))
+            kept = model is not None and lexical_helps(data)
             queries = " / ".join(str(frame["group"].nunique()) for frame in (data.train, validation, test))
-            gain, stacked = cross_fitted_checks(data, model)
-            print(f"| {shop}, {seed} | {queries} | {bm25:.4f} | {cells[0]} | {cells[1]} | {'kept' if kept else 'dropped'} "
-                  f"| {gain:+.4f} | {stacked:.4f} ({(stacked / bm25 - 1) * 100:+.1f}%) |", flush=True)
+            stacked = stacked_ndcg(data)
+            print(f"| {shop}, {seed} | {queries} | {bm25:.4f} | {cells[0]} | {cells[1]} | {gains.mean():+.4f} / {se:.4f}: "
+                  f"{'kept' if kept else 'dropped'} | {stacked:.4f} ({(stacked / bm25 - 1) * 100:+.1f}%) |", flush=True)
 
 
 def main() -> int:

@@ -9,8 +9,8 @@ clicks directly, over binary features of the distinct tokens (`recops.fusion.tok
     "|d"   item token d                      (e.g. "|waterproof": what clicks whatever the query)
 
 Its score (the linear log-odds, no bias) is one feature of `recops.fusion` (`lexical`), weighed on
-validation like the others, and kept only where it ranks better out of sample there
-(`recops.train.evaluate.lexical_helps`). Fitted with scikit-learn on the train split only; the weights are saved
+validation like the others, and kept only where, cross-fitted on the train split, it ranks held-out queries
+clearly better beside BM25 and popularity (`recops.train.evaluate.lexical_helps`). Fitted with scikit-learn on the train split only; the weights are saved
 beside fusion.json (`lexical.json`) and applied with pure Python, by the trainer and the server alike.
 A feature never seen in training weighs 0, so any query and item text can be scored.
 """

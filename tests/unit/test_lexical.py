@@ -11,6 +11,7 @@ import pytest
 
 from recops.fusion import FEATURES, FUSION_FILE, Fusion, fit_fusion
 from recops.lexical import LEXICAL_FILE, LexicalModel, fit_lexical, pair_features
+from recops.train.data import CleaningReport, PreparedData
 from recops.train.metrics import compute_metrics
 
 NOUNS = {"sofa": "couch", "jumper": "sweater", "trainers": "sneakers", "mobile": "cellphone"}  # query word -> title word
@@ -103,18 +104,49 @@ def test_a_model_from_before_the_lexical_feature_loads_and_scores_as_it_did(tmp_
         old.apply(np.zeros(len(validation)), contexts, texts, items))
 
 
-def test_the_lexical_feature_is_kept_only_where_it_ranks_better_out_of_sample() -> None:
-    from recops.train.evaluate import lexical_helps
+def prepared(train: pd.DataFrame, earlier: pd.DataFrame | None = None) -> PreparedData:
+    return PreparedData(train=train.assign(user=None), validation=train.iloc[:0], test=train.iloc[:0],
+                        report=CleaningReport(rows_read=len(train), steps=[], rows_kept=len(train), pseudonymised_users=0),
+                        fingerprint="", max_grade=1.0, earlier=earlier)
 
-    train, validation = shop_rows(7, 300), shop_rows(8, 60)
-    lexical = fit_lexical(train["context"].tolist(), train["product_text"].tolist(), train["label"].to_numpy())
-    noise = fit_lexical(train["context"].tolist(), train["product_text"].tolist(),
-                        np.random.default_rng(0).permutation(train["label"].to_numpy()))  # clicks that mean nothing
-    assert lexical is not None and noise is not None
 
-    def fit(rows: np.ndarray, model: LexicalModel | None) -> Fusion:
-        return fused(pd.concat([train, validation]), validation.iloc[rows], train, model)
+def test_the_lexical_feature_is_kept_only_where_it_ranks_held_out_train_queries_clearly_better() -> None:
+    from recops.train.evaluate import LEXICAL_FOLDS, LEXICAL_REPEATS, lexical_gains, lexical_helps
 
-    raw = np.zeros(len(validation))
-    assert lexical_helps(validation, raw, lexical, fit)
-    assert not lexical_helps(validation, raw, noise, fit)
+    train = shop_rows(7, 300)
+    gains = lexical_gains(prepared(train))
+    assert len(gains) == LEXICAL_FOLDS * LEXICAL_REPEATS and gains.mean() > 0.05
+    assert lexical_helps(prepared(train))
+    # Clicks that mean nothing: the fold gains share the cross-fitted features, so their standard error is
+    # optimistic and a draw of noise is now and then kept (docs/finetunejob.md); rarely, not as a rule.
+    kept = [lexical_helps(prepared(train.assign(label=np.random.default_rng(seed).permutation(train["label"]))))
+            for seed in range(6)]
+    assert sum(kept) <= 1, kept
+    assert not lexical_helps(prepared(train[train["group"].isin(train["group"].unique()[:LEXICAL_FOLDS - 1])]))
+
+
+def test_the_check_reads_popularity_as_the_fusion_does_with_the_older_rows() -> None:
+    """Where each product has its own click rate, popularity from the many older rows knows it; the lexical model
+    (colours, synonyms) adds nothing beside it, though beside the train split's thin popularity it seems to."""
+    from recops.train.evaluate import cross_fitted_features
+
+    rng = np.random.default_rng(3)
+    products = [f"p{i}" for i in range(40)]
+    appeal = dict(zip(products, rng.normal(0.0, 2.0, len(products)), strict=True))
+    colour = {p: COLOURS[i % len(COLOURS)] for i, p in enumerate(products)}
+
+    def rows(n: int, seed: int) -> pd.DataFrame:
+        r = np.random.default_rng(seed)
+        picked = r.choice(products, n)
+        clicks = (r.random(n) < 1 / (1 + np.exp(-np.array([appeal[p] for p in picked])))).astype(float)
+        return pd.DataFrame({"group": [f"q{i // 10}" for i in range(n)], "context": "something",
+                             "product_text": [f"{colour[p]} thing {p}" for p in picked], "product_id": picked,
+                             "label": clicks, "grade": clicks})
+
+    train = rows(400, 4)
+    older = rows(20_000, 5).assign(user=None)[["user", "product_id", "grade", "label"]]
+    thin, rich = cross_fitted_features(prepared(train)), cross_fitted_features(prepared(train, older))
+    truth = np.array([appeal[p] for p in train["product_id"]])
+    popularity = 1  # the column
+    assert np.corrcoef(rich[0][:, popularity], truth)[0, 1] > np.corrcoef(thin[0][:, popularity], truth)[0, 1] + 0.1
+    np.testing.assert_array_equal(rich[0][:, 2], thin[0][:, 2])  # the lexical model reads the train split only

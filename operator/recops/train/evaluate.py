@@ -169,22 +169,12 @@ def fit_validation_fusion(directory: Path, manifest: ModelManifest, data: Any) -
     raw = cross_encoder_logits(loaded, contexts, texts)
     statistics = data.statistics_rows()
     by_user = groups_are_users(frame)
-
-    def fit(rows: np.ndarray, lexical: LexicalModel | None) -> Fusion:
-        part = frame.iloc[rows]
-        ratings = row_ratings(part)
-        return fit_fusion(kind, raw[rows], [contexts[i] for i in rows], [texts[i] for i in rows],
-                          part["product_id"].astype(str).tolist(), part["label"].to_numpy(dtype=float),
-                          part["group"].astype(str).tolist(), corpus=data.product_texts(),
-                          train_items=statistics["product_id"].astype(str).tolist(),
-                          train_targets=statistics["label"].astype(float).tolist(),
-                          ratings=ratings, train_users=statistics["user"].tolist(), lexical=lexical,
-                          neighbourhood=kind == "linear" or by_user)
-
-    lexical = train_lexical(data) if kind == "logistic" else None
-    if lexical is not None and not lexical_helps(frame, raw, lexical, fit):
-        lexical = None
-    return fit(np.arange(len(frame)), lexical)
+    lexical = train_lexical(data) if kind == "logistic" and lexical_helps(data) else None
+    return fit_fusion(kind, raw, contexts, texts, frame["product_id"].astype(str).tolist(),
+                      frame["label"].to_numpy(dtype=float), frame["group"].astype(str).tolist(),
+                      corpus=data.product_texts(), train_items=statistics["product_id"].astype(str).tolist(),
+                      train_targets=statistics["label"].astype(float).tolist(), ratings=row_ratings(frame),
+                      train_users=statistics["user"].tolist(), lexical=lexical, neighbourhood=kind == "linear" or by_user)
 
 
 def groups_are_users(frame: Any) -> bool:
@@ -196,44 +186,83 @@ def groups_are_users(frame: Any) -> bool:
 
 LEXICAL_FOLDS = 5
 LEXICAL_REPEATS = 3  # fold assignments: one split of a few dozen queries into 5 folds decides by chance
+# The mean gain must stand this many standard errors (over the fold gains) above 0. Where the lexical model has
+# little to learn from it adds as much noise as signal, and a bare "> 0" keeps it half the time (docs/finetunejob.md).
+LEXICAL_MIN_Z = 2.0
 
 
-def lexical_helps(frame: Any, raw: np.ndarray, lexical: LexicalModel, fit: Any) -> bool:
-    """Whether the lexical feature improves the fused ndcg@10 out of sample: the fusion fitted with and without
-    it on 4/5 of the validation groups, judged on the fifth, over 5 folds, each of LEXICAL_REPEATS random
-    assignments of groups to folds (repeated cross-validation). On little train data (the demo's shop) its
-    word weights are noise that a fit on a few validation queries still trusts; this keeps it out there
-    (docs/finetunejob.md)."""
-    groups = frame["group"].astype(str).to_numpy()
-    names = np.unique(groups)
-    if len(names) < LEXICAL_FOLDS:
+def lexical_helps(data: Any) -> bool:
+    """Whether the lexical feature ranks better out of sample beside BM25 and popularity (lexical_gains): its mean
+    ndcg@10 gain at least LEXICAL_MIN_Z standard errors above 0."""
+    gains = lexical_gains(data)
+    if len(gains) < 2:
         return False
-    gains = []
-    for repeat in range(LEXICAL_REPEATS):
-        fold_of = dict(zip(np.random.default_rng(repeat).permutation(names), np.arange(len(names)) % LEXICAL_FOLDS,
-                           strict=True))
-        gains += _lexical_gains(frame, raw, lexical, fit, np.array([fold_of[g] for g in groups]))
-    return bool(gains) and float(np.mean(gains)) > 0
+    return bool(gains.mean() > LEXICAL_MIN_Z * gains.std(ddof=1) / math.sqrt(len(gains)))
 
 
-def _lexical_gains(frame: Any, raw: np.ndarray, lexical: LexicalModel, fit: Any, fold: np.ndarray) -> list[float]:
-    """Each fold's fused ndcg@10 with the lexical feature less without it (`fold`: each row's fold)."""
+def lexical_gains(data: Any) -> np.ndarray:
+    """Each fold's ndcg@10 with the lexical feature less without it, on the train split's groups: the features
+    cross-fitted (cross_fitted_features), then the pairwise weights of BM25, popularity and the lexical score
+    fitted on 4/5 of the groups and judged on the fifth, for LEXICAL_REPEATS assignments of groups to folds. On
+    the train split, not the validation split: tens of queries, where the validation split of a small job has a
+    handful, and the trained model's output there would be in-sample, so it is left out."""
+    from recops.fusion import _pairwise
     from recops.train.metrics import compute_metrics
 
+    train = data.train
+    x, y, groups = cross_fitted_features(data)
+    if len(np.unique(groups)) < LEXICAL_FOLDS:
+        return np.zeros(0)
+    z = (x - x.mean(axis=0)) / np.where(x.std(axis=0) < 1e-9, 1.0, x.std(axis=0))
     gains = []
+    for repeat in range(LEXICAL_REPEATS):
+        fold = _folds(groups, 100 + repeat)
+        for k in range(LEXICAL_FOLDS):
+            rest, held = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+            part = train.iloc[held]
+            if part["label"].nunique() < 2 or len(np.unique(y[rest])) < 2:
+                continue
+            with_it, without = (
+                float(compute_metrics(["ndcg@10"], part, z[held][:, columns]
+                                      @ _pairwise(z[rest][:, columns], y[rest], groups[rest], 0))["ndcg@10"])
+                for columns in ([0, 1, 2], [0, 1]))
+            gains.append(with_it - without)
+    return np.array(gains)
+
+
+def cross_fitted_features(data: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, y, groups) of the train split: x's columns BM25, popularity (as a log-odds) and the lexical score, the
+    last two for each of LEXICAL_FOLDS folds of the groups fitted without it (popularity also on the older rows
+    that maxRows left out, as the fusion's popularity reads them); y the label, groups each row's group."""
+    from recops.fusion import BM25, prior_weight, smoothed_means
+
+    train = data.train
+    groups = train["group"].astype(str).to_numpy()
+    contexts, texts = train["context"].astype(str).tolist(), train["product_text"].astype(str).tolist()
+    items, y = train["product_id"].astype(str).tolist(), train["label"].to_numpy(dtype=float)
+    older = data.statistics_rows().iloc[:-len(train)] if len(train) else train
+    older_items, older_targets = older["product_id"].astype(str).tolist(), older["label"].astype(float).tolist()
+    lexical, popularity = np.zeros(len(train)), np.zeros(len(train))
+    fold = _folds(groups, 0)
     for k in range(LEXICAL_FOLDS):
-        held, rest = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
-        part = frame.iloc[held]
-        if part["label"].nunique() < 2 or frame.iloc[rest]["label"].nunique() < 2:
-            continue
-        figures = []
-        for model in (lexical, None):
-            fused = np.asarray(fit(rest, model).apply(raw[held], part["context"].astype(str).tolist(),
-                                                      part["product_text"].astype(str).tolist(),
-                                                      part["product_id"].astype(str).tolist(), row_ratings(part)))
-            figures.append(float(compute_metrics(["ndcg@10"], part, 1.0 / (1.0 + np.exp(-fused)))["ndcg@10"]))
-        gains.append(figures[0] - figures[1])
-    return gains
+        rest, held = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        model = fit_lexical([contexts[i] for i in rest], [texts[i] for i in rest], y[rest])
+        if model is not None:
+            lexical[held] = model.scores([contexts[i] for i in held], [texts[i] for i in held])
+        known, targets = older_items + [items[i] for i in rest], older_targets + y[rest].tolist()
+        means, overall = smoothed_means(known, targets, prior_weight(known, targets))
+        rate = np.clip([means.get(items[i], overall) for i in held], 1e-4, 1 - 1e-4)
+        popularity[held] = np.log(rate / (1 - rate))
+    x = np.column_stack([BM25.fit(data.product_texts()).scores(contexts, texts), popularity, lexical])
+    return x, y, groups
+
+
+def _folds(groups: np.ndarray, seed: int) -> np.ndarray:
+    """Each row's fold (0 to LEXICAL_FOLDS - 1), whole groups to a fold, the groups' order drawn with `seed`."""
+    names = np.unique(groups)
+    fold_of = dict(zip(np.random.default_rng(seed).permutation(names), np.arange(len(names)) % LEXICAL_FOLDS,
+                       strict=True))
+    return np.array([fold_of[g] for g in groups])
 
 
 def train_lexical(data: Any) -> LexicalModel | None:
