@@ -109,18 +109,17 @@ def stacked_ndcg(data: Any) -> float:
     (stacked), the train split's features cross-fitted as the trainer's check fits them."""
     import numpy as np
 
-    from recops.fusion import BM25, _pairwise, prior_weight, smoothed_means
-    from recops.train.evaluate import cross_fitted_features, train_lexical
+    from recops.fusion import BM25, _pairwise
+    from recops.train.evaluate import cross_fitted_features, popularity_log_odds, train_lexical
     from recops.train.metrics import compute_metrics
 
     x, y, groups = cross_fitted_features(data)
     means, scales = x.mean(axis=0), np.where(x.std(axis=0) < 1e-9, 1.0, x.std(axis=0))
     test, statistics, model = data.test, data.statistics_rows(), train_lexical(data)
     contexts, texts = test["context"].astype(str).tolist(), test["product_text"].astype(str).tolist()
-    items, targets = statistics["product_id"].astype(str).tolist(), statistics["label"].astype(float).tolist()
-    rates, overall = smoothed_means(items, targets, prior_weight(items, targets))
-    rate = np.clip([rates.get(item, overall) for item in test["product_id"].astype(str)], 1e-4, 1 - 1e-4)
-    test_x = np.column_stack([BM25.fit(data.product_texts()).scores(contexts, texts), np.log(rate / (1 - rate)),
+    popularity = popularity_log_odds(statistics["product_id"].astype(str).tolist(),
+                                     statistics["label"].astype(float).tolist(), test["product_id"].astype(str).tolist())
+    test_x = np.column_stack([BM25.fit(data.product_texts()).scores(contexts, texts), popularity,
                               model.scores(contexts, texts) if model else np.zeros(len(test))])
     stacked = ((test_x - means) / scales) @ _pairwise((x - means) / scales, y, groups, 0)
     return float(compute_metrics(["ndcg@10"], test, stacked)["ndcg@10"])

@@ -234,13 +234,13 @@ def cross_fitted_features(data: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray
     """(x, y, groups) of the train split: x's columns BM25, popularity (as a log-odds) and the lexical score, the
     last two for each of LEXICAL_FOLDS folds of the groups fitted without it (popularity also on the older rows
     that maxRows left out, as the fusion's popularity reads them); y the label, groups each row's group."""
-    from recops.fusion import BM25, prior_weight, smoothed_means
+    from recops.fusion import BM25
 
     train = data.train
     groups = train["group"].astype(str).to_numpy()
     contexts, texts = train["context"].astype(str).tolist(), train["product_text"].astype(str).tolist()
     items, y = train["product_id"].astype(str).tolist(), train["label"].to_numpy(dtype=float)
-    older = data.statistics_rows().iloc[:-len(train)] if len(train) else train
+    older = data.earlier if data.earlier is not None else train.iloc[:0]
     older_items, older_targets = older["product_id"].astype(str).tolist(), older["label"].astype(float).tolist()
     lexical, popularity = np.zeros(len(train)), np.zeros(len(train))
     fold = _folds(groups, 0)
@@ -249,12 +249,20 @@ def cross_fitted_features(data: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray
         model = fit_lexical([contexts[i] for i in rest], [texts[i] for i in rest], y[rest])
         if model is not None:
             lexical[held] = model.scores([contexts[i] for i in held], [texts[i] for i in held])
-        known, targets = older_items + [items[i] for i in rest], older_targets + y[rest].tolist()
-        means, overall = smoothed_means(known, targets, prior_weight(known, targets))
-        rate = np.clip([means.get(items[i], overall) for i in held], 1e-4, 1 - 1e-4)
-        popularity[held] = np.log(rate / (1 - rate))
+        popularity[held] = popularity_log_odds(older_items + [items[i] for i in rest], older_targets + y[rest].tolist(),
+                                               [items[i] for i in held])
     x = np.column_stack([BM25.fit(data.product_texts()).scores(contexts, texts), popularity, lexical])
     return x, y, groups
+
+
+def popularity_log_odds(items: list[str], targets: list[float], scored: list[str]) -> np.ndarray:
+    """Each of `scored`'s click rate over (`items`, `targets`), shrunk as the fusion's popularity is, as a log-odds."""
+    from recops.fusion import prior_weight, smoothed_means
+
+    means, overall = smoothed_means(items, targets, prior_weight(items, targets))
+    rate = np.clip([means.get(item, overall) for item in scored], 1e-4, 1 - 1e-4)
+    result: np.ndarray = np.log(rate / (1 - rate))
+    return result
 
 
 def _folds(groups: np.ndarray, seed: int) -> np.ndarray:
