@@ -78,7 +78,7 @@ class Settings:
     canary_pause: str | None = None
     canary_min_impressions: int | None = None
     canary_max_ctr_drop: float | None = None
-    rate: float = 8.0
+    rate: float = 12.0  # shoppers' requests a second: enough for the retrain's exploration slice (docs/finetunejob.md)
     timeouts: dict[str, float] = field(default_factory=lambda: {
         "train": 1800, "serve": 600, "baseline": 300, "breach": 300, "retrain": 1800, "rollout": 900})
 
@@ -796,6 +796,7 @@ def traffic(args: argparse.Namespace) -> int:
     refreshed = 0.0
     written = 0.0
     session = 0
+    due = time.monotonic()
     while True:
         now = time.monotonic()
         if now - refreshed > 2:
@@ -835,7 +836,9 @@ def traffic(args: argparse.Namespace) -> int:
             tmp = demo_dir() / "traffic.json.tmp"
             tmp.write_text(json.dumps(doc))
             tmp.replace(demo_dir() / "traffic.json")
-        time.sleep(1.0 / args.rate if pods.get(track) else 1.0)
+        # Paced by the clock, not by sleeping after each request, so `--rate` is the rate whatever a request takes.
+        due = max(due + 1.0 / args.rate, time.monotonic() - 1.0) if pods.get(track) else time.monotonic() + 1.0
+        time.sleep(max(0.0, due - time.monotonic()))
 
 
 def down(_: argparse.Namespace) -> int:
@@ -861,7 +864,7 @@ def main() -> int:
                            "running from the operator image (pod)")
     sub.add_parser("down", help="stop everything (make demo-down)")
     traffic_parser = sub.add_parser("traffic", help="(internal) the shoppers")
-    traffic_parser.add_argument("--rate", type=float, default=8.0)
+    traffic_parser.add_argument("--rate", type=float, default=12.0)
     args = parser.parse_args()
     return {"up": up, "down": down, "traffic": traffic}[args.command](args)
 
