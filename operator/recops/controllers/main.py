@@ -457,6 +457,8 @@ def _register_finetunejob(registry: kopf.OperatorRegistry, operator: Operator) -
         operator.schedule.arm(key, *operator.ftj_next_pass(finetunejob_status.is_final(status), status.get("phase")))
         if status.get("phase"):
             operator.metrics.set_phase(namespace, name, status["phase"])
+        if status.get("phase") == "Succeeded":  # only a finished job can change which model a deployment wants
+            await asyncio.to_thread(operator.feed_deployments, dict(body))
         if spec_pass_wanted(dict(body), first_seen) and not operator.schedule.backing_off(key):
             operator.spec_passes_waiting += 1
             try:
@@ -476,13 +478,6 @@ def _register_finetunejob(registry: kopf.OperatorRegistry, operator: Operator) -
                   id="finetunejob-job")(on_child)
     kopf.on.event("v1", "pods", labels={FTJ_OWNER_LABEL: kopf.PRESENT}, registry=registry,
                   id="finetunejob-pod")(on_child)
-
-    @kopf.on.event(**ftj, id="feed-deployments")  # type: ignore[arg-type]
-    async def finetunejob_for_deployments(type: str | None, body: kopf.Body, **_: Any) -> None:
-        # Only a finished job can change which model a RecModelDeployment wants; deletions never do.
-        if type == "DELETED" or (body.get("status") or {}).get("phase") != "Succeeded":
-            return
-        await asyncio.to_thread(operator.feed_deployments, dict(body))
 
 
 def _register_recmodeldeployment(registry: kopf.OperatorRegistry, operator: Operator) -> None:
