@@ -836,7 +836,8 @@ def traffic(args: argparse.Namespace) -> int:
             tmp = demo_dir() / "traffic.json.tmp"
             tmp.write_text(json.dumps(doc))
             tmp.replace(demo_dir() / "traffic.json")
-        # Paced by the clock, not by sleeping after each request, so `--rate` is the rate whatever a request takes.
+        # Paced by the clock, not by sleeping after each request, so `--rate` is the rate whatever a request takes;
+        # after a stall it catches up at most a second's requests.
         due = max(due + 1.0 / args.rate, time.monotonic() - 1.0) if pods.get(track) else time.monotonic() + 1.0
         time.sleep(max(0.0, due - time.monotonic()))
 
@@ -864,7 +865,7 @@ def main() -> int:
                            "running from the operator image (pod)")
     sub.add_parser("down", help="stop everything (make demo-down)")
     traffic_parser = sub.add_parser("traffic", help="(internal) the shoppers")
-    traffic_parser.add_argument("--rate", type=float, default=12.0)
+    traffic_parser.add_argument("--rate", type=float, default=Settings.rate)
     args = parser.parse_args()
     return {"up": up, "down": down, "traffic": traffic}[args.command](args)
 

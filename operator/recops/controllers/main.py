@@ -453,11 +453,12 @@ def _register_finetunejob(registry: kopf.OperatorRegistry, operator: Operator) -
             operator.metrics.set_phase(namespace, name, None)
             return
         status = dict(body.get("status") or {})
+        phase = status.get("phase")
         first_seen = not operator.schedule.knows(key)
-        operator.schedule.arm(key, *operator.ftj_next_pass(finetunejob_status.is_final(status), status.get("phase")))
-        if status.get("phase"):
-            operator.metrics.set_phase(namespace, name, status["phase"])
-        if status.get("phase") == "Succeeded":  # only a finished job can change which model a deployment wants
+        operator.schedule.arm(key, *operator.ftj_next_pass(finetunejob_status.is_final(status), phase))
+        if phase:
+            operator.metrics.set_phase(namespace, name, phase)
+        if phase == "Succeeded":  # only a finished job can change which model a deployment wants
             await asyncio.to_thread(operator.feed_deployments, dict(body))
         if spec_pass_wanted(dict(body), first_seen) and not operator.schedule.backing_off(key):
             operator.spec_passes_waiting += 1
