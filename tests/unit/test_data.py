@@ -148,7 +148,8 @@ def test_event_records_written_twice_are_duplicates_not_feedback() -> None:
 def test_the_exploration_slice_of_an_event_log_is_marked_and_other_data_is_not() -> None:
     def impression(request: str, product: str, explored: bool | None) -> dict[str, Any]:
         return {"request_id": request, "event": "impression", "query": f"mug {request}", "product_id": product,
-                "title": f"mug {product}", "ts": "2026-01-01T00:00:00Z", "explored": explored}
+                "title": f"mug {product}", "ts": "2026-01-01T00:00:00Z", "explored": explored,
+                "propensity": 0.05 if explored else 0.9}
     records = [impression("r1", "a", True), impression("r1", "b", True), impression("r2", "a", False),
                impression("r2", "b", False), impression("r3", "a", None),
                {"request_id": "r1", "event": "click", "product_id": "b", "ts": "2026-01-01T00:01:00Z"}]
@@ -158,8 +159,9 @@ def test_the_exploration_slice_of_an_event_log_is_marked_and_other_data_is_not()
     assert kept["explored"].to_dict() == {("mug r1", "a"): True, ("mug r1", "b"): True, ("mug r2", "a"): False,
                                           ("mug r2", "b"): False, ("mug r3", "a"): False}
     assert kept.loc[("mug r1", "b"), "label"] == 1.0  # the click merged onto its explored impression
+    assert kept.loc[("mug r1", "b"), "propensity"] == 0.05 and kept.loc[("mug r2", "a"), "propensity"] == 0.9
     plain = prepare(rows())
-    assert not plain.logged and not all_rows(plain)["explored"].any()
+    assert not plain.logged and not all_rows(plain)["explored"].any() and all_rows(plain)["propensity"].isna().all()
     # Event data with request ids that no recops server wrote (a shop's own log, `recops data synth`) was ranked by
     # something else: it is not a served log.
     foreign = [{k: v for k, v in r.items() if k != "explored"} for r in records]

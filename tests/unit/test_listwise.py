@@ -73,6 +73,27 @@ def test_repeated_impressions_become_one_row_weighted_by_their_count() -> None:
     assert pairs[WEIGHTS].mean() == pytest.approx(1.0)  # relative weights: the loss keeps its scale
 
 
+def test_inverse_propensity_weighs_each_impression_by_one_over_its_logged_propensity() -> None:
+    pd = pytest.importorskip("pandas")
+    from recops.train.trainer import MAX_INVERSE_PROPENSITY, WEIGHTS, impression_pairs
+
+    # q1/a: shown by the model (p 0.5, not clicked) and at random (p 0.1, clicked); q1/b: a displays so unlikely
+    # that its weight is clipped; q2/a: no propensity logged (weighs 1).
+    frame = pd.DataFrame({"group": ["q1", "q1", "q1", "q2"], "context": ["q1", "q1", "q1", "q2"],
+                          "product_text": ["a", "a", "b", "a"], "label": [0.0, 1.0, 1.0, 0.0],
+                          "propensity": [0.5, 0.1, 0.001, float("nan")]})
+    weighted = impression_pairs(frame, inverse_propensity=True).set_index(["group", "product_text"])
+    assert weighted["label"].to_dict() == {("q1", "a"): pytest.approx(10 / 12), ("q1", "b"): 1.0, ("q2", "a"): 0.0}
+    raw = {("q1", "a"): 12.0, ("q1", "b"): MAX_INVERSE_PROPENSITY, ("q2", "a"): 1.0}
+    mean = sum(raw.values()) / 3
+    assert weighted[WEIGHTS].to_dict() == {key: pytest.approx(value / mean) for key, value in raw.items()}
+    # Off (the default), or data without the column: every impression weighs 1.
+    plain = impression_pairs(frame).set_index(["group", "product_text"])
+    assert plain["label"][("q1", "a")] == pytest.approx(0.5) and plain[WEIGHTS][("q1", "a")] == pytest.approx(2 / (4 / 3))
+    without = impression_pairs(frame.drop(columns="propensity"), inverse_propensity=True)
+    assert without[WEIGHTS].tolist() == pytest.approx(plain[WEIGHTS].tolist())
+
+
 def test_weighted_losses_equal_the_losses_over_the_impressions() -> None:
     import torch.nn.functional as F
 

@@ -3,6 +3,7 @@ is click-through training data with labels from the feedback it accepted."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -108,10 +109,17 @@ def test_the_exploration_slice_is_logged_and_judges_every_reference_of_the_gate(
     output = tmp_path / "models"
     manifest = job_manifest("click-through", tiny_base, log_dir, output,
                             dataset={"format": "jsonl", "split": {"by": "random", "validation": 0.2, "test": 0.4}},
+                            training={"inversePropensity": True},
                             evaluation={"metrics": ["auc", "ndcg@10"],
                                         "gate": {"metric": "auc", "beatBaselines": ["bm25"], "beatCurrent": True}})
     run = run_train(write_config(tmp_path, manifest), tmp_path / "termination-log", "--current-model", str(current))
     assert run.returncode == 0, run.stderr[-3000:]
+    # Every logged impression carried its propensity into training: 1/(share/n) = 12 for an explored one.
+    weighted = re.search(r"impressions weighted by 1/propensity \(at most 20\): (\d+) of (\d+) logged one; "
+                         r"weights ([\d.]+) to ([\d.]+)", run.stderr)
+    assert weighted is not None, run.stderr[-3000:]
+    assert weighted[1] == weighted[2] and float(weighted[3]) == pytest.approx(1 / (1 - share + share / n), rel=1e-2)
+    assert float(weighted[4]) == pytest.approx(n / share, rel=1e-2)
     written = ModelManifest.model_validate_json((model_dir(output) / MODEL_MANIFEST).read_text())
     assert written.debiased is not None and written.current_model is not None
     assert 0 < written.debiased.rows < sum(1 for _ in impressions)

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 # Columns of every prepared frame, in this order. ratings: the user's earlier events (_with_ratings).
 COLUMNS = ("group", "context", "query", "user", "product_id", "product_text", "grade", "label", "timestamp", "explored",
-           "ratings")
+           "propensity", "ratings")
 EARLIER_COLUMNS = ("user", "product_id", "grade", "label")
 SPLITS = ("train", "validation", "test")
 TASKS = ("click-through", "relevance", "embedding", "domain-pretrain")
@@ -55,6 +55,8 @@ REQUEST_ID = "request_id"
 EVENT_LOG_TIMESTAMP = "ts"
 # Impressions of the event log's exploration slice (recops.serve.exploration): random candidates in a random order.
 EXPLORED = "explored"
+# What the event log says of each impression: the probability that the serving policy showed it there (NaN: unknown).
+PROPENSITY = "propensity"
 SERVED_BY = "model_version"  # the model that ranked a logged response
 IMPRESSION = "impression"
 # Extensions of the formats `datasets` reads; compressed files keep their inner extension.
@@ -636,6 +638,8 @@ def _role_frame(raw: pd.DataFrame, dataset: DatasetSpec, columns: _Columns) -> p
     frame["query"] = frame["query"].where(frame["query"] != "", pd.NA)
     explored = raw[EXPLORED] if EXPLORED in raw.columns else pd.Series(False, index=raw.index)
     frame["explored"] = explored.eq(True).astype(bool)
+    propensity = raw[PROPENSITY] if PROPENSITY in raw.columns else pd.Series(float("nan"), index=raw.index)
+    frame[PROPENSITY] = pd.to_numeric(propensity, errors="coerce").astype(float)
     if columns.event:
         frame["_event"] = _text(raw[columns.event])
     if columns.label:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 import transformers
@@ -61,6 +62,8 @@ EVALUATIONS_PER_RUN = 4
 MAX_LIST_ROWS = 32  # listwise: the most rows (distinct products) of one group in one list
 WEIGHTS = "weights"  # click-through: how many impressions a row stands for, over the mean (impression_pairs)
 NOT_MODEL_INPUTS = ("labels", "length", WEIGHTS)
+# training.inversePropensity: the largest weight of one impression (the demo's explored impressions have 1/p ~33).
+MAX_INVERSE_PROPENSITY = 20.0
 LOG_LINES_PER_RUN = 40
 RUN_MARKER = "recops-run.json"  # which job and data the checkpoints belong to
 CHECKPOINT_STATE = "trainer_state.json"  # written last into a checkpoint: its presence marks it usable
@@ -213,14 +216,26 @@ def cross_encoder_rows(tokenizer: PreTrainedTokenizerBase, frame: Any, max_lengt
     return rows
 
 
-def impression_pairs(frame: Any) -> Any:
-    """Click-through rows of one (group, context, product) as one row: `label` the share of them that
-    were positive, `weights` their count over the mean count. The cross-entropy is linear in the label,
-    so the weighted loss is the loss over the impressions, computed with one forward pass per pair (a
-    search log repeats its head queries' products: the benchmark's shop has ~4 impressions a pair)."""
-    pairs = frame.groupby(["group", "context", "product_text"], sort=False, dropna=False).agg(
-        label=("label", "mean"), impressions=("label", "size")).reset_index()
-    return pairs.assign(**{WEIGHTS: pairs["impressions"] / pairs["impressions"].mean()})
+def impression_weights(frame: Any, inverse_propensity: bool) -> Any:
+    """Each impression's weight in the loss: 1, or with `inverse_propensity` 1/propensity clipped at
+    MAX_INVERSE_PROPENSITY (clipping bounds the variance a few unlikely displays would add); 1 without a propensity."""
+    ones = pd.Series(1.0, index=frame.index)
+    if not inverse_propensity or "propensity" not in frame:
+        return ones
+    propensity = pd.to_numeric(frame["propensity"], errors="coerce")
+    return (1.0 / propensity.clip(lower=1.0 / MAX_INVERSE_PROPENSITY)).where(propensity > 0, ones)
+
+
+def impression_pairs(frame: Any, inverse_propensity: bool = False) -> Any:
+    """Click-through rows of one (group, context, product) as one row: `label` the (weighted) share of them
+    that were positive, `weights` their summed weight (impression_weights) over the mean. The cross-entropy is
+    linear in the label, so the weighted loss is the loss over the impressions, computed with one forward pass
+    per pair (a search log repeats its head queries' products: the benchmark's shop has ~4 impressions a pair)."""
+    weight = impression_weights(frame, inverse_propensity)
+    pairs = frame.assign(_weight=weight, _positive=weight * frame["label"].astype(float)).groupby(
+        ["group", "context", "product_text"], sort=False, dropna=False).agg(
+        weight=("_weight", "sum"), positive=("_positive", "sum"), impressions=("label", "size")).reset_index()
+    return pairs.assign(label=pairs["positive"] / pairs["weight"], **{WEIGHTS: pairs["weight"] / pairs["weight"].mean()})
 
 
 def positive_pairs(frame: Any) -> Any:
@@ -264,9 +279,9 @@ def text_rows(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: 
 
 
 def build_rows(task: str, tokenizer: PreTrainedTokenizerBase, frame: Any, max_length: int,
-               seed: int = 0, listwise: bool = False) -> dict[str, list[Any]]:
+               seed: int = 0, listwise: bool = False, inverse_propensity: bool = False) -> dict[str, list[Any]]:
     if task == "click-through":
-        pairs = impression_pairs(frame)
+        pairs = impression_pairs(frame, inverse_propensity)
         rows = cross_encoder_rows(tokenizer, pairs, max_length, "label")
         return listwise_rows(rows, pairs["group"].astype(str).tolist(), seed) if listwise else rows
     if task == "relevance":
@@ -589,7 +604,13 @@ def train(
     set_seed(training.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
     listwise = task == "click-through" and training.loss == "listwise"
-    train_rows = build_rows(task, tokenizer, data.train, training.max_length, training.seed, listwise)
+    if task == "click-through" and training.inverse_propensity and dist.is_main:
+        weights = impression_weights(data.train, True)
+        logged = int(data.train["propensity"].notna().sum()) if "propensity" in data.train else 0
+        log.info("impressions weighted by 1/propensity (at most %g): %d of %d logged one; weights %.3g to %.3g",
+                 MAX_INVERSE_PROPENSITY, logged, len(data.train), weights.min(), weights.max())
+    train_rows = build_rows(task, tokenizer, data.train, training.max_length, training.seed, listwise,
+                            training.inverse_propensity)
     examples = len(train_rows["length"])
     # The rows the model runs: (context, product) pairs for click-through (impression_pairs); listwise examples are
     # lists of them, as many lists per batch as make about batchSize rows.
@@ -599,7 +620,8 @@ def train(
     if examples < (2 if task == "embedding" else 1):
         what = "positive (context, product) pairs" if task == "embedding" else "examples"
         raise JobError(f"the training split has {examples} {what}; too few to train {task}")
-    validation_rows = (build_rows(task, tokenizer, data.validation, training.max_length, training.seed, listwise)
+    validation_rows = (build_rows(task, tokenizer, data.validation, training.max_length, training.seed, listwise,
+                                  training.inverse_propensity)
                        if len(data.validation) else None)
     if validation_rows is not None and len(validation_rows["length"]) < (2 if task == "embedding" else 1):
         validation_rows = None
