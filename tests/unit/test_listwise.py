@@ -77,7 +77,7 @@ def test_inverse_propensity_weighs_each_impression_by_one_over_its_logged_propen
     pd = pytest.importorskip("pandas")
     from recops.train.trainer import MAX_INVERSE_PROPENSITY, WEIGHTS, impression_pairs
 
-    # q1/a: shown by the model (p 0.5, not clicked) and at random (p 0.1, clicked); q1/b: a displays so unlikely
+    # q1/a: shown by the model (p 0.5, not clicked) and at random (p 0.1, clicked); q1/b: a display so unlikely
     # that its weight is clipped; q2/a: no propensity logged (weighs 1).
     frame = pd.DataFrame({"group": ["q1", "q1", "q1", "q2"], "context": ["q1", "q1", "q1", "q2"],
                           "product_text": ["a", "a", "b", "a"], "label": [0.0, 1.0, 1.0, 0.0],
