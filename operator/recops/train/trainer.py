@@ -46,6 +46,7 @@ from transformers import (
 
 from recops.api.finetunejob import FineTuneJobSpec, LoraSpec
 from recops.api.gate import is_ranking
+from recops.train.data import PROPENSITY
 from recops.train.job import Distributed, JobError
 from recops.train.progress import Progress, ProgressReporter, progress_line
 
@@ -220,9 +221,9 @@ def impression_weights(frame: Any, inverse_propensity: bool) -> Any:
     """Each impression's weight in the loss: 1, or with `inverse_propensity` 1/propensity clipped at
     MAX_INVERSE_PROPENSITY (clipping bounds the variance a few unlikely displays would add); 1 without a propensity."""
     ones = pd.Series(1.0, index=frame.index)
-    if not inverse_propensity or "propensity" not in frame:
+    if not inverse_propensity or PROPENSITY not in frame:
         return ones
-    propensity = pd.to_numeric(frame["propensity"], errors="coerce")
+    propensity = pd.to_numeric(frame[PROPENSITY], errors="coerce")
     return (1.0 / propensity.clip(lower=1.0 / MAX_INVERSE_PROPENSITY)).where(propensity > 0, ones)
 
 
@@ -606,7 +607,7 @@ def train(
     listwise = task == "click-through" and training.loss == "listwise"
     if task == "click-through" and training.inverse_propensity and dist.is_main:
         weights = impression_weights(data.train, True)
-        logged = int(data.train["propensity"].notna().sum()) if "propensity" in data.train else 0
+        logged = int(data.train[PROPENSITY].notna().sum()) if PROPENSITY in data.train else 0
         log.info("impressions weighted by 1/propensity (at most %g): %d of %d logged one; weights %.3g to %.3g",
                  MAX_INVERSE_PROPENSITY, logged, len(data.train), weights.min(), weights.max())
     train_rows = build_rows(task, tokenizer, data.train, training.max_length, training.seed, listwise,
