@@ -581,6 +581,7 @@ def up(args: argparse.Namespace) -> int:
         "retrainedBaseline": second.get("baseline"), "retrainedGatePassed": second.get("gatePassed"),
         "retrainedCurrentModel": second.get("currentModel"), "retrainedDebiased": second.get("debiased"),
         "firstOptimization": first.get("optimization"), "retrainedOptimization": second.get("optimization"),
+        "firstMargins": model_margins(first.get("model")), "retrainedMargins": model_margins(second.get("model")),
         "servedFormats": served_formats(prometheus_url),
         "ctrBaseline": ctr_before, "ctrAtBreach": ctr_breach,
         "ctrPromoted": ctr_now,
@@ -673,6 +674,25 @@ def against_baselines(metrics: dict[str, float] | None, baseline: dict[str, dict
     return lines
 
 
+def model_margins(model: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The margins in a model's recops.json (the demo's models are on this machine's disk)."""
+    from recops.api.contracts import MODEL_MANIFEST
+
+    manifest = Path((model or {}).get("uri") or "/nonexistent") / MODEL_MANIFEST
+    return list(json.loads(manifest.read_text()).get("margins") or []) if manifest.exists() else []
+
+
+def how_sure(margins: list[dict[str, Any]] | None) -> list[str]:
+    """One line per reference: the gate metric's margin and its 95% interval (recops.json's margins)."""
+    from recops.api.contracts import Margin
+
+    lines = []
+    for m in (Margin.model_validate(each) for each in margins or []):
+        lines.append(f"    {m.metric} over {m.reference:13} {m.margin:+.3f} (95% interval {m.low:+.3f} to {m.high:+.3f}, "
+                     f"{m.groups} groups of {m.judged_on}): {m.reading}")
+    return ["  how sure (paired bootstrap over groups):", *lines] if lines else []
+
+
 def online_verdict(summary: dict[str, Any]) -> tuple[bool | None, str]:
     """Whether the retrained model's shoppers clicked more than the first model's after the shift (a two-proportion
     z-test over what the traffic generator counted; None within noise), and how that was decided."""
@@ -741,7 +761,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"first model:     {summary['firstModel']}")
     print(f"  gate {gate_word(summary.get('firstGatePassed'))}; test split of the synthetic shop's history, "
           "against the baselines:")
-    print("\n".join(against_baselines(summary["firstMetrics"], summary.get("firstBaseline"))))
+    print("\n".join(against_baselines(summary["firstMetrics"], summary.get("firstBaseline")) +
+                    how_sure(summary.get("firstMargins"))))
     print(served_as(summary, "first"))
     print(f"retrained model: {summary['retrainedModel']}")
     debiased = summary.get("retrainedDebiased") or {}
@@ -752,6 +773,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     if debiased.get("rows"):
         print(f"  debiased: the test split's exploration slice ({debiased['rows']} impressions), against the baselines:")
         print("\n".join(against_baselines(debiased.get("metrics"), debiased.get("baseline"))))
+    print("\n".join(how_sure(summary.get("retrainedMargins"))))
     print(served_as(summary, "retrained"))
     print(f"canary:          {summary['outcome']}")
     print("\n".join(against_current(summary)))

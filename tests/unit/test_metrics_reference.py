@@ -12,7 +12,7 @@ from sklearn.metrics import log_loss, mean_squared_error, ndcg_score, roc_auc_sc
 
 from recops.fusion import BM25, smoothed_means
 from recops.train import baselines
-from recops.train.metrics import compute_metrics, tie_share
+from recops.train.metrics import compute_metrics, paired_interval, tie_share
 
 SEEDS = range(6)
 
@@ -131,3 +131,48 @@ def test_the_baselines_agree_with_their_definitions(seed: int) -> None:
     # constant: the train split's mean label, as a unit score.
     assert baselines.constant_score(train, 1.0) == pytest.approx(overall)
     assert baselines.constant_score(train.assign(label=train["grade"]), 2.0) == pytest.approx(train["grade"].mean() / 2)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("metric", ["ndcg@5", "mrr", "recall@3", "logloss", "rmse", "accuracy"])
+def test_a_paired_interval_is_the_difference_of_the_two_metrics(seed: int, metric: str) -> None:
+    frame, scores = random_frame(seed, ties=True)
+    reference = np.round(np.random.default_rng(seed + 100).random(len(frame)) * 4) / 4
+    interval = paired_interval(metric, frame, scores, reference, max_grade=3.0, resamples=200)
+    assert interval is not None
+    expected = compute_metrics([metric], frame, scores, max_grade=3.0)[metric] - \
+        compute_metrics([metric], frame, reference, max_grade=3.0)[metric]
+    assert interval.difference == pytest.approx(expected, abs=1e-12)
+    assert interval.low <= interval.high
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_paired_interval_resamples_whole_groups_as_a_plain_bootstrap_of_per_group_figures_does(seed: int) -> None:
+    """The reference: each group's ndcg@10 from compute_metrics on that group alone, the per-group differences
+    resampled by numpy, the 2.5th and 97.5th percentiles of their means."""
+    rng = np.random.default_rng(seed)
+    groups = 60
+    frame = pd.DataFrame({"group": rng.integers(0, groups, 1500).astype(str)})
+    frame["grade"] = rng.choice([0.0, 0.0, 1.0, 3.0], len(frame))
+    frame["label"] = frame["grade"]
+    good, other = frame["grade"].to_numpy() * 0.2 + rng.random(len(frame)), rng.random(len(frame))
+    differences = []
+    for _, rows in frame.groupby("group"):
+        if (rows["grade"] >= 1).any():
+            index = rows.index.to_numpy()
+            differences.append(compute_metrics(["ndcg@10"], rows.reset_index(drop=True), good[index])["ndcg@10"]
+                               - compute_metrics(["ndcg@10"], rows.reset_index(drop=True), other[index])["ndcg@10"])
+    d = np.array(differences)
+    means = d[rng.integers(0, len(d), (20000, len(d)))].mean(axis=1)
+    interval = paired_interval("ndcg@10", frame, good, other, resamples=20000)
+    assert interval is not None and interval.groups == len(d)
+    assert interval.low == pytest.approx(np.percentile(means, 2.5), abs=0.006)
+    assert interval.high == pytest.approx(np.percentile(means, 97.5), abs=0.006)
+    assert interval.low > 0  # better in every group's expectation, and 60 groups show it
+
+
+def test_a_paired_interval_of_a_scorer_with_itself_is_zero_and_auc_has_none() -> None:
+    frame, scores = random_frame(0, ties=True)
+    same = paired_interval("ndcg@5", frame, scores, scores.copy())
+    assert same is not None and (same.difference, same.low, same.high) == (0.0, 0.0, 0.0)
+    assert paired_interval("auc", frame, scores, scores[::-1].copy()) is None

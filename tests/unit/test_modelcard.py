@@ -50,3 +50,15 @@ def test_unknown_base_and_license_and_unmeasured_metrics_are_left_out() -> None:
     assert data.base_model is None and data.license is None
     assert [r.metric_type for r in data.eval_results] == ["mrr"]
     assert data.to_dict().get("model-index") is not None
+
+
+def test_the_card_says_how_sure_each_margin_is() -> None:
+    from recops.api.contracts import Margin
+
+    slice_ = {"metric": "ndcg@10", "groups": 85, "judged_on": "the exploration slice"}
+    card = render(inputs(margins=[Margin(reference="bm25", margin=0.031, low=0.004, high=0.058, **slice_),
+                                  Margin(reference="current model", margin=0.003, low=-0.02, high=0.025, **slice_)]))
+    assert "### How sure" in card and "the exploration slice, with a 95% interval from resampling its 85 groups" in card
+    assert "| bm25 | +0.0310 | +0.0040 to +0.0580 | better |" in card
+    assert "| current model | +0.0030 | -0.0200 to +0.0250 | no evidence either way |" in card
+    assert "### How sure" not in render(inputs())

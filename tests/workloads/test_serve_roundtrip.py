@@ -111,7 +111,7 @@ def test_the_exploration_slice_is_logged_and_judges_every_reference_of_the_gate(
                             dataset={"format": "jsonl", "split": {"by": "random", "validation": 0.2, "test": 0.4}},
                             training={"inversePropensity": True},
                             evaluation={"metrics": ["auc", "ndcg@10"],
-                                        "gate": {"metric": "auc", "beatBaselines": ["bm25"], "beatCurrent": True}})
+                                        "gate": {"metric": "ndcg@10", "beatBaselines": ["bm25"], "beatCurrent": True}})
     run = run_train(write_config(tmp_path, manifest), tmp_path / "termination-log", "--current-model", str(current))
     assert run.returncode == 0, run.stderr[-3000:]
     # Every logged impression carried its propensity into training: 1/(share/n) = 12 for an explored one.
@@ -129,3 +129,12 @@ def test_the_exploration_slice_is_logged_and_judges_every_reference_of_the_gate(
     assert "Debiased: the exploration slice" in card
     for reference in ("the current model", "bm25"):
         assert f"{reference} (debiased: {written.debiased.rows} explored impressions)" in card
+    # How sure: the gate metric's margin over each reference, on the slice the gate judged, is the slice's difference.
+    slice_figures = {**written.debiased.baseline, "current model": written.debiased.current_model}
+    assert {m.reference for m in written.margins} == {"bm25", "popularity", "current model"}
+    for margin in written.margins:
+        assert (margin.metric, margin.judged_on) == ("ndcg@10", "the exploration slice")
+        assert margin.margin == pytest.approx(written.debiased.metrics["ndcg@10"] -
+                                              slice_figures[margin.reference]["ndcg@10"], abs=1e-9)
+        assert margin.low <= margin.high and 0 < margin.groups <= written.debiased.groups
+    assert "### How sure" in card

@@ -134,6 +134,11 @@ def test_a_gate_on_baselines_agrees_with_the_figures_it_reports(tmp_path: Path, 
     assert ("does not beat" in card) or beats
     for name in ("bm25", "popularity"):
         assert f"vs {name} {written.baseline[name]['ndcg@10']:.4f}" in card  # the gate's reasons, figure by figure
+    # How sure: the margin over each baseline is the difference of the figures above, with an interval round it.
+    assert {m.reference for m in written.margins} == {"bm25", "popularity"}
+    for margin in written.margins:
+        assert (margin.metric, margin.judged_on) == ("ndcg@10", "the test split") and margin.low <= margin.high
+        assert margin.margin == pytest.approx(value - written.baseline[margin.reference]["ndcg@10"], abs=1e-9)
 
 
 def test_a_failed_gate_still_writes_the_model_with_gate_passed_false(tmp_path: Path, tiny_base: Path, shop_events: Path) -> None:
@@ -146,6 +151,10 @@ def test_a_failed_gate_still_writes_the_model_with_gate_passed_false(tmp_path: P
     assert "rmse" in written.metrics  # the gate's metric is computed even when not listed
     assert written.gate_passed is False
     assert run.termination is not None and run.termination["gatePassed"] is False and run.termination["error"] is None
+    # rmse: lower is better, so the margin over the constant is the constant's rmse minus the model's.
+    (margin,) = written.margins
+    assert (margin.reference, margin.metric) == ("constant", "rmse")
+    assert margin.margin == pytest.approx(written.baseline["constant"]["rmse"] - written.metrics["rmse"], abs=1e-9)
 
 
 def test_lora_adapters_are_merged_into_a_plain_model(tmp_path: Path, tiny_base: Path, shop_events: Path) -> None:

@@ -114,6 +114,24 @@ class Debiased(_Contract):
     current_model: dict[str, float] | None = Field(default=None, alias="currentModel")
 
 
+class Margin(_Contract):
+    """How much better the model is than one reference on one metric (positive: better; where lower is better, the
+    reference's value minus the model's), with a 95% paired bootstrap interval over the groups of the rows the gate
+    judges (recops.train.metrics.paired_interval): an interval that holds 0 is no evidence either way."""
+
+    metric: str
+    reference: str  # a baseline's name, or "current model"
+    margin: float
+    low: float
+    high: float
+    groups: int
+    judged_on: str = Field(alias="judgedOn")  # "the exploration slice" or "the test split"
+
+    @property
+    def reading(self) -> str:
+        return "better" if self.low > 0 else "worse" if self.high < 0 else "no evidence either way"
+
+
 class Optimization(_Contract):
     """spec.optimize's outcome: the optimised (ONNX) model against the full-precision one on the test split. The
     manifest's and the report's `metrics` are those of the model served: this one's when `file` is set."""
@@ -218,6 +236,8 @@ class ModelManifest(_Contract):
     # Per scorer (model, baselines): the share of test rows whose score ties another row of their group.
     ties: dict[str, float] = Field(default_factory=dict)
     debiased: Debiased | None = None
+    # The gate's metric (else the first that splits into groups) against each reference, on the rows the gate judges.
+    margins: list[Margin] = Field(default_factory=list)
     optimization: Optimization | None = None
     versions: dict[str, str] = Field(default_factory=dict)
     created_at: str | None = Field(default=None, alias="createdAt")

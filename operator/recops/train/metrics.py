@@ -18,6 +18,7 @@ has a positive) is NaN.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -106,21 +107,25 @@ def tie_share(frame: pd.DataFrame, scores: np.ndarray) -> float:
 
 
 def _ranking(kind: str, k: int | None, table: pd.DataFrame) -> float:
+    per_group = _ranking_by_group(kind, k, table)
+    return float(per_group.mean()) if len(per_group) else float("nan")
+
+
+def _ranking_by_group(kind: str, k: int | None, table: pd.DataFrame) -> pd.Series:
+    """The ranking metric of each group with at least one positive (indexed by the group's code)."""
     import numpy as np
 
     relevant = table["grade"] >= POSITIVE_GRADE
     positives = relevant.groupby(table["group"], sort=False).sum()
     judged = positives[positives > 0].index
-    if len(judged) == 0:
-        return float("nan")
     if kind == "mrr":
         first = table.loc[relevant, ["group", "rank"]].groupby("group", sort=False)["rank"].min()
-        return float((1.0 / first.reindex(judged)).mean())
+        return (1.0 / first.reindex(judged)).astype(float)
     assert k is not None
     top = table["rank"] <= k
     if kind == "recall":
         hits = (relevant & top).groupby(table["group"], sort=False).sum()
-        return float((hits.reindex(judged) / positives.reindex(judged)).mean())
+        return (hits.reindex(judged) / positives.reindex(judged)).astype(float)
     # ndcg@k with linear gain = grade.
     gains = table["grade"].clip(lower=0.0)
     discount = 1.0 / np.log2(table["rank"].to_numpy(dtype=float) + 1.0)
@@ -132,7 +137,7 @@ def _ranking(kind: str, k: int | None, table: pd.DataFrame) -> float:
     ideal_gain = ideal_sorted["grade"].to_numpy() / np.log2(ideal_rank + 1.0)
     ideal_gain[ideal_rank > k] = 0.0
     idcg = ideal_sorted.assign(g=ideal_gain).groupby("group", sort=False)["g"].sum()
-    return float((dcg.reindex(judged) / idcg.reindex(judged)).mean())
+    return (dcg.reindex(judged) / idcg.reindex(judged)).astype(float)
 
 
 def compute_metrics(
@@ -169,3 +174,74 @@ def compute_metrics(
                 table = _ranked(frame, scores)
             results[name] = _ranking(kind, k, table)
     return results
+
+
+BOOTSTRAP_RESAMPLES = 2000
+CONFIDENCE_LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A scorer's metric minus a reference scorer's on the same rows, with a bootstrap confidence interval."""
+
+    difference: float
+    low: float
+    high: float
+    groups: int  # the groups resampled
+
+
+def _by_group(name: str, frame: pd.DataFrame, scores: np.ndarray, max_grade: float) -> tuple[pd.Series, pd.Series] | None:
+    """Per group, (value, count) such that the metric is Σ value / Σ count (its square root for rmse): each judged
+    group's own figure and 1 for the ranking metrics, the sums of the rows' terms and the rows for the others. None
+    for auc, which does not split into groups, and for loss (the trainer's own)."""
+    import numpy as np
+    import pandas as pd
+
+    kind, k = parse_metric(name)
+    if kind in ("auc", "loss"):
+        return None
+    scores = np.asarray(scores, dtype=float)
+    if kind in ("mrr", "ndcg", "recall"):
+        per_group = _ranking_by_group(kind, k, _ranked(frame, scores))
+        return per_group, pd.Series(1.0, index=per_group.index)
+    target = frame["grade"].to_numpy(dtype=float) >= POSITIVE_GRADE
+    if kind == "logloss":
+        p = np.clip(scores, _EPSILON, 1.0 - _EPSILON)
+        terms = -np.where(target, np.log(p), np.log(1.0 - p))
+    elif kind == "accuracy":
+        terms = ((scores >= 0.5) == target).astype(float)
+    else:  # rmse
+        terms = (scores * max_grade - frame["label"].to_numpy(dtype=float)) ** 2
+    grouped = pd.Series(terms).groupby(pd.factorize(frame["group"].astype(str))[0])
+    return grouped.sum(), grouped.count().astype(float)
+
+
+def paired_interval(name: str, frame: pd.DataFrame, scores: np.ndarray, reference: np.ndarray, *,
+                    max_grade: float = 1.0, level: float = CONFIDENCE_LEVEL, resamples: int = BOOTSTRAP_RESAMPLES,
+                    seed: int = 0) -> Interval | None:
+    """`name` of `scores` minus `name` of `reference` on `frame`, with a percentile bootstrap interval that resamples
+    whole groups (a query's or a user's rows are not independent of each other), the same groups for both scorers
+    (paired). None where the metric does not split into groups (auc) or fewer than two groups count."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    own = _by_group(name, frame, scores, max_grade)
+    other = _by_group(name, frame, reference, max_grade)
+    if own is None or other is None or len(own[0]) < 2:
+        return None
+    values, counts = own[0].to_numpy(dtype=float), own[1].to_numpy(dtype=float)
+    reference_values = other[0].reindex(own[0].index).to_numpy(dtype=float)  # the same groups: grades decide them
+    finish = np.sqrt if parse_metric(name)[0] == "rmse" else np.asarray
+
+    def statistic(a: np.ndarray, b: np.ndarray, n: np.ndarray, axis: int = -1) -> np.ndarray:
+        total = n.sum(axis=axis)
+        return finish(a.sum(axis=axis) / total) - finish(b.sum(axis=axis) / total)  # type: ignore[no-any-return]
+
+    difference = float(statistic(values, reference_values, counts))
+    if np.array_equal(values, reference_values):  # no spread to resample: the interval is the point
+        return Interval(difference, difference, difference, len(values))
+    result = bootstrap((values, reference_values, counts), statistic, paired=True, vectorized=True,
+                       n_resamples=resamples, confidence_level=level, method="percentile",
+                       rng=np.random.default_rng(seed))
+    low, high = result.confidence_interval
+    return Interval(difference, float(low), float(high), len(values))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from recops.api.contracts import Debiased, Optimization
+    from recops.api.contracts import Debiased, Margin, Optimization
 
 log = logging.getLogger("recops.train")
 
@@ -86,6 +86,7 @@ class CardInputs:
     versions: dict[str, str]
     created_at: str
     has_curves: bool = False
+    margins: list[Margin] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     license: str | None = None  # the base model's, from its own card
 
@@ -167,6 +168,21 @@ def debiased_section(debiased: Debiased | None) -> list[str]:
         *verdict(debiased.metrics, debiased.baseline, debiased.current_model),
         "",
     ]
+
+
+def margins_section(margins: list[Margin]) -> list[str]:
+    """How sure each "beats" is: the margin over each reference with its bootstrap interval."""
+    if not margins:
+        return []
+    first = margins[0]
+    rows = ["| reference | margin | 95% interval | reading |", "|---|---:|---:|---|"]
+    for m in margins:
+        rows.append(f"| {m.reference} | {m.margin:+.4f} | {m.low:+.4f} to {m.high:+.4f} | {m.reading} |")
+    return ["### How sure", "",
+            f"The model's {first.metric} minus each reference's (for a metric where lower is better, the reference's "
+            f"minus the model's: positive is better) on {first.judged_on}, with a 95% interval from resampling its "
+            f"{first.groups} groups (paired bootstrap). An interval that holds 0 is no evidence either way, whatever "
+            "the gate's verdict on the figures themselves.", "", *rows, ""]
 
 
 def optimization_section(optimization: Optimization | None) -> list[str]:
@@ -288,6 +304,7 @@ def render(inputs: CardInputs) -> str:
         parts += ["Not computed:", ""] + [f"- {name}: {why}" for name, why in inputs.skipped.items()] + [""]
     parts += optimization_section(inputs.optimization)
     parts += ["## Gate", "", gate, ""] + [f"- {reason}" for reason in inputs.gate_reasons] + [""]
+    parts += margins_section(inputs.margins)
     parts += ["## Limits", ""] + [f"- {limit}" for limit in LIMITS] + [""]
     if inputs.notes:
         parts += ["## Notes", ""] + [f"- {note}" for note in inputs.notes] + [""]

@@ -7,7 +7,7 @@ import logging
 import platform
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 import recops
 from recops import uris
 from recops.api.common import format_time
-from recops.api.contracts import MODEL_MANIFEST, Debiased, ModelManifest, TerminationMessage
+from recops.api.contracts import MODEL_MANIFEST, Debiased, Margin, ModelManifest, TerminationMessage
 from recops.api.gate import decide_gate
 from recops.fusion import FUSION_FILE
 from recops.train import output
@@ -139,7 +139,7 @@ def run(job: Job) -> TerminationMessage | None:
             log.info("gate %s", "passed" if decision.passed else "failed")
         manifest = manifest.model_copy(update={
             "metrics": metrics, "baseline": baseline, "current_model": current, "ties": plain.ties,
-            "debiased": debiased,
+            "debiased": debiased, "margins": plain.margins,
             "gate": spec.evaluation.gate.to_api() if spec.evaluation.gate else None, "gate_passed": decision.passed,
             "created_at": format_time(datetime.now(UTC)),
         })
@@ -203,28 +203,67 @@ class Comparison:
     current: dict[str, float] | None
     skipped: dict[str, str]  # metric -> why the model has no value
     ties: dict[str, float]  # scorer -> the share of rows whose score ties another of their group
+    scores: dict[str, Any] = field(default_factory=dict)  # scorer ("model", a baseline, "current model") -> its scores
+    margins: list[Margin] = field(default_factory=list)  # on the rows the gate judges (evaluate_all)
 
 
 def compare(model: Any, current: Any, data: Any, frame: Any, names: list[str], task: str, batch: int) -> Comparison:
     """Every scorer on `frame`, each only with the metrics that mean something for it."""
     from recops.train.baselines import baseline_metrics, baseline_scores
-    from recops.train.evaluate import evaluate
+    from recops.train.evaluate import evaluate, score
     from recops.train.metrics import tie_share
 
-    evaluation = evaluate(model, frame, names, batch)
+    scores = {"model": score(model, frame)} if len(frame) else {}
+    evaluation = evaluate(model, frame, names, batch, scores=scores.get("model"))
     scores_by_baseline = baseline_scores(data, frame) if len(frame) else {}
     baseline = baseline_metrics(names, data, task, scores_by_baseline, frame) if len(frame) else {}
+    scores.update({name: values for name, values in scores_by_baseline.items() if name in baseline})
     ties = {"model": evaluation.ties} if evaluation.ties is not None else {}
-    ties.update({name: tie_share(frame, scores) for name, scores in scores_by_baseline.items() if name in baseline})
+    ties.update({name: tie_share(frame, values) for name, values in scores_by_baseline.items() if name in baseline})
     current_metrics = None
     if current is not None:
-        current_evaluation = evaluate(current, frame, names, batch)
+        if len(frame):
+            scores["current model"] = score(current, frame)
+        current_evaluation = evaluate(current, frame, names, batch, scores=scores.get("current model"))
         current_metrics = current_evaluation.metrics
         for name, why in current_evaluation.skipped.items():
             log.info("current model: %s not computed: %s", name, why)
         if current_evaluation.ties is not None:
             ties["current model"] = current_evaluation.ties
-    return Comparison(evaluation.metrics, baseline, current_metrics, evaluation.skipped, ties)
+    return Comparison(evaluation.metrics, baseline, current_metrics, evaluation.skipped, ties, scores)
+
+
+def margins(comparison: Comparison, frame: Any, metric: str | None, max_grade: float, judged_on: str) -> list[Margin]:
+    """`metric` of the model against each other scorer of `comparison` on `frame`, with a paired bootstrap interval
+    (recops.train.metrics.paired_interval), each reference only where it has the metric; each is logged."""
+    from recops.api.gate import higher_is_better
+    from recops.train.metrics import paired_interval
+
+    model = comparison.scores.get("model")
+    figures = {**comparison.baseline, **({"current model": comparison.current} if comparison.current else {})}
+    result = []
+    for reference, values in comparison.scores.items():
+        if metric is None or model is None or reference == "model" or metric not in figures.get(reference, {}):
+            continue
+        interval = paired_interval(metric, frame, model, values, max_grade=max_grade)
+        if interval is None:
+            continue
+        sign = 1.0 if higher_is_better(metric) else -1.0
+        low, high = sorted((sign * interval.low, sign * interval.high))
+        found = Margin(metric=metric, reference=reference, margin=sign * interval.difference, low=low, high=high,
+                       groups=interval.groups, judged_on=judged_on)
+        log.info("margin: %s %+.4f over %s (95%% interval %+.4f to %+.4f; %d groups of %s): %s", metric, found.margin,
+                 reference, low, high, found.groups, judged_on, found.reading)
+        result.append(found)
+    return result
+
+
+def margin_metric(job: Job, names: list[str]) -> str | None:
+    """The metric the margins are given for: the gate's, else the first asked for that splits into groups."""
+    gate = job.spec.evaluation.gate
+    if gate is not None:
+        return gate.metric
+    return next((name for name in names if name not in ("auc", "loss")), None)
 
 
 def evaluate_all(
@@ -243,15 +282,17 @@ def evaluate_all(
     for name, why in plain.skipped.items():
         log.info("metric %s not computed: %s", name, why)
     _log_figures("", plain)
-    if not data.logged:
-        return plain, None
-    explored = data.test[data.test["explored"]].reset_index(drop=True)
-    if explored.empty:
-        log.info("debiased: the test split has no exploration slice (random candidates shown in a random order)")
-        return plain, Debiased()
+    metric = margin_metric(job, names)
+    explored = data.test[data.test["explored"]].reset_index(drop=True) if data.logged else None
+    if explored is None or explored.empty:
+        if explored is not None:
+            log.info("debiased: the test split has no exploration slice (random candidates shown in a random order)")
+        plain.margins = margins(plain, data.test, metric, data.max_grade, "the test split")
+        return plain, None if explored is None else Debiased()
     log.info("debiased: evaluating on the test split's exploration slice (%d rows)", len(explored))
     slice_ = compare(model, current, data, explored, names, task, batch)
     _log_figures("debiased ", slice_)
+    plain.margins = margins(slice_, explored, metric, data.max_grade, "the exploration slice")
     return plain, Debiased(rows=len(explored), groups=int(explored["group"].nunique()), metrics=slice_.metrics,
                            baseline=slice_.baseline, currentModel=slice_.current)
 
@@ -309,6 +350,7 @@ def write_card(job: Job, manifest: ModelManifest, stage: Path, data: Any, sizes:
         optimization=manifest.optimization,
         gate=manifest.gate, gate_passed=manifest.gate_passed, gate_reasons=reasons,
         versions=manifest.versions, created_at=manifest.created_at or "", has_curves=has_curves,
+        margins=manifest.margins,
         license=base_model_license(base_dir) if base_dir is not None else None,
     )
     (stage / "README.md").write_text(render(inputs))
