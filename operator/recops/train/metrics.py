@@ -12,7 +12,8 @@ ndcg@K, recall@K.
   positives first).
 
 A metric that the data cannot define (auc with one class, a ranking metric with no group that
-has a positive) is NaN.
+has a positive) is NaN. `paired_interval` gives one scorer's metric minus another's with a bootstrap
+interval over whole groups (every metric but auc and loss).
 """
 
 from __future__ import annotations
