@@ -191,6 +191,11 @@ class Interval:
     groups: int  # the groups resampled
 
 
+def has_interval(name: str) -> bool:
+    """Whether `name` splits into groups, so that paired_interval can resample them: all but auc and loss."""
+    return parse_metric(name)[0] not in ("auc", "loss")
+
+
 def _by_group(name: str, frame: pd.DataFrame, scores: np.ndarray, max_grade: float) -> tuple[pd.Series, pd.Series] | None:
     """Per group, (value, count) such that the metric is Σ value / Σ count (its square root for rmse): each judged
     group's own figure and 1 for the ranking metrics, the sums of the rows' terms and the rows for the others. None
@@ -198,9 +203,9 @@ def _by_group(name: str, frame: pd.DataFrame, scores: np.ndarray, max_grade: flo
     import numpy as np
     import pandas as pd
 
-    kind, k = parse_metric(name)
-    if kind in ("auc", "loss"):
+    if not has_interval(name):
         return None
+    kind, k = parse_metric(name)
     scores = np.asarray(scores, dtype=float)
     if kind in ("mrr", "ndcg", "recall"):
         per_group = _ranking_by_group(kind, k, _ranked(frame, scores))

@@ -260,10 +260,12 @@ def margins(comparison: Comparison, frame: Any, metric: str | None, max_grade: f
 
 def margin_metric(job: Job, names: list[str]) -> str | None:
     """The metric the margins are given for: the gate's, else the first asked for that splits into groups."""
+    from recops.train.metrics import has_interval
+
     gate = job.spec.evaluation.gate
     if gate is not None:
         return gate.metric
-    return next((name for name in names if name not in ("auc", "loss")), None)
+    return next((name for name in names if has_interval(name)), None)
 
 
 def evaluate_all(
